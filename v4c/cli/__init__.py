@@ -1,0 +1,33 @@
+"""The `v4c` command. Each command group lives in its own module and imports the heavy
+packages (torch, triton) only inside the command that needs them, so the CLI starts fast.
+
+Errors a user can fix (`V4CError`) are printed as their message, without a traceback, and
+the process exits with the error's code (2); usage errors exit 2 as well (click's rule)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from v4c.cli.spec import spec_app
+from v4c.errors import V4CError
+
+app = typer.Typer(
+    name="v4c",
+    help="A declarative graph compiler and runtime for DeepSeek-V4.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(spec_app, name="spec")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: runs the app and always ends in SystemExit."""
+    try:
+        app(args=argv, prog_name="v4c")
+    except V4CError as err:
+        for line in str(err).splitlines() or [type(err).__name__]:
+            typer.echo(f"error: {line}", err=True)
+        sys.exit(err.exit_code)

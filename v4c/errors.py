@@ -1,0 +1,18 @@
+"""Typed errors. The CLI prints `str(err)` without a traceback and exits with `exit_code`."""
+
+
+class V4CError(Exception):
+    """Base of every error v4c reports to a user."""
+
+    exit_code = 2
+
+
+class SpecError(V4CError):
+    """A model spec (YAML, config.json) is malformed or inconsistent.
+
+    `problems` holds one line per problem, `file:line: path: message`, all found at once.
+    """
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
