@@ -1,6 +1,10 @@
-"""v4c.passes: graph transformations.
+"""v4c.passes: graph transformations, one module per pass, the manager and the pipeline.
 
-Will hold one module per pass (HC/RMSNorm fusion, RoPE folding, MoE dispatch scheduling,
-dead-code elimination, memory planning, lowering), the pass manager and the default
-pipeline (issue: the IR and passes).
+`load_passes()` imports every pass module so the registry is complete; the manager calls it.
 """
+
+from __future__ import annotations
+
+
+def load_passes() -> None:
+    from v4c.passes import dce, fuse_hc_norm, fuse_rope, lower, memory_plan, schedule_moe, select_outputs  # noqa: F401

@@ -16,3 +16,7 @@ class SpecError(V4CError):
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class IRError(V4CError):
+    """A graph is malformed: a type that does not check, a dangling operand, a bad pass."""

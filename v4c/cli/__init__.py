@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from v4c.cli.compile import compile_command
 from v4c.cli.spec import spec_app
 from v4c.errors import V4CError
 
@@ -21,6 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(spec_app, name="spec")
+app.command("compile")(compile_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -207,3 +207,6 @@ class ModelSpec(_Node):
     mtp: MTP = spec_field(..., None, "Multi-token prediction.")
     quant: Quant = spec_field(..., None, "Stored-weight quantisation.")
     meta: Meta = spec_field(Meta(), None, "Keys kept for lossless round trips.")
+    pipeline: tuple[str, ...] | None = spec_field(
+        None, None, "Pass pipeline for `v4c compile` (null: the default one)."
+    )

@@ -1,0 +1,170 @@
+"""`build(spec)`: the whole model (main layers, then the MTP blocks) as one step graph.
+
+The graph computes one step of B sequences, T new tokens each, starting at `positions`:
+a prefill (T tokens) and a decode step (T = 1) are the same graph with T resolved
+differently. Node ids follow the spec: `L03.attn.wq_a`, `L03.ffn.moe`, `M00.e_proj` (MTP),
+`w.<checkpoint name>` (params), `cache.L03.window` (states), `in.ids`, `out.logits`.
+"""
+
+from __future__ import annotations
+
+from v4c.ir.graph import Graph, Value
+from v4c.ir.op import Op
+from v4c.ir.ops import attention as A
+from v4c.ir.ops import core as C
+from v4c.ir.ops import moe as M
+from v4c.spec import LayerInfo, ModelSpec, layer_table
+from v4c.spec.tensors import checkpoint_tensors
+
+BT = ("B", "T")
+
+
+def build(spec: ModelSpec) -> Graph:
+    return _Builder(spec).graph
+
+
+class _Builder:
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.graph = Graph(spec.name)
+        self.graph.meta["spec"] = spec.name
+        self.tensors = {t.name: t for t in checkpoint_tensors(spec)}
+        self.ids = self.source("in.ids", C.Input(BT, "i64", key="ids"))
+        self.pos = self.source("in.positions", C.Input(BT, "i64", key="positions"))
+        rows = layer_table(spec)
+        h = self.add("embed", C.Embed(), [self.ids, self.param("embed.weight")])
+        X = self.add("hc_expand", C.HcExpand(spec.hc.mult), [h])
+        for row in rows[: spec.num_layers]:
+            X = self.block(row, X, f"L{row.index:02d}", f"layers.{row.index}.")
+        self.head(X, "head", "", "norm.weight", "logits")
+        mtp_ids = None
+        for row in rows[spec.num_layers :]:
+            k = row.index - spec.num_layers
+            mtp_ids = mtp_ids or self.source("in.mtp_ids", C.Input(BT, "i64", key="mtp_ids"))
+            X = self.mtp(row, X, mtp_ids, f"M{k:02d}", f"mtp.{k}.")
+
+    # -- nodes ----------------------------------------------------------------------------
+
+    def add(self, id: str, op: Op, operands: list[Value], layer: int | None = None) -> Value:
+        return self.graph.add(id, op, operands, layer=layer).out()
+
+    def outs(self, id: str, op: Op, operands: list[Value], layer: int | None) -> list[Value]:
+        node = self.graph.add(id, op, operands, layer=layer)
+        return [node.out(i) for i in range(len(node.types))]
+
+    def source(self, id: str, op: Op) -> Value:
+        return self.graph.add(id, op, []).out()
+
+    def param(self, name: str) -> Value:
+        id = "w." + name.replace("{e}", "E")
+        if id not in self.graph:
+            t = self.tensors[name]
+            shape = ((t.stack,) if t.stack else ()) + t.shape
+            self.source(id, C.Param(shape, t.dtype, tensor=name, stack=t.stack))
+        return Value(id)
+
+    def state(self, key: str, shape: tuple, dtype: str, fill: str = "zeros") -> Value:
+        return self.source(f"cache.{key}", C.State(shape, dtype, key=key, fill=fill))
+
+    # -- structure ------------------------------------------------------------------------
+
+    def block(self, row: LayerInfo, X: Value, p: str, w: str) -> Value:
+        hc, i = self.spec.hc, row.index
+        for site, sublayer in (("attn", self.attention), ("ffn", self.ffn)):
+            hc_w = [self.param(f"{w}hc_{site}_{k}") for k in ("fn", "base", "scale")]
+            pre = C.HcPre(hc.sinkhorn_iters, hc.eps, self.spec.norm_eps)
+            x, post, comb = self.outs(f"{p}.{site}.hc_pre", pre, [X, *hc_w], i)
+            norm = C.RmsNorm(self.spec.norm_eps)
+            x = self.add(f"{p}.{site}_norm", norm, [x, self.param(f"{w}{site}_norm.weight")], i)
+            out = sublayer(row, x, p, w)
+            X = self.add(f"{p}.{site}.hc_post", C.HcPost(), [out, X, post, comb], i)
+        return X
+
+    def head(self, X: Value, p: str, w: str, norm: str, key: str) -> None:
+        hc = self.spec.hc
+        hc_w = [self.param(f"{w}hc_head_{k}") for k in ("fn", "base", "scale")]
+        y = self.add(f"{p}.hc_head", C.HcHead(hc.eps, self.spec.norm_eps), [X, *hc_w])
+        y = self.add(f"{p}.norm", C.RmsNorm(self.spec.norm_eps), [y, self.param(norm)])
+        logits = self.add(f"{p}.lm_head", C.Linear("fp32"), [y, self.param("head.weight")])
+        self.graph.add(f"out.{key}", C.Output(key=key), [logits])
+
+    def mtp(self, row: LayerInfo, X: Value, ids: Value, p: str, w: str) -> Value:
+        """MTP block: embed(next tokens) and the main model's streams -> one more block."""
+        eps, i = self.spec.norm_eps, row.index
+        e = self.add(f"{p}.embed", C.Embed(), [ids, self.param("embed.weight")], i)
+        e = self.add(f"{p}.enorm", C.RmsNorm(eps), [e, self.param(f"{w}enorm.weight")], i)
+        e = self.add(f"{p}.e_proj", C.Linear(), [e, self.param(f"{w}e_proj.weight")], i)
+        e = self.add(f"{p}.e_expand", C.HcExpand(self.spec.hc.mult), [e], i)
+        h = self.add(f"{p}.hnorm", C.RmsNorm(eps), [X, self.param(f"{w}hnorm.weight")], i)
+        h = self.add(f"{p}.h_proj", C.Linear(), [h, self.param(f"{w}h_proj.weight")], i)
+        X = self.add(f"{p}.input", C.Add(), [e, h], i)
+        X = self.block(row, X, p, w)
+        key = "mtp_logits" if p == "M00" else f"mtp{p[1:]}_logits"
+        self.head(X, p, w, f"{w}norm.weight", key)
+        return X
+
+    def rope(self, row: LayerInfo) -> dict:
+        r = self.spec.rope
+        yarn = r.yarn
+        return dict(
+            rope_dim=self.spec.attention.rope_head_dim,
+            theta=row.rope_theta,
+            yarn=(yarn.factor, yarn.original_max_position_embeddings, yarn.beta_fast, yarn.beta_slow)
+            if row.yarn and yarn is not None
+            else None,
+        )
+
+    def attention(self, row: LayerInfo, x: Value, p: str, w: str) -> Value:
+        a, eps, i, pos = self.spec.attention, self.spec.norm_eps, row.index, self.pos
+        at, q = f"{w}attn.", f"{p}.attn"
+        qr = self.add(f"{q}.wq_a", C.Linear(), [x, self.param(f"{at}wq_a.weight")], i)
+        qr = self.add(f"{q}.q_norm", C.RmsNorm(eps), [qr, self.param(f"{at}q_norm.weight")], i)
+        qh = self.add(f"{q}.wq_b", C.Linear(), [qr, self.param(f"{at}wq_b.weight")], i)
+        qh = self.add(f"{q}.q_heads", C.SplitHeads(a.num_heads), [qh], i)
+        qh = self.add(f"{q}.q_head_norm", C.RmsNorm(eps, weighted=False), [qh], i)
+        qh = self.add(f"{q}.q_rope", C.Rope(**self.rope(row)), [qh, pos], i)
+        kv = self.add(f"{q}.wkv", C.Linear(), [x, self.param(f"{at}wkv.weight")], i)
+        kv = self.add(f"{q}.kv_norm", C.RmsNorm(eps), [kv, self.param(f"{at}kv_norm.weight")], i)
+        kv = self.add(f"{q}.kv_rope", C.Rope(**self.rope(row)), [kv, pos], i)
+        window = self.state(f"{p}.window", ("B", a.sliding_window, a.head_dim), "bf16")
+        operands = [qh, kv, pos, self.param(f"{at}attn_sink"), window]
+        if row.compress_ratio:
+            operands.append(self.compressor(row, x, f"{q}.compressor", f"{at}compressor.", a.head_dim))
+        if row.has_indexer:
+            keys = self.compressor(row, x, f"{q}.indexer.compressor", f"{at}indexer.compressor.", a.indexer.head_dim)
+            ix_w = [self.param(f"{at}indexer.wq_b.weight"), self.param(f"{at}indexer.weights_proj.weight")]
+            ix = A.IndexerTopk(**self.rope(row), topk=a.indexer.topk, ratio=row.compress_ratio)
+            operands.append(self.add(f"{q}.indexer", ix, [qr, x, pos, *ix_w, keys], i))
+        core = A.SparseAttention(row.compress_ratio, a.sliding_window, a.head_dim**-0.5)
+        o = self.add(f"{q}.core", core, operands, i)
+        o = self.add(f"{q}.o_rope_inv", C.Rope(**self.rope(row), inverse=True), [o, pos], i)
+        o = self.add(f"{q}.wo_a", A.GroupedLinear(a.o_groups), [o, self.param(f"{at}wo_a.weight")], i)
+        return self.add(f"{q}.wo_b", C.Linear(), [o, self.param(f"{at}wo_b.weight")], i)
+
+    def compressor(self, row: LayerInfo, x: Value, id: str, w: str, c: int) -> Value:
+        m = row.compress_ratio if id.endswith(".attn.compressor") else A.CSA_RATIO
+        coff = 2 if m == A.CSA_RATIO else 1
+        key = id.removesuffix(".compressor").replace(".attn", "")
+        kv = self.state(f"{key}.compressor_kv", ("B", coff * m, coff * c), "fp32")
+        score = self.state(f"{key}.compressor_score", ("B", coff * m, coff * c), "fp32", "-inf")
+        cache = self.state(f"{key}.compressed", ("B", f"S/{m}", c), "bf16")
+        weights = [self.param(f"{w}{k}") for k in ("wkv.weight", "wgate.weight", "ape", "norm.weight")]
+        op = A.Compressor(**self.rope(row), ratio=m, eps=self.spec.norm_eps)
+        return self.add(id, op, [x, self.pos, *weights, kv, score, cache], row.index)
+
+    def ffn(self, row: LayerInfo, x: Value, p: str, w: str) -> Value:
+        moe, i, f = self.spec.moe, row.index, f"{w}ffn."
+        if row.gate == "hash":
+            gate = [x, self.ids, self.param(f"{f}gate.weight"), self.param(f"{f}gate.tid2eid")]
+        else:
+            gate = [x, self.param(f"{f}gate.weight"), self.param(f"{f}gate.bias")]
+        experts = [self.param(f"{f}experts.{{e}}.{k}.weight") for k in ("w1", "w2", "w3")]
+        op = M.Moe(row.gate, moe.top_k, moe.routed_scaling_factor, moe.scoring_func, moe.norm_topk_prob, moe.swiglu_limit)
+        out = self.add(f"{p}.ffn.moe", op, gate + experts, i)
+        for s in range(moe.num_shared_experts):
+            sp = f"{f}shared_experts." if moe.num_shared_experts == 1 else f"{f}shared_experts.{s}."
+            ws = [self.param(f"{sp}{k}.weight") for k in ("w1", "w2", "w3")]
+            shared = self.add(f"{p}.ffn.shared{s}", M.Swiglu(moe.swiglu_limit), [x, *ws], i)
+            out = self.add(f"{p}.ffn.out{s}", C.Add(), [out, shared], i)
+        return out
+

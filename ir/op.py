@@ -1,0 +1,67 @@
+"""The op registry: one frozen dataclass per op kind, the single source of truth for an op.
+
+An op class declares its operand and result roles, its typed attributes (the dataclass
+fields), `infer` (result types from operand types) and `run`, its reference semantics in
+torch (most delegate to `v4c.ir.semantics`). Fused ops are ops too: their `run` is the
+composition of the ops they replace, so a fusion is correct when the graph computes the
+same before and after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Sequence
+
+from v4c.errors import IRError
+from v4c.ir.types import TensorType
+
+OPS: dict[str, type[Op]] = {}
+
+
+def register(cls: type[Op]) -> type[Op]:
+    if cls.kind in OPS:
+        raise IRError(f"op {cls.kind!r} registered twice")
+    OPS[cls.kind] = cls
+    return cls
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    kind: ClassVar[str]
+    operands: ClassVar[tuple[str, ...]] = ()
+    results: ClassVar[tuple[str, ...]] = ("out",)
+    side_effects: ClassVar[bool] = False  # never dead (outputs)
+    source: ClassVar[str | None] = None  # "input" | "param" | "state": value comes from outside
+    aliases: ClassVar[dict[int, int]] = {}  # result index -> operand index it is a view of
+
+    def operand_roles(self) -> tuple[str, ...]:
+        """Roles of this instance's operands (ops whose arity depends on attrs override)."""
+        return self.operands
+
+    def result_roles(self) -> tuple[str, ...]:
+        return self.results
+
+    def infer(self, ins: Sequence[TensorType]) -> tuple[TensorType, ...]:
+        raise IRError(f"{self.kind}: no type rule")
+
+    def run(self, ins: Sequence[Any]) -> tuple[Any, ...]:
+        raise IRError(f"{self.kind}: not executable (a {self.source} is supplied by the executor)")
+
+    def attrs(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def fail(self, message: str) -> IRError:
+        return IRError(f"{self.kind}: {message}")
+
+    def expect(self, ok: bool, message: str) -> None:
+        if not ok:
+            raise self.fail(message)
+
+
+def make_op(name: str, attrs: dict[str, Any]) -> Op:
+    if name not in OPS:
+        raise IRError(f"unknown op {name!r}")
+    try:
+        return OPS[name](**attrs)
+    except TypeError as err:
+        raise IRError(f"{name}: bad attributes {sorted(attrs)}: {err}") from None

@@ -1,0 +1,338 @@
+"""Sources and sinks, dense ops, norms, RoPE and the hyper-connection ops.
+
+Shape legend: B batch rows, T tokens per row in the step, D hidden, H heads, d head dim,
+n HC streams, V vocabulary. Semantics modules are imported inside `run` so that building
+and compiling a graph does not import torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Sequence
+
+from v4c.ir.op import Op, register
+from v4c.ir.types import TensorType
+
+Yarn = tuple[float, int, float, float] | None  # factor, original max positions, beta_fast, beta_slow
+
+
+# -- sources and sinks --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Source(Op):
+    shape: tuple = ()
+    dtype: str = "fp32"
+
+    def infer(self, ins: Sequence[TensorType]) -> tuple[TensorType, ...]:
+        return (TensorType(tuple(self.shape), self.dtype),)
+
+
+@register
+@dataclass(frozen=True)
+class Input(_Source):
+    """A per-step input: token ids, positions."""
+
+    kind = "input"
+    source = "input"
+    key: str = ""
+
+
+@register
+@dataclass(frozen=True)
+class Param(_Source):
+    """A checkpoint tensor (official name); `stack` > 0: one per expert, stacked on dim 0."""
+
+    kind = "param"
+    source = "param"
+    tensor: str = ""
+    stack: int = 0
+
+
+@register
+@dataclass(frozen=True)
+class State(_Source):
+    """A cache buffer that lives across steps; `fill` is its value before the first step."""
+
+    kind = "state"
+    source = "state"
+    key: str = ""
+    fill: str = "zeros"  # or "-inf"
+
+
+@register
+@dataclass(frozen=True)
+class Output(Op):
+    kind = "output"
+    operands = ("value",)
+    results = ()
+    side_effects = True
+    key: str = ""
+
+    def infer(self, ins):
+        return ()
+
+    def run(self, ins):
+        return ()
+
+
+# -- dense ----------------------------------------------------------------------------------
+
+
+@register
+@dataclass(frozen=True)
+class Embed(Op):
+    kind = "embed"
+    operands = ("ids", "weight")
+
+    def infer(self, ins):
+        ids, w = ins
+        self.expect(ids.dtype == "i64" and len(w.shape) == 2, f"bad operands {ids}, {w}")
+        return (TensorType((*ids.shape, w.shape[1]), w.dtype),)
+
+    def run(self, ins):
+        ids, w = ins
+        return (w[ids],)
+
+
+@register
+@dataclass(frozen=True)
+class Linear(Op):
+    """y = x Wᵀ, fp32 accumulation; `out_dtype` fp32 for the lm_head."""
+
+    kind = "linear"
+    operands = ("x", "weight")
+    out_dtype: str = "bf16"
+
+    def infer(self, ins):
+        x, w = ins
+        self.expect(len(w.shape) == 2 and x.shape[-1] == w.shape[1], f"{x} x {w}ᵀ")
+        return (TensorType((*x.shape[:-1], w.shape[0]), self.out_dtype),)
+
+    def run(self, ins):
+        x, w = ins
+        return ((x.float() @ w.float().T).to(_torch_dtype(self.out_dtype, x)),)
+
+
+@register
+@dataclass(frozen=True)
+class SplitHeads(Op):
+    """[B,T,H*d] -> [B,T,H,d]."""
+
+    kind = "split_heads"
+    operands = ("x",)
+    aliases = {0: 0}
+    heads: int = 1
+
+    def infer(self, ins):
+        (x,) = ins
+        self.expect(isinstance(x.shape[-1], int) and x.shape[-1] % self.heads == 0, f"{x}")
+        return (x.with_shape(*x.shape[:-1], self.heads, x.shape[-1] // self.heads),)
+
+    def run(self, ins):
+        (x,) = ins
+        return (x.unflatten(-1, (self.heads, -1)),)
+
+
+@register
+@dataclass(frozen=True)
+class TakeLast(Op):
+    """[B,T,...] -> [B,1,...]: the last token of each row (logits only where sampled)."""
+
+    kind = "take_last"
+    operands = ("x",)
+    aliases = {0: 0}  # a strided view of x
+
+    def infer(self, ins):
+        (x,) = ins
+        return (x.with_shape(x.shape[0], 1, *x.shape[2:]),)
+
+    def run(self, ins):
+        (x,) = ins
+        return (x[:, -1:],)
+
+
+@register
+@dataclass(frozen=True)
+class Add(Op):
+    kind = "add"
+    operands = ("a", "b")
+
+    def infer(self, ins):
+        a, b = ins
+        self.expect(a.shape == b.shape, f"{a} + {b}")
+        return (a,)
+
+    def run(self, ins):
+        a, b = ins
+        return ((a.float() + b.float()).to(a.dtype),)
+
+
+# -- norms and RoPE -----------------------------------------------------------------------
+
+
+@register
+@dataclass(frozen=True)
+class RmsNorm(Op):
+    """RMSNorm over the last dim with a weight; `weighted=False`: the per-head q norm."""
+
+    kind = "rms_norm"
+    eps: float = 1e-6
+    weighted: bool = True
+
+    def operand_roles(self):
+        return ("x", "weight") if self.weighted else ("x",)
+
+    def infer(self, ins):
+        x = ins[0]
+        if self.weighted:
+            self.expect(ins[1].shape == (x.shape[-1],), f"weight {ins[1]} for {x}")
+        return (x,)
+
+    def run(self, ins):
+        from v4c.ir.semantics.norm import rms_norm
+
+        return (rms_norm(ins[0], ins[1] if self.weighted else None, self.eps),)
+
+
+@dataclass(frozen=True)
+class _Rotary(Op):
+    rope_dim: int = 64
+    theta: float = 10000.0
+    yarn: Yarn = None
+
+    def freqs(self, device: Any):
+        return _freqs(self.rope_dim, self.theta, self.yarn).to(device)
+
+
+@lru_cache(maxsize=64)
+def _freqs(rope_dim: int, theta: float, yarn: Yarn):
+    from v4c.ir.semantics.rope import rope_freqs
+
+    keys = ("factor", "original_max_position_embeddings", "beta_fast", "beta_slow")
+    return rope_freqs(rope_dim, theta, dict(zip(keys, yarn)) if yarn else None)
+
+
+@register
+@dataclass(frozen=True)
+class Rope(_Rotary):
+    """Interleaved RoPE on the trailing `rope_dim` channels; `inverse` rotates back."""
+
+    kind = "rope"
+    operands = ("x", "positions")
+    inverse: bool = False
+
+    def infer(self, ins):
+        x, pos = ins
+        self.expect(pos.shape == x.shape[:2] and pos.dtype == "i64", f"positions {pos} for {x}")
+        self.expect(self.rope_dim <= x.shape[-1], f"rope_dim {self.rope_dim} > {x}")
+        return (x,)
+
+    def run(self, ins):
+        from v4c.ir.semantics.rope import apply_rope
+
+        x, pos = ins
+        return (apply_rope(x, pos, self.freqs(x.device), inverse=self.inverse),)
+
+
+# -- hyper-connections ----------------------------------------------------------------------
+
+
+@register
+@dataclass(frozen=True)
+class HcExpand(Op):
+    kind = "hc_expand"
+    operands = ("h",)
+    mult: int = 4
+
+    def infer(self, ins):
+        (h,) = ins
+        return (h.with_shape(*h.shape[:-1], self.mult, h.shape[-1]),)
+
+    def run(self, ins):
+        from v4c.ir.semantics.hc import hc_expand
+
+        return (hc_expand(ins[0], self.mult),)
+
+
+def hc_pre_types(op: Op, X: TensorType, fn: TensorType) -> tuple[TensorType, ...]:
+    *bt, n, d = X.shape
+    op.expect(fn.shape == ((2 + n) * n, n * d), f"fn {fn} for streams {X}")
+    return (
+        X.with_shape(*bt, d),
+        TensorType((*bt, n), "fp32"),
+        TensorType((*bt, n, n), "fp32"),
+    )
+
+
+@register
+@dataclass(frozen=True)
+class HcPre(Op):
+    """Collapse n streams into one sublayer input (Sinkhorn-normalised mixing, §3.1)."""
+
+    kind = "hc_pre"
+    operands = ("X", "fn", "base", "scale")
+    results = ("x", "post", "comb")
+    iters: int = 20
+    eps: float = 1e-6
+    norm_eps: float = 1e-6
+
+    def infer(self, ins):
+        return hc_pre_types(self, ins[0], ins[1])
+
+    def run(self, ins):
+        from v4c.ir.semantics.hc import hc_pre
+
+        X, fn, base, scale = ins
+        return hc_pre(X, fn, base, scale, sinkhorn_iters=self.iters, eps=self.eps, norm_eps=self.norm_eps)
+
+
+@register
+@dataclass(frozen=True)
+class HcPost(Op):
+    """Expand a sublayer output back into n streams and mix the residual (§3.2)."""
+
+    kind = "hc_post"
+    operands = ("a", "X", "post", "comb")
+
+    def infer(self, ins):
+        a, X, post, comb = ins
+        self.expect(a.shape == X.shape[:-2] + X.shape[-1:], f"output {a} for streams {X}")
+        return (X,)
+
+    def run(self, ins):
+        from v4c.ir.semantics.hc import hc_post
+
+        return (hc_post(*ins),)
+
+
+@register
+@dataclass(frozen=True)
+class HcHead(Op):
+    """The final collapse of the streams, no Sinkhorn (§3.3)."""
+
+    kind = "hc_head"
+    operands = ("X", "fn", "base", "scale")
+    eps: float = 1e-6
+    norm_eps: float = 1e-6
+
+    def infer(self, ins):
+        X, fn = ins[0], ins[1]
+        *bt, n, d = X.shape
+        self.expect(fn.shape == (n, n * d), f"fn {fn} for streams {X}")
+        return (X.with_shape(*bt, d),)
+
+    def run(self, ins):
+        from v4c.ir.semantics.hc import hc_head
+
+        X, fn, base, scale = ins
+        return (hc_head(X, fn, base, scale, eps=self.eps, norm_eps=self.norm_eps),)
+
+
+def _torch_dtype(name: str, like: Any):
+    import torch
+
+    if name == "fp32":
+        return torch.float32
+    return like.dtype if like.dtype.is_floating_point else torch.bfloat16

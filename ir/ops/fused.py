@@ -1,0 +1,104 @@
+"""Fused ops made by the fusion passes. Each one's reference semantics is the composition
+of the ops it replaces, run through those ops' own `run`, so a fusion changes which kernel
+computes a value and never what the value is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from v4c.ir.op import Op, register
+from v4c.ir.ops.core import HcHead, HcPost, HcPre, RmsNorm, Rope, _Rotary, hc_pre_types
+
+
+@dataclass(frozen=True)
+class _HcNorm(Op):
+    iters: int = 20
+    eps: float = 1e-6  # HC epsilon
+    norm_eps: float = 1e-6  # the RMS over the flattened streams inside HC
+    rms_eps: float = 1e-6  # the sublayer RMSNorm
+
+    def pre(self, X, fn, base, scale, weight):
+        x, post, comb = HcPre(self.iters, self.eps, self.norm_eps).run([X, fn, base, scale])
+        (xn,) = RmsNorm(self.rms_eps).run([x, weight])
+        return xn, post, comb
+
+
+@register
+@dataclass(frozen=True)
+class HcPreNorm(_HcNorm):
+    """hc_pre + the RMSNorm after it (the first sublayer, right after hc_expand)."""
+
+    kind = "hc_pre_norm"
+    operands = ("X", "fn", "base", "scale", "norm")
+    results = ("x", "post", "comb")
+
+    def infer(self, ins):
+        return hc_pre_types(self, ins[0], ins[1])
+
+    def run(self, ins):
+        return self.pre(*ins)
+
+
+@register
+@dataclass(frozen=True)
+class HcPostPreNorm(_HcNorm):
+    """hc_post of one sublayer + hc_pre of the next + the next one's RMSNorm."""
+
+    kind = "hc_post_pre_norm"
+    operands = ("a", "X", "post", "comb", "fn", "base", "scale", "norm")
+    results = ("X_next", "x", "post_next", "comb_next")
+
+    def infer(self, ins):
+        return (ins[1], *hc_pre_types(self, ins[1], ins[4]))
+
+    def run(self, ins):
+        (X,) = HcPost().run(ins[:4])
+        return (X, *self.pre(X, *ins[4:]))
+
+
+@register
+@dataclass(frozen=True)
+class HcPostHeadNorm(_HcNorm):
+    """hc_post of the last sublayer + hc_head + the final RMSNorm; X_next stays a result
+    for the MTP block."""
+
+    kind = "hc_post_head_norm"
+    operands = ("a", "X", "post", "comb", "fn", "base", "scale", "norm")
+    results = ("X_next", "y")
+
+    def infer(self, ins):
+        (y,) = HcHead(self.eps, self.norm_eps).infer([ins[1], ins[4]])
+        return (ins[1], y)
+
+    def run(self, ins):
+        (X,) = HcPost().run(ins[:4])
+        (y,) = HcHead(self.eps, self.norm_eps).run([X, *ins[4:7]])
+        (yn,) = RmsNorm(self.rms_eps).run([y, ins[7]])
+        return (X, yn)
+
+
+@register
+@dataclass(frozen=True)
+class RmsNormRope(_Rotary):
+    """RMSNorm (weighted, or the weightless per-head q norm) with RoPE folded in."""
+
+    kind = "rms_norm_rope"
+    eps: float = 1e-6
+    weighted: bool = True
+
+    def operand_roles(self):
+        return ("x", "positions", "weight") if self.weighted else ("x", "positions")
+
+    def infer(self, ins):
+        norm = RmsNorm(self.eps, self.weighted)
+        (x,) = norm.infer([ins[0], *ins[2:]])
+        return self._rope().infer([x, ins[1]])
+
+    def run(self, ins):
+        (x,) = RmsNorm(self.eps, self.weighted).run([ins[0], *ins[2:]])
+        return self._rope().run([x, ins[1]])
+
+    def _rope(self) -> Rope:
+        return Rope(self.rope_dim, self.theta, self.yarn)
+

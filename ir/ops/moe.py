@@ -1,0 +1,177 @@
+"""The MoE ops: the whole routed MoE and the shared expert as the builder emits them, and
+the dispatch schedule `schedule_moe` expands them into (gate -> sort by expert -> grouped
+SwiGLU GEMMs -> weighted combine with the shared expert).
+
+Shape legend: B rows, T tokens, D hidden, E experts, K top-k, I expert width.
+Tokens are flattened to N = B*T rows for the semantics and reshaped back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from v4c.ir.op import Op, register
+from v4c.ir.types import TensorType
+
+
+@dataclass(frozen=True)
+class _Gate(Op):
+    gate: str = "score"  # "score": top-k of score + bias; "hash": tid2eid[token id]
+    top_k: int = 6
+    route_scale: float = 1.0
+    scoring_func: str = "sqrtsoftplus"
+    norm_topk_prob: bool = True
+
+    def gate_roles(self) -> tuple[str, ...]:
+        return ("x", "ids", "gate_weight", "tid2eid") if self.gate == "hash" else ("x", "gate_weight", "bias")
+
+    def route(self, ins):
+        """(weights [N,K] fp32, idx [N,K]) from this op's gate operands."""
+        from v4c.ir.semantics.moe import hash_gate, score_gate
+
+        kw = dict(route_scale=self.route_scale, scoring_func=self.scoring_func, norm_topk_prob=self.norm_topk_prob)
+        x = ins[0].flatten(0, -2)
+        if self.gate == "hash":
+            return hash_gate(x, ins[1].flatten(), ins[2], ins[3], **kw)
+        return score_gate(x, ins[1], ins[2], top_k=self.top_k, **kw)
+
+
+@register
+@dataclass(frozen=True)
+class Moe(_Gate):
+    """The routed experts of one layer, unscheduled: gate, top-k, SwiGLU experts, combine."""
+
+    kind = "moe"
+    limit: float = 10.0
+
+    def operand_roles(self):
+        return self.gate_roles() + ("w1", "w2", "w3")
+
+    def infer(self, ins):
+        x, w1 = ins[0], ins[-3]
+        self.expect(len(w1.shape) == 3 and w1.shape[2] == x.shape[-1], f"w1 {w1} for {x}")
+        return (x,)
+
+    def run(self, ins):
+        from v4c.ir.semantics.moe import moe
+
+        weights, idx = self.route(ins[:-3])
+        y = moe(ins[0].flatten(0, -2), weights, idx, *ins[-3:], limit=self.limit)
+        return (y.view_as(ins[0]),)
+
+
+@register
+@dataclass(frozen=True)
+class Swiglu(Op):
+    """One dense SwiGLU expert (the shared expert), clamped at `limit`."""
+
+    kind = "swiglu"
+    operands = ("x", "w1", "w2", "w3")
+    limit: float = 10.0
+
+    def infer(self, ins):
+        x, w1, w2, w3 = ins
+        self.expect(w1.shape == w3.shape == w2.shape[::-1] and w1.shape[1] == x.shape[-1], f"{w1} {w2} for {x}")
+        return (x,)
+
+    def run(self, ins):
+        from v4c.ir.semantics.moe import swiglu
+
+        x, w1, w2, w3 = ins
+        return (swiglu(x.flatten(0, -2), w1, w2, w3, limit=self.limit).view_as(x),)
+
+
+@register
+@dataclass(frozen=True)
+class MoeGate(_Gate):
+    """Routing of the schedule: (weights [B,T,K] fp32, expert ids [B,T,K])."""
+
+    kind = "moe_gate"
+    results = ("weights", "idx")
+
+    def operand_roles(self):
+        return self.gate_roles()
+
+    def infer(self, ins):
+        x = ins[0]
+        k = ins[3].shape[1] if self.gate == "hash" else self.top_k
+        bt = x.shape[:-1]
+        return (TensorType((*bt, k), "fp32"), TensorType((*bt, k), "i64"))
+
+    def run(self, ins):
+        weights, idx = self.route(ins)
+        bt = ins[0].shape[:-1]
+        return (weights.view(*bt, -1), idx.view(*bt, -1))
+
+
+@register
+@dataclass(frozen=True)
+class MoeSort(Op):
+    """Token slots sorted by expert: (order [B,T,K] flat slot ids, offsets [E+1])."""
+
+    kind = "moe_sort"
+    operands = ("idx",)
+    results = ("order", "offsets")
+    num_experts: int = 1
+
+    def infer(self, ins):
+        (idx,) = ins
+        return (idx, TensorType((self.num_experts + 1,), "i64"))
+
+    def run(self, ins):
+        from v4c.ir.semantics.moe import moe_sort
+
+        (idx,) = ins
+        order, offsets = moe_sort(idx.flatten(0, -2), self.num_experts)
+        return (order.view_as(idx), offsets)
+
+
+@register
+@dataclass(frozen=True)
+class GroupedSwiglu(Op):
+    """Every expert's SwiGLU over its group of sorted token slots (grouped GEMMs); the
+    routing weight scales h before w2, as the official code does."""
+
+    kind = "grouped_swiglu"
+    operands = ("x", "order", "offsets", "weights", "w1", "w2", "w3")
+    limit: float = 10.0
+
+    def infer(self, ins):
+        x, order = ins[0], ins[1]
+        return (x.with_shape(*order.shape, x.shape[-1]),)
+
+    def run(self, ins):
+        from v4c.ir.semantics.moe import grouped_swiglu
+
+        x, order, offsets, weights, w1, w2, w3 = ins
+        y = grouped_swiglu(
+            x.flatten(0, -2), order.flatten(), offsets, weights.flatten(0, -2), w1, w2, w3, limit=self.limit
+        )
+        return (y.view(*order.shape, -1),)
+
+
+@register
+@dataclass(frozen=True)
+class MoeCombine(Op):
+    """Scatter-add the expert outputs back to their tokens, plus the shared expert's."""
+
+    kind = "moe_combine"
+    with_shared: bool = True
+
+    def operand_roles(self):
+        return ("y_sorted", "order", "shared") if self.with_shared else ("y_sorted", "order")
+
+    def infer(self, ins):
+        y, order = ins[0], ins[1]
+        return (y.with_shape(*order.shape[:-1], y.shape[-1]),)
+
+    def run(self, ins):
+        from v4c.ir.semantics.moe import moe_combine
+
+        y, order = ins[0], ins[1]
+        bt = order.shape[:-1]
+        n = order[..., 0].numel()
+        out = moe_combine(y.flatten(0, -2), order.flatten(), n).view(*bt, -1)
+        if self.with_shared:
+            out = (out.float() + ins[2].float()).to(ins[2].dtype)
+        return (out,)

@@ -1,0 +1,91 @@
+"""Core sparse attention with a sink (V4_REFERENCE.md §5, §8.1-§8.2) and the grouped output
+projection (§8.4).
+
+Each query attends, in one softmax, to the raw KV of its sliding window and to a set of
+compressed entries (none, all visible ones for HCA, the indexer's top-k for CSA). The single
+KV head is both key and value. The sink is a per-head logit that only enlarges the
+denominator. Earlier tokens' raw KV comes from a ring buffer (slot = position % W) that this
+function also advances; the inverse RoPE of the output (§8.3) is left to the caller.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from v4c.spec.schema import CSA_RATIO
+
+
+def _window_mask(positions: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """Visibility of the ring buffer's slots and of this step's tokens to each query.
+
+    Returns ([B, T, W], [B, T, T]) booleans: key position j is visible to query i iff
+    i - W < j <= i. Slot s holds the latest position p < start with p % W == s (none if < 0)."""
+    start = positions[:, :1]  # [B, 1]
+    slot = torch.arange(window, device=positions.device)  # [W]
+    slot_pos = start - 1 - (start - 1 - slot).remainder(window)  # [B, W]
+    query = positions[..., None]  # [B, T, 1]
+    in_cache = (slot_pos[:, None, :] >= 0) & (slot_pos[:, None, :] > query - window)
+    keys = positions[:, None, :]  # [B, 1, T]
+    in_step = (keys <= query) & (keys > query - window)
+    return in_cache, in_step
+
+
+def _compressed_mask(
+    positions: Tensor, n_entries: int, ratio: int, topk_idx: Tensor | None
+) -> Tensor:
+    """[B, T, C] booleans: the top-k entries for CSA, all visible ones (w < (i+1)//ratio) else."""
+    if ratio != CSA_RATIO:
+        entry = torch.arange(n_entries, device=positions.device)
+        return entry < ((positions + 1) // ratio)[..., None]
+    if topk_idx is None:
+        raise ValueError("CSA attention (ratio 4) needs the indexer's topk_idx")
+    mask = torch.zeros(*positions.shape, n_entries + 1, dtype=torch.bool, device=positions.device)
+    slot = torch.where(topk_idx >= 0, topk_idx, n_entries)  # -1 goes to a discarded column
+    return mask.scatter_(-1, slot, True)[..., :n_entries]
+
+
+def sparse_attention(
+    q: Tensor, kv: Tensor, positions: Tensor, sink: Tensor,
+    *, window_cache: Tensor, compressed: Tensor | None, ratio: int,
+    topk_idx: Tensor | None, softmax_scale: float,
+) -> Tensor:  # fmt: skip
+    """o[b,t,h] = sum_j e^(l_j - M) k_j / (sum_j e^(l_j - M) + e^(sink_h - M)), l = q·k * scale.
+
+    q [B, T, H, d], kv [B, T, d], positions [B, T], sink [H] (raw logit, not scaled),
+    window_cache [B, W, d] (ring buffer, mutated: this step's kv is written after attending),
+    compressed [B, C, d] or None (ratio 0), topk_idx [B, T, K] with -1 = none (CSA only).
+    M is the max over real keys only. Returns [B, T, H, d] in q's dtype.
+    """
+    masks = list(_window_mask(positions, window_cache.shape[1]))
+    keys = [window_cache.float(), kv.float()]
+    if ratio and compressed is not None:
+        keys.append(compressed.float())
+        masks.append(_compressed_mask(positions, compressed.shape[1], ratio, topk_idx))
+    keys_all, mask = torch.cat(keys, dim=1), torch.cat(masks, dim=-1)  # [B, N, d], [B, T, N]
+    logits = torch.einsum("bthd,bnd->bthn", q.float(), keys_all) * softmax_scale
+    logits = logits.masked_fill(~mask[:, :, None, :], float("-inf"))
+    top = logits.amax(dim=-1, keepdim=True)  # [B, T, H, 1], finite: the query sees itself
+    weights = (logits - top).exp()
+    denom = weights.sum(-1, keepdim=True) + (sink.float()[:, None] - top).exp()
+    out = torch.einsum("bthn,bnd->bthd", weights / denom, keys_all)
+    _write_window(window_cache, kv, positions)
+    return out.to(q.dtype)
+
+
+def _write_window(window_cache: Tensor, kv: Tensor, positions: Tensor) -> None:
+    """Store this step's last min(T, W) tokens at slot position % W of each row's ring buffer."""
+    window = window_cache.shape[1]
+    last = slice(max(0, kv.shape[1] - window), kv.shape[1])
+    slots = (positions[:, last] % window)[..., None].expand(-1, -1, kv.shape[-1])  # [B, T', d]
+    window_cache.scatter_(1, slots, kv[:, last].to(window_cache.dtype))
+
+
+def grouped_out_proj(o: Tensor, wo_a: Tensor, groups: int) -> Tensor:
+    """Block-diagonal projection of contiguous head groups: [B, T, H, d] -> [B, T, G*R].
+
+    Group g (heads g*H/G .. (g+1)*H/G - 1, flattened head-major) is multiplied by rows
+    g*R .. (g+1)*R - 1 of wo_a [G*R, H*d/G]. Returns o's dtype."""
+    grouped = o.float().flatten(2).unflatten(-1, (groups, -1))  # [B, T, G, H*d/G]
+    weight = wo_a.float().unflatten(0, (groups, -1))  # [G, R, H*d/G]
+    return torch.einsum("btgi,gri->btgr", grouped, weight).flatten(2).to(o.dtype)

@@ -1,0 +1,54 @@
+"""The lightning indexer (V4_REFERENCE.md §7): which compressed entries each CSA query attends to.
+
+It scores every visible entry of the indexer's own compressed-key cache (filled by `compress`
+with c = index head dim, ratio 4, before this runs, so an entry completed at this step is
+selectable) and keeps the top k. The official Hadamard rotation and FP4 simulation of q and
+keys are not modelled here (Hadamard is orthonormal, so q·k is unchanged without rounding).
+
+Tie-breaking: entries are ranked by descending score with a stable sort, so among equal scores
+the lower entry index wins, and the output lists indices in that order. Slots past the number
+of visible entries are -1.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from v4c.ir.semantics.rope import apply_rope
+
+
+def indexer_scores(
+    qr: Tensor, x: Tensor, positions: Tensor, wq_b: Tensor, weights_proj: Tensor, keys: Tensor,
+    *, rope_freqs: Tensor,
+) -> Tensor:  # fmt: skip
+    """score[b, t, s] = sum_h w[b,t,h] * ReLU(q[b,t,h] · keys[b,s]), fp32 [B, T, C], unmasked.
+
+    q = RoPE(qr · wq_bᵀ) per head (no norm); w = (x · weights_projᵀ) * di^-1/2 * Hi^-1/2."""
+    n_heads, head_dim = weights_proj.shape[0], keys.shape[-1]
+    q = (qr.float() @ wq_b.float().T).unflatten(-1, (n_heads, head_dim))  # [B, T, Hi, di]
+    q = apply_rope(q, positions, rope_freqs)
+    w = (x.float() @ weights_proj.float().T) * (head_dim * n_heads) ** -0.5  # [B, T, Hi]
+    dots = torch.einsum("bthd,bsd->bths", q, keys.float()).relu()  # [B, T, Hi, C]
+    return torch.einsum("bth,bths->bts", w, dots)
+
+
+def indexer_topk(
+    qr: Tensor, x: Tensor, positions: Tensor, wq_b: Tensor, weights_proj: Tensor, keys: Tensor,
+    *, topk: int, ratio: int, rope_freqs: Tensor, rope_dim: int,
+) -> Tensor:  # fmt: skip
+    """The top-`topk` visible entries per query: LongTensor [B, T, topk], -1 where fewer exist.
+
+    qr [B, T, q_lora] (post q_norm), x [B, T, D] (attention input), positions [B, T],
+    wq_b [Hi*di, q_lora], weights_proj [Hi, D], keys [B, C, di] (indexer compressed cache).
+    Entry w is visible to the query at position i iff w < (i+1) // ratio."""
+    if 2 * rope_freqs.numel() != rope_dim:
+        raise ValueError(f"rope_freqs has {rope_freqs.numel()} pairs, rope_dim is {rope_dim}")
+    scores = indexer_scores(qr, x, positions, wq_b, weights_proj, keys, rope_freqs=rope_freqs)
+    entry = torch.arange(keys.shape[1], device=keys.device)  # [C]
+    visible = entry < ((positions + 1) // ratio)[..., None]  # [B, T, C]
+    scores = scores.masked_fill(~visible, float("-inf"))
+    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :topk]
+    order = order.masked_fill(~visible.gather(-1, order), -1)
+    missing = topk - order.shape[-1]  # the cache holds fewer than topk entries
+    return torch.nn.functional.pad(order, (0, missing), value=-1) if missing else order

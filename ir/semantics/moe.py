@@ -1,0 +1,187 @@
+"""The MoE block (V4_REFERENCE §10): gates, the SwiGLU expert, the routed sum, and the
+pieces of a dispatch schedule.
+
+`moe` is the unfused definition: a loop over experts, each applied to the tokens that chose
+it. A scheduled MoE instead sorts the token slots by expert (`moe_sort`), runs one GEMM
+group per expert over the sorted slots (`grouped_swiglu`), and scatter-adds the results back
+(`moe_combine`); the three compose to `moe`, which is how fused kernels are checked.
+
+Official numerics, where the HF port differs: the top-k weights are normalised without an
+epsilon, and the routing weight multiplies the SwiGLU activation before w2 (HF: after the
+down projection). Each expert output is rounded to the input dtype and accumulated in fp32,
+as the official loop does. The shared expert is a plain `swiglu` call without a weight.
+
+Shapes: N = B*T flattened tokens (legend in `ir.semantics`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+SCORING_FUNCS = ("sqrtsoftplus", "sigmoid", "softmax")
+
+
+def _scores(x: torch.Tensor, weight: torch.Tensor, scoring_func: str) -> torch.Tensor:
+    """Router scores s [N,E] fp32 from fp32 logits x Wg^T."""
+    z = x.float() @ weight.float().T  # [N,E]
+    if scoring_func == "sqrtsoftplus":
+        return F.softplus(z).sqrt()
+    if scoring_func == "sigmoid":
+        return z.sigmoid()
+    if scoring_func == "softmax":
+        return z.softmax(dim=-1)
+    raise ValueError(f"unknown scoring_func {scoring_func!r}; expected one of {SCORING_FUNCS}")
+
+
+def _route_weights(
+    scores: torch.Tensor, idx: torch.Tensor, route_scale: float, scoring_func: str, norm: bool
+) -> torch.Tensor:
+    """The unbiased scores of the chosen experts, normalised over the K picks (never for
+    softmax scores, which are normalised over all E already), times route_scale. -> [N,K]."""
+    w = scores.gather(1, idx)  # [N,K]
+    if norm and scoring_func != "softmax":
+        w = w / w.sum(dim=-1, keepdim=True)
+    return w * route_scale
+
+
+def score_gate(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    *,
+    top_k: int,
+    route_scale: float,
+    scoring_func: str = "sqrtsoftplus",
+    norm_topk_prob: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Learned routing: idx = top-k of (scores + bias); the bias picks, it never weighs.
+
+    x [N,D], weight [E,D], bias [E]. Returns weights [N,K] fp32 and idx [N,K] int64, the
+    experts in descending order of biased score.
+    """
+    scores = _scores(x, weight, scoring_func)  # [N,E]
+    idx = (scores + bias.float()).topk(top_k, dim=-1).indices  # [N,K]
+    return _route_weights(scores, idx, route_scale, scoring_func, norm_topk_prob), idx
+
+
+def hash_gate(
+    x: torch.Tensor,
+    ids: torch.Tensor,
+    weight: torch.Tensor,
+    tid2eid: torch.Tensor,
+    *,
+    route_scale: float,
+    scoring_func: str = "sqrtsoftplus",
+    norm_topk_prob: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hash routing (the first layers): the token id picks the experts through the fixed
+    table tid2eid; the router still weighs them.
+
+    x [N,D], ids [N] token ids, weight [E,D], tid2eid [V,K]. Returns weights [N,K] fp32 and
+    idx [N,K] int64.
+    """
+    scores = _scores(x, weight, scoring_func)  # [N,E]
+    idx = tid2eid[ids].long()  # [N,K]
+    return _route_weights(scores, idx, route_scale, scoring_func, norm_topk_prob), idx
+
+
+def swiglu(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    w3: torch.Tensor,
+    *,
+    limit: float,
+    scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One clamped SwiGLU expert: w2 (scale * silu(min(w1 x, limit)) * clamp(w3 x, +-limit)).
+
+    x [N,D], w1 [I,D] (gate), w2 [D,I] (down), w3 [I,D] (up); limit 0 means no clamp;
+    scale [N] is the routing weight, applied to the activation before w2 as officially.
+    Returns [N,D] in x's dtype.
+    """
+    xf = x.float()
+    gate = xf @ w1.float().T  # [N,I]
+    up = xf @ w3.float().T  # [N,I]
+    if limit > 0:
+        gate = gate.clamp(max=limit)
+        up = up.clamp(min=-limit, max=limit)
+    h = F.silu(gate) * up  # [N,I]
+    if scale is not None:
+        h = scale.float().unsqueeze(-1) * h
+    return (h @ w2.float().T).to(x.dtype)
+
+
+def moe(
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    idx: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    w3: torch.Tensor,
+    *,
+    limit: float,
+) -> torch.Tensor:
+    """The routed experts, unfused: y_t = sum_k swiglu_{idx[t,k]}(x_t) scaled by weights[t,k].
+
+    x [N,D], weights [N,K], idx [N,K], w1 [E,I,D], w2 [E,D,I], w3 [E,I,D]. Experts run in
+    index order, each output in x's dtype, summed in fp32. Returns [N,D] in x's dtype.
+    """
+    y = torch.zeros(x.shape, dtype=torch.float32, device=x.device)  # [N,D]
+    for e in range(w1.shape[0]):
+        tok, k = torch.where(idx == e)  # the token slots routed to expert e (maybe none)
+        out = swiglu(x[tok], w1[e], w2[e], w3[e], limit=limit, scale=weights[tok, k])
+        y.index_add_(0, tok, out.float())
+    return y.to(x.dtype)
+
+
+def moe_sort(idx: torch.Tensor, num_experts: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group the token slots by expert: slot s = t*K + k is token t's k-th pick.
+
+    idx [N,K] -> order [N*K] int64 (slots sorted by expert, stable, so token order within a
+    group), offsets [E+1] int64 (expert e's slots are order[offsets[e]:offsets[e+1]]).
+    """
+    flat = idx.reshape(-1)  # [N*K]
+    order = torch.sort(flat, stable=True).indices
+    counts = torch.bincount(flat, minlength=num_experts)  # [E]
+    offsets = torch.zeros(num_experts + 1, dtype=torch.int64, device=idx.device)
+    offsets[1:] = torch.cumsum(counts, dim=0)
+    return order, offsets
+
+
+def grouped_swiglu(
+    x: torch.Tensor,
+    order: torch.Tensor,
+    offsets: torch.Tensor,
+    weights: torch.Tensor,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    w3: torch.Tensor,
+    *,
+    limit: float,
+) -> torch.Tensor:
+    """Every expert group of the sorted slots through its SwiGLU, routing weight before w2.
+
+    x [N,D], order [N*K], offsets [E+1], weights [N,K], w1 [E,I,D], w2 [E,D,I], w3 [E,I,D].
+    Returns y_sorted [N*K,D] in x's dtype: row i is the output of slot order[i].
+    """
+    k = weights.shape[1]
+    flat_w = weights.reshape(-1)  # [N*K]
+    y = torch.empty((order.numel(), x.shape[1]), dtype=x.dtype, device=x.device)  # [N*K,D]
+    for e in range(w1.shape[0]):
+        lo, hi = int(offsets[e]), int(offsets[e + 1])
+        slots = order[lo:hi]
+        y[lo:hi] = swiglu(x[slots // k], w1[e], w2[e], w3[e], limit=limit, scale=flat_w[slots])
+    return y
+
+
+def moe_combine(y_sorted: torch.Tensor, order: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """Scatter-add the sorted slot outputs back to their tokens, in fp32.
+
+    y_sorted [N*K,D], order [N*K] -> [N,D] in y_sorted's dtype.
+    """
+    k = order.numel() // max(n_tokens, 1)
+    y = torch.zeros((n_tokens, y_sorted.shape[1]), dtype=torch.float32, device=y_sorted.device)
+    y.index_add_(0, order // k, y_sorted.float())
+    return y.to(y_sorted.dtype)

@@ -1,0 +1,63 @@
+"""Tensor types of IR values: a shape of ints and symbolic dims, and a dtype.
+
+Symbolic dims are resolved when a plan is made: `B` sequences in a step, `T` tokens per
+sequence in the step, `S` the longest sequence a cache holds. A dim may be a quotient of a
+symbol, `S/128`: the number of complete ratio-128 windows in `S` tokens (floor division).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DTYPES = ("bf16", "fp32", "i64", "i32")
+Dim = int | str
+_DIM = re.compile(r"^([A-Z])(?:/(\d+))?$")
+
+
+def check_dim(dim: Dim) -> Dim:
+    if isinstance(dim, bool) or not isinstance(dim, (int, str)):
+        raise ValueError(f"bad dim {dim!r}")
+    if isinstance(dim, int) and dim < 0 or isinstance(dim, str) and not _DIM.match(dim):
+        raise ValueError(f"bad dim {dim!r}: an int >= 0, a symbol like T, or S/128")
+    return dim
+
+
+def resolve_dim(dim: Dim, env: dict[str, int]) -> int:
+    if isinstance(dim, int):
+        return dim
+    symbol, divisor = _DIM.match(dim).groups()
+    if symbol not in env:
+        raise KeyError(f"dim {dim!r}: no value for {symbol}")
+    return env[symbol] // int(divisor or 1)
+
+
+@dataclass(frozen=True)
+class TensorType:
+    shape: tuple[Dim, ...]
+    dtype: str
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"bad dtype {self.dtype!r}, expected one of {DTYPES}")
+        object.__setattr__(self, "shape", tuple(check_dim(d) for d in self.shape))
+
+    def __str__(self) -> str:
+        return f"[{','.join(map(str, self.shape))}]{self.dtype}"
+
+    def with_shape(self, *shape: Dim) -> TensorType:
+        return TensorType(tuple(shape), self.dtype)
+
+    def with_dtype(self, dtype: str) -> TensorType:
+        return TensorType(self.shape, dtype)
+
+    def resolve(self, env: dict[str, int]) -> tuple[int, ...]:
+        return tuple(resolve_dim(d, env) for d in self.shape)
+
+    @staticmethod
+    def parse(text: str) -> TensorType:
+        match = re.fullmatch(r"\[([^\]]*)\](\w+)", text.strip())
+        if not match:
+            raise ValueError(f"bad tensor type {text!r}")
+        dims = [d.strip() for d in match.group(1).split(",") if d.strip()]
+        return TensorType(tuple(int(d) if d.isdigit() else d for d in dims), match.group(2))

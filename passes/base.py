@@ -1,0 +1,57 @@
+"""What every pass shares: the context it runs in, what it reports, and the registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+from v4c.errors import IRError
+from v4c.ir.graph import Graph
+from v4c.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Runtime limits a plan is made for (static buffers are sized from these)."""
+
+    max_batch: int = 1  # sequences per step
+    max_tokens: int = 1024  # tokens per sequence in one prefill step (longer prompts are chunked)
+    max_seq: int = 8192  # longest sequence the caches hold
+    outputs: tuple[str, ...] = ("logits",)  # graph outputs to compute (mtp_logits: the MTP block)
+    logits: Literal["all", "last"] = "last"  # lm_head on every token, or the last of each row
+
+    def env(self, entry: str) -> dict[str, int]:
+        """Values of the symbolic dims for an entry point."""
+        tokens = {"prefill": self.max_tokens, "decode": 1}[entry]
+        return {"B": self.max_batch, "T": tokens, "S": self.max_seq}
+
+
+ENTRIES = ("prefill", "decode")
+
+
+@dataclass
+class PassContext:
+    spec: ModelSpec
+    options: CompileOptions = field(default_factory=CompileOptions)
+
+
+@dataclass(frozen=True)
+class PassResult:
+    changed: bool
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+Pass = Callable[[Graph, PassContext], PassResult]
+PASSES: dict[str, Pass] = {}
+REQUIRES: dict[str, tuple[str, ...]] = {}  # pass -> passes that must run before it
+
+
+def register_pass(name: str, requires: tuple[str, ...] = ()) -> Callable[[Pass], Pass]:
+    def deco(fn: Pass) -> Pass:
+        if name in PASSES:
+            raise IRError(f"pass {name!r} registered twice")
+        PASSES[name] = fn
+        REQUIRES[name] = requires
+        return fn
+
+    return deco

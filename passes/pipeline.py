@@ -1,0 +1,17 @@
+"""The default pass pipeline, in order. Each entry says why it sits where it does."""
+
+from __future__ import annotations
+
+DEFAULT_PIPELINE = [
+    # -- what to compute: first, so no later pass works on what will not run
+    "select_outputs",  # drop unrequested outputs (the MTP block by default); last-token logits
+    "dce",  # remove what only the dropped outputs used
+    # -- fusion: rewrite rules to a fixpoint; they only change which op computes a value
+    "fuse_hc_norm",  # HC post + next HC pre + RMSNorm: one pass over the 4 streams per boundary
+    "fuse_rope",  # RoPE into the q/kv norms; after fuse_hc_norm so no norm is claimed twice
+    # -- scheduling
+    "schedule_moe",  # explicit gate -> sort -> grouped GEMMs -> combine (+ shared expert)
+    # -- memory and code generation: last, so they see the final set of values
+    "memory_plan",  # static arena offsets for the prefill and decode entry points
+    "lower",  # needs the memory plan; makes graph.meta["plan"]
+]

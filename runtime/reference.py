@@ -1,0 +1,78 @@
+"""The reference executor: runs any graph (built or optimised) node by node with the op
+registry's reference semantics. It is the oracle for the passes and for the kernels.
+
+Values typed bf16 in the IR are held in `dtype` (fp32 for the oracle, bf16 to match the
+official activations); fp32 and integer values keep their type. Caches are a dict of
+tensors keyed by the graph's state keys, made by `new_state` and updated in place by the
+ops that own them, so consecutive `run` calls continue the same sequences.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from v4c.errors import IRError
+from v4c.ir.graph import Graph, Value
+
+_FLOAT = {"fp32": torch.float32}
+_INT = {"i64": torch.int64, "i32": torch.int32}
+
+
+class ReferenceExecutor:
+    def __init__(
+        self,
+        graph: Graph,
+        weights: Mapping[str, torch.Tensor],
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.graph, self.device, self.dtype = graph, torch.device(device), dtype
+        self.order = graph.nodes()
+        self.params: dict[str, torch.Tensor] = {}
+        for node in self.order:
+            if node.op.source == "param":
+                name = node.op.tensor
+                if name not in weights:
+                    raise IRError(f"no weight for {name!r}")
+                self.params[name] = weights[name].to(self.device, self.torch_dtype(node.op.dtype))
+
+    def torch_dtype(self, ir_dtype: str) -> torch.dtype:
+        return _FLOAT.get(ir_dtype) or _INT.get(ir_dtype) or self.dtype
+
+    def new_state(self, batch: int, max_seq: int) -> dict[str, torch.Tensor]:
+        """Empty caches for `batch` sequences of up to `max_seq` tokens."""
+        env = {"B": batch, "S": max_seq}
+        state = {}
+        for node in self.order:
+            if node.op.source == "state":
+                shape = node.types[0].resolve(env)
+                fill = float("-inf") if node.op.fill == "-inf" else 0.0
+                state[node.op.key] = torch.full(shape, fill, dtype=self.torch_dtype(node.op.dtype), device=self.device)
+        return state
+
+    @torch.no_grad()
+    def run(self, inputs: Mapping[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One step: `inputs` by input key (ids, positions, ...); returns outputs by key."""
+        values: dict[Value, object] = {}
+        outputs = {}
+        for node in self.order:
+            op = node.op
+            if op.source == "input":
+                if op.key not in inputs:
+                    raise IRError(f"missing input {op.key!r}")
+                results = (inputs[op.key].to(self.device),)
+            elif op.source == "param":
+                results = (self.params[op.tensor],)
+            elif op.source == "state":
+                results = (state[op.key],)
+            else:
+                args = [values[v] for v in self.graph.operands(node.id)]
+                results = op.run(args)
+                if op.kind == "output":
+                    outputs[op.key] = args[0]
+            for index, result in enumerate(results):
+                values[Value(node.id, index)] = result
+        return outputs

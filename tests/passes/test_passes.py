@@ -1,0 +1,127 @@
+"""Every pass of the default pipeline preserves what the tiny model computes (prefill,
+decode, and prefill after earlier tokens), and does what it says to the graph."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from tests.passes.conftest import FULL, assert_same_outputs, graph_before, run_steps
+from v4c.ir.graph import Value
+from v4c.ir.ops import core as C
+from v4c.ir.plan import Plan
+from v4c.passes import load_passes
+from v4c.passes.base import PASSES, PassContext
+from v4c.passes.pipeline import DEFAULT_PIPELINE
+
+load_passes()
+
+
+def kinds(graph) -> Counter:
+    return Counter(n.op.kind for n in graph.nodes())
+
+
+def apply(name, spec):
+    before = graph_before(spec, name)
+    after = before.copy()
+    result = PASSES[name](after, PassContext(spec, FULL))
+    return before, after, result
+
+
+@pytest.mark.parametrize("name", ["fuse_hc_norm", "fuse_rope", "schedule_moe"])
+def test_rewrite_pass_preserves_outputs(name, tiny, tiny_weights):
+    before, after, result = apply(name, tiny)
+    assert result.changed
+    assert_same_outputs(run_steps(before, tiny_weights), run_steps(after, tiny_weights))
+
+
+def test_fuse_hc_norm_leaves_no_unfused_hc(tiny):
+    before, after, result = apply("fuse_hc_norm", tiny)
+    k = kinds(after)
+    assert k["hc_pre"] == k["hc_post"] == k["hc_head"] == 0
+    # 5 blocks (4 + MTP) x 2 sublayers: the first of main and of MTP have no hc_post before them
+    assert (k["hc_pre_norm"], k["hc_post_pre_norm"], k["hc_post_head_norm"]) == (2, 8, 2)
+    assert result.stats["rms_norm(hc_pre(hc_post)) -> hc_post_pre_norm"] == 8
+    assert kinds(before)["rms_norm"] - k["rms_norm"] == 12
+    fused = after.node("L01.attn.hc_fused")
+    assert fused.origin == ("fuse_hc_norm", ("L00.ffn.hc_post", "L01.attn.hc_pre", "L01.attn_norm"))
+
+
+def test_fuse_rope_folds_q_and_kv(tiny):
+    _, after, result = apply("fuse_rope", tiny)
+    k = kinds(after)
+    assert k["rms_norm_rope"] == 10 and k["rope"] == 5  # only the inverse rope on the output
+    assert all(n.op.inverse for n in after.nodes() if n.op.kind == "rope")
+    assert not after.node("L00.attn.q_head_norm_rope").op.weighted
+    assert after.node("L02.attn.kv_norm_rope").op.yarn is not None
+
+
+def test_schedule_moe_makes_the_dispatch_schedule(tiny):
+    _, after, _ = apply("schedule_moe", tiny)
+    k = kinds(after)
+    assert k["moe"] == k["swiglu"] - 5 == 0 and k["add"] == 1  # the MTP input add stays
+    assert k["moe_gate"] == k["moe_sort"] == k["grouped_swiglu"] == k["moe_combine"] == 5
+    assert {n.op.gate for n in after.nodes() if n.op.kind == "moe_gate"} == {"hash", "score"}
+    combine = after.node("L03.ffn.combine")
+    assert combine.op.with_shared
+    assert after.operands(combine.id)[2] == Value("L03.ffn.shared0")
+
+
+def test_dce_removes_dead_nodes_and_keeps_outputs(tiny, tiny_weights):
+    before = graph_before(tiny, "dce")
+    after = before.copy()
+    after.add("dead", C.HcExpand(2), [Value("embed")])
+    after.add("dead2", C.HcExpand(2), [Value("dead")])
+    result = PASSES["dce"](after, PassContext(tiny, FULL))
+    assert result.stats == {"removed": 2} and "dead" not in after
+    assert_same_outputs(run_steps(before, tiny_weights), run_steps(after, tiny_weights))
+
+
+def test_memory_plan_never_overlaps_live_buffers(tiny):
+    graph = graph_before(tiny, "memory_plan")
+    PASSES["memory_plan"](graph, PassContext(tiny, FULL))
+    from v4c.passes.memory_plan import lifetimes
+
+    life = {str(v): span for v, span in lifetimes(graph).items()}
+    for entry in ("prefill", "decode"):
+        plan = graph.meta["memory_plan"][entry]
+        rows = [(life[v], o, s) for v, (o, s) in plan["buffers"].items()]
+        for i, ((f1, l1), o1, s1) in enumerate(rows):
+            for (f2, l2), o2, s2 in rows[i + 1 :]:
+                if f1 <= l2 and f2 <= l1:  # both live at some step
+                    assert o1 + s1 <= o2 or o2 + s2 <= o1
+        assert plan["peak_bytes"] < plan["unshared_bytes"]
+
+
+def test_lower_makes_a_plan_that_round_trips(tiny):
+    graph = graph_before(tiny, "lower")
+    PASSES["lower"](graph, PassContext(tiny, FULL))
+    plan = graph.meta["plan"]
+    assert Plan.from_json(plan.to_json()).to_json() == plan.to_json()
+    decode = plan.entries["decode"]
+    compute = [n.id for n in graph.nodes() if not n.op.source and n.op.kind not in ("output", "split_heads", "take_last")]
+    assert [launch.node for launch in decode.launches] == compute
+    assert decode.env == {"B": 1, "T": 1, "S": 8192}
+    wq_a = next(launch for launch in decode.launches if launch.node == "L01.attn.wq_a")
+    assert wq_a.kernel == "library:torch.matmul"
+    assert wq_a.inputs[1].kind == "param" and wq_a.inputs[1].name == "layers.1.attn.wq_a.weight"
+    assert set(decode.outputs) == {"logits", "mtp_logits"}
+
+
+def test_default_pipeline_is_registered():
+    assert all(name in PASSES for name in DEFAULT_PIPELINE)
+
+
+def test_select_outputs_drops_mtp_and_narrows_logits(tiny, tiny_weights):
+    from v4c.passes.base import CompileOptions
+
+    full = graph_before(tiny, "select_outputs")
+    pruned = full.copy()
+    PASSES["select_outputs"](pruned, PassContext(tiny, CompileOptions()))
+    PASSES["dce"](pruned, PassContext(tiny, CompileOptions()))
+    assert not any(n.id.startswith("M00.") for n in pruned.nodes())
+    assert pruned.type_of(Value("head.lm_head")).shape == ("B", 1, 129280)
+    for b, a in zip(run_steps(full, tiny_weights), run_steps(pruned, tiny_weights), strict=True):
+        assert set(a) == {"logits"}
+        assert_same_outputs([{"logits": b["logits"][:, -1:]}], [a])

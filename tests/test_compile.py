@@ -1,0 +1,75 @@
+"""`v4c compile`: the output folder, its determinism, the report, and bad input."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+
+import pytest
+
+from tests.test_cli import v4c
+from v4c.compile import write_output
+from v4c.passes.pipeline import DEFAULT_PIPELINE
+from v4c.ir.plan import Plan
+from v4c.spec import load_spec
+
+
+@pytest.mark.parametrize("name", ["flash", "pro"])
+def test_compile_real_specs(name, tmp_path):
+    out = v4c("compile", name, "-o", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    plan = Plan.from_json((tmp_path / "plan.json").read_text())
+    assert set(plan.entries) == {"prefill", "decode"}
+    assert (tmp_path / "ir" / "000_build.ir").exists() and (tmp_path / "ir" / "007_lower.ir").exists()
+    report = (tmp_path / "report.md").read_text()
+    for heading in ("Parameter bytes read per decode token", "KV cache per sequence", "Ops and kernels per decode step", "Memory plan"):
+        assert heading in report
+    assert f"kernel launches per decode step: {len(plan.entries['decode'].launches)} " in report
+
+
+def test_compiling_twice_is_byte_identical(tmp_path):
+    spec = load_spec("flash")
+    write_output(spec, tmp_path / "a")
+    write_output(spec, tmp_path / "b")
+    cmp = filecmp.dircmp(tmp_path / "a", tmp_path / "b")
+    files = ["plan.json", "report.md"] + [f"ir/{p.name}" for p in (tmp_path / "a" / "ir").iterdir()]
+    match, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", files, shallow=False)
+    assert not mismatch and not errors and len(match) == len(files) == len(DEFAULT_PIPELINE) + 4
+    assert not cmp.left_only and not cmp.right_only
+
+
+def test_report_numbers_for_tiny(tmp_path):
+    compiled = write_output(load_spec("tiny"), tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    # CSA layer: compressed main KV 128 / 4 and indexer keys 64 / 4, bf16 -> (32 + 16) x 2 B
+    assert "| csa | 2 | " in report and "| 96 B |" in report
+    # HCA: 128 / 128 x 2 B per token
+    assert "| hca | 1 | " in report and "| 2 B |" in report
+    assert compiled.plan.entries["decode"].env["T"] == 1
+
+
+def test_pipeline_from_spec_and_cli(tmp_path):
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text("extends: tiny.yaml\nname: t\npipeline: [schedule_moe, memory_plan, lower]\n")
+    out = v4c("compile", str(spec_file), "-o", str(tmp_path / "o"))
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads((tmp_path / "o" / "ir" / "manifest.json").read_text())
+    assert [row["pass"] for row in manifest] == ["schedule_moe", "memory_plan", "lower"]
+    out = v4c("compile", "tiny", "-o", str(tmp_path / "p"), "--passes", "fuse_rope,memory_plan,lower")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "p" / "ir" / "001_fuse_rope.ir").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("compile", "nowhere.yaml"), "error: nowhere.yaml: spec file not found"),
+        (("compile", "tiny", "--passes", "fuse_all,lower"), "error: unknown pass 'fuse_all'; passes:"),
+        (("compile", "tiny", "--disable-pass", "memory_plan"), "error: pass 'lower' needs ['memory_plan']"),
+        (("compile", "tiny", "-o", "/proc/v4c-out"), "error: /proc/v4c-out: cannot write the output folder"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    out = v4c(*args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.startswith(message) and out.stderr.count("\n") == 1, out.stderr

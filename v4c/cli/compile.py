@@ -1,0 +1,38 @@
+"""`v4c compile SPEC -o DIR`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from v4c.spec import load_spec
+
+Passes = Annotated[
+    str | None, typer.Option("--passes", help="Comma-separated pipeline (default: the spec's, else the built-in).")
+]
+
+
+def compile_command(
+    spec_file: Annotated[str, typer.Argument(help="A spec YAML file, or a shipped spec name.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")] = Path("build/compiled"),
+    passes: Passes = None,
+    disable_pass: Annotated[list[str] | None, typer.Option("--disable-pass", help="Skip a pass (repeatable).")] = None,
+    max_batch: Annotated[int, typer.Option(min=1, help="Sequences per step.")] = 1,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens per sequence in a prefill step.")] = 1024,
+    max_seq: Annotated[int, typer.Option(min=1, help="Longest sequence the caches hold.")] = 8192,
+) -> None:
+    """Build the IR of a spec, run the passes, write plan.json, ir/ dumps and report.md."""
+    from v4c.compile import write_output
+    from v4c.passes.base import CompileOptions
+
+    spec = load_spec(spec_file)
+    pipeline = [p.strip() for p in passes.split(",") if p.strip()] if passes else None
+    options = CompileOptions(max_batch, max_tokens, max_seq)
+    compiled = write_output(spec, out, options=options, pipeline=pipeline, disabled=set(disable_pass or []))
+    for r in compiled.records:
+        state = "skipped" if r.skipped else ("changed" if r.changed else "unchanged")
+        typer.echo(f"  {r.name:<14} {state:<9} {r.nodes:>6} nodes {r.ms:8.1f} ms")
+    decode = compiled.plan.entries["decode"]
+    typer.echo(f"wrote {out}/plan.json, {out}/report.md, {out}/ir/ ({len(decode.launches)} launches per decode step)")

@@ -1,0 +1,73 @@
+"""`compile_spec`: spec -> graph -> passes -> plan, and the output folder of `v4c compile`.
+
+    DIR/plan.json        the Plan (launches, buffers, params, states)
+    DIR/ir/NNN_<pass>.ir the graph after each pass, and ir/manifest.json
+    DIR/report.md        bytes per token, cache sizes, op and kernel counts, memory peak
+Compiling the same spec with the same options twice writes byte-identical files.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from v4c.errors import V4CError
+from v4c.ir.build import build
+from v4c.ir.graph import Graph
+from v4c.ir.plan import Plan
+from v4c.passes.base import CompileOptions, PassContext
+from v4c.passes.manager import PassRecord, check_pipeline, run_pipeline
+from v4c.passes.pipeline import DEFAULT_PIPELINE
+from v4c.report import render
+from v4c.spec import ModelSpec
+
+
+class OutputError(V4CError):
+    """The output folder cannot be written."""
+
+
+@dataclass
+class Compiled:
+    spec: ModelSpec
+    built: Graph
+    graph: Graph
+    plan: Plan
+    records: list[PassRecord]
+    pipeline: list[str]
+
+
+def compile_spec(
+    spec: ModelSpec,
+    options: CompileOptions = CompileOptions(),
+    pipeline: list[str] | None = None,
+    disabled: set[str] = frozenset(),
+    dump_dir: Path | None = None,
+) -> Compiled:
+    names = list(pipeline or spec.pipeline or DEFAULT_PIPELINE)
+    check_pipeline(names, disabled)
+    built = build(spec)
+    graph = built.copy()
+    records = run_pipeline(graph, PassContext(spec, options), names, disabled=disabled, dump_dir=dump_dir)
+    if "plan" not in graph.meta:
+        raise V4CError("the pipeline made no plan: it must end with the lower pass")
+    return Compiled(spec, built, graph, graph.meta["plan"], records, names)
+
+
+def write_output(spec: ModelSpec, out: Path, **kwargs) -> Compiled:
+    """Compile into `out` (made if missing; earlier dumps in out/ir are replaced)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        ir_dir = out / "ir"
+        if ir_dir.exists():
+            shutil.rmtree(ir_dir)
+        probe = out / ".v4c-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(f"{out}: cannot write the output folder: {err.strerror or err}") from None
+    compiled = compile_spec(spec, dump_dir=ir_dir, **kwargs)
+    (out / "plan.json").write_text(compiled.plan.to_json())
+    active = [r.name for r in compiled.records if not r.skipped]
+    (out / "report.md").write_text(render(spec, compiled.built, compiled.graph, compiled.plan, active))
+    return compiled

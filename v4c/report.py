@@ -1,0 +1,134 @@
+"""report.md of `v4c compile`: what one decode token reads, what the caches hold, what
+the passes did to the op count, and what the plan launches. Deterministic: no timings."""
+
+from __future__ import annotations
+
+from collections import Counter
+from math import ceil, prod
+
+from v4c.ir.graph import Graph
+from v4c.ir.plan import Plan
+from v4c.passes.memory_plan import DTYPE_BYTES
+from v4c.spec import ModelSpec, layer_table
+from v4c.spec.tensors import TensorInfo, checkpoint_tensors
+
+MILLION = 1 << 20  # "1M tokens of context" as the model card counts it (1048576)
+
+
+def stored_bytes(t: TensorInfo, spec: ModelSpec) -> int:
+    """Bytes of one tensor (one expert, for stacked ones) as the checkpoint stores it."""
+    n = prod(t.shape)
+    if t.storage == "fp8":
+        bo, bi = spec.quant.block
+        return n + ceil(t.shape[0] / bo) * ceil(t.shape[-1] / bi)  # e4m3 + one E8M0 per block
+    if t.storage == "fp4":
+        return n // 2 + n // spec.quant.expert_block  # two e2m1 per byte + one E8M0 per 32
+    return n * DTYPE_BYTES[t.dtype]
+
+
+def decode_read_bytes(spec: ModelSpec) -> tuple[Counter, Counter]:
+    """(bytes read per decode token by part, whole checkpoint by part), main model only."""
+    read, whole = Counter(), Counter()
+    for t in checkpoint_tensors(spec):
+        if t.name.startswith("mtp."):
+            continue
+        size = stored_bytes(t, spec)
+        whole[t.part] += size * max(t.stack, 1)
+        if t.stack:  # routed experts: top_k of them
+            read[t.part] += size * spec.moe.top_k
+        elif t.part in ("embedding", "tables"):  # one row is gathered
+            read[t.part] += size // t.shape[0]
+        else:
+            read[t.part] += size
+    return read, whole
+
+
+def cache_bytes(graph: Graph, spec: ModelSpec) -> dict[str, tuple[int, int, int]]:
+    """Per layer kind: (layers, fixed bytes per layer, bytes per token per layer)."""
+    kinds = {f"L{r.index:02d}": r.attention for r in layer_table(spec) if not r.mtp}
+    fixed, growing, layers = Counter(), Counter(), {}
+    for node in graph.nodes():
+        if node.op.source != "state" or node.op.key[:3] not in kinds:
+            continue
+        kind = kinds[node.op.key[:3]]
+        t = node.types[0]
+        at = [prod(t.resolve({"B": 1, "S": s})) * DTYPE_BYTES[t.dtype] for s in (0, MILLION)]
+        fixed[kind] += at[0]
+        growing[kind] += at[1] - at[0]
+    for kind in set(kinds.values()):
+        layers[kind] = sum(1 for k in kinds.values() if k == kind)
+    return {k: (n, fixed[k] // n, growing[k] // n // MILLION) for k, n in sorted(layers.items())}
+
+
+def compute_ops(graph: Graph) -> int:
+    return sum(1 for n in graph.nodes() if not n.op.source and n.op.kind != "output")
+
+
+def render(spec: ModelSpec, built: Graph, final: Graph, plan: Plan, pipeline: list[str]) -> str:
+    lines = [f"# v4c compile report: {spec.name}", ""]
+    lines += [f"Options: {_kv(plan.options)}. Passes: {', '.join(pipeline)}.", ""]
+    lines += _weights_section(spec) + _cache_section(final, spec)
+    lines += _ops_section(built, final, plan) + _memory_section(plan)
+    return "\n".join(lines) + "\n"
+
+
+def _weights_section(spec: ModelSpec) -> list[str]:
+    read, whole = decode_read_bytes(spec)
+    out = ["## Parameter bytes read per decode token", ""]
+    out += ["As stored (FP8 + block scales, FP4 + per-32 scales, bf16, fp32); main model, MTP excluded;",
+            f"routed experts: top-{spec.moe.top_k} of each layer; embedding and tid2eid: one row.", ""]  # fmt: skip
+    out += ["| part | read per token | whole checkpoint |", "| --- | ---: | ---: |"]
+    for part in sorted(whole, key=lambda p: -whole[p]):
+        out.append(f"| {part} | {_bytes(read[part])} | {_bytes(whole[part])} |")
+    out += [f"| **total** | **{_bytes(sum(read.values()))}** | **{_bytes(sum(whole.values()))}** |", ""]
+    return out
+
+
+def _cache_section(graph: Graph, spec: ModelSpec) -> list[str]:
+    out = ["## KV cache per sequence", ""]
+    out += ["Fixed: sliding window ring buffer and compressor state. Per token: compressed entries",
+            "(and indexer keys on CSA layers), growing with the context.", ""]  # fmt: skip
+    out += ["| layer kind | layers | fixed per layer | per token per layer | all layers at 1M tokens |"]
+    out += ["| --- | ---: | ---: | ---: | ---: |"]
+    total = 0
+    for kind, (n, fixed, per_token) in cache_bytes(graph, spec).items():
+        at_1m = n * (fixed + per_token * MILLION)
+        total += at_1m
+        out.append(f"| {kind} | {n} | {_bytes(fixed)} | {per_token} B | {_bytes(at_1m)} |")
+    out += [f"| **total** | | | | **{_bytes(total)}** |", ""]
+    return out
+
+
+def _ops_section(built: Graph, final: Graph, plan: Plan) -> list[str]:
+    decode = plan.entries["decode"].launches
+    library = sum(1 for launch in decode if launch.kernel.startswith("library:"))
+    out = ["## Ops and kernels per decode step", ""]
+    out += [f"- ops before fusion: {compute_ops(built)}; after the passes: {compute_ops(final)}"]
+    out += [f"- kernel launches per decode step: {len(decode)} ({len(decode) - library} generated "
+            f"kernels, {library} dense GEMMs left to torch/cuBLAS)", ""]  # fmt: skip
+    out += ["| kernel | launches | fuses |", "| --- | ---: | --- |"]
+    by_kernel = Counter(launch.kernel for launch in decode)
+    fused: dict[str, set[str]] = {}
+    for launch in decode:  # the unfused nodes each kernel computes, by their local name
+        fused.setdefault(launch.kernel, set()).update(f.rsplit(".", 1)[-1] for f in launch.fuses)
+    for kernel in sorted(by_kernel):
+        out.append(f"| {kernel} | {by_kernel[kernel]} | {', '.join(sorted(fused[kernel]))} |")
+    return out + [""]
+
+
+def _memory_section(plan: Plan) -> list[str]:
+    out = ["## Memory plan (activations)", "", "| entry | env | peak |", "| --- | --- | ---: |"]
+    for name, entry in plan.entries.items():
+        out.append(f"| {name} | {_kv(entry.env)} | {_bytes(entry.peak_bytes)} |")
+    return out + [""]
+
+
+def _kv(d: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items())
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
