@@ -1,8 +1,9 @@
 """lower: the optimised graph becomes a `Plan`, one ordered list of kernel launches per
 entry point, each naming its template, constants and buffers (from `memory_plan`).
 
-Every compute op is one launch of the template named after the op, except views (no
-launch) and dense GEMMs (`linear`), which are left to torch/cuBLAS. The plan is stored in
+Every compute op is one launch of the template named after the op, except views (a launch
+of kind `view:<op>`, no kernel: the backend makes the view) and dense GEMMs (`linear`),
+which are left to torch/cuBLAS. The plan is stored in
 `graph.meta["plan"]`; the graph itself is unchanged.
 """
 
@@ -20,7 +21,7 @@ LIBRARY = {"linear": "library:torch.matmul"}
 
 
 def template_of(kind: str) -> str:
-    return LIBRARY.get(kind, kind)
+    return f"view:{kind}" if kind in VIEWS else LIBRARY.get(kind, kind)
 
 
 def _ref(graph: Graph, value: Value, env: dict, buffers: dict) -> Ref:
@@ -55,7 +56,7 @@ def lower_graph(graph: Graph, ctx: PassContext) -> Plan:
             if node.op.kind == "output":
                 value = graph.operands(node.id)[0]
                 plan.outputs[node.op.key] = _ref(graph, value, env, buffers)
-            elif not node.op.source and node.op.kind not in VIEWS:
+            elif not node.op.source:
                 plan.launches.append(_launch(graph, node, env, buffers))
         entries[entry] = plan
     params, states = {}, {}

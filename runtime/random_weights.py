@@ -30,6 +30,8 @@ def _one(t: TensorInfo, spec: ModelSpec, gen: torch.Generator, dtype: torch.dtyp
         w = 0.5 + 0.5 * torch.rand(shape, generator=gen)
     elif leaf == "embed":
         w = torch.randn(shape, generator=gen)
+    elif leaf in ("wo_b", "w2"):  # a sublayer's last projection: small updates to the residual
+        w = 0.25 * torch.randn(shape, generator=gen) / shape[-1] ** 0.5
     else:  # a linear layer [out, in]: unit-variance outputs for unit-variance inputs
         w = torch.randn(shape, generator=gen) / shape[-1] ** 0.5
     return w.to(torch.float32 if t.dtype == "fp32" else dtype)

@@ -8,7 +8,6 @@ Compiling the same spec with the same options twice writes byte-identical files.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,18 +53,20 @@ def compile_spec(
     return Compiled(spec, built, graph, graph.meta["plan"], records, names)
 
 
-def write_output(spec: ModelSpec, out: Path, **kwargs) -> Compiled:
-    """Compile into `out` (made if missing; earlier dumps in out/ir are replaced)."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        ir_dir = out / "ir"
-        if ir_dir.exists():
-            shutil.rmtree(ir_dir)
-        probe = out / ".v4c-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise OutputError(f"{out}: cannot write the output folder: {err.strerror or err}") from None
+def write_output(spec: ModelSpec, out: Path, dump_ir: Path | None = None, **kwargs) -> Compiled:
+    """Compile into `out` (made if missing); the IR dumps go to `dump_ir` (default out/ir),
+    whose earlier *.ir files and manifest are replaced."""
+    ir_dir = dump_ir or out / "ir"
+    for folder in (out, ir_dir):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for old in [*folder.glob("*.ir"), *folder.glob("manifest.json")] if folder == ir_dir else []:
+                old.unlink()
+            probe = folder / ".v4c-write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as err:
+            raise OutputError(f"{folder}: cannot write the output folder: {err.strerror or err}") from None
     compiled = compile_spec(spec, dump_dir=ir_dir, **kwargs)
     (out / "plan.json").write_text(compiled.plan.to_json())
     active = [r.name for r in compiled.records if not r.skipped]

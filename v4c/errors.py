@@ -20,3 +20,9 @@ class SpecError(V4CError):
 
 class IRError(V4CError):
     """A graph is malformed: a type that does not check, a dangling operand, a bad pass."""
+
+
+class CheckpointError(V4CError):
+    """A checkpoint folder cannot be read or written: a missing, unexpected, mis-shaped or
+    mis-typed tensor or scale, a corrupt file, a bad index, a config.json that contradicts
+    the spec. The message names the file and the tensor, one problem a line."""

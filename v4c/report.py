@@ -100,7 +100,7 @@ def _cache_section(graph: Graph, spec: ModelSpec) -> list[str]:
 
 
 def _ops_section(built: Graph, final: Graph, plan: Plan) -> list[str]:
-    decode = plan.entries["decode"].launches
+    decode = [launch for launch in plan.entries["decode"].launches if not launch.kernel.startswith("view:")]
     library = sum(1 for launch in decode if launch.kernel.startswith("library:"))
     out = ["## Ops and kernels per decode step", ""]
     out += [f"- ops before fusion: {compute_ops(built)}; after the passes: {compute_ops(final)}"]

@@ -5,9 +5,12 @@ with c = index head dim, ratio 4, before this runs, so an entry completed at thi
 selectable) and keeps the top k. The official Hadamard rotation and FP4 simulation of q and
 keys are not modelled here (Hadamard is orthonormal, so q·k is unchanged without rounding).
 
-Tie-breaking: entries are ranked by descending score with a stable sort, so among equal scores
-the lower entry index wins, and the output lists indices in that order. Slots past the number
-of visible entries are -1.
+Selection: the `topk` highest-scoring visible entries; picks past the visible entries are -1.
+Ties go to the lower entry index. The official code calls `torch.topk` over the entries stored
+so far, which leaves the order of exactly equal scores unspecified and dependent on how many
+entries are stored; exact ties do happen (a score is exactly 0 when every head's ReLU is), and
+a fixed rule is what makes a chunked prefill choose exactly what a one-shot prefill chooses.
+Without exact ties both rules pick the same set.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ def test_tiny_parts_counted_by_hand():
     assert count["attention"] == 4 * per_layer
     # CSA (x2): wkv+wgate 256x256 each, ape 4x256; HCA: 128x256 each, ape 128x128
     assert count["compressors"] == 2 * (2 * 256 * 256 + 4 * 256) + (2 * 128 * 256 + 128 * 128)
-    # per CSA layer: wq_b (4*64)x128, weights_proj 4x256, compressor 2x(128x256) + ape 4x128
-    assert count["indexers"] == 2 * (256 * 128 + 4 * 256 + 2 * 128 * 256 + 4 * 128)
+    # per CSA layer: wq_b (16*64)x128, weights_proj 16x256, compressor 2x(128x256) + ape 4x128
+    assert count["indexers"] == 2 * (1024 * 128 + 16 * 256 + 2 * 128 * 256 + 4 * 128)
     # 8 experts x (w1, w2, w3 of 64x256); one shared expert; gate 8x256 (+bias 8 on score layers)
     assert count["routed_experts"] == 4 * 8 * 3 * 64 * 256
     assert count["shared_experts"] == 4 * 3 * 64 * 256

@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from v4c.cli.checkpoint import checkpoint_app
 from v4c.cli.compile import compile_command
 from v4c.cli.spec import spec_app
 from v4c.errors import V4CError
@@ -22,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(spec_app, name="spec")
+app.add_typer(checkpoint_app, name="checkpoint")
 app.command("compile")(compile_command)
 
 

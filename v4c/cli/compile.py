@@ -22,6 +22,9 @@ def compile_command(
     max_batch: Annotated[int, typer.Option(min=1, help="Sequences per step.")] = 1,
     max_tokens: Annotated[int, typer.Option(min=1, help="Tokens per sequence in a prefill step.")] = 1024,
     max_seq: Annotated[int, typer.Option(min=1, help="Longest sequence the caches hold.")] = 8192,
+    outputs: Annotated[str, typer.Option(help="Outputs to compute: logits, mtp_logits.")] = "logits",
+    all_logits: Annotated[bool, typer.Option("--all-logits", help="Logits at every token, not the last.")] = False,
+    dump_ir: Annotated[Path | None, typer.Option("--dump-ir", help="Where the IR after each pass goes (default OUT/ir).")] = None,
 ) -> None:
     """Build the IR of a spec, run the passes, write plan.json, ir/ dumps and report.md."""
     from v4c.compile import write_output
@@ -29,10 +32,14 @@ def compile_command(
 
     spec = load_spec(spec_file)
     pipeline = [p.strip() for p in passes.split(",") if p.strip()] if passes else None
-    options = CompileOptions(max_batch, max_tokens, max_seq)
-    compiled = write_output(spec, out, options=options, pipeline=pipeline, disabled=set(disable_pass or []))
+    keys = tuple(k.strip() for k in outputs.split(",") if k.strip())
+    options = CompileOptions(max_batch, max_tokens, max_seq, keys, "all" if all_logits else "last")
+    compiled = write_output(
+        spec, out, dump_ir, options=options, pipeline=pipeline, disabled=set(disable_pass or [])
+    )
     for r in compiled.records:
         state = "skipped" if r.skipped else ("changed" if r.changed else "unchanged")
         typer.echo(f"  {r.name:<14} {state:<9} {r.nodes:>6} nodes {r.ms:8.1f} ms")
     decode = compiled.plan.entries["decode"]
-    typer.echo(f"wrote {out}/plan.json, {out}/report.md, {out}/ir/ ({len(decode.launches)} launches per decode step)")
+    kernels = sum(1 for launch in decode.launches if not launch.kernel.startswith("view:"))
+    typer.echo(f"wrote {out}/plan.json, {out}/report.md and the IR after each pass ({kernels} kernel launches per decode step)")

@@ -405,7 +405,8 @@ def test_indexer_scores_formula():
 
 
 def test_indexer_ties_and_padding():
-    """Equal scores: the lower entry index wins; -1 past the visible entries and past C."""
+    """Equal scores: the lower entry index wins (chunking cannot change the choice); -1 past
+    the visible entries and past C."""
     keys = torch.ones(1, 6, 4).expand(1, 6, 4).clone()  # every entry scores the same
     qr, x = torch.ones(1, 4, 2), torch.ones(1, 4, 3)
     wq_b, wproj = torch.ones(8, 2), torch.ones(2, 3)

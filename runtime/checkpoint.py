@@ -1,0 +1,85 @@
+"""Checkpoint folders: load any of the three layouts a V4 checkpoint comes in, write the
+official and the HF one, and generate the tiny default model's checkpoint.
+
+A folder holds config.json (official or HF layout), one `*.safetensors` file or several
+listed by model.safetensors.index.json (then only the listed shards are read), and maybe a
+tokenizer.json and other files, which are not read here.
+
+Layouts, told apart by the tensors' names and dtypes (`checkpoint_read.detect_layout`):
+- hf: a name with the `model.` prefix, or `lm_head.weight`. transformers'
+  `DeepseekV4ForCausalLM` names (§13.4), dequantised, experts merged per layer. It has no
+  MTP: loading it returns no `mtp.*` tensors, and the caller decides whether it needs them.
+- official: a `.scale` tensor or a quantised dtype (F8_E4M3, F8_E8M0, I8). The release
+  layout (§13.1): flat names, FP8/FP4 weights with E8M0 `.scale`s where the spec's
+  `storage` says so, MTP included.
+- plain: otherwise. Official names, every tensor dequantised, no scales.
+
+Whatever the layout, `load_checkpoint` returns official names -> dequantised tensors, routed
+experts stacked [E, ...] under the `{e}` name: the keys of `checkpoint_tensors(spec)`.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from v4c.errors import CheckpointError
+from v4c.runtime.checkpoint_hf import hf_units
+from v4c.runtime.checkpoint_layout import Unit, official_units
+from v4c.runtime.checkpoint_read import (
+    Layout,
+    check_units,
+    detect_layout,
+    open_shards,
+    read_spec,
+    read_units,
+)
+from v4c.runtime.checkpoint_write import write_hf, write_official
+from v4c.runtime.random_weights import random_weights
+from v4c.spec import ModelSpec, load_spec
+from v4c.spec.tensors import checkpoint_tensors
+
+__all__ = ["Layout", "load_checkpoint", "make_tiny", "write_hf", "write_official"]
+
+TINY_SHARDS = 2
+
+
+def load_checkpoint(
+    folder: Path,
+    spec: ModelSpec | None = None,
+    *,
+    dtype: torch.dtype = torch.bfloat16,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[ModelSpec, dict[str, Tensor]]:
+    """(spec, official name -> tensor). The spec comes from config.json unless given; a
+    given spec must agree with config.json (compared as config.json in the file's layout).
+    Logical bf16 tensors come back in `dtype`, fp32 ones in fp32, tid2eid as int64.
+    Every header is checked before any data is read; every problem is a CheckpointError."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such checkpoint folder")
+    spec = read_spec(folder, spec)
+    with ExitStack() as stack:
+        shards = open_shards(folder, stack)
+        units = layout_units(detect_layout(shards.headers), spec)
+        check_units(units, shards)
+        weights = read_units(units, shards, dtype, device, progress)
+    return spec, {t.name: weights[t.name] for t in checkpoint_tensors(spec) if t.name in weights}
+
+
+def layout_units(layout: Layout, spec: ModelSpec) -> list[Unit]:
+    """What a folder of `layout` stores for `spec`."""
+    if layout == "hf":
+        return hf_units(spec)
+    return official_units(spec, quantised=layout == "official")
+
+
+def make_tiny(folder: Path, seed: int = 0) -> None:
+    """The tiny default model (`specs/tiny.yaml`) with `random_weights(spec, seed)`, written in
+    the official layout (FP8 weights, FP4 experts) in two shards. Same seed, same bytes."""
+    spec = load_spec("tiny")
+    write_official(Path(folder), spec, random_weights(spec, seed), shards=TINY_SHARDS)

@@ -1,0 +1,134 @@
+"""The HF transformers layout of a V4 checkpoint: `DeepseekV4ForCausalLM`'s own parameter
+and buffer names (V4_REFERENCE §13.4), dequantised, routed experts merged per layer.
+
+- `model.` prefix on everything but `lm_head.weight`;
+- `mlp.experts.gate_up_proj` [E, 2I, D] = cat(w1, w3) along dim 1, `down_proj` [E, D, I];
+- the gate's `e_score_correction_bias` and `tid2eid` are (persistent) buffers;
+- no MTP: HF does not build the MTP block, so the layout has no `mtp.*` tensors;
+- exactly one shared expert, as `DeepseekV4MLP` is one module.
+
+Unquantised floats are read in any float dtype; the writer stores logical bf16 tensors in
+the dtype it is given and logical fp32 ones (hc, sinks, ape, gate bias) in fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from v4c.errors import CheckpointError
+from v4c.runtime.checkpoint_layout import FLOATS, TORCH_DTYPES, Stored, Unit
+from v4c.spec import ModelSpec
+from v4c.spec.tensors import TensorInfo, checkpoint_tensors
+
+_TOP = {
+    "embed.weight": "model.embed_tokens.weight",
+    "head.weight": "lm_head.weight",
+    "norm.weight": "model.norm.weight",
+    "hc_head_fn": "model.hc_head.hc_fn",
+    "hc_head_base": "model.hc_head.hc_base",
+    "hc_head_scale": "model.hc_head.hc_scale",
+}
+# official name after `layers.{l}.` -> HF name after `model.layers.{l}.`
+_BLOCK = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    **{
+        f"hc_{site}_{k}": f"{site}_hc.{k}"
+        for site in ("attn", "ffn")
+        for k in ("fn", "base", "scale")
+    },
+    "attn.attn_sink": "self_attn.sinks",
+    "attn.wq_a.weight": "self_attn.q_a_proj.weight",
+    "attn.q_norm.weight": "self_attn.q_a_norm.weight",
+    "attn.wq_b.weight": "self_attn.q_b_proj.weight",
+    "attn.wkv.weight": "self_attn.kv_proj.weight",
+    "attn.kv_norm.weight": "self_attn.kv_norm.weight",
+    "attn.wo_a.weight": "self_attn.o_a_proj.weight",
+    "attn.wo_b.weight": "self_attn.o_b_proj.weight",
+    "attn.indexer.wq_b.weight": "self_attn.compressor.indexer.q_b_proj.weight",
+    "attn.indexer.weights_proj.weight": "self_attn.compressor.indexer.scorer.weights_proj.weight",
+    "ffn.gate.weight": "mlp.gate.weight",
+    "ffn.gate.bias": "mlp.gate.e_score_correction_bias",
+    "ffn.gate.tid2eid": "mlp.gate.tid2eid",
+    "ffn.shared_experts.w1.weight": "mlp.shared_experts.gate_proj.weight",
+    "ffn.shared_experts.w2.weight": "mlp.shared_experts.down_proj.weight",
+    "ffn.shared_experts.w3.weight": "mlp.shared_experts.up_proj.weight",
+}
+_COMPRESSORS = {
+    "attn.compressor.": "self_attn.compressor.",
+    "attn.indexer.compressor.": "self_attn.compressor.indexer.",
+}
+_COMPRESSOR = {
+    "wkv.weight": "kv_proj.weight",
+    "wgate.weight": "gate_proj.weight",
+    "ape": "position_bias",
+    "norm.weight": "kv_norm.weight",
+}
+
+
+def hf_name(name: str) -> str:
+    """The HF name of a non-expert, non-MTP official tensor name."""
+    if name in _TOP:
+        return _TOP[name]
+    layer, rest = name.removeprefix("layers.").split(".", 1)
+    for prefix, hf_prefix in _COMPRESSORS.items():
+        if rest.startswith(prefix):
+            return f"model.layers.{layer}.{hf_prefix}{_COMPRESSOR[rest[len(prefix) :]]}"
+    return f"model.layers.{layer}.{_BLOCK[rest]}"
+
+
+def hf_units(spec: ModelSpec, dtype: torch.dtype = torch.bfloat16) -> list[Unit]:
+    """The HF layout of a spec; `dtype` is what the writer stores logical bf16 tensors in."""
+    if spec.moe.num_shared_experts != 1:
+        n = spec.moe.num_shared_experts
+        raise CheckpointError(f"the HF layout holds exactly one shared expert; {spec.name} has {n}")
+    units, experts = [], {}
+    for t in checkpoint_tensors(spec):
+        if t.name.startswith("mtp."):
+            continue
+        if t.stack:  # layers.{l}.ffn.experts.{e}.w1.weight -> experts["layers.{l}"]["w1"]
+            layer, w = t.name.split(".ffn.experts.{e}.")
+            experts.setdefault(layer, {})[w.removesuffix(".weight")] = t
+        else:
+            units.append(_one(t, hf_name(t.name), dtype))
+    for layer, ws in experts.items():
+        hf = f"model.{layer}.mlp.experts."
+        units += [
+            _gate_up(hf + "gate_up_proj", ws["w1"], ws["w3"], dtype),
+            _one(ws["w2"], hf + "down_proj", dtype),
+        ]
+    return units
+
+
+def _written(t: TensorInfo, dtype: torch.dtype) -> torch.dtype:
+    return dtype if t.dtype == "bf16" else TORCH_DTYPES[t.dtype]
+
+
+def _one(t: TensorInfo, name: str, dtype: torch.dtype) -> Unit:
+    """One logical tensor stored as one HF tensor (experts: already stacked [E, ...])."""
+    shape = ((t.stack,) if t.stack else ()) + t.shape
+    stored = Stored(name, ("I64",) if t.dtype == "i64" else FLOATS, shape)
+
+    def decode(xs: list[Tensor], target: torch.dtype) -> list[Tensor]:
+        return [xs[0].to(target)]
+
+    def encode(values: list[Tensor]) -> list[Tensor]:
+        return [values[0].to(_written(t, dtype)).contiguous()]
+
+    return Unit((stored,), (t,), decode, encode)
+
+
+def _gate_up(name: str, w1: TensorInfo, w3: TensorInfo, dtype: torch.dtype) -> Unit:
+    """w1, w3 [E, I, D] <-> gate_up_proj [E, 2I, D] (w1 rows first)."""
+    e, (i, d) = w1.stack, w1.shape
+    stored = Stored(name, FLOATS, (e, 2 * i, d))
+
+    def decode(xs: list[Tensor], target: torch.dtype) -> list[Tensor]:
+        gate, up = xs[0].split(i, dim=1)  # [E, I, D] each
+        return [gate.to(target).contiguous(), up.to(target).contiguous()]
+
+    def encode(values: list[Tensor]) -> list[Tensor]:
+        return [torch.cat(values, dim=1).to(_written(w1, dtype)).contiguous()]
+
+    return Unit((stored,), (w1, w3), decode, encode)

@@ -1,0 +1,260 @@
+"""Reading a checkpoint folder: its config.json, its shards' headers, the layout they are
+in, a check of every stored tensor against the spec before any data is read, then one
+memory-mapped read per needed tensor, decoded to the logical tensors.
+
+All header problems of a folder are reported together, one line each as
+`file: tensor: problem`; a corrupt file stops at once.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from safetensors import SafetensorError, safe_open
+from torch import Tensor
+
+from v4c.errors import CheckpointError, SpecError
+from v4c.runtime.checkpoint_layout import TORCH_DTYPES, Unit, nbytes
+from v4c.spec import ModelSpec
+from v4c.spec.config_io import detect_format, spec_from_config, spec_to_config
+
+Layout = Literal["official", "hf", "plain"]
+CONFIG = "config.json"
+INDEX = "model.safetensors.index.json"
+QUANTISED_DTYPES = {"F8_E4M3", "F8_E8M0", "I8"}
+MAX_PROBLEMS = 20
+_ABSENT = object()
+
+
+@dataclass(frozen=True)
+class Header:
+    """A stored tensor as its file's header describes it."""
+
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return nbytes(self.dtype, self.shape)
+
+
+@dataclass(frozen=True)
+class Shards:
+    headers: dict[str, Header]
+    handles: dict[Path, Any]  # open `safe_open` files
+    where: Path  # what a missing tensor is reported against: the index, the one file, or the folder
+
+
+def detect_layout(headers: dict[str, Header]) -> Layout:
+    """hf: a `model.`-prefixed name or `lm_head.weight`; official: a `.scale` or a quantised
+    dtype (F8_E4M3, F8_E8M0, I8); plain: anything else (official names, no scales)."""
+    if any(n.startswith("model.") or n == "lm_head.weight" for n in headers):
+        return "hf"
+    if any(n.endswith(".scale") or h.dtype in QUANTISED_DTYPES for n, h in headers.items()):
+        return "official"
+    return "plain"
+
+
+def read_spec(folder: Path, spec: ModelSpec | None) -> ModelSpec:
+    """The folder's spec from config.json, or `spec` after checking config.json agrees with it."""
+    path = folder / CONFIG
+    if not path.is_file():
+        if spec is None:
+            raise CheckpointError(
+                f"{path}: missing; a checkpoint folder needs one (or pass a spec)"
+            )
+        return spec
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: cannot read JSON: {err}") from None
+    try:
+        found = spec_from_config(
+            config, spec.name if spec else folder.resolve().name, source=str(path)
+        )
+    except SpecError as err:
+        raise CheckpointError(
+            "\n".join([f"{path}: not a valid DeepSeek-V4 config", *err.problems])
+        ) from None
+    if spec is None:
+        return found
+    fmt = detect_format(config)
+    ours, theirs = spec_to_config(spec, fmt), spec_to_config(found, fmt)
+    problems = [
+        f"{path}: {key}: {_show(theirs, key)} in the file, {_show(ours, key)} in the spec"
+        for key in sorted(ours.keys() | theirs.keys())
+        if ours.get(key, _ABSENT) != theirs.get(key, _ABSENT)
+    ]
+    if problems:
+        raise CheckpointError(_summary(problems))
+    return spec
+
+
+def open_shards(folder: Path, stack: ExitStack) -> Shards:
+    """Open every shard (memory-mapped) and read its header; `stack` closes them."""
+    files, weight_map, where = _find_files(folder)
+    headers: dict[str, Header] = {}
+    handles, problems = {}, []
+    for file in files:
+        handles[file] = handle = _open(file, stack)
+        for name, header in _headers(file, handle):
+            if name in headers:
+                problems.append(f"{file}: {name}: also in {headers[name].file}")
+            elif weight_map is not None and weight_map.get(name) != file:
+                problems.append(f"{file}: {name}: not listed for this file in {where}")
+            else:
+                headers[name] = header
+    for name, file in (weight_map or {}).items():
+        if name not in headers:
+            problems.append(f"{file}: {name}: listed in {where} but not in the file")
+    if problems:
+        raise CheckpointError(_summary(problems))
+    return Shards(headers, handles, where)
+
+
+def check_units(units: list[Unit], shards: Shards) -> None:
+    """Every stored tensor of the layout present with an accepted dtype and its shape, and
+    nothing else in the files."""
+    expected = {s.name: s for u in units for s in u.stored}
+    headers, problems = shards.headers, []
+    for s in expected.values():
+        h = headers.get(s.name)
+        if h is None and s.scale_of in headers:
+            problems.append(f"{headers[s.scale_of].file}: {s.scale_of}: missing its scale {s.name}")
+        elif h is None:
+            problems.append(f"{shards.where}: {s.name}: missing tensor")
+        elif h.dtype not in s.dtypes:
+            accepted = s.dtypes[0] if len(s.dtypes) == 1 else "one of " + ", ".join(s.dtypes)
+            problems.append(f"{h.file}: {s.name}: dtype {h.dtype}, expected {accepted}")
+        elif h.shape != s.shape:
+            problems.append(f"{h.file}: {s.name}: shape {list(h.shape)}, expected {list(s.shape)}")
+    for name in sorted(headers.keys() - expected.keys()):
+        weight = name.removesuffix(".scale") + ".weight"
+        if name.endswith(".scale") and weight in expected:
+            problems.append(
+                f"{headers[name].file}: {name}: extra scale: {weight} is stored unquantised"
+            )
+        else:
+            problems.append(f"{headers[name].file}: {name}: unexpected tensor")
+    if problems:
+        raise CheckpointError(_summary(problems))
+
+
+def read_units(
+    units: list[Unit],
+    shards: Shards,
+    dtype: torch.dtype,
+    device: str | torch.device,
+    progress: bool,
+) -> dict[str, Tensor]:
+    """Read each stored tensor once, decode each unit: official name -> tensor, logical bf16
+    in `dtype`, logical fp32 in fp32, tid2eid int64."""
+    rank = {file: k + 1 for k, file in enumerate(sorted(shards.handles))}
+    total = sum(shards.headers[s.name].nbytes for u in units for s in u.stored)
+    out = {}
+    with _progress_bar(progress) as bar:
+        task = bar.add_task("reading", total=total)
+        for unit in units:
+            xs = []
+            for s in unit.stored:
+                h = shards.headers[s.name]
+                xs.append(_tensor(shards.handles[h.file], s.name, h.file).to(device))
+                label = f"{h.file.name} ({rank[h.file]}/{len(rank)})"
+                bar.update(task, advance=h.nbytes, description=label)
+            t0 = unit.logical[0]
+            target = dtype if t0.dtype == "bf16" else TORCH_DTYPES[t0.dtype]
+            out.update((t.name, x) for t, x in zip(unit.logical, unit.decode(xs, target)))
+    return out
+
+
+def _find_files(folder: Path) -> tuple[list[Path], dict[str, Path] | None, Path]:
+    """(shard files, tensor -> file from the index or None, where missing tensors are reported)."""
+    index = folder / INDEX
+    if not index.exists():
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            raise CheckpointError(f"{folder}: no *.safetensors files")
+        return files, None, files[0] if len(files) == 1 else folder
+    weight_map = _read_index(index)
+    files = sorted(set(weight_map.values()))
+    problems = []
+    for file in files:
+        if not file.is_file():
+            names = sorted(n for n, f in weight_map.items() if f == file)
+            problems.append(f"{index}: {names[0]}: in shard {file.name}, which does not exist")
+    if problems:
+        raise CheckpointError(_summary(problems))
+    return files, weight_map, index
+
+
+def _read_index(index: Path) -> dict[str, Path]:
+    """model.safetensors.index.json -> tensor name -> shard path."""
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{index}: cannot read JSON: {err}") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+        raise CheckpointError(f'{index}: expected a "weight_map" object of tensor -> file name')
+    return {name: index.parent / file for name, file in weight_map.items()}
+
+
+def _open(file: Path, stack: ExitStack) -> Any:
+    try:
+        return stack.enter_context(safe_open(file, framework="pt"))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(
+            f"{file}: not a readable safetensors file (corrupt or truncated): {err}"
+        ) from None
+
+
+def _headers(file: Path, handle: Any) -> list[tuple[str, Header]]:
+    out = []
+    for name in handle.keys():
+        part = handle.get_slice(name)
+        out.append((name, Header(file, part.get_dtype(), tuple(part.get_shape()))))
+    return out
+
+
+def _tensor(handle: Any, name: str, file: Path) -> Tensor:
+    try:
+        return handle.get_tensor(name)
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise CheckpointError(f"{file}: {name}: cannot read: {err}") from None
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    return Progress(*columns, console=Console(stderr=True), disable=not enabled)
+
+
+def _show(config: dict, key: str) -> str:
+    return json.dumps(config[key])[:60] if key in config else "absent"
+
+
+def _summary(problems: list[str]) -> str:
+    shown = problems[:MAX_PROBLEMS]
+    if len(problems) > MAX_PROBLEMS:
+        shown.append(f"... and {len(problems) - MAX_PROBLEMS} more problems")
+    return "\n".join(shown)

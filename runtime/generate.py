@@ -1,0 +1,135 @@
+"""The generation loop: prefill every prompt, then decode all live sequences together.
+
+Why plain code: the loop is a dozen lines (gpt-fast style) and should read like the
+algorithm. It knows nothing of plans, caches or devices; it drives any `StepEngine`,
+the small protocol the compiled-plan engine implements, and a `Sampler`. Tokens are
+handed to `on_token` as they are produced, so a caller can stream text.
+
+One `forward` with all prompts produces each sequence's first token; each later
+`forward` feeds every live sequence its last token ([] for finished ones) and yields the
+next. A sequence stops after producing a stop id (kept as its last token, reason "eos")
+or `max_new_tokens` tokens (reason "length"); no `forward` follows the final token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from v4c.runtime.sampler import Sampler
+
+
+class StepEngine(Protocol):
+    def reset(self, batch: int) -> None:
+        """Fresh caches for `batch` sequences."""
+
+    def forward(self, tokens: list[list[int]]) -> torch.Tensor:
+        """Append tokens to each sequence (lists may differ in length, some may be
+        empty); return fp32 logits [B, V] at each sequence's last new token."""
+
+
+@dataclass
+class GenerationResult:
+    tokens: list[list[int]]  # new ids per sequence, a stop id included as the last one
+    stop_reasons: list[str]  # "eos" | "length" per sequence
+    prompt_tokens: list[int]  # prompt length per sequence
+    prefill_s: float  # the prefill forward and the first tokens' sampling
+    decode_s: float  # every later step
+
+    @property
+    def generated_tokens(self) -> list[int]:
+        return [len(t) for t in self.tokens]
+
+    @property
+    def decode_tokens(self) -> int:
+        """Tokens produced by decode steps: all but each sequence's first (from prefill)."""
+        return sum(self.generated_tokens) - len(self.tokens)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.decode_tokens / self.decode_s if self.decode_s > 0 else 0.0
+
+
+class _Batch:
+    """The sequences being generated: their tokens so far and why each stopped."""
+
+    def __init__(self, size: int, max_new_tokens: int, stop_ids: set[int], on_token):
+        self.tokens: list[list[int]] = [[] for _ in range(size)]
+        self.reasons: list[str | None] = [None] * size
+        self._max = max_new_tokens
+        self._stop_ids = stop_ids
+        self._on_token = on_token
+
+    def live(self) -> list[int]:
+        return [i for i, reason in enumerate(self.reasons) if reason is None]
+
+    def accept(self, seqs: Sequence[int], ids: list[int]) -> None:
+        for seq, token in zip(seqs, ids, strict=True):
+            self.tokens[seq].append(token)
+            if self._on_token is not None:
+                self._on_token(seq, token)
+            if token in self._stop_ids:
+                self.reasons[seq] = "eos"
+            elif len(self.tokens[seq]) >= self._max:
+                self.reasons[seq] = "length"
+
+
+def generate(
+    engine: StepEngine,
+    prompts: list[list[int]],
+    sampler: Sampler,
+    *,
+    max_new_tokens: int,
+    stop_ids: set[int],
+    on_token: Callable[[int, int], None] | None = None,
+) -> GenerationResult:
+    """Generate for every prompt; `on_token(seq_index, token_id)` streams each new token."""
+    _check(prompts, max_new_tokens)
+    batch = _Batch(len(prompts), max_new_tokens, set(stop_ids), on_token)
+    engine.reset(len(prompts))
+
+    start = time.perf_counter()
+    everyone = list(range(len(prompts)))
+    logits = _forward(engine, [list(p) for p in prompts])
+    batch.accept(everyone, sampler.sample(logits).tolist())
+    prefill_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    while live := batch.live():
+        step = [[batch.tokens[i][-1]] if i in live else [] for i in everyone]
+        logits = _forward(engine, step)
+        # only live rows are sampled: a finished row's logits carry no meaning
+        batch.accept(live, sampler.sample(logits[live]).tolist())
+    decode_s = time.perf_counter() - start
+
+    return GenerationResult(
+        tokens=batch.tokens,
+        stop_reasons=[str(r) for r in batch.reasons],
+        prompt_tokens=[len(p) for p in prompts],
+        prefill_s=prefill_s,
+        decode_s=decode_s,
+    )
+
+
+def _check(prompts: list[list[int]], max_new_tokens: int) -> None:
+    if not prompts:
+        raise ValueError("prompts is empty")
+    for i, prompt in enumerate(prompts):
+        if not prompt:
+            raise ValueError(f"prompts[{i}] is empty: a prompt needs at least one token")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+
+
+def _forward(engine: StepEngine, tokens: list[list[int]]) -> torch.Tensor:
+    logits = engine.forward(tokens)
+    if logits.dim() != 2 or logits.shape[0] != len(tokens):
+        raise ValueError(
+            f"engine.forward returned logits of shape {tuple(logits.shape)} for a batch of "
+            f"{len(tokens)}; expected [batch, vocab]"
+        )
+    return logits
