@@ -2,23 +2,39 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+# Without a GPU every Triton kernel runs in the interpreter; this must be decided before
+# the first `@triton.jit` is evaluated, so it is set when the test session starts.
+if not _has_cuda():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
 DATA = Path(__file__).resolve().parent / "spec" / "data"
 
 
-def pytest_collection_modifyitems(config, items):
-    try:
-        import torch
+@pytest.fixture
+def kernel_cache(tmp_path):
+    """A fresh kernel cache folder for one test."""
+    return tmp_path / "kernels"
 
-        has_cuda = torch.cuda.is_available()
-    except ImportError:
-        has_cuda = False
-    if has_cuda:
+
+def pytest_collection_modifyitems(config, items):
+    if _has_cuda():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:

@@ -23,6 +23,9 @@ blocks along it, `...` any leading dims (stacked experts [E, O, I] quantise in o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -192,3 +195,26 @@ def _row_blocks(x: Tensor, block: int) -> tuple[Tensor, int]:
 def _row_scales(tiles: Tensor, fmax: float, floor: float) -> Tensor:
     """The power-of-two scale of each block [..., nb, block] -> [..., nb, 1]."""
     return torch.exp2(pow2_exponent(tiles.abs().amax(-1, keepdim=True), fmax, floor).float())
+
+
+@dataclass(frozen=True)
+class QuantWeight:
+    """A weight kept in its stored format: `data` (e4m3 [O, I] or packed e2m1 int8 [O, I/2],
+    stacked experts with a leading E) and its E8M0 `scale`. Kernels read it as it is and
+    dequantise on the fly; `dequantize` is the reference."""
+
+    data: torch.Tensor
+    scale: torch.Tensor
+    fmt: Literal["fp8", "fp4"]
+    block: tuple[int, int] = (128, 128)  # fp8 only: the scale block [out, in]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The logical (dequantised) shape."""
+        *lead, cols = self.data.shape
+        return (*lead, cols * 2 if self.fmt == "fp4" else cols)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        if self.fmt == "fp4":
+            return fp4_dequantize(self.data, self.scale, dtype)
+        return fp8_block_dequantize(self.data, self.scale, self.block, dtype)
