@@ -86,6 +86,16 @@ class Graph:
             changed += 1
         return changed
 
+    def set_op(self, id: str, op: Op) -> Node:
+        """Give node `id` another op of the same kind and result types (new attributes)."""
+        node = self.node(id)
+        types = tuple(op.infer([self.type_of(v) for v in self.operands(id)]))
+        if op.kind != node.op.kind or types != node.types:
+            raise IRError(f"set_op {id}: {op.kind} {types} does not replace {node.op.kind} {node.types}")
+        node = replace(node, op=op)
+        self._g.nodes[id]["node"] = node
+        return node
+
     def retype(self, id: str) -> Node:
         """Infer `id`'s result types again after its operands changed shape."""
         node = self.node(id)

@@ -19,6 +19,7 @@ class CompileOptions:
     max_seq: int = 8192  # longest sequence the caches hold
     outputs: tuple[str, ...] = ("logits",)  # graph outputs to compute (mtp_logits: the MTP block)
     logits: Literal["all", "last"] = "last"  # lm_head on every token, or the last of each row
+    numerics: Literal["plain", "official"] = "plain"  # official: the §12 activation rounding
 
     def env(self, entry: str) -> dict[str, int]:
         """Values of the symbolic dims for an entry point."""

@@ -6,6 +6,7 @@ DEFAULT_PIPELINE = [
     # -- what to compute: first, so no later pass works on what will not run
     "select_outputs",  # drop unrequested outputs (the MTP block by default); last-token logits
     "dce",  # remove what only the dropped outputs used
+    "simulate_numerics",  # numerics official: the §12 roundings as ops; before fusion sees them
     # -- fusion: rewrite rules to a fixpoint; they only change which op computes a value
     "fuse_hc_norm",  # HC post + next HC pre + RMSNorm: one pass over the 4 streams per boundary
     "fuse_rope",  # RoPE into the q/kv norms; after fuse_hc_norm so no norm is claimed twice

@@ -54,11 +54,13 @@ def load_checkpoint(
     dtype: torch.dtype = torch.bfloat16,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    names: set[str] | None = None,
 ) -> tuple[ModelSpec, dict[str, Tensor]]:
     """(spec, official name -> tensor). The spec comes from config.json unless given; a
     given spec must agree with config.json (compared as config.json in the file's layout).
     Logical bf16 tensors come back in `dtype`, fp32 ones in fp32, tid2eid as int64.
-    Every header is checked before any data is read; every problem is a CheckpointError."""
+    Every header is checked before any data is read; every problem is a CheckpointError.
+    `names`: read only the stored tensors these logical tensors need (a plan's params)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such checkpoint folder")
@@ -67,8 +69,11 @@ def load_checkpoint(
         shards = open_shards(folder, stack)
         units = layout_units(detect_layout(shards.headers), spec)
         check_units(units, shards)
+        if names is not None:
+            units = [u for u in units if any(t.name in names for t in u.logical)]
         weights = read_units(units, shards, dtype, device, progress)
-    return spec, {t.name: weights[t.name] for t in checkpoint_tensors(spec) if t.name in weights}
+    wanted = names if names is not None else {t.name for t in checkpoint_tensors(spec)}
+    return spec, {t.name: weights[t.name] for t in checkpoint_tensors(spec) if t.name in weights and t.name in wanted}
 
 
 def layout_units(layout: Layout, spec: ModelSpec) -> list[Unit]:

@@ -86,11 +86,15 @@ def generate(
     max_new_tokens: int,
     stop_ids: set[int],
     on_token: Callable[[int, int], None] | None = None,
+    reset: bool = True,
 ) -> GenerationResult:
-    """Generate for every prompt; `on_token(seq_index, token_id)` streams each new token."""
+    """Generate for every prompt; `on_token(seq_index, token_id)` streams each new token.
+    `reset=False` continues the engine's sequences: each prompt is appended to what its
+    sequence already holds (a chat's next turn). The last new token is not fed back."""
     _check(prompts, max_new_tokens)
     batch = _Batch(len(prompts), max_new_tokens, set(stop_ids), on_token)
-    engine.reset(len(prompts))
+    if reset:
+        engine.reset(len(prompts))
 
     start = time.perf_counter()
     everyone = list(range(len(prompts)))

@@ -31,6 +31,7 @@ class Compressor(_Rotary):
     aliases = {0: 8}  # returns the cache it appended to
     ratio: int = 4
     eps: float = 1e-6
+    sim: str = "none"  # numerics: official rounds new entries: "fp8" (non-RoPE dims), "fp4" (Hadamard)
 
     def infer(self, ins):
         x, pos, wkv, wgate, ape, norm, skv, sscore, cache = ins
@@ -50,7 +51,22 @@ class Compressor(_Rotary):
             x, pos, wkv, wgate, ape, norm, ratio=self.ratio, rope_freqs=self.freqs(x.device),
             rope_dim=self.rope_dim, eps=self.eps, state_kv=skv, state_score=sscore, cache=cache,
         )  # fmt: skip
+        if self.sim != "none":
+            self._round_new_entries(pos, cache)
         return (cache,)
+
+    def _round_new_entries(self, pos, cache) -> None:
+        """The official rounding of the entries this step completed, in place (§6.3 step 3)."""
+        from v4c.ir.semantics.quant import fp4_sim, fp8_sim, hadamard
+
+        for b in range(pos.shape[0]):
+            lo, hi = int(pos[b, 0]) // self.ratio, int(pos[b, -1] + 1) // self.ratio
+            new = cache[b, lo:hi]
+            if self.sim == "fp8":
+                nope = new.shape[-1] - self.rope_dim
+                new[..., :nope] = fp8_sim(new[..., :nope].float(), block=64).to(new.dtype)
+            else:
+                new.copy_(fp4_sim(hadamard(new.float()), block=32).to(new.dtype))
 
 
 @register
@@ -62,6 +78,7 @@ class IndexerTopk(_Rotary):
     operands = ("qr", "x", "positions", "wq_b", "weights_proj", "keys")
     topk: int = 512
     ratio: int = CSA_RATIO
+    sim: bool = False  # numerics: official: FP8 input of wq_b, Hadamard + FP4 q
 
     def infer(self, ins):
         qr, x, pos, wq_b, proj, keys = ins
@@ -76,7 +93,7 @@ class IndexerTopk(_Rotary):
         return (
             indexer_topk(
                 qr, x, pos, wq_b, proj, keys, topk=self.topk, ratio=self.ratio,
-                rope_freqs=self.freqs(x.device), rope_dim=self.rope_dim,
+                rope_freqs=self.freqs(x.device), rope_dim=self.rope_dim, sim=self.sim,
             ),
         )  # fmt: skip
 

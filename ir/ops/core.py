@@ -236,6 +236,31 @@ class Rope(_Rotary):
         return (apply_rope(x, pos, self.freqs(x.device), inverse=self.inverse),)
 
 
+@register
+@dataclass(frozen=True)
+class QuantSim(Op):
+    """The official code's rounding of an activation (numerics: official, §12): FP8 with
+    power-of-two scales per `block` values of the last dim, on its first `dims` channels
+    (0: all) — the input of an FP8 GEMM (block 128) or the non-RoPE KV dims (block 64)."""
+
+    kind = "quant_sim"
+    operands = ("x",)
+    block: int = 128
+    dims: int = 0
+
+    def infer(self, ins):
+        return (ins[0],)
+
+    def run(self, ins):
+        from v4c.ir.semantics.quant import act_quant_fp8
+
+        (x,) = ins
+        if not self.dims:
+            return (act_quant_fp8(x.float(), self.block).to(x.dtype),)
+        head = act_quant_fp8(x[..., : self.dims].float(), self.block).to(x.dtype)
+        return (torch_cat(head, x[..., self.dims :]),)
+
+
 # -- hyper-connections ----------------------------------------------------------------------
 
 
@@ -328,6 +353,12 @@ class HcHead(Op):
 
         X, fn, base, scale = ins
         return (hc_head(X, fn, base, scale, eps=self.eps, norm_eps=self.norm_eps),)
+
+
+def torch_cat(a: Any, b: Any):
+    import torch
+
+    return torch.cat((a, b), dim=-1)
 
 
 def _torch_dtype(name: str, like: Any):

@@ -43,6 +43,7 @@ class Moe(_Gate):
 
     kind = "moe"
     limit: float = 10.0
+    act_quant: bool = False  # numerics: official (FP8 rounding of the expert GEMM inputs)
 
     def operand_roles(self):
         return self.gate_roles() + ("w1", "w2", "w3")
@@ -56,7 +57,7 @@ class Moe(_Gate):
         from v4c.ir.semantics.moe import moe
 
         weights, idx = self.route(ins[:-3])
-        y = moe(ins[0].flatten(0, -2), weights, idx, *ins[-3:], limit=self.limit)
+        y = moe(ins[0].flatten(0, -2), weights, idx, *ins[-3:], limit=self.limit, act_quant=self.act_quant)
         return (y.view_as(ins[0]),)
 
 
@@ -68,6 +69,7 @@ class Swiglu(Op):
     kind = "swiglu"
     operands = ("x", "w1", "w2", "w3")
     limit: float = 10.0
+    act_quant: bool = False
 
     def infer(self, ins):
         x, w1, w2, w3 = ins
@@ -78,7 +80,8 @@ class Swiglu(Op):
         from v4c.ir.semantics.moe import swiglu
 
         x, w1, w2, w3 = ins
-        return (swiglu(x.flatten(0, -2), w1, w2, w3, limit=self.limit).view_as(x),)
+        y = swiglu(x.flatten(0, -2), w1, w2, w3, limit=self.limit, act_quant=self.act_quant)
+        return (y.view_as(x),)
 
 
 @register
@@ -135,6 +138,7 @@ class GroupedSwiglu(Op):
     kind = "grouped_swiglu"
     operands = ("x", "order", "offsets", "weights", "w1", "w2", "w3")
     limit: float = 10.0
+    act_quant: bool = False
 
     def infer(self, ins):
         x, order = ins[0], ins[1]
@@ -145,8 +149,9 @@ class GroupedSwiglu(Op):
 
         x, order, offsets, weights, w1, w2, w3 = ins
         y = grouped_swiglu(
-            x.flatten(0, -2), order.flatten(), offsets, weights.flatten(0, -2), w1, w2, w3, limit=self.limit
-        )
+            x.flatten(0, -2), order.flatten(), offsets, weights.flatten(0, -2), w1, w2, w3,
+            limit=self.limit, act_quant=self.act_quant,
+        )  # fmt: skip
         return (y.view(*order.shape, -1),)
 
 

@@ -2,8 +2,9 @@
 
 It scores every visible entry of the indexer's own compressed-key cache (filled by `compress`
 with c = index head dim, ratio 4, before this runs, so an entry completed at this step is
-selectable) and keeps the top k. The official Hadamard rotation and FP4 simulation of q and
-keys are not modelled here (Hadamard is orthonormal, so q·k is unchanged without rounding).
+selectable) and keeps the top k. With `sim` (numerics: official) q is Hadamard-rotated and
+rounded to FP4 as the official code does; the Hadamard is orthonormal, so without the rounding
+it would not change q·k.
 
 Selection: the `topk` highest-scoring visible entries; picks past the visible entries are -1.
 Ties go to the lower entry index. The official code calls `torch.topk` over the entries stored
@@ -18,19 +19,26 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from v4c.ir.semantics.quant import act_quant_fp8, fp4_sim, hadamard
 from v4c.ir.semantics.rope import apply_rope
 
 
 def indexer_scores(
     qr: Tensor, x: Tensor, positions: Tensor, wq_b: Tensor, weights_proj: Tensor, keys: Tensor,
-    *, rope_freqs: Tensor,
+    *, rope_freqs: Tensor, sim: bool = False,
 ) -> Tensor:  # fmt: skip
     """score[b, t, s] = sum_h w[b,t,h] * ReLU(q[b,t,h] · keys[b,s]), fp32 [B, T, C], unmasked.
 
-    q = RoPE(qr · wq_bᵀ) per head (no norm); w = (x · weights_projᵀ) * di^-1/2 * Hi^-1/2."""
+    q = RoPE(qr · wq_bᵀ) per head (no norm); w = (x · weights_projᵀ) * di^-1/2 * Hi^-1/2.
+    `sim` (numerics: official): qr rounded as the FP8 wq_b GEMM rounds its input, and q
+    Hadamard-rotated and rounded to FP4 (the keys were, by their compressor)."""
     n_heads, head_dim = weights_proj.shape[0], keys.shape[-1]
+    if sim:
+        qr = act_quant_fp8(qr)
     q = (qr.float() @ wq_b.float().T).unflatten(-1, (n_heads, head_dim))  # [B, T, Hi, di]
     q = apply_rope(q, positions, rope_freqs)
+    if sim:
+        q = fp4_sim(hadamard(q))
     w = (x.float() @ weights_proj.float().T) * (head_dim * n_heads) ** -0.5  # [B, T, Hi]
     dots = torch.einsum("bthd,bsd->bths", q, keys.float()).relu()  # [B, T, Hi, C]
     return torch.einsum("bth,bths->bts", w, dots)
@@ -38,7 +46,7 @@ def indexer_scores(
 
 def indexer_topk(
     qr: Tensor, x: Tensor, positions: Tensor, wq_b: Tensor, weights_proj: Tensor, keys: Tensor,
-    *, topk: int, ratio: int, rope_freqs: Tensor, rope_dim: int,
+    *, topk: int, ratio: int, rope_freqs: Tensor, rope_dim: int, sim: bool = False,
 ) -> Tensor:  # fmt: skip
     """The top-`topk` visible entries per query: LongTensor [B, T, topk], -1 where fewer exist.
 
@@ -47,7 +55,7 @@ def indexer_topk(
     Entry w is visible to the query at position i iff w < (i+1) // ratio."""
     if 2 * rope_freqs.numel() != rope_dim:
         raise ValueError(f"rope_freqs has {rope_freqs.numel()} pairs, rope_dim is {rope_dim}")
-    scores = indexer_scores(qr, x, positions, wq_b, weights_proj, keys, rope_freqs=rope_freqs)
+    scores = indexer_scores(qr, x, positions, wq_b, weights_proj, keys, rope_freqs=rope_freqs, sim=sim)
     entry = torch.arange(keys.shape[1], device=keys.device)  # [C]
     visible = entry < ((positions + 1) // ratio)[..., None]  # [B, T, C]
     scores = scores.masked_fill(~visible, float("-inf"))

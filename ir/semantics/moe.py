@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from v4c.ir.semantics.quant import act_quant_fp8
+
 SCORING_FUNCS = ("sqrtsoftplus", "sigmoid", "softmax")
 
 
@@ -94,13 +96,18 @@ def swiglu(
     *,
     limit: float,
     scale: torch.Tensor | None = None,
+    act_quant: bool = False,
 ) -> torch.Tensor:
     """One clamped SwiGLU expert: w2 (scale * silu(min(w1 x, limit)) * clamp(w3 x, +-limit)).
 
     x [N,D], w1 [I,D] (gate), w2 [D,I] (down), w3 [I,D] (up); limit 0 means no clamp;
     scale [N] is the routing weight, applied to the activation before w2 as officially.
+    `act_quant` (numerics: official): the inputs of w1/w3 and of w2 are rounded as the
+    official FP8/FP4 GEMMs round them (FP8, 128-wide blocks), h first cast to x's dtype.
     Returns [N,D] in x's dtype.
     """
+    if act_quant:
+        x = act_quant_fp8(x)
     xf = x.float()
     gate = xf @ w1.float().T  # [N,I]
     up = xf @ w3.float().T  # [N,I]
@@ -110,6 +117,8 @@ def swiglu(
     h = F.silu(gate) * up  # [N,I]
     if scale is not None:
         h = scale.float().unsqueeze(-1) * h
+    if act_quant:
+        h = act_quant_fp8(h.to(x.dtype)).float()
     return (h @ w2.float().T).to(x.dtype)
 
 
@@ -122,6 +131,7 @@ def moe(
     w3: torch.Tensor,
     *,
     limit: float,
+    act_quant: bool = False,
 ) -> torch.Tensor:
     """The routed experts, unfused: y_t = sum_k swiglu_{idx[t,k]}(x_t) scaled by weights[t,k].
 
@@ -131,7 +141,7 @@ def moe(
     y = torch.zeros(x.shape, dtype=torch.float32, device=x.device)  # [N,D]
     for e in range(w1.shape[0]):
         tok, k = torch.where(idx == e)  # the token slots routed to expert e (maybe none)
-        out = swiglu(x[tok], w1[e], w2[e], w3[e], limit=limit, scale=weights[tok, k])
+        out = swiglu(x[tok], w1[e], w2[e], w3[e], limit=limit, scale=weights[tok, k], act_quant=act_quant)
         y.index_add_(0, tok, out.float())
     return y.to(x.dtype)
 
@@ -160,6 +170,7 @@ def grouped_swiglu(
     w3: torch.Tensor,
     *,
     limit: float,
+    act_quant: bool = False,
 ) -> torch.Tensor:
     """Every expert group of the sorted slots through its SwiGLU, routing weight before w2.
 
@@ -172,7 +183,9 @@ def grouped_swiglu(
     for e in range(w1.shape[0]):
         lo, hi = int(offsets[e]), int(offsets[e + 1])
         slots = order[lo:hi]
-        y[lo:hi] = swiglu(x[slots // k], w1[e], w2[e], w3[e], limit=limit, scale=flat_w[slots])
+        y[lo:hi] = swiglu(
+            x[slots // k], w1[e], w2[e], w3[e], limit=limit, scale=flat_w[slots], act_quant=act_quant
+        )
     return y
 
 

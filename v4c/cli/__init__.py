@@ -12,6 +12,7 @@ import typer
 
 from v4c.cli.checkpoint import checkpoint_app
 from v4c.cli.compile import compile_command
+from v4c.cli.run import chat_command, run_command
 from v4c.cli.spec import spec_app
 from v4c.errors import V4CError
 
@@ -25,6 +26,8 @@ app = typer.Typer(
 app.add_typer(spec_app, name="spec")
 app.add_typer(checkpoint_app, name="checkpoint")
 app.command("compile")(compile_command)
+app.command("run")(run_command)
+app.command("chat")(chat_command)
 
 
 def main(argv: list[str] | None = None) -> None:

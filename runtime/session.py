@@ -1,0 +1,79 @@
+"""Everything `v4c run` and `v4c chat` set up before the first token: the checkpoint (the
+embedded tiny one by default, made on first use), its spec, the plan compiled for it, the
+weights the plan needs, the engine and the tokenizer."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from v4c.compile import compile_spec
+from v4c.errors import CheckpointError
+from v4c.envs import cache_dir
+from v4c.passes.base import CompileOptions
+from v4c.runtime.checkpoint import load_checkpoint, make_tiny
+from v4c.runtime.checkpoint_read import detect_layout, open_shards, read_spec
+from v4c.runtime.engine import Engine
+from v4c.runtime.tokenizer import V4Tokenizer, load_tokenizer
+from v4c.spec import ModelSpec
+
+TINY_SEED = 0
+
+
+@dataclass
+class Session:
+    spec: ModelSpec
+    engine: Engine
+    tokenizer: V4Tokenizer
+    checkpoint: Path
+    numerics: str
+
+
+def tiny_checkpoint(log=print) -> Path:
+    """The embedded default model's checkpoint in the cache, written on first use (atomically:
+    a half-written folder is never taken for a finished one)."""
+    folder = cache_dir() / "checkpoints" / f"tiny-seed{TINY_SEED}"
+    if not (folder / "config.json").exists():
+        log(f"making the tiny default checkpoint in {folder} (once)")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tiny-"))
+        make_tiny(tmp / "ckpt", seed=TINY_SEED)
+        try:
+            os.replace(tmp / "ckpt", folder)
+        except OSError:  # another process finished first
+            pass
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def open_session(
+    checkpoint: Path | None = None,
+    spec: ModelSpec | None = None,
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    numerics: str | None = None,
+    max_seq: int = 4096,
+    max_tokens: int = 512,
+    max_batch: int = 1,
+    progress: bool = True,
+    log=print,
+) -> Session:
+    folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(log)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such checkpoint folder")
+    spec = read_spec(folder, spec)
+    if numerics is None:  # the official release is run as the official code runs it
+        with ExitStack() as stack:
+            numerics = "official" if detect_layout(open_shards(folder, stack).headers) == "official" else "plain"
+    options = CompileOptions(max_batch, max_tokens, max_seq, numerics=numerics)
+    plan = compile_spec(spec, options).plan
+    _, weights = load_checkpoint(folder, spec, dtype=dtype, device=device, progress=progress, names=set(plan.params))
+    engine = Engine(plan, weights, device=device, dtype=dtype)
+    return Session(spec, engine, load_tokenizer(folder), folder, numerics)

@@ -1,0 +1,62 @@
+"""`v4c run` and `v4c chat` as a user runs them, on the embedded tiny model (made once per
+test session in a temporary cache folder, as on a fresh machine)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return {**os.environ, "V4C_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
+
+
+def v4c(env, *args, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "v4c", *args], capture_output=True, text=True, env=env, input=stdin, timeout=300
+    )
+
+
+def test_run_with_no_arguments_but_the_prompt(env):
+    out = v4c(env, "run", "--prompt", "Hello", "--max-new-tokens", "6", "--seed", "3")
+    assert out.returncode == 0, out.stderr
+    assert "making the tiny default checkpoint" in out.stderr
+    assert "[" in out.stderr and "6 new (length)" in out.stderr and "tokens/s]" in out.stderr
+    assert out.stdout.strip()  # streamed text
+    again = v4c(env, "run", "--prompt", "Hello", "--max-new-tokens", "6", "--seed", "3")
+    assert again.stdout == out.stdout  # same seed, same text; the checkpoint is reused
+    assert "making the tiny" not in again.stderr
+
+
+def test_greedy_raw_mode(env):
+    a = v4c(env, "run", "--prompt", "The", "--raw", "--temperature", "0", "--max-new-tokens", "4")
+    b = v4c(env, "run", "--prompt", "The", "--raw", "--temperature", "0", "--max-new-tokens", "4", "--seed", "9")
+    assert a.returncode == b.returncode == 0 and a.stdout == b.stdout  # greedy ignores the seed
+    assert "3 prompt tokens" in a.stderr or "2 prompt tokens" in a.stderr  # BOS + the text
+
+
+def test_chat_feeds_only_new_tokens(env):
+    out = v4c(env, "chat", "--max-new-tokens", "3", "--seed", "0", stdin="Hi\nAgain\n\n")
+    assert out.returncode == 0, out.stderr
+    counts = [int(line.split(" prompt tokens")[0].rsplit("[", 1)[1]) for line in out.stderr.splitlines() if "prompt tokens" in line]
+    assert len(counts) == 2
+    assert counts[1] < counts[0] + 3 + 5  # the second turn does not re-feed the first
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--checkpoint", "/nonexistent"), "error: /nonexistent: no such checkpoint folder"),
+        (("--temperature", "-1"), "Invalid value for '--temperature'"),
+        (("--numerics", "exact"), "error: --numerics: expected official or plain"),
+    ],
+)
+def test_bad_input(env, args, message):
+    out = v4c(env, "run", "--prompt", "x", *args)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr

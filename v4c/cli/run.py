@@ -1,0 +1,129 @@
+"""`v4c run --prompt ...` and `v4c chat`: generation with streamed tokens."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from v4c.errors import V4CError
+
+Checkpoint = Annotated[Path | None, typer.Option(help="Checkpoint folder (default: the embedded tiny model).")]
+SpecOpt = Annotated[str | None, typer.Option("--spec", help="Spec to check the checkpoint's config.json against.")]
+Device = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when there is one).")]
+MaxNew = Annotated[int, typer.Option(min=1, help="Stop after this many new tokens.")]
+Temperature = Annotated[float, typer.Option(min=0.0, help="0: greedy.")]
+TopP = Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass (1: off).")]
+TopK = Annotated[int, typer.Option(min=0, help="Keep the k most likely tokens (0: off).")]
+Seed = Annotated[int | None, typer.Option(help="Sampling seed, for reproducible output.")]
+Numerics = Annotated[str | None, typer.Option(help="official or plain (default: official for official checkpoints).")]
+
+
+def _setup(checkpoint, spec, device, numerics):
+    import torch
+
+    from v4c.runtime.session import open_session
+    from v4c.spec import load_spec
+
+    if numerics not in (None, "official", "plain"):
+        raise V4CError(f"--numerics: expected official or plain, got {numerics!r}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
+        raise V4CError(f"--device: {device!r} is not available here (cpu{', cuda' if torch.cuda.is_available() else ''})")
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    log = lambda message: typer.echo(message, err=True)  # noqa: E731
+    return open_session(
+        checkpoint, load_spec(spec) if spec else None, device=device, dtype=dtype, numerics=numerics, log=log
+    )
+
+
+def _reply(session, prompt_ids: list[int], max_new: int, sampler, reset: bool = True) -> list[int]:
+    """Generate after `prompt_ids`, streaming text to stdout; `reset=False` appends them to
+    the engine's sequence."""
+    from v4c.runtime.generate import generate
+    from v4c.runtime.tokenizer import StreamDecoder
+
+    stream = StreamDecoder(session.tokenizer, skip_special_tokens=True)
+
+    def show(_: int, token: int) -> None:
+        sys.stdout.write(stream.push(token))
+        sys.stdout.flush()
+
+    result = generate(session.engine, [prompt_ids], sampler, max_new_tokens=max_new,
+                      stop_ids={session.tokenizer.eos_id}, on_token=show, reset=reset)  # fmt: skip
+    sys.stdout.write(stream.flush() + "\n")
+    typer.echo(
+        f"[{result.prompt_tokens[0]} prompt tokens, {result.generated_tokens[0]} new "
+        f"({result.stop_reasons[0]}); prefill {result.prefill_s:.2f} s, decode "
+        f"{result.tokens_per_s:.1f} tokens/s]",
+        err=True,
+    )
+    return result.tokens[0]
+
+
+def run_command(
+    prompt: Annotated[str, typer.Option(help="The prompt.")],
+    checkpoint: Checkpoint = None,
+    spec: SpecOpt = None,
+    chat: Annotated[bool, typer.Option("--chat/--raw", help="Chat encoding, or the raw text after BOS.")] = True,
+    thinking: Annotated[bool, typer.Option(help="Thinking mode (chat encoding).")] = False,
+    max_new_tokens: MaxNew = 64,
+    temperature: Temperature = 0.6,
+    top_p: TopP = 1.0,
+    top_k: TopK = 0,
+    seed: Seed = None,
+    device: Device = None,
+    numerics: Numerics = None,
+) -> None:
+    """Generate a reply to one prompt, streaming tokens; prints tokens/s at the end."""
+    from v4c.runtime.chat import encode_chat
+    from v4c.runtime.sampler import Sampler
+
+    sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    session = _setup(checkpoint, spec, device, numerics)
+    tok = session.tokenizer
+    if chat:
+        ids = tok.encode(encode_chat([{"role": "user", "content": prompt}], thinking=thinking))
+    else:
+        ids = [tok.bos_id, *tok.encode(prompt)]
+    _reply(session, ids, max_new_tokens, sampler)
+
+
+def chat_command(
+    checkpoint: Checkpoint = None,
+    spec: SpecOpt = None,
+    thinking: Annotated[bool, typer.Option(help="Thinking mode.")] = False,
+    max_new_tokens: MaxNew = 256,
+    temperature: Temperature = 0.6,
+    top_p: TopP = 1.0,
+    top_k: TopK = 0,
+    seed: Seed = None,
+    device: Device = None,
+    numerics: Numerics = None,
+) -> None:
+    """An interactive chat: one user message a line, empty line or EOF to end. Each turn
+    feeds the engine only the tokens the conversation added."""
+    from v4c.runtime.chat import encode_chat
+    from v4c.runtime.sampler import Sampler
+
+    sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    session = _setup(checkpoint, spec, device, numerics)
+    messages: list[dict] = []
+    fed: list[int] = []  # the tokens the engine's sequence holds
+    session.engine.reset(1)
+    while True:
+        typer.echo("> ", nl=False, err=True)
+        line = sys.stdin.readline()
+        if not line.strip():
+            break
+        messages.append({"role": "user", "content": line.strip()})
+        ids = session.tokenizer.encode(encode_chat(messages, thinking=thinking))
+        if ids[: len(fed)] != fed:  # the rendering of earlier turns changed: start again
+            session.engine.reset(1)
+            fed = []
+        reply = _reply(session, ids[len(fed) :], max_new_tokens, sampler, reset=False)
+        fed = ids + reply[:-1]  # the last new token was sampled, not fed
+        text = session.tokenizer.decode([t for t in reply if t != session.tokenizer.eos_id])
+        messages.append({"role": "assistant", "content": text})
