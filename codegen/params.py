@@ -10,14 +10,22 @@ sizes (rows, tokens) are not parameters: one kernel serves every batch and step 
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from typing import Any, Callable
 
 from v4c.codegen.render import Params
 
 Shapes = list[tuple[tuple[int, ...], str]]  # (shape, dtype) of each operand
 
 TEMPLATES: dict[str, type[Params]] = {}
-FAMILIES = ("v4c.codegen.params_norm",)
+FAMILIES = (
+    "v4c.codegen.params_norm",
+    "v4c.codegen.params_hc",
+    "v4c.codegen.params_elementwise",
+    "v4c.codegen.params_attention",
+    "v4c.codegen.params_moe",
+    "v4c.codegen.params_compressor",
+    "v4c.codegen.params_indexer",
+)
 
 
 def template(kind: str) -> Callable[[type[Params]], type[Params]]:
@@ -34,3 +42,16 @@ def load_templates() -> dict[str, type[Params]]:
     return TEMPLATES
 
 
+
+
+def describe(value: Any) -> tuple[tuple[int, ...], str]:
+    """(shape, dtype) of one operand as `from_launch` reads it: a tensor's torch dtype, or
+    for a weight kept quantised (`QuantWeight`) its logical shape and `fp8:<bo>x<bi>` (the
+    scale block) or `fp4:<block>`."""
+    from v4c.ir.semantics.quant import QuantWeight
+
+    if isinstance(value, QuantWeight):
+        if value.fmt == "fp8":
+            return tuple(value.shape), f"fp8:{value.block[0]}x{value.block[1]}"
+        return tuple(value.shape), f"fp4:{value.shape[-1] // value.scale.shape[-1]}"
+    return tuple(value.shape), str(value.dtype)

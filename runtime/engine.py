@@ -19,12 +19,11 @@ from v4c.ir.plan import Plan
 from v4c.ir.types import resolve_dim
 from v4c.runtime.executor import PlanExecutor
 
-BACKENDS = ("torch",)
 _DTYPES = {"fp32": torch.float32, "i64": torch.int64, "i32": torch.int32}
 
 
 class EngineError(V4CError):
-    """A request the engine cannot serve (too long, too many sequences, bad backend)."""
+    """A request the engine cannot serve (too long, too many sequences, missing weights)."""
 
 
 class Engine:
@@ -37,10 +36,8 @@ class Engine:
         dtype: torch.dtype = torch.bfloat16,
         backend: str = "torch",
     ) -> None:
-        if backend not in BACKENDS:
-            raise EngineError(f"backend {backend!r} is not available; backends: {', '.join(BACKENDS)}")
         self.plan, self.device, self.dtype = plan, torch.device(device), dtype
-        self.executor = PlanExecutor(plan, "prefill")
+        self.executor = PlanExecutor(plan, "prefill", backend)
         self.max_batch = plan.options["max_batch"]
         self.max_tokens = plan.options["max_tokens"]
         self.max_seq = plan.options["max_seq"]

@@ -1,17 +1,20 @@
-"""The torch backend: executes a `Plan` launch by launch with each op's reference semantics.
+"""Executes a `Plan` launch by launch, with one of two backends.
 
-This is what "the runtime executes the compiled plan" means for the torch backend: every
-launch names its op and constants, its operands are looked up where the plan says they
-live (a parameter, a cache, a step input, or an earlier launch's result), and the op from
-the registry computes it.
+Every launch names its op and constants; its operands are looked up where the plan says
+they live (a parameter, a cache, a step input, or an earlier launch's result). The `torch`
+backend computes each launch with the op's reference semantics; the `triton` backend with
+the kernel rendered from the op's template for these constants (cached on disk and in
+process), leaving dense GEMMs (`library:`) and views to torch.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
+from v4c.envs import cache_dir
 from v4c.errors import V4CError
 from v4c.ir.op import Op, make_op
 from v4c.ir.plan import Launch, Plan, Ref
@@ -22,14 +25,37 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
+BACKENDS = ("torch", "triton")
+
+
 class PlanExecutor:
-    def __init__(self, plan: Plan, entry: str = "decode") -> None:
-        self.plan = plan
+    def __init__(self, plan: Plan, entry: str = "decode", backend: str = "torch", kernel_root: Path | None = None) -> None:
+        if backend not in BACKENDS:
+            raise V4CError(f"backend {backend!r} is not available; backends: {', '.join(BACKENDS)}")
+        self.plan, self.backend = plan, backend
+        self.kernel_root = kernel_root or cache_dir()
         self.entry = plan.entries[entry]
         self.ops: list[tuple[Launch, Op]] = [
             (launch, make_op(launch.op, {k: _tuples(v) for k, v in launch.constants.items()}))
             for launch in self.entry.launches
         ]
+        if backend == "triton":
+            self._check_templates()
+
+    def _check_templates(self) -> None:
+        """Every generated launch has a template that accepts its constants, checked before
+        the first step rather than in the middle of one."""
+        from v4c.codegen import jit
+
+        problems = []
+        for launch, op in self.ops:
+            if not launch.kernel.startswith(("library:", "view:")):
+                try:
+                    jit.params_for(launch.op, op.attrs(), [(r.shape, r.dtype) for r in launch.inputs])
+                except (V4CError, ValueError) as err:
+                    problems.append(f"{launch.node}: {err}")
+        if problems:
+            raise V4CError("the triton backend cannot run this plan:\n  " + "\n  ".join(sorted(set(problems))[:10]))
 
     @torch.no_grad()
     def run(
@@ -49,7 +75,16 @@ class PlanExecutor:
             return table[ref.name]
 
         for launch, op in self.ops:
-            results = op.run([fetch(ref) for ref in launch.inputs])
+            results = self._call(launch, op, [fetch(ref) for ref in launch.inputs])
             for ref, value in zip(launch.outputs, results):
                 values[ref.name] = value
         return {key: fetch(ref) for key, ref in self.entry.outputs.items()}
+
+    def _call(self, launch: Launch, op: Op, args: list) -> tuple:
+        if self.backend == "torch" or launch.kernel.startswith(("library:", "view:")):
+            return op.run(args)
+        from v4c.codegen import jit
+        from v4c.codegen.params import describe
+
+        params = jit.params_for(launch.op, op.attrs(), [describe(a) for a in args])
+        return jit.load(launch.op, params, self.kernel_root).run(*args)

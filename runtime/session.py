@@ -33,6 +33,7 @@ class Session:
     tokenizer: V4Tokenizer
     checkpoint: Path
     numerics: str
+    backend: str
 
 
 def tiny_checkpoint(log=print) -> Path:
@@ -58,10 +59,12 @@ def open_session(
     *,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
-    numerics: str | None = None,
+    numerics: str
+    backend: str | None = None,
     max_seq: int = 4096,
     max_tokens: int = 512,
     max_batch: int = 1,
+    backend: str = "auto",
     progress: bool = True,
     log=print,
 ) -> Session:
@@ -72,8 +75,10 @@ def open_session(
     if numerics is None:  # the official release is run as the official code runs it
         with ExitStack() as stack:
             numerics = "official" if detect_layout(open_shards(folder, stack).headers) == "official" else "plain"
+    if backend == "auto":  # the kernels do not implement the official rounding yet
+        backend = "triton" if torch.device(device).type == "cuda" and numerics == "plain" else "torch"
     options = CompileOptions(max_batch, max_tokens, max_seq, numerics=numerics)
     plan = compile_spec(spec, options).plan
     _, weights = load_checkpoint(folder, spec, dtype=dtype, device=device, progress=progress, names=set(plan.params))
-    engine = Engine(plan, weights, device=device, dtype=dtype)
-    return Session(spec, engine, load_tokenizer(folder), folder, numerics)
+    engine = Engine(plan, weights, device=device, dtype=dtype, backend=backend)
+    return Session(spec, engine, load_tokenizer(folder), folder, numerics, backend)

@@ -2,6 +2,7 @@
 
     DIR/plan.json        the Plan (launches, buffers, params, states)
     DIR/ir/NNN_<pass>.ir the graph after each pass, and ir/manifest.json
+    DIR/kernels/*.py     every Triton kernel the plan launches, rendered
     DIR/report.md        bytes per token, cache sizes, op and kernel counts, memory peak
 Compiling the same spec with the same options twice writes byte-identical files.
 """
@@ -69,6 +70,20 @@ def write_output(spec: ModelSpec, out: Path, dump_ir: Path | None = None, **kwar
             raise OutputError(f"{folder}: cannot write the output folder: {err.strerror or err}") from None
     compiled = compile_spec(spec, dump_dir=ir_dir, **kwargs)
     (out / "plan.json").write_text(compiled.plan.to_json())
+    kernels, where = _write_kernels(out / "kernels", compiled.plan)
     active = [r.name for r in compiled.records if not r.skipped]
-    (out / "report.md").write_text(render(spec, compiled.built, compiled.graph, compiled.plan, active))
+    report = render(spec, compiled.built, compiled.graph, compiled.plan, active, where)
+    (out / "report.md").write_text(report)
     return compiled
+
+
+def _write_kernels(folder: Path, plan: Plan) -> tuple[dict[str, str], dict]:
+    from v4c.codegen.emit import plan_kernels
+
+    files, where = plan_kernels(plan)
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("*.py"):
+        old.unlink()
+    for name, source in sorted(files.items()):
+        (folder / name).write_text(source)
+    return files, where

@@ -64,11 +64,14 @@ def compute_ops(graph: Graph) -> int:
     return sum(1 for n in graph.nodes() if not n.op.source and n.op.kind != "output")
 
 
-def render(spec: ModelSpec, built: Graph, final: Graph, plan: Plan, pipeline: list[str]) -> str:
+def render(
+    spec: ModelSpec, built: Graph, final: Graph, plan: Plan, pipeline: list[str], kernels: dict
+) -> str:
+    """`kernels`: (entry, node) -> the file in kernels/ holding that launch's kernel."""
     lines = [f"# v4c compile report: {spec.name}", ""]
     lines += [f"Options: {_kv(plan.options)}. Passes: {', '.join(pipeline)}.", ""]
     lines += _weights_section(spec) + _cache_section(final, spec)
-    lines += _ops_section(built, final, plan) + _memory_section(plan)
+    lines += _ops_section(built, final, plan, kernels) + _memory_section(plan)
     return "\n".join(lines) + "\n"
 
 
@@ -99,20 +102,24 @@ def _cache_section(graph: Graph, spec: ModelSpec) -> list[str]:
     return out
 
 
-def _ops_section(built: Graph, final: Graph, plan: Plan) -> list[str]:
+def _ops_section(built: Graph, final: Graph, plan: Plan, kernels: dict) -> list[str]:
     decode = [launch for launch in plan.entries["decode"].launches if not launch.kernel.startswith("view:")]
     library = sum(1 for launch in decode if launch.kernel.startswith("library:"))
     out = ["## Ops and kernels per decode step", ""]
     out += [f"- ops before fusion: {compute_ops(built)}; after the passes: {compute_ops(final)}"]
     out += [f"- kernel launches per decode step: {len(decode)} ({len(decode) - library} generated "
             f"kernels, {library} dense GEMMs left to torch/cuBLAS)", ""]  # fmt: skip
-    out += ["| kernel | launches | fuses |", "| --- | ---: | --- |"]
+    out += ["| kernel | launches | fuses | sources in kernels/ |", "| --- | ---: | --- | --- |"]
     by_kernel = Counter(launch.kernel for launch in decode)
     fused: dict[str, set[str]] = {}
+    files: dict[str, set[str]] = {}
     for launch in decode:  # the unfused nodes each kernel computes, by their local name
         fused.setdefault(launch.kernel, set()).update(f.rsplit(".", 1)[-1] for f in launch.fuses)
+        default = "torch" if launch.kernel.startswith("library:") else "no template yet (torch)"
+        files.setdefault(launch.kernel, set()).add(kernels.get(("decode", launch.node), default))
     for kernel in sorted(by_kernel):
-        out.append(f"| {kernel} | {by_kernel[kernel]} | {', '.join(sorted(fused[kernel]))} |")
+        shown = ", ".join(sorted(files[kernel]))
+        out.append(f"| {kernel} | {by_kernel[kernel]} | {', '.join(sorted(fused[kernel]))} | {shown} |")
     return out + [""]
 
 

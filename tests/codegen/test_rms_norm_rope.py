@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from v4c.codegen import jit
+from tests.codegen.conftest import run_kernel
 from v4c.ir.ops.fused import RmsNormRope
 
 YARN = (16.0, 65536, 32.0, 1.0)
@@ -28,8 +28,7 @@ def test_matches_reference(shape, weighted, rope_dim, yarn, dtype, kernel_cache)
     positions = torch.randint(0, 70000, shape[:2], generator=gen)
     op = RmsNormRope(rope_dim, 160000.0 if yarn else 10000.0, yarn, eps=1e-6, weighted=weighted)
     ins = [x, positions] + ([1 + 0.1 * torch.randn(shape[-1], generator=gen).to(dtype)] if weighted else [])
-    params = jit.params_for(op.kind, op.attrs(), [(tuple(t.shape), str(t.dtype)) for t in ins])
-    (got,) = jit.load(op.kind, params, kernel_cache).run(*ins)
+    (got,) = run_kernel(op, ins, kernel_cache)
     (want,) = op.run(ins)
     assert got.dtype == want.dtype
     torch.testing.assert_close(got, want, **TOL[dtype])

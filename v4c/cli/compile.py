@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from v4c.errors import V4CError
 from v4c.spec import load_spec
 
 Passes = Annotated[
@@ -25,6 +26,7 @@ def compile_command(
     outputs: Annotated[str, typer.Option(help="Outputs to compute: logits, mtp_logits.")] = "logits",
     all_logits: Annotated[bool, typer.Option("--all-logits", help="Logits at every token, not the last.")] = False,
     dump_ir: Annotated[Path | None, typer.Option("--dump-ir", help="Where the IR after each pass goes (default OUT/ir).")] = None,
+    numerics: Annotated[str, typer.Option(help="plain, or official: the §12 activation rounding.")] = "plain",
 ) -> None:
     """Build the IR of a spec, run the passes, write plan.json, ir/ dumps and report.md."""
     from v4c.compile import write_output
@@ -33,7 +35,9 @@ def compile_command(
     spec = load_spec(spec_file)
     pipeline = [p.strip() for p in passes.split(",") if p.strip()] if passes else None
     keys = tuple(k.strip() for k in outputs.split(",") if k.strip())
-    options = CompileOptions(max_batch, max_tokens, max_seq, keys, "all" if all_logits else "last")
+    if numerics not in ("plain", "official"):
+        raise V4CError(f"--numerics: expected plain or official, got {numerics!r}")
+    options = CompileOptions(max_batch, max_tokens, max_seq, keys, "all" if all_logits else "last", numerics)
     compiled = write_output(
         spec, out, dump_ir, options=options, pipeline=pipeline, disabled=set(disable_pass or [])
     )

@@ -19,9 +19,12 @@ TopP = Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling ma
 TopK = Annotated[int, typer.Option(min=0, help="Keep the k most likely tokens (0: off).")]
 Seed = Annotated[int | None, typer.Option(help="Sampling seed, for reproducible output.")]
 Numerics = Annotated[str | None, typer.Option(help="official or plain (default: official for official checkpoints).")]
+Backend = Annotated[
+    str, typer.Option(help="torch (reference semantics), triton (generated kernels) or auto: triton on CUDA with plain numerics.")
+]
 
 
-def _setup(checkpoint, spec, device, numerics):
+def _setup(checkpoint, spec, device, numerics, backend):
     import torch
 
     from v4c.runtime.session import open_session
@@ -29,14 +32,17 @@ def _setup(checkpoint, spec, device, numerics):
 
     if numerics not in (None, "official", "plain"):
         raise V4CError(f"--numerics: expected official or plain, got {numerics!r}")
+    if backend not in ("auto", "torch", "triton"):
+        raise V4CError(f"--backend: expected auto, torch or triton, got {backend!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
         raise V4CError(f"--device: {device!r} is not available here (cpu{', cuda' if torch.cuda.is_available() else ''})")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     log = lambda message: typer.echo(message, err=True)  # noqa: E731
     return open_session(
-        checkpoint, load_spec(spec) if spec else None, device=device, dtype=dtype, numerics=numerics, log=log
-    )
+        checkpoint, load_spec(spec) if spec else None, device=device, dtype=dtype, numerics=numerics,
+        backend=backend, log=log,
+    )  # fmt: skip
 
 
 def _reply(session, prompt_ids: list[int], max_new: int, sampler, reset: bool = True) -> list[int]:
@@ -76,13 +82,14 @@ def run_command(
     seed: Seed = None,
     device: Device = None,
     numerics: Numerics = None,
+    backend: Backend = "auto",
 ) -> None:
     """Generate a reply to one prompt, streaming tokens; prints tokens/s at the end."""
     from v4c.runtime.chat import encode_chat
     from v4c.runtime.sampler import Sampler
 
     sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    session = _setup(checkpoint, spec, device, numerics)
+    session = _setup(checkpoint, spec, device, numerics, backend)
     tok = session.tokenizer
     if chat:
         ids = tok.encode(encode_chat([{"role": "user", "content": prompt}], thinking=thinking))
@@ -102,6 +109,7 @@ def chat_command(
     seed: Seed = None,
     device: Device = None,
     numerics: Numerics = None,
+    backend: Backend = "auto",
 ) -> None:
     """An interactive chat: one user message a line, empty line or EOF to end. Each turn
     feeds the engine only the tokens the conversation added."""
@@ -109,7 +117,7 @@ def chat_command(
     from v4c.runtime.sampler import Sampler
 
     sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    session = _setup(checkpoint, spec, device, numerics)
+    session = _setup(checkpoint, spec, device, numerics, backend)
     messages: list[dict] = []
     fed: list[int] = []  # the tokens the engine's sequence holds
     session.engine.reset(1)

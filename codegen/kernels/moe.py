@@ -1,0 +1,102 @@
+"""MoE routing on register tiles: router scores and top-k (the gate), the counting sort of
+token slots by expert (the dispatch), and the gather of expert outputs back to their tokens
+(the combine). Integer work is exact and fp32 sums run in a fixed order: no result depends on
+the order programs run in.
+
+Legend: E experts (BLOCK_E >= E lanes), K picks per token, a slot s = t*K + k is token t's
+k-th pick; a chunk is BLOCK consecutive slots; NB >= E + 1 histogram bins (bin E collects
+the padding lanes of the last chunk).
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def softplus(z):
+    """log(1 + e^z) as torch computes it (z itself above the threshold 20), written as
+    max(z, 0) + log1p(e^-|z|) with an accurate log1p: exact to fp32 for very negative z."""
+    u = tl.exp(-tl.abs(z))
+    w = 1.0 + u
+    log1p = tl.where(w == 1.0, u, tl.log(w) * u / tl.where(w == 1.0, 1.0, w - 1.0))
+    return tl.where(z > 20.0, z, tl.maximum(z, 0.0) + log1p)
+
+
+@triton.jit
+def router_scores(z, on, SCORING: tl.constexpr):
+    """Scores [BLOCK_E] fp32 from router logits z (lanes off `on` are padding)."""
+    if SCORING == "sqrtsoftplus":
+        s = tl.sqrt(softplus(z))
+    elif SCORING == "sigmoid":
+        s = tl.sigmoid(z)
+    else:  # softmax over the E real lanes
+        z = tl.where(on, z, float("-inf"))
+        p = tl.exp(z - tl.max(z, axis=0))
+        s = p / tl.sum(p, axis=0)
+    return tl.where(on, s, 0.0)
+
+
+@triton.jit
+def top_k(key, cols, K: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The lanes of the K largest keys [BLOCK_E] in descending order (a tie goes to the
+    lower lane); padding lanes must hold -inf. -> idx [BLOCK_K] int32, 0 past K."""
+    kk = tl.arange(0, BLOCK_K)
+    idx = tl.zeros([BLOCK_K], dtype=tl.int32)
+    for k in tl.static_range(K):
+        best = tl.max(key, axis=0)
+        pick = tl.min(tl.where(key == best, cols, 1 << 30), axis=0)
+        idx = tl.where(kk == k, pick, idx)
+        key = tl.where(cols == pick, float("-inf"), key)
+    return idx
+
+
+@triton.jit
+def gather_lanes(v, cols, idx):
+    """v[idx] for a register vector v [BLOCK_E] and lane ids idx [BLOCK_K] -> [BLOCK_K]."""
+    return tl.sum(tl.where(cols[None, :] == idx[:, None], v[None, :], 0.0), axis=1)
+
+
+@triton.jit
+def chunk_experts(idx_ptr, chunk, n, E: tl.constexpr, BLOCK: tl.constexpr):
+    """The experts of chunk `chunk`'s slots -> (slot ids [BLOCK], experts [BLOCK] int32,
+    E on the padding lanes past the n slots, and the lane mask)."""
+    slot = chunk * BLOCK + tl.arange(0, BLOCK)
+    on = slot < n
+    e = tl.load(idx_ptr + slot, mask=on, other=E).to(tl.int32)
+    return slot, e, on
+
+
+@triton.jit
+def expert_starts(counts_ptr, base_ptr, offsets_ptr, chunks, E: tl.constexpr, NB: tl.constexpr):
+    """From per-chunk expert counts [chunks, NB] (int32): offsets [E+1] (int64, exclusive
+    scan of the totals) and base [chunks, NB], where chunk c's first slot of expert e goes:
+    offsets[e] + the count of e in chunks before c. One program walks the chunks in order."""
+    bins = tl.arange(0, NB)
+    total = tl.zeros([NB], dtype=tl.int32)
+    for c in range(chunks):
+        total += tl.load(counts_ptr + c * NB + bins)
+    start = tl.cumsum(total, axis=0) - total  # start[E] = every real slot, the padding bin last
+    tl.store(offsets_ptr + bins, start.to(tl.int64), mask=bins <= E)
+    for c in range(chunks):
+        tl.store(base_ptr + c * NB + bins, start)
+        start += tl.load(counts_ptr + c * NB + bins)
+
+
+@triton.jit
+def rank_in_chunk(e, BLOCK: tl.constexpr):
+    """For each lane, the number of earlier lanes with the same expert: its place among the
+    chunk's slots of that expert, in slot order (what makes the sort stable). -> [BLOCK]."""
+    i = tl.arange(0, BLOCK)
+    same = (e[:, None] == e[None, :]) & (i[None, :] < i[:, None])  # [BLOCK, BLOCK]
+    return tl.sum(same.to(tl.int32), axis=1)
+
+
+@triton.jit
+def gather_slots(y_ptr, inv_ptr, token, d, on, D: tl.constexpr, K: tl.constexpr):
+    """sum_k y[inv[token*K + k], d] in fp32, k in order: a token's K expert outputs read back
+    from the sorted rows through the inverse permutation inv. -> [BLOCK_D]."""
+    acc = tl.zeros(d.shape, dtype=tl.float32)
+    for k in tl.static_range(K):
+        row = tl.load(inv_ptr + token * K + k)
+        acc += tl.load(y_ptr + row * D + d, mask=on, other=0.0).to(tl.float32)
+    return acc

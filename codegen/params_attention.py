@@ -1,0 +1,76 @@
+"""Parameters of the attention templates: sparse attention with a sink and the grouped output
+projection. Block sizes come from the dims; `tl.dot` needs at least 16 on every side, so
+small head counts and row blocks are padded up to 16 and masked."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import triton
+
+from v4c.codegen.params import Shapes, template
+from v4c.codegen.render import Params
+from v4c.spec.schema import CSA_RATIO
+
+Precision = Literal["tf32", "ieee"]
+_SHORT = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
+
+
+def dot_precision(dtypes: list[str]) -> Precision:
+    """`tl.dot` input precision for fp32-cast operands of these types ('bf16' as the IR
+    writes them or 'torch.bfloat16'): TF32 holds 16-bit values exactly, not fp32 ones."""
+    short = {_SHORT.get(d.removeprefix("torch."), d.removeprefix("torch.")) for d in dtypes}
+    return "tf32" if short <= {"bf16", "fp16"} else "ieee"
+
+
+def block(n: int, lo: int = 16, hi: int = 1 << 30) -> int:
+    """A power-of-two block covering n, clamped to [lo, hi]."""
+    return max(lo, min(hi, triton.next_power_of_2(n)))
+
+
+@template("sparse_attention")
+class SparseAttention(Params):
+    dim: int  # d, the head dim (= the kv width)
+    heads: int
+    window: int
+    ratio: int  # 0: window only; 4: CSA (top-k picks); else HCA (every visible entry)
+    topk: int  # K picks per token (CSA), else 0
+    softmax_scale: float
+    precision: Precision
+    block_h: int  # heads per program
+    block_n: int  # keys per online-softmax step
+    block_d: int
+    num_warps: int  # 8 for wide heads: q, the running output and a key tile are [., d] fp32
+
+    @classmethod
+    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> SparseAttention:
+        (_, _, heads, dim), ratio = inputs[0][0], attrs["ratio"]
+        keys = [inputs[i][1] for i in (0, 1, 4)] + ([inputs[5][1]] if ratio else [])
+        return cls(
+            dim=dim, heads=heads, window=attrs["window"], ratio=ratio,
+            topk=inputs[6][0][-1] if ratio == CSA_RATIO else 0,
+            softmax_scale=attrs["softmax_scale"],
+            precision=dot_precision(keys), block_h=block(heads, hi=16 if dim >= 256 else 32),
+            block_n=16 if dim >= 256 else 32, block_d=block(dim), num_warps=8 if dim >= 256 else 4,
+        )  # fmt: skip
+
+
+@template("grouped_linear")
+class GroupedLinear(Params):
+    groups: int  # G
+    group_in: int  # H*d/G, the inputs of one group
+    rank: int  # R, the outputs of one group
+    precision: Precision
+    block_m: int  # tokens per program
+    block_r: int
+    block_k: int
+
+    @classmethod
+    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> GroupedLinear:
+        (_, o_dtype), (w_shape, w_dtype) = inputs
+        groups = attrs["groups"]
+        return cls(
+            groups=groups, group_in=w_shape[1], rank=w_shape[0] // groups,
+            precision=dot_precision([o_dtype, w_dtype]), block_m=16,
+            block_r=block(w_shape[0] // groups, hi=64), block_k=block(w_shape[1], hi=64),
+        )  # fmt: skip

@@ -1,0 +1,40 @@
+"""Parameters of the KV compressor template: one set per (entry width, ratio, RoPE) of a layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import model_validator
+
+from v4c.codegen.params import Shapes, template
+from v4c.codegen.render import Params
+from v4c.spec.schema import CSA_RATIO
+
+
+@template("compressor")
+class Compressor(Params):
+    width: int  # c, channels of one compressed entry
+    ratio: int  # m, tokens per window
+    overlap: bool  # ratio 4 (CSA): an entry pools two half windows
+    rope_dim: int
+    eps: float
+    theta: float
+    yarn: tuple[float, int, float, float] | None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Compressor:
+        if self.rope_dim < 2 or self.rope_dim % 2 or self.width % 2 or self.rope_dim > self.width:
+            raise ValueError(f"rope_dim {self.rope_dim}: even, >= 2, <= width {self.width} (even)")
+        if self.overlap != (self.ratio == CSA_RATIO):
+            raise ValueError(f"overlap is {self.overlap} for ratio {self.ratio}")
+        return self
+
+    @classmethod
+    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> Compressor:
+        if attrs.get("sim", "none") != "none":
+            raise ValueError(f"compressor: no Triton template for sim={attrs['sim']!r} rounding")
+        width = inputs[5][0][0]  # norm [c]
+        return cls(
+            width=width, ratio=attrs["ratio"], overlap=attrs["ratio"] == CSA_RATIO,
+            rope_dim=attrs["rope_dim"], eps=attrs["eps"], theta=attrs["theta"], yarn=attrs["yarn"],
+        )  # fmt: skip

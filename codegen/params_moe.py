@@ -1,0 +1,141 @@
+"""Parameters of the MoE templates: the gate, the sort of token slots by expert, the grouped
+(routed) and dense (shared) SwiGLU experts, and the combine.
+
+A weight operand is a plain tensor or a `QuantWeight`; `describe` gives the (shape, dtype)
+a launch reports for it: a QuantWeight is its logical shape with dtype `fp8:<bo>x<bi>` (its
+scale block) or `fp4:<block>`, so the stored format is a constant of the template.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from v4c.codegen.jit import CodegenError
+from v4c.codegen.params import Shapes, template
+from v4c.codegen.render import Params
+
+Act = Literal["bf16", "fp32"]
+WeightFormat = Literal["bf16", "fp32", "fp8", "fp4"]
+# a launch may name dtypes as the IR does or as torch does
+DTYPES = {"bf16": "bf16", "fp32": "fp32", "torch.bfloat16": "bf16", "torch.float32": "fp32"}
+
+
+def weight_format(dtypes: list[str]) -> tuple[WeightFormat, tuple[int, int]]:
+    """The one storage format of an expert's weights -> (format, scale block [out, in])."""
+    if len(set(dtypes)) != 1:
+        raise CodegenError(f"expert weights in mixed formats {dtypes}")
+    dtype = dtypes[0]
+    if dtype in DTYPES:
+        return DTYPES[dtype], (1, 1)
+    fmt, _, block = dtype.partition(":")
+    out, _, inner = block.partition("x")
+    if fmt == "fp8" and out.isdigit() and inner.isdigit():
+        return "fp8", (int(out), int(inner))
+    if fmt == "fp4" and block.isdigit():
+        return "fp4", (1, int(block))
+    raise CodegenError(
+        f"unsupported weight format {dtype!r}: bf16, fp32, fp8:<bo>x<bi> or fp4:<block>"
+    )
+
+
+def activation(dtype: str) -> Act:
+    if dtype not in DTYPES:
+        raise CodegenError(f"unsupported activation dtype {dtype!r}: bf16 or fp32")
+    return DTYPES[dtype]
+
+
+def block(n: int, lo: int = 16, hi: int = 64) -> int:
+    """A power-of-two tile covering n, within [lo, hi] (tl.dot needs 16 on each dim)."""
+    return min(hi, max(lo, 1 << (n - 1).bit_length()))
+
+
+@template("moe_gate")
+class MoeGate(Params):
+    gate: Literal["score", "hash"]
+    experts: int
+    top_k: int
+    route_scale: float
+    scoring_func: Literal["sqrtsoftplus", "sigmoid", "softmax"]
+    normalize: bool  # the weights are normalised over the K picks
+
+    @classmethod
+    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> MoeGate:
+        hashed = attrs["gate"] == "hash"
+        weight = inputs[2][0] if hashed else inputs[1][0]  # [E, D]
+        top_k = inputs[3][0][1] if hashed else attrs["top_k"]  # hash: tid2eid [V, K]
+        return cls(
+            gate=attrs["gate"], experts=weight[0], top_k=top_k,
+            route_scale=attrs["route_scale"], scoring_func=attrs["scoring_func"],
+            normalize=attrs["norm_topk_prob"] and attrs["scoring_func"] != "softmax",
+        )  # fmt: skip
+
+
+@template("moe_sort")
+class MoeSort(Params):
+    experts: int
+    block: int = 128  # token slots per chunk of the counting sort
+
+    @classmethod
+    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> MoeSort:
+        return cls(experts=attrs["num_experts"])
+
+
+class _Swiglu(Params):
+    dim: int  # D
+    inter: int  # I
+    limit: float
+    act: Act
+    weights: WeightFormat
+    scale_block: tuple[int, int]  # [out, in] elements per E8M0 scale; (1, 1) for plain tensors
+    block_m: int = 16  # rows (token slots) per tile: tl.dot's least; not tuned yet
+    block_i: int  # tile of I: the outputs of w1/w3, the reduction of w2
+    block_d: int  # tile of D: the reduction of w1/w3, the outputs of w2
+
+    @classmethod
+    def from_operands(
+        cls, limit: float, x: tuple, w1: tuple, ws: list[str], **extra: Any
+    ) -> _Swiglu:
+        """From x's and w1's (shape, dtype) and the dtypes of w1, w2, w3."""
+        inter, dim = w1[0][-2:]
+        fmt, scale_block = weight_format(ws)
+        return cls(
+            dim=dim, inter=inter, limit=limit, act=activation(x[1]), weights=fmt,
+            scale_block=scale_block, block_i=block(inter), block_d=block(dim), **extra,
+        )  # fmt: skip
+
+
+@template("grouped_swiglu")
+class GroupedSwiglu(_Swiglu):
+    experts: int
+    top_k: int
+
+    @classmethod
+    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> GroupedSwiglu:
+        x, order, _, _, w1, w2, w3 = inputs
+        ws = [w1[1], w2[1], w3[1]]
+        return cls.from_operands(attrs["limit"], x, w1, ws, experts=w1[0][0], top_k=order[0][-1])
+
+
+@template("swiglu")
+class Swiglu(_Swiglu):
+    @classmethod
+    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> Swiglu:
+        x, w1, w2, w3 = inputs
+        return cls.from_operands(attrs["limit"], x, w1, [w1[1], w2[1], w3[1]])
+
+
+@template("moe_combine")
+class MoeCombine(Params):
+    dim: int
+    top_k: int
+    with_shared: bool
+    block: int = 128  # slots per program of the inverse permutation
+    block_d: int
+
+    @classmethod
+    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> MoeCombine:
+        dim = inputs[0][0][-1]  # y_sorted [B,T,K,D]
+        return cls(
+            dim=dim, top_k=inputs[1][0][-1], with_shared=attrs["with_shared"],
+            block_d=block(dim, 16, 256),
+        )  # fmt: skip

@@ -1,0 +1,63 @@
+"""compressor (Triton) against the op's reference, step after step on the same state and cache.
+
+Each schedule drives two rows that start at different positions through a prefill that ends
+inside a window, decode steps that cross window boundaries, a chunk that starts mid-window and
+a step that completes several entries; after every step the state must equal the reference's
+(the same fp32 values, layout included) and the cache must match within the dtype's tolerance.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import v4c.codegen.params_compressor  # noqa: F401  (registers the template)
+from tests.codegen.conftest import run_kernel
+from v4c.codegen import jit
+from v4c.ir.ops.attention import Compressor
+
+DIM, WIDTH, ROPE = 64, 32, 8
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=1.6e-2, atol=1e-2)}
+YARN = (4.0, 64, 32.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "ratio, dtype, starts, steps",
+    [
+        (4, torch.float32, (0, 3), (6, 1, 1, 1, 5, 9)),  # overlapping windows (CSA)
+        (4, torch.bfloat16, (2, 9), (3, 1, 1, 7)),  # bf16 activations and cache
+        (16, torch.float32, (0, 13), (13, 1, 1, 1, 1, 20, 35)),  # one window per entry (HCA)
+    ],
+)
+def test_matches_reference_step_by_step(ratio, dtype, starts, steps, kernel_cache):
+    gen = torch.Generator().manual_seed(ratio)
+    coff = 2 if ratio == 4 else 1
+    op = Compressor(ROPE, 10000.0, YARN if ratio == 4 else None, ratio=ratio, eps=1e-6)
+    weights = [0.2 * torch.randn(coff * WIDTH, DIM, generator=gen).to(dtype) for _ in range(2)]
+    ape = torch.randn(ratio, coff * WIDTH, generator=gen)
+    norm = (1 + 0.1 * torch.randn(WIDTH, generator=gen)).to(dtype)
+    rows, entries = len(starts), (max(starts) + sum(steps)) // ratio + 1
+    slots = (rows, coff * ratio, coff * WIDTH)
+    state = [torch.zeros(slots), torch.full(slots, float("-inf"))]  # state_kv, state_score
+    cache = torch.zeros(rows, entries, WIDTH, dtype=dtype)
+    mine, ref = [s.clone() for s in (*state, cache)], [s.clone() for s in (*state, cache)]
+    done = 0
+    for tokens in steps:
+        x = torch.randn(rows, tokens, DIM, generator=gen).to(dtype)
+        positions = torch.tensor(starts)[:, None] + done + torch.arange(tokens)  # [B, T]
+        ins = [x, positions, *weights, ape, norm, *mine]
+        (got,) = run_kernel(op, ins, kernel_cache)
+        op.run(ins[:6] + ref)  # the same step on the reference's own state and cache
+        assert got is mine[2]
+        torch.testing.assert_close(mine[0], ref[0], rtol=0, atol=0)  # state: raw K and Z + ape
+        torch.testing.assert_close(mine[1], ref[1], rtol=0, atol=0)
+        torch.testing.assert_close(mine[2], ref[2], **TOL[dtype])
+        done += tokens
+    assert (ref[2].abs().sum(-1) > 0).sum() >= rows * (sum(steps) // ratio - 1)  # entries written
+
+
+def test_official_rounding_is_refused():
+    """`sim` (numerics: official) rounds new entries; the template does not, so it says so."""
+    op = Compressor(ROPE, 10000.0, None, ratio=16, sim="fp8")
+    with pytest.raises(ValueError, match="sim='fp8'"):
+        jit.params_for(op.kind, op.attrs(), [])

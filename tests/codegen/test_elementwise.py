@@ -1,0 +1,83 @@
+"""The small row-wise templates (Triton) against their ops' reference semantics: RMSNorm
+(weighted, and weightless per head), RoPE (forward and inverse, with and without YaRN),
+hc_expand, add and embed. Tolerances: fp32 1e-5; bf16 1.6e-2 relative (one rounding apart);
+the copies (hc_expand, embed) must be exact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.codegen.conftest import run_kernel
+from v4c.codegen import params_elementwise  # noqa: F401  (registers the templates)
+from v4c.ir.ops.core import Add, Embed, HcExpand, RmsNorm, Rope
+
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=1.6e-2, atol=1e-2)}
+EXACT = dict(rtol=0, atol=0)
+YARN = (16.0, 65536, 32.0, 1.0)
+
+
+def check(op, ins: list[torch.Tensor], root, tol: dict) -> None:
+    got = run_kernel(op, ins, root)
+    want = op.run(ins)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        torch.testing.assert_close(g, w, **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "shape, weighted",
+    [
+        ((2, 3, 96), True),  # a dim that is not a power of two
+        ((2, 3, 4, 64), False),  # the per-head q norm
+        ((1, 2, 4, 256), True),  # hnorm over [B,T,n,D] streams
+    ],
+)
+def test_rms_norm(shape, weighted, dtype, kernel_cache):
+    gen = torch.Generator().manual_seed(0)
+    ins = [torch.randn(shape, generator=gen).to(dtype)]
+    if weighted:
+        ins.append(1 + 0.1 * torch.randn(shape[-1], generator=gen))  # fp32, as checkpoints keep it
+    check(RmsNorm(eps=1e-6, weighted=weighted), ins, kernel_cache, TOL[dtype])
+
+
+@pytest.mark.parametrize(
+    "shape, rope_dim, yarn, inverse, dtype",
+    [
+        ((2, 3, 4, 96), 32, None, False, torch.bfloat16),  # q heads, 64 channels copied
+        ((2, 3, 4, 96), 32, YARN, True, torch.float32),  # the inverse RoPE on the attention output
+        ((2, 3, 64), 64, YARN, False, torch.float32),  # kv: every channel rotates
+    ],
+)
+def test_rope(shape, rope_dim, yarn, inverse, dtype, kernel_cache):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen).to(dtype)
+    positions = torch.randint(0, 70000, shape[:2], generator=gen)
+    op = Rope(rope_dim, 160000.0 if yarn else 10000.0, yarn, inverse=inverse)
+    check(op, [x, positions], kernel_cache, TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_hc_expand(dtype, kernel_cache):
+    h = torch.randn(2, 3, 96, generator=torch.Generator().manual_seed(0)).to(dtype)
+    check(HcExpand(mult=4), [h], kernel_cache, EXACT)
+
+
+@pytest.mark.parametrize(
+    "dtypes", [(torch.float32, torch.float32), (torch.bfloat16, torch.float32)]
+)
+def test_add(dtypes, kernel_cache):
+    """Over 1024 elements (two flat blocks); b may be wider than a: the sum is cast to a's dtype."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(2, 3, 4, 96, generator=gen).to(t) for t in dtypes)
+    check(Add(), [a, b], kernel_cache, TOL[dtypes[0]])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_embed(dtype, kernel_cache):
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(50, 96, generator=gen).to(dtype)
+    ids = torch.randint(0, 50, (2, 3), generator=gen)
+    check(Embed(), [ids, weight], kernel_cache, EXACT)

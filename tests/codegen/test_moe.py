@@ -1,0 +1,193 @@
+"""The MoE templates (Triton) against their ops' reference semantics: the score and hash
+gates, the sort by expert, the grouped SwiGLU in every weight format, the combine, the
+dense shared expert, and the four scheduled kernels chained against the unfused `moe` op.
+
+Routing is built by hand where it matters: experts with no token, tokens with the same
+expert set, an expert group longer than one tile, and slot counts that are not a multiple
+of any block. Activations are large enough that both SwiGLU clamps bite (asserted).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.codegen.conftest import run_kernel
+from v4c.codegen import jit
+from v4c.codegen.jit import CodegenError
+from v4c.codegen.params_moe import MoeSort as MoeSortParams  # registers the MoE templates
+from v4c.ir.ops.moe import GroupedSwiglu, Moe, MoeCombine, MoeGate, MoeSort, Swiglu
+from v4c.ir.semantics.quant import QuantWeight, fp4_quantize, fp8_block_quantize
+
+D, I, E, K = 64, 32, 8, 2
+LIMIT = 10.0
+# Output tolerances by activation dtype. fp32: summation order only (the expert outputs are
+# ~20 on average, up to ~200, so atol 5e-5 is ~2e-6 of them). bf16: the output's rounding.
+# Quantised weights are checked through their exact dequantisation (the reference runs on
+# `dequantize(fp32)`), so they share these.
+TOL = {torch.float32: dict(rtol=1e-5, atol=5e-5), torch.bfloat16: dict(rtol=1.6e-2, atol=2e-2)}
+
+
+def dequantized(ins):
+    return [t.dequantize(torch.float32) if isinstance(t, QuantWeight) else t for t in ins]
+
+
+def routing(n: int, gen: torch.Generator) -> torch.Tensor:
+    """idx [1,n,K]: experts 0 and 5 unused, tokens 0..2 share the set {3, 6}."""
+    pool = torch.tensor([1, 2, 3, 4, 6, 7])
+    idx = torch.stack([pool[torch.randperm(6, generator=gen)[:K]] for _ in range(n)])
+    idx[:3] = torch.tensor([6, 3])
+    return idx.unsqueeze(0)
+
+
+def experts(fmt: str, gen: torch.Generator, lead: tuple[int, ...] = (E,)):
+    """(w1 [*,I,D], w2 [*,D,I], w3 [*,I,D]) as tensors or QuantWeights of format fmt."""
+    ws = [0.3 * torch.randn(*lead, *shape, generator=gen) for shape in ((I, D), (D, I), (I, D))]
+    if fmt in ("bf16", "fp32"):
+        return [w.to(torch.bfloat16 if fmt == "bf16" else torch.float32) for w in ws]
+    if fmt == "fp4":
+        return [QuantWeight(*fp4_quantize(w), "fp4") for w in ws]
+    block = (128, 128) if fmt == "fp8" else (16, 16)  # "fp8/16": several scale blocks per matrix
+    return [QuantWeight(*fp8_block_quantize(w, block), "fp8", block) for w in ws]
+
+
+def assert_clamps_hit(x, w1, w3):
+    """Some gate pre-activation is above the limit and some up one beyond +-limit."""
+    xf = x.flatten(0, -2).float()  # [N,D]
+    gate = torch.einsum("nd,...id->n...i", xf, w1.float())
+    up = torch.einsum("nd,...id->n...i", xf, w3.float())
+    assert (gate > LIMIT).any() and (up.abs() > LIMIT).any()
+
+
+@pytest.mark.parametrize(
+    "scoring, norm, dtype, n",
+    [
+        ("sqrtsoftplus", True, torch.bfloat16, 13),  # V4's gate
+        ("sigmoid", False, torch.float32, 7),  # no normalisation: the weights are the scores
+        ("softmax", True, torch.float32, 5),  # softmax scores are never renormalised
+    ],
+)
+def test_score_gate(scoring, norm, dtype, n, kernel_cache):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, n, D, generator=gen).to(dtype)
+    weight = (0.2 * torch.randn(E, D, generator=gen)).to(torch.bfloat16)
+    bias = torch.randn(E, generator=gen)  # as large as the scores: it changes the picks
+    op = MoeGate(gate="score", top_k=K, route_scale=1.5, scoring_func=scoring, norm_topk_prob=norm)
+    ins = [x, weight, bias]
+    got_w, got_idx = run_kernel(op, ins, kernel_cache)
+    want_w, want_idx = op.run(ins)
+    assert got_idx.dtype == torch.int64 and torch.equal(got_idx, want_idx)
+    assert not torch.equal(want_idx, op.run([x, weight, torch.zeros(E)])[1])  # the bias mattered
+    torch.testing.assert_close(got_w, want_w, rtol=1e-5, atol=1e-6)
+
+
+def test_hash_gate(kernel_cache):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 9, D, generator=gen).to(torch.bfloat16)
+    ids = torch.tensor([[4, 4, 0, 15, 7, 4, 2, 9, 0]])  # repeated ids: the same expert set
+    tid2eid = torch.stack([torch.randperm(E, generator=gen)[:K] for _ in range(16)])  # [V,K]
+    op = MoeGate(gate="hash", top_k=6, route_scale=2.5)  # K comes from tid2eid, not top_k
+    ins = [x, ids, (0.2 * torch.randn(E, D, generator=gen)).to(torch.bfloat16), tid2eid]
+    got_w, got_idx = run_kernel(op, ins, kernel_cache)
+    want_w, want_idx = op.run(ins)
+    assert torch.equal(got_idx, want_idx)
+    torch.testing.assert_close(got_w, want_w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("block", [16, None])  # 16: two chunks of the counting sort
+def test_sort(block, kernel_cache):
+    idx = routing(13, torch.Generator().manual_seed(3))
+    op = MoeSort(num_experts=E)
+    params = MoeSortParams(experts=E, block=block) if block else None
+    got_order, got_offsets = run_kernel(op, [idx], kernel_cache, params)
+    want_order, want_offsets = op.run([idx])
+    assert torch.equal(got_offsets, want_offsets) and (want_offsets.diff() == 0).any()
+    assert got_order.shape == want_order.shape and torch.equal(got_order, want_order)
+
+
+@pytest.mark.parametrize(
+    "fmt, dtype, n",
+    [
+        ("bf16", torch.bfloat16, 13),
+        ("fp32", torch.float32, 24),  # every token on {3, 6}: groups of 24 span two tiles
+        ("fp8", torch.bfloat16, 11),  # the checkpoint's 128x128 blocks (one partial block here)
+        ("fp8/16", torch.float32, 5),  # 16x16 blocks: the scale of each block is looked up
+        ("fp4", torch.float32, 9),
+        ("fp4", torch.bfloat16, 7),
+    ],
+)
+def test_grouped_swiglu(fmt, dtype, n, kernel_cache):
+    gen = torch.Generator().manual_seed(4)
+    x = (2 * torch.randn(1, n, D, generator=gen)).to(dtype)
+    idx = routing(n, gen)
+    if n == 24:
+        idx[:] = torch.tensor([3, 6])
+    order, offsets = MoeSort(num_experts=E).run([idx])
+    weights = torch.rand(1, n, K, generator=gen) + 0.5
+    ws = experts(fmt, gen)
+    ins = [x, order, offsets, weights, *ws]
+    ref = dequantized(ins)
+    assert_clamps_hit(x, ref[4], ref[6])
+    op = GroupedSwiglu(limit=LIMIT)
+    (got,) = run_kernel(op, ins, kernel_cache)
+    (want,) = op.run(ref)
+    assert got.dtype == want.dtype and got.shape == want.shape == (1, n, K, D)
+    torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("with_shared, dtype", [(True, torch.bfloat16), (False, torch.float32)])
+def test_combine(with_shared, dtype, kernel_cache):
+    gen = torch.Generator().manual_seed(5)
+    n = 11
+    order, _ = MoeSort(num_experts=E).run([routing(n, gen)])
+    ins = [torch.randn(1, n, K, D, generator=gen).to(dtype), order]
+    if with_shared:
+        ins.append(torch.randn(1, n, D, generator=gen).to(dtype))
+    op = MoeCombine(with_shared=with_shared)
+    (got,) = run_kernel(op, ins, kernel_cache)
+    (want,) = op.run(ins)
+    assert got.dtype == want.dtype
+    torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("fmt, dtype", [("bf16", torch.bfloat16), ("fp8/16", torch.float32)])
+def test_shared_swiglu(fmt, dtype, kernel_cache):
+    gen = torch.Generator().manual_seed(6)
+    x = (2 * torch.randn(2, 9, D, generator=gen)).to(dtype)  # 18 tokens: two row tiles
+    ws = experts(fmt, gen, lead=())
+    ref = dequantized([x, *ws])
+    assert_clamps_hit(x, ref[1], ref[3])
+    op = Swiglu(limit=LIMIT)
+    (got,) = run_kernel(op, [x, *ws], kernel_cache)
+    (want,) = op.run(ref)
+    assert got.dtype == want.dtype
+    torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+def test_scheduled_moe_matches_moe(kernel_cache):
+    """gate -> sort -> grouped SwiGLU -> combine, all Triton, equals the unfused MoE."""
+    gen = torch.Generator().manual_seed(7)
+    n = 10
+    x = 2 * torch.randn(1, n, D, generator=gen)
+    gate = [(0.2 * torch.randn(E, D, generator=gen)), torch.randn(E, generator=gen)]
+    ws = experts("fp32", gen)
+    attrs = dict(gate="score", top_k=K, route_scale=1.5)
+    weights, idx = run_kernel(MoeGate(**attrs), [x, *gate], kernel_cache)
+    order, offsets = run_kernel(MoeSort(num_experts=E), [idx], kernel_cache)
+    (y,) = run_kernel(GroupedSwiglu(limit=LIMIT), [x, order, offsets, weights, *ws], kernel_cache)
+    (got,) = run_kernel(MoeCombine(with_shared=False), [y, order], kernel_cache)
+    (want,) = Moe(**attrs, limit=LIMIT).run([x, *gate, *ws])
+    torch.testing.assert_close(got, want, **TOL[torch.float32])
+
+
+def test_weight_format_from_launch():
+    """A launch may name dtypes as the IR does; a QuantWeight names its format and scale block."""
+    fp8 = "fp8:128x128"
+    shapes = [((1, 5, D), "bf16"), ((1, 5, K), "i64"), ((E + 1,), "i64"), ((1, 5, K), "fp32"),
+              ((E, I, D), fp8), ((E, D, I), fp8), ((E, I, D), fp8)]  # fmt: skip
+    p = jit.params_for("grouped_swiglu", GroupedSwiglu().attrs(), shapes)
+    got = (p.act, p.weights, p.scale_block, p.experts, p.top_k)
+    assert got == ("bf16", "fp8", (128, 128), E, K)
+    mixed = shapes[:-1] + [((E, I, D), "bf16")]
+    with pytest.raises(CodegenError, match="mixed formats"):
+        jit.params_for("grouped_swiglu", GroupedSwiglu().attrs(), mixed)
