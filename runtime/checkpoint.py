@@ -55,12 +55,15 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
     progress: bool = True,
     names: set[str] | None = None,
+    keep_quantised: frozenset[str] = frozenset(),
 ) -> tuple[ModelSpec, dict[str, Tensor]]:
     """(spec, official name -> tensor). The spec comes from config.json unless given; a
     given spec must agree with config.json (compared as config.json in the file's layout).
     Logical bf16 tensors come back in `dtype`, fp32 ones in fp32, tid2eid as int64.
     Every header is checked before any data is read; every problem is a CheckpointError.
-    `names`: read only the stored tensors these logical tensors need (a plan's params)."""
+    `names`: read only the stored tensors these logical tensors need (a plan's params).
+    `keep_quantised`: these FP8/FP4 tensors come back as `QuantWeight`s, not dequantised
+    (for kernels that dequantise on the fly); in other layouts they are plain tensors."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such checkpoint folder")
@@ -71,7 +74,7 @@ def load_checkpoint(
         check_units(units, shards)
         if names is not None:
             units = [u for u in units if any(t.name in names for t in u.logical)]
-        weights = read_units(units, shards, dtype, device, progress)
+        weights = read_units(units, shards, dtype, device, progress, keep_quantised)
     wanted = names if names is not None else {t.name for t in checkpoint_tensors(spec)}
     return spec, {t.name: weights[t.name] for t in checkpoint_tensors(spec) if t.name in weights and t.name in wanted}
 

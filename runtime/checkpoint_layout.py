@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from v4c.ir.semantics.quant import (
+    QuantWeight,
     fp4_dequantize,
     fp4_quantize,
     fp8_block_dequantize,
@@ -54,12 +55,16 @@ Decode = Callable[[list[Tensor], torch.dtype], list[Tensor]]  # stored -> logica
 Encode = Callable[[list[Tensor]], list[Tensor]]  # logical -> stored
 
 
+Keep = Callable[[list[Tensor]], QuantWeight]  # stored -> the weight kept in its format
+
+
 @dataclass(frozen=True)
 class Unit:
     stored: tuple[Stored, ...]
     logical: tuple[TensorInfo, ...]
     decode: Decode
     encode: Encode
+    keep: Keep | None = None  # quantised units: the stored tensors as a QuantWeight
 
 
 def scale_name(weight: str) -> str:
@@ -76,7 +81,7 @@ def official_units(spec: ModelSpec, *, quantised: bool = True) -> list[Unit]:
 def _official_unit(t: TensorInfo, spec: ModelSpec, quantised: bool) -> Unit:
     codec = _codec(t, spec) if quantised else _Plain(t)
     if not t.stack:
-        return Unit(codec.stored(t.name), (t,), codec.decode, codec.encode)
+        return Unit(codec.stored(t.name), (t,), codec.decode, codec.encode, getattr(codec, "keep", None))
     names = [t.name.format(e=e) for e in range(t.stack)]
     per = len(codec.stored(names[0]))  # stored tensors per expert
 
@@ -88,7 +93,11 @@ def _official_unit(t: TensorInfo, spec: ModelSpec, quantised: bool) -> Unit:
         parts = codec.encode(values)  # each [E, ...]
         return [part[e] for e in range(t.stack) for part in parts]
 
-    return Unit(tuple(s for n in names for s in codec.stored(n)), (t,), decode, encode)
+    def keep(xs: list[Tensor]) -> QuantWeight:
+        return codec.keep([torch.stack(xs[j::per]) for j in range(per)])
+
+    stored = tuple(s for n in names for s in codec.stored(n))
+    return Unit(stored, (t,), decode, encode, keep if hasattr(codec, "keep") else None)
 
 
 def _codec(t: TensorInfo, spec: ModelSpec) -> _Plain | _FP8 | _FP4:
@@ -134,6 +143,9 @@ class _FP8:
     def decode(self, xs: list[Tensor], dtype: torch.dtype) -> list[Tensor]:
         return [fp8_block_dequantize(xs[0], xs[1], self.block, dtype)]
 
+    def keep(self, xs: list[Tensor]) -> QuantWeight:
+        return QuantWeight(xs[0], xs[1], "fp8", self.block)
+
     def encode(self, values: list[Tensor]) -> list[Tensor]:
         return list(fp8_block_quantize(values[0], self.block))
 
@@ -154,6 +166,9 @@ class _FP4:
 
     def decode(self, xs: list[Tensor], dtype: torch.dtype) -> list[Tensor]:
         return [fp4_dequantize(xs[0], xs[1], dtype)]
+
+    def keep(self, xs: list[Tensor]) -> QuantWeight:
+        return QuantWeight(xs[0], xs[1], "fp4")
 
     def encode(self, values: list[Tensor]) -> list[Tensor]:
         return list(fp4_quantize(values[0], self.block))

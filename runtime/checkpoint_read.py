@@ -161,9 +161,11 @@ def read_units(
     dtype: torch.dtype,
     device: str | torch.device,
     progress: bool,
+    keep: frozenset[str] = frozenset(),
 ) -> dict[str, Tensor]:
     """Read each stored tensor once, decode each unit: official name -> tensor, logical bf16
-    in `dtype`, logical fp32 in fp32, tid2eid int64."""
+    in `dtype`, logical fp32 in fp32, tid2eid int64; quantised tensors named in `keep` stay
+    in their stored format (a QuantWeight)."""
     rank = {file: k + 1 for k, file in enumerate(sorted(shards.handles))}
     total = sum(shards.headers[s.name].nbytes for u in units for s in u.stored)
     out = {}
@@ -177,6 +179,9 @@ def read_units(
                 label = f"{h.file.name} ({rank[h.file]}/{len(rank)})"
                 bar.update(task, advance=h.nbytes, description=label)
             t0 = unit.logical[0]
+            if unit.keep is not None and t0.name in keep:
+                out[t0.name] = unit.keep(xs)
+                continue
             target = dtype if t0.dtype == "bf16" else TORCH_DTYPES[t0.dtype]
             out.update((t.name, x) for t, x in zip(unit.logical, unit.decode(xs, target)))
     return out

@@ -16,6 +16,7 @@ import torch
 
 from v4c.errors import V4CError
 from v4c.ir.plan import Plan
+from v4c.ir.semantics.quant import QuantWeight
 from v4c.ir.types import resolve_dim
 from v4c.runtime.executor import PlanExecutor
 
@@ -44,12 +45,16 @@ class Engine:
         missing = sorted(set(plan.params) - set(weights))
         if missing:
             raise EngineError(f"the weights lack {len(missing)} tensors the plan needs, e.g. {missing[0]!r}")
-        self.params = {
-            name: weights[name].to(self.device, self._torch_dtype(info["dtype"]))
-            for name, info in plan.params.items()
-        }
+        self.params = {name: self._place(weights[name], info["dtype"]) for name, info in plan.params.items()}
         self.state: dict[str, torch.Tensor] = {}
         self.lengths: list[int] = []
+
+    def _place(self, weight, ir_dtype: str):
+        """A weight on the engine's device: a tensor in the engine's dtype, or a QuantWeight
+        kept in its stored format (the Triton kernels dequantise it on the fly)."""
+        if isinstance(weight, QuantWeight):
+            return weight.to(self.device)
+        return weight.to(self.device, self._torch_dtype(ir_dtype))
 
     def _torch_dtype(self, ir_dtype: str) -> torch.dtype:
         return _DTYPES.get(ir_dtype, self.dtype)

@@ -18,6 +18,7 @@ from v4c.envs import cache_dir
 from v4c.errors import V4CError
 from v4c.ir.op import Op, make_op
 from v4c.ir.plan import Launch, Plan, Ref
+from v4c.ir.semantics.quant import QuantWeight
 
 
 def _tuples(value: Any) -> Any:
@@ -82,9 +83,18 @@ class PlanExecutor:
 
     def _call(self, launch: Launch, op: Op, args: list) -> tuple:
         if self.backend == "torch" or launch.kernel.startswith(("library:", "view:")):
-            return op.run(args)
+            return op.run(_dequantized(args))
         from v4c.codegen import jit
         from v4c.codegen.params import describe
 
         params = jit.params_for(launch.op, op.attrs(), [describe(a) for a in args])
         return jit.load(launch.op, params, self.kernel_root).run(*args)
+
+
+def _dequantized(args: list) -> list:
+    """Operands for a torch computation: weights kept quantised are dequantised to the dtype
+    of the activations (the first tensor operand)."""
+    if not any(isinstance(a, QuantWeight) for a in args):
+        return args
+    dtype = next(a.dtype for a in args if isinstance(a, torch.Tensor) and a.dtype.is_floating_point)
+    return [a.dequantize(dtype) if isinstance(a, QuantWeight) else a for a in args]

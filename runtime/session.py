@@ -16,6 +16,7 @@ import torch
 from v4c.compile import compile_spec
 from v4c.errors import CheckpointError
 from v4c.envs import cache_dir
+from v4c.ir.plan import Plan
 from v4c.passes.base import CompileOptions
 from v4c.runtime.checkpoint import load_checkpoint, make_tiny
 from v4c.runtime.checkpoint_read import detect_layout, open_shards, read_spec
@@ -53,14 +54,23 @@ def tiny_checkpoint(log=print) -> Path:
     return folder
 
 
+def quantised_kernel_weights(plan: Plan) -> frozenset[str]:
+    """The weights only the expert kernels read, which take them FP8/FP4 as stored."""
+    readers: dict[str, set[str]] = {}
+    for launch in plan.entries["decode"].launches:
+        for ref in launch.inputs:
+            if ref.kind == "param":
+                readers.setdefault(ref.name, set()).add(launch.op)
+    return frozenset(name for name, ops in readers.items() if ops <= {"grouped_swiglu", "swiglu"})
+
+
 def open_session(
     checkpoint: Path | None = None,
     spec: ModelSpec | None = None,
     *,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
-    numerics: str
-    backend: str | None = None,
+    numerics: str | None = None,
     max_seq: int = 4096,
     max_tokens: int = 512,
     max_batch: int = 1,
@@ -79,6 +89,9 @@ def open_session(
         backend = "triton" if torch.device(device).type == "cuda" and numerics == "plain" else "torch"
     options = CompileOptions(max_batch, max_tokens, max_seq, numerics=numerics)
     plan = compile_spec(spec, options).plan
-    _, weights = load_checkpoint(folder, spec, dtype=dtype, device=device, progress=progress, names=set(plan.params))
+    keep = quantised_kernel_weights(plan) if backend == "triton" else frozenset()
+    _, weights = load_checkpoint(
+        folder, spec, dtype=dtype, device=device, progress=progress, names=set(plan.params), keep_quantised=keep
+    )
     engine = Engine(plan, weights, device=device, dtype=dtype, backend=backend)
     return Session(spec, engine, load_tokenizer(folder), folder, numerics, backend)

@@ -214,6 +214,9 @@ class QuantWeight:
         *lead, cols = self.data.shape
         return (*lead, cols * 2 if self.fmt == "fp4" else cols)
 
+    def to(self, device: torch.device | str) -> QuantWeight:
+        return QuantWeight(self.data.to(device), self.scale.to(device), self.fmt, self.block)
+
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         if self.fmt == "fp4":
             return fp4_dequantize(self.data, self.scale, dtype)

@@ -88,3 +88,22 @@ def test_every_flash_slice_launch_on_gpu(kernel_cache):
         for ref_out, out in zip(launch.outputs, want):
             values[ref_out.name] = out
     assert {"sparse_attention", "compressor", "indexer_topk", "grouped_swiglu", "hc_post_pre_norm"} <= seen
+
+
+def test_quantised_experts_stay_quantised(tmp_path, kernel_cache):
+    """An official checkpoint on the Triton backend: the FP4 routed and FP8 shared expert
+    weights stay in their stored format in memory (the kernels dequantise on the fly), and
+    the logits match the torch backend, which dequantises them at load."""
+    from v4c.ir.semantics.quant import QuantWeight
+    from v4c.runtime.checkpoint import make_tiny
+    from v4c.runtime.session import open_session
+
+    make_tiny(tmp_path / "tiny")
+    ref = open_session(tmp_path / "tiny", backend="torch", numerics="plain", progress=False)
+    tri = open_session(tmp_path / "tiny", backend="triton", numerics="plain", progress=False)
+    tri.engine.executor.kernel_root = kernel_cache
+    kept = {name: w.fmt for name, w in tri.engine.params.items() if isinstance(w, QuantWeight)}
+    assert kept["layers.0.ffn.experts.{e}.w1.weight"] == "fp4"
+    assert kept["layers.3.ffn.shared_experts.w2.weight"] == "fp8"
+    assert len(kept) == 4 * 6 and not any(isinstance(w, QuantWeight) for w in ref.engine.params.values())
+    compare(ref.engine, tri.engine, [[0, 128803, 19923, 128804, 128822]], steps=2, atol=1e-4)

@@ -1,0 +1,41 @@
+"""The torch backend on a GPU: the tiny model and a 2-layer Flash-shape slice (real dims,
+random weights), bf16 on CUDA against fp32 on the same device. Skipped without CUDA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import SPECS
+from v4c.compile import compile_spec
+from v4c.passes.base import CompileOptions
+from v4c.runtime.engine import Engine
+from v4c.runtime.random_weights import random_weights
+from v4c.spec import load_spec
+
+pytestmark = pytest.mark.gpu
+
+
+def run(spec, weights, dtype, prompt: list[int], steps: int) -> torch.Tensor:
+    plan = compile_spec(spec, CompileOptions(max_tokens=512, max_seq=2048)).plan
+    engine = Engine(plan, weights, device="cuda", dtype=dtype)
+    engine.reset(1)
+    out = [engine.forward([prompt])]
+    for t in range(steps):
+        out.append(engine.forward([[prompt[t]]]))
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("name, n, steps, tol", [
+    ("tiny", 300, 100, 0.05),
+    ("variants/flash-2l-slice", 300, 20, 0.1),
+])  # fmt: skip
+def test_bf16_on_cuda_tracks_fp32(name, n, steps, tol):
+    spec = load_spec(SPECS / f"{name}.yaml")
+    weights = random_weights(spec, seed=0)
+    prompt = torch.randint(0, spec.vocab_size, (n,), generator=torch.Generator().manual_seed(0)).tolist()
+    fp32 = run(spec, weights, torch.float32, prompt, steps)
+    bf16 = run(spec, weights, torch.bfloat16, prompt, steps)
+    assert torch.isfinite(bf16).all()
+    rel = ((bf16 - fp32).norm(dim=-1) / fp32.norm(dim=-1)).max().item()
+    assert rel < tol, f"relative logit error {rel:.3g}"
