@@ -14,7 +14,7 @@ from dataclasses import asdict
 from v4c.ir.graph import Graph, Node, Value
 from v4c.ir.plan import EntryPlan, Launch, Plan, Ref
 from v4c.passes.base import ENTRIES, PassContext, PassResult, register_pass
-from v4c.passes.memory_plan import _root
+from v4c.passes.memory_plan import root_of
 
 VIEWS = {"split_heads", "take_last"}
 LIBRARY = {"linear": "library:torch.matmul"}
@@ -27,7 +27,7 @@ def template_of(kind: str) -> str:
 def _ref(graph: Graph, value: Value, env: dict, buffers: dict) -> Ref:
     t = graph.type_of(value)
     shape = t.resolve(env)
-    root = _root(graph, value)
+    root = root_of(graph, value)
     node = graph.node(root.node)
     source = node.op.source
     if source == "param":

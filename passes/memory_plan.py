@@ -18,7 +18,7 @@ ALIGN = 256
 DTYPE_BYTES = {"bf16": 2, "fp32": 4, "i64": 8, "i32": 4}
 
 
-def _root(graph: Graph, value: Value) -> Value:
+def root_of(graph: Graph, value: Value) -> Value:
     """The value whose memory `value` uses (itself unless it is a view)."""
     while True:
         node = graph.node(value.node)
@@ -40,7 +40,7 @@ def lifetimes(graph: Graph) -> dict[Value, tuple[int, int]]:
             if index not in node.op.aliases:
                 life[Value(id, index)] = (step[id], step[id])
         for operand in graph.operands(id):
-            root = _root(graph, operand)
+            root = root_of(graph, operand)
             if root in life:
                 life[root] = (life[root][0], step[id])
     return life

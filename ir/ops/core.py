@@ -252,13 +252,15 @@ class QuantSim(Op):
         return (ins[0],)
 
     def run(self, ins):
+        import torch
+
         from v4c.ir.semantics.quant import act_quant_fp8
 
         (x,) = ins
         if not self.dims:
             return (act_quant_fp8(x.float(), self.block).to(x.dtype),)
         head = act_quant_fp8(x[..., : self.dims].float(), self.block).to(x.dtype)
-        return (torch_cat(head, x[..., self.dims :]),)
+        return (torch.cat((head, x[..., self.dims :]), dim=-1),)
 
 
 # -- hyper-connections ----------------------------------------------------------------------
@@ -353,12 +355,6 @@ class HcHead(Op):
 
         X, fn, base, scale = ins
         return (hc_head(X, fn, base, scale, eps=self.eps, norm_eps=self.norm_eps),)
-
-
-def torch_cat(a: Any, b: Any):
-    import torch
-
-    return torch.cat((a, b), dim=-1)
 
 
 def _torch_dtype(name: str, like: Any):

@@ -58,7 +58,7 @@ def import_config(
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise SpecError([f"{config}: cannot read JSON: {err}"]) from None
     spec = spec_from_config(data, name or config.resolve().parent.name, source=str(config))
-    text = yaml.safe_dump(spec_to_yaml_data(spec), sort_keys=False, default_flow_style=None)
+    text = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
     _write(out, f"# imported by `v4c spec import {config}`\n{text}")
     typer.echo(f"wrote {out}")
 
@@ -76,11 +76,6 @@ def export(
     else:
         _write(out, text)
         typer.echo(f"wrote {out}")
-
-
-def spec_to_yaml_data(spec: ModelSpec) -> dict:
-    """The spec as plain data in field order, defaults included, ready for YAML."""
-    return spec.model_dump(mode="json")
 
 
 def _write(path: Path, text: str) -> None:
