@@ -158,7 +158,8 @@ class GroupedSwiglu(Op):
 @register
 @dataclass(frozen=True)
 class MoeCombine(Op):
-    """Scatter-add the expert outputs back to their tokens, plus the shared expert's."""
+    """Scatter-add the expert outputs back to their tokens, plus the shared expert's: the sum
+    is fp32 and rounded once, as the official MoE accumulates (routed and shared) in fp32."""
 
     kind = "moe_combine"
     with_shared: bool = True
@@ -176,7 +177,7 @@ class MoeCombine(Op):
         y, order = ins[0], ins[1]
         bt = order.shape[:-1]
         n = order[..., 0].numel()
-        out = moe_combine(y.flatten(0, -2), order.flatten(), n).view(*bt, -1)
+        out = moe_combine(y.float().flatten(0, -2), order.flatten(), n).view(*bt, -1)  # fp32
         if self.with_shared:
-            out = (out.float() + ins[2].float()).to(ins[2].dtype)
-        return (out,)
+            return ((out + ins[2].float()).to(ins[2].dtype),)
+        return (out.to(y.dtype),)
