@@ -17,10 +17,9 @@ import torch
 from v4c.errors import V4CError
 from v4c.ir.plan import Plan
 from v4c.ir.semantics.quant import QuantWeight
-from v4c.ir.types import resolve_dim
+from v4c.runtime.caches import new_caches, torch_dtype
 from v4c.runtime.executor import PlanExecutor
 
-_DTYPES = {"fp32": torch.float32, "i64": torch.int64, "i32": torch.int32}
 
 
 class EngineError(V4CError):
@@ -54,22 +53,14 @@ class Engine:
         kept in its stored format (the Triton kernels dequantise it on the fly)."""
         if isinstance(weight, QuantWeight):
             return weight.to(self.device)
-        return weight.to(self.device, self._torch_dtype(ir_dtype))
-
-    def _torch_dtype(self, ir_dtype: str) -> torch.dtype:
-        return _DTYPES.get(ir_dtype, self.dtype)
+        return weight.to(self.device, torch_dtype(ir_dtype, self.dtype))
 
     def reset(self, batch: int) -> None:
         """Fresh caches for `batch` empty sequences."""
         if not 1 <= batch <= self.max_batch:
             raise EngineError(f"batch {batch} is outside 1..{self.max_batch} (compile with --max-batch)")
-        env = {"B": batch, "S": self.max_seq}
-        self.state = {}
-        for key, info in self.plan.states.items():
-            shape = [resolve_dim(d, env) for d in info["shape"]]
-            fill = float("-inf") if info["fill"] == "-inf" else 0.0
-            dtype = self._torch_dtype(info["dtype"])
-            self.state[key] = torch.full(shape, fill, dtype=dtype, device=self.device)
+        states = {key: (info["shape"], info["dtype"], info["fill"]) for key, info in self.plan.states.items()}
+        self.state = new_caches(states, batch, self.max_seq, device=self.device, dtype=self.dtype)
         self.lengths = [0] * batch
 
     @torch.no_grad()

@@ -15,9 +15,8 @@ import torch
 
 from v4c.errors import IRError
 from v4c.ir.graph import Graph, Value
+from v4c.runtime.caches import new_caches, torch_dtype
 
-_FLOAT = {"fp32": torch.float32}
-_INT = {"i64": torch.int64, "i32": torch.int32}
 
 
 class ReferenceExecutor:
@@ -40,18 +39,16 @@ class ReferenceExecutor:
                 self.params[name] = weights[name].to(self.device, self.torch_dtype(node.op.dtype))
 
     def torch_dtype(self, ir_dtype: str) -> torch.dtype:
-        return _FLOAT.get(ir_dtype) or _INT.get(ir_dtype) or self.dtype
+        return torch_dtype(ir_dtype, self.dtype)
 
     def new_state(self, batch: int, max_seq: int) -> dict[str, torch.Tensor]:
         """Empty caches for `batch` sequences of up to `max_seq` tokens."""
-        env = {"B": batch, "S": max_seq}
-        state = {}
-        for node in self.order:
-            if node.op.source == "state":
-                shape = node.types[0].resolve(env)
-                fill = float("-inf") if node.op.fill == "-inf" else 0.0
-                state[node.op.key] = torch.full(shape, fill, dtype=self.torch_dtype(node.op.dtype), device=self.device)
-        return state
+        states = {
+            node.op.key: (node.types[0].shape, node.op.dtype, node.op.fill)
+            for node in self.order
+            if node.op.source == "state"
+        }
+        return new_caches(states, batch, max_seq, device=self.device, dtype=self.dtype)
 
     @torch.no_grad()
     def run(self, inputs: Mapping[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
