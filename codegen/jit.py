@@ -20,7 +20,9 @@ class CodegenError(V4CError):
 def params_for(kind: str, attrs: dict[str, Any], inputs: Shapes) -> Params:
     templates = load_templates()
     if kind not in templates:
-        raise CodegenError(f"no Triton template for op {kind!r}; templates: {', '.join(sorted(templates))}")
+        raise CodegenError(
+            f"no Triton template for op {kind!r}; templates: {', '.join(sorted(templates))}"
+        )
     return templates[kind].from_launch(attrs, inputs)
 
 

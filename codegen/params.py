@@ -42,8 +42,6 @@ def load_templates() -> dict[str, type[Params]]:
     return TEMPLATES
 
 
-
-
 def describe(value: Any) -> tuple[tuple[int, ...], str]:
     """(shape, dtype) of one operand as `from_launch` reads it: a tensor's torch dtype, or
     for a weight kept quantised (`QuantWeight`) its logical shape and `fp8:<bo>x<bi>` (the

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from v4c.codegen.params import Shapes, template
 from v4c.codegen.render import Params
 
+
 def pow2(x: int) -> int:
     """The smallest power of two >= x (Triton block shapes)."""
     return 1 << (x - 1).bit_length()

@@ -109,7 +109,12 @@ class _Builder:
         return dict(
             rope_dim=self.spec.attention.rope_head_dim,
             theta=row.rope_theta,
-            yarn=(yarn.factor, yarn.original_max_position_embeddings, yarn.beta_fast, yarn.beta_slow)
+            yarn=(
+                yarn.factor,
+                yarn.original_max_position_embeddings,
+                yarn.beta_fast,
+                yarn.beta_slow,
+            )
             if row.yarn and yarn is not None
             else None,
         )
@@ -129,16 +134,25 @@ class _Builder:
         window = self.state(f"{p}.window", ("B", a.sliding_window, a.head_dim), "bf16")
         operands = [qh, kv, pos, self.param(f"{at}attn_sink"), window]
         if row.compress_ratio:
-            operands.append(self.compressor(row, x, f"{q}.compressor", f"{at}compressor.", a.head_dim))
+            operands.append(
+                self.compressor(row, x, f"{q}.compressor", f"{at}compressor.", a.head_dim)
+            )
         if row.has_indexer:
-            keys = self.compressor(row, x, f"{q}.indexer.compressor", f"{at}indexer.compressor.", a.indexer.head_dim)
-            ix_w = [self.param(f"{at}indexer.wq_b.weight"), self.param(f"{at}indexer.weights_proj.weight")]
+            keys = self.compressor(
+                row, x, f"{q}.indexer.compressor", f"{at}indexer.compressor.", a.indexer.head_dim
+            )
+            ix_w = [
+                self.param(f"{at}indexer.wq_b.weight"),
+                self.param(f"{at}indexer.weights_proj.weight"),
+            ]
             ix = A.IndexerTopk(**self.rope(row), topk=a.indexer.topk, ratio=row.compress_ratio)
             operands.append(self.add(f"{q}.indexer", ix, [qr, x, pos, *ix_w, keys], i))
         core = A.SparseAttention(row.compress_ratio, a.sliding_window, a.head_dim**-0.5)
         o = self.add(f"{q}.core", core, operands, i)
         o = self.add(f"{q}.o_rope_inv", C.Rope(**self.rope(row), inverse=True), [o, pos], i)
-        o = self.add(f"{q}.wo_a", A.GroupedLinear(a.o_groups), [o, self.param(f"{at}wo_a.weight")], i)
+        o = self.add(
+            f"{q}.wo_a", A.GroupedLinear(a.o_groups), [o, self.param(f"{at}wo_a.weight")], i
+        )
         return self.add(f"{q}.wo_b", C.Linear(), [o, self.param(f"{at}wo_b.weight")], i)
 
     def compressor(self, row: LayerInfo, x: Value, id: str, w: str, c: int) -> Value:
@@ -148,7 +162,9 @@ class _Builder:
         kv = self.state(f"{key}.compressor_kv", ("B", coff * m, coff * c), "fp32")
         score = self.state(f"{key}.compressor_score", ("B", coff * m, coff * c), "fp32", "-inf")
         cache = self.state(f"{key}.compressed", ("B", f"S/{m}", c), "bf16")
-        weights = [self.param(f"{w}{k}") for k in ("wkv.weight", "wgate.weight", "ape", "norm.weight")]
+        weights = [
+            self.param(f"{w}{k}") for k in ("wkv.weight", "wgate.weight", "ape", "norm.weight")
+        ]
         op = A.Compressor(**self.rope(row), ratio=m, eps=self.spec.norm_eps)
         return self.add(id, op, [x, self.pos, *weights, kv, score, cache], row.index)
 
@@ -159,7 +175,14 @@ class _Builder:
         else:
             gate = [x, self.param(f"{f}gate.weight"), self.param(f"{f}gate.bias")]
         experts = [self.param(f"{f}experts.{{e}}.{k}.weight") for k in ("w1", "w2", "w3")]
-        op = M.Moe(row.gate, moe.top_k, moe.routed_scaling_factor, moe.scoring_func, moe.norm_topk_prob, moe.swiglu_limit)
+        op = M.Moe(
+            row.gate,
+            moe.top_k,
+            moe.routed_scaling_factor,
+            moe.scoring_func,
+            moe.norm_topk_prob,
+            moe.swiglu_limit,
+        )
         out = self.add(f"{p}.ffn.moe", op, gate + experts, i)
         for s in range(moe.num_shared_experts):
             sp = f"{f}shared_experts." if moe.num_shared_experts == 1 else f"{f}shared_experts.{s}."
@@ -167,4 +190,3 @@ class _Builder:
             shared = self.add(f"{p}.ffn.shared{s}", M.Swiglu(moe.swiglu_limit), [x, *ws], i)
             out = self.add(f"{p}.ffn.out{s}", C.Add(), [out, shared], i)
         return out
-

@@ -91,7 +91,9 @@ class Graph:
         node = self.node(id)
         types = tuple(op.infer([self.type_of(v) for v in self.operands(id)]))
         if op.kind != node.op.kind or types != node.types:
-            raise IRError(f"set_op {id}: {op.kind} {types} does not replace {node.op.kind} {node.types}")
+            raise IRError(
+                f"set_op {id}: {op.kind} {types} does not replace {node.op.kind} {node.types}"
+            )
         node = replace(node, op=op)
         self._g.nodes[id]["node"] = node
         return node
@@ -130,7 +132,9 @@ class Graph:
         return types[value.index]
 
     def operands(self, id: str) -> list[Value]:
-        edges = sorted((key, u, data["out"]) for u, _, key, data in self._g.in_edges(id, keys=True, data=True))
+        edges = sorted(
+            (key, u, data["out"]) for u, _, key, data in self._g.in_edges(id, keys=True, data=True)
+        )
         if [key for key, _, _ in edges] != list(range(len(edges))):
             raise IRError(f"{id}: operand indices {[k for k, _, _ in edges]} are not dense")
         return [Value(u, out) for _, u, out in edges]

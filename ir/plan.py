@@ -65,8 +65,13 @@ class Plan:
         for name, e in data["entries"].items():
             launches = [
                 Launch(
-                    l["kernel"], l["node"], l["op"], tuple(l["fuses"]), l["constants"],
-                    tuple(map(ref, l["inputs"])), tuple(map(ref, l["outputs"])),
+                    l["kernel"],
+                    l["node"],
+                    l["op"],
+                    tuple(l["fuses"]),
+                    l["constants"],
+                    tuple(map(ref, l["inputs"])),
+                    tuple(map(ref, l["outputs"])),
                 )  # fmt: skip
                 for l in e["launches"]
             ]

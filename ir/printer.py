@@ -1,6 +1,7 @@
 """The stable text form of a graph, one line per node, and its parser.
 
-    %L03.attn.wq_a = linear(%L03.attn_norm, %w.layers.3.attn.wq_a.weight) {layer=3, out_dtype='bf16'} : [B,T,1024]bf16
+    %L03.attn.wq_a = linear(%L03.attn_norm, %w.layers.3.attn.wq_a.weight)
+        {layer=3, out_dtype='bf16'} : [B,T,1024]bf16   (one line in the dump)
 
 Nodes come in topological order with ties broken by id, attributes sorted, values as Python
 literals (`ast.literal_eval` reads them back), result types after the colon, and a trailing
@@ -21,7 +22,7 @@ from v4c.ir.types import TensorType
 HEADER = "# v4c IR: "
 _LINE = re.compile(
     r"^%(?P<id>[\w.]+) = (?P<kind>\w+)\((?P<operands>[^)]*)\)"
-    r"(?: \{(?P<attrs>.*)\})? : (?P<types>.*?)(?:  # from (?P<pass>[\w-]+)\((?P<replaced>[^)]*)\))?$"
+    r"(?: \{(?P<attrs>.*)\})? : (?P<types>.*?)(?:  # from (?P<pass>[\w-]+)\((?P<replaced>[^)]*)\))?$"  # noqa: E501
 )
 
 
@@ -40,7 +41,11 @@ def print_node(graph: Graph, node: Node) -> str:
     body = ", ".join(f"{k}={attrs[k]!r}" for k in sorted(attrs))
     operands = ", ".join(map(str, graph.operands(node.id)))
     types = ", ".join(map(str, node.types)) or "()"
-    line = f"%{node.id} = {node.op.kind}({operands})" + (f" {{{body}}}" if body else "") + f" : {types}"
+    line = (
+        f"%{node.id} = {node.op.kind}({operands})"
+        + (f" {{{body}}}" if body else "")
+        + f" : {types}"
+    )
     if node.origin is not None:
         line += f"  # from {node.origin[0]}({', '.join(node.origin[1])})"
     return line
@@ -73,7 +78,10 @@ def _parse_line(graph: Graph, line: str) -> None:
     operands = [_parse_value(v) for v in match["operands"].split(",") if v.strip()]
     origin = None
     if match["pass"]:
-        origin = (match["pass"], tuple(r.strip() for r in match["replaced"].split(",") if r.strip()))
+        origin = (
+            match["pass"],
+            tuple(r.strip() for r in match["replaced"].split(",") if r.strip()),
+        )
     graph.add(match["id"], make_op(kind, attrs), operands, types, layer=layer, origin=origin)
 
 

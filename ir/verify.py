@@ -40,7 +40,9 @@ def _check_node(graph: Graph, id: str) -> list[str]:
         operands = graph.operands(id)
         roles = node.op.operand_roles()
         if len(operands) != len(roles):
-            return [f"{id}: {node.op.kind} takes {len(roles)} operands {roles}, has {len(operands)}"]
+            return [
+                f"{id}: {node.op.kind} takes {len(roles)} operands {roles}, has {len(operands)}"
+            ]
         inferred = tuple(node.op.infer([graph.type_of(v) for v in operands]))
     except IRError as err:
         return [f"{id}: {err}"]

@@ -7,4 +7,13 @@ from __future__ import annotations
 
 
 def load_passes() -> None:
-    from v4c.passes import dce, fuse_hc_norm, fuse_rope, lower, memory_plan, schedule_moe, select_outputs, simulate_numerics  # noqa: F401
+    from v4c.passes import (  # noqa: F401
+        dce,
+        fuse_hc_norm,
+        fuse_rope,
+        lower,
+        memory_plan,
+        schedule_moe,
+        select_outputs,
+        simulate_numerics,
+    )

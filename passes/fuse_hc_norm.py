@@ -48,8 +48,15 @@ def post_pre_norm(graph: Graph, pre: Node) -> bool:
     post, norm = found
     op = HcPostPreNorm(pre.op.iters, pre.op.eps, pre.op.norm_eps, norm.op.eps)
     operands = graph.operands(post.id) + graph.operands(pre.id)[1:] + graph.operands(norm.id)[1:]
-    fused = graph.add(_fused_id(pre), op, operands, layer=pre.layer, origin=(NAME, (post.id, pre.id, norm.id)))
-    pairs = [(post.out(0), fused.out(0)), (norm.out(0), fused.out(1)), (pre.out(1), fused.out(2)), (pre.out(2), fused.out(3))]
+    fused = graph.add(
+        _fused_id(pre), op, operands, layer=pre.layer, origin=(NAME, (post.id, pre.id, norm.id))
+    )
+    pairs = [
+        (post.out(0), fused.out(0)),
+        (norm.out(0), fused.out(1)),
+        (pre.out(1), fused.out(2)),
+        (pre.out(2), fused.out(3)),
+    ]
     replace(graph, pairs, [norm, pre, post])
     return True
 
@@ -61,7 +68,9 @@ def post_head_norm(graph: Graph, head: Node) -> bool:
     post, norm = found
     op = HcPostHeadNorm(eps=head.op.eps, norm_eps=head.op.norm_eps, rms_eps=norm.op.eps)
     operands = graph.operands(post.id) + graph.operands(head.id)[1:] + graph.operands(norm.id)[1:]
-    fused = graph.add(_fused_id(head), op, operands, layer=head.layer, origin=(NAME, (post.id, head.id, norm.id)))
+    fused = graph.add(
+        _fused_id(head), op, operands, layer=head.layer, origin=(NAME, (post.id, head.id, norm.id))
+    )
     replace(graph, [(post.out(0), fused.out(0)), (norm.out(0), fused.out(1))], [norm, head, post])
     return True
 
@@ -72,8 +81,14 @@ def pre_norm(graph: Graph, pre: Node) -> bool:
         return False
     op = HcPreNorm(pre.op.iters, pre.op.eps, pre.op.norm_eps, norm.op.eps)
     operands = graph.operands(pre.id) + graph.operands(norm.id)[1:]
-    fused = graph.add(_fused_id(pre), op, operands, layer=pre.layer, origin=(NAME, (pre.id, norm.id)))
-    replace(graph, [(norm.out(0), fused.out(0)), (pre.out(1), fused.out(1)), (pre.out(2), fused.out(2))], [norm, pre])
+    fused = graph.add(
+        _fused_id(pre), op, operands, layer=pre.layer, origin=(NAME, (pre.id, norm.id))
+    )
+    replace(
+        graph,
+        [(norm.out(0), fused.out(0)), (pre.out(1), fused.out(1)), (pre.out(2), fused.out(2))],
+        [norm, pre],
+    )
     return True
 
 

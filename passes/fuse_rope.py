@@ -17,11 +17,17 @@ def norm_rope(graph: Graph, rope: Node) -> bool:
     norm, index = producer(graph, rope, 0)
     if norm.op.kind != "rms_norm" or index != 0 or only_user(graph, norm.out(0)) is None:
         return False
-    op = RmsNormRope(rope.op.rope_dim, rope.op.theta, rope.op.yarn, eps=norm.op.eps, weighted=norm.op.weighted)
+    op = RmsNormRope(
+        rope.op.rope_dim, rope.op.theta, rope.op.yarn, eps=norm.op.eps, weighted=norm.op.weighted
+    )
     x, *weight = graph.operands(norm.id)
     positions = graph.operands(rope.id)[1]
     fused = graph.add(
-        f"{norm.id}_rope", op, [x, positions, *weight], layer=rope.layer, origin=(NAME, (norm.id, rope.id))
+        f"{norm.id}_rope",
+        op,
+        [x, positions, *weight],
+        layer=rope.layer,
+        origin=(NAME, (norm.id, rope.id)),
     )
     replace(graph, [(rope.out(0), fused.out(0))], [rope, norm])
     return True

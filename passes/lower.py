@@ -43,7 +43,9 @@ def _launch(graph: Graph, node: Node, env: dict, buffers: dict) -> Launch:
     outputs = tuple(_ref(graph, node.out(i), env, buffers) for i in range(len(node.types)))
     fuses = node.origin[1] if node.origin else (node.id,)
     constants = node.op.attrs()
-    return Launch(template_of(node.op.kind), node.id, node.op.kind, tuple(fuses), constants, inputs, outputs)
+    return Launch(
+        template_of(node.op.kind), node.id, node.op.kind, tuple(fuses), constants, inputs, outputs
+    )
 
 
 def lower_graph(graph: Graph, ctx: PassContext) -> Plan:
@@ -63,7 +65,11 @@ def lower_graph(graph: Graph, ctx: PassContext) -> Plan:
     for node in graph.nodes():
         t = node.types[0] if node.types else None
         if node.op.source == "param":
-            params[node.op.tensor] = {"shape": list(t.shape), "dtype": t.dtype, "stack": node.op.stack}
+            params[node.op.tensor] = {
+                "shape": list(t.shape),
+                "dtype": t.dtype,
+                "stack": node.op.stack,
+            }
         elif node.op.source == "state":
             states[node.op.key] = {"shape": list(t.shape), "dtype": t.dtype, "fill": node.op.fill}
     return Plan(ctx.spec.name, asdict(ctx.options), params, states, entries)

@@ -92,7 +92,15 @@ class _Dump:
         if self.folder is None:
             return
         rows = [
-            {"pass": r.name, "changed": r.changed, "skipped": r.skipped, "nodes": r.nodes, "stats": r.stats}
+            {
+                "pass": r.name,
+                "changed": r.changed,
+                "skipped": r.skipped,
+                "nodes": r.nodes,
+                "stats": r.stats,
+            }
             for r in records
         ]
-        (self.folder / "manifest.json").write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+        (self.folder / "manifest.json").write_text(
+            json.dumps(rows, indent=1, sort_keys=True) + "\n"
+        )

@@ -31,7 +31,9 @@ def rewrite(graph: Graph, rules: list[Rule]) -> dict[str, int]:
                     fired = True
         if not fired:
             return counts
-    raise IRError(f"rules {[r.name for r in rules]} did not reach a fixpoint in {MAX_ROUNDS} rounds")
+    raise IRError(
+        f"rules {[r.name for r in rules]} did not reach a fixpoint in {MAX_ROUNDS} rounds"
+    )
 
 
 def producer(graph: Graph, node: Node, operand: int) -> tuple[Node, int]:

@@ -38,17 +38,32 @@ def schedule(graph: Graph, moe: Node) -> bool:
     x = gate_operands[0]
     origin = (NAME, (moe.id,))
     gate = graph.add(
-        f"{base}.gate", MoeGate(op.gate, op.top_k, op.route_scale, op.scoring_func, op.norm_topk_prob),
+        f"{base}.gate",
+        MoeGate(op.gate, op.top_k, op.route_scale, op.scoring_func, op.norm_topk_prob),
         gate_operands, layer=layer, origin=origin,
     )  # fmt: skip
-    sort = graph.add(f"{base}.sort", MoeSort(graph.type_of(w1).shape[0]), [gate.out(1)], layer=layer, origin=origin)
+    sort = graph.add(
+        f"{base}.sort",
+        MoeSort(graph.type_of(w1).shape[0]),
+        [gate.out(1)],
+        layer=layer,
+        origin=origin,
+    )
     experts = graph.add(
-        f"{base}.experts", GroupedSwiglu(op.limit), [x, sort.out(0), sort.out(1), gate.out(0), w1, w2, w3],
+        f"{base}.experts",
+        GroupedSwiglu(op.limit),
+        [x, sort.out(0), sort.out(1), gate.out(0), w1, w2, w3],
         layer=layer, origin=origin,
     )  # fmt: skip
     shared = _shared_add(graph, moe)
     if shared is None:
-        combine = graph.add(f"{base}.combine", MoeCombine(False), [experts.out(0), sort.out(0)], layer=layer, origin=origin)
+        combine = graph.add(
+            f"{base}.combine",
+            MoeCombine(False),
+            [experts.out(0), sort.out(0)],
+            layer=layer,
+            origin=origin,
+        )
         replace(graph, [(moe.out(0), combine.out(0))], [moe])
         return True
     add, index = shared

@@ -22,7 +22,9 @@ def select_outputs(graph: Graph, ctx: PassContext) -> PassResult:
     wanted = set(ctx.options.outputs)
     outputs = {n.op.key: n for n in graph.nodes() if n.op.kind == "output"}
     if not wanted <= set(outputs):
-        raise IRError(f"unknown output(s) {sorted(wanted - set(outputs))}; the graph has {sorted(outputs)}")
+        raise IRError(
+            f"unknown output(s) {sorted(wanted - set(outputs))}; the graph has {sorted(outputs)}"
+        )
     dropped = 0
     for key, node in outputs.items():
         if key not in wanted:
@@ -33,8 +35,12 @@ def select_outputs(graph: Graph, ctx: PassContext) -> PassResult:
         for node in graph.nodes():
             if node.op.kind == "linear" and node.id.endswith(".lm_head"):
                 y = graph.operands(node.id)[0]
-                last = graph.add(f"{node.id}_last", TakeLast(), [y], layer=node.layer, origin=(NAME, (node.id,)))
+                last = graph.add(
+                    f"{node.id}_last", TakeLast(), [y], layer=node.layer, origin=(NAME, (node.id,))
+                )
                 graph.replace_uses(y, last.out(0), only={node.id})
                 graph.retype(node.id)  # its result is [B,1,V] now
                 narrowed += 1
-    return PassResult(bool(dropped or narrowed), {"outputs_dropped": dropped, "lm_heads_narrowed": narrowed})
+    return PassResult(
+        bool(dropped or narrowed), {"outputs_dropped": dropped, "lm_heads_narrowed": narrowed}
+    )

@@ -23,14 +23,27 @@ from v4c.passes.base import PassContext, PassResult, register_pass
 from v4c.spec.tensors import checkpoint_tensors
 
 NAME = "simulate_numerics"
-FLAGS = {"moe": "act_quant", "swiglu": "act_quant", "grouped_swiglu": "act_quant", "indexer_topk": "sim"}
+FLAGS = {
+    "moe": "act_quant",
+    "swiglu": "act_quant",
+    "grouped_swiglu": "act_quant",
+    "indexer_topk": "sim",
+}
 
 
-def _quantise_input(graph: Graph, value: Value, users: list[str], block: int, dims: int = 0) -> None:
+def _quantise_input(
+    graph: Graph, value: Value, users: list[str], block: int, dims: int = 0
+) -> None:
     suffix = f"_{value.index}" if value.index else ""
     id = f"{value.node}{suffix}.fp8"
     if id not in graph:
-        graph.add(id, QuantSim(block, dims), [value], layer=graph.node(value.node).layer, origin=(NAME, (value.node,)))
+        graph.add(
+            id,
+            QuantSim(block, dims),
+            [value],
+            layer=graph.node(value.node).layer,
+            origin=(NAME, (value.node,)),
+        )
     for user in users:
         graph.replace_uses(value, Value(id), only={user})
 

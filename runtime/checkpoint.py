@@ -76,7 +76,11 @@ def load_checkpoint(
             units = [u for u in units if any(t.name in names for t in u.logical)]
         weights = read_units(units, shards, dtype, device, progress, keep_quantised)
     wanted = names if names is not None else {t.name for t in checkpoint_tensors(spec)}
-    return spec, {t.name: weights[t.name] for t in checkpoint_tensors(spec) if t.name in weights and t.name in wanted}
+    return spec, {
+        t.name: weights[t.name]
+        for t in checkpoint_tensors(spec)
+        if t.name in weights and t.name in wanted
+    }
 
 
 def layout_units(layout: Layout, spec: ModelSpec) -> list[Unit]:

@@ -81,7 +81,9 @@ def official_units(spec: ModelSpec, *, quantised: bool = True) -> list[Unit]:
 def _official_unit(t: TensorInfo, spec: ModelSpec, quantised: bool) -> Unit:
     codec = _codec(t, spec) if quantised else _Plain(t)
     if not t.stack:
-        return Unit(codec.stored(t.name), (t,), codec.decode, codec.encode, getattr(codec, "keep", None))
+        return Unit(
+            codec.stored(t.name), (t,), codec.decode, codec.encode, getattr(codec, "keep", None)
+        )
     names = [t.name.format(e=e) for e in range(t.stack)]
     per = len(codec.stored(names[0]))  # stored tensors per expert
 

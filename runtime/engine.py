@@ -21,7 +21,6 @@ from v4c.runtime.caches import new_caches, torch_dtype
 from v4c.runtime.executor import PlanExecutor
 
 
-
 class EngineError(V4CError):
     """A request the engine cannot serve (too long, too many sequences, missing weights)."""
 
@@ -43,8 +42,12 @@ class Engine:
         self.max_seq = plan.options["max_seq"]
         missing = sorted(set(plan.params) - set(weights))
         if missing:
-            raise EngineError(f"the weights lack {len(missing)} tensors the plan needs, e.g. {missing[0]!r}")
-        self.params = {name: self._place(weights[name], info["dtype"]) for name, info in plan.params.items()}
+            raise EngineError(
+                f"the weights lack {len(missing)} tensors the plan needs, e.g. {missing[0]!r}"
+            )
+        self.params = {
+            name: self._place(weights[name], info["dtype"]) for name, info in plan.params.items()
+        }
         self.state: dict[str, torch.Tensor] = {}
         self.lengths: list[int] = []
 
@@ -58,8 +61,13 @@ class Engine:
     def reset(self, batch: int) -> None:
         """Fresh caches for `batch` empty sequences."""
         if not 1 <= batch <= self.max_batch:
-            raise EngineError(f"batch {batch} is outside 1..{self.max_batch} (compile with --max-batch)")
-        states = {key: (info["shape"], info["dtype"], info["fill"]) for key, info in self.plan.states.items()}
+            raise EngineError(
+                f"batch {batch} is outside 1..{self.max_batch} (compile with --max-batch)"
+            )
+        states = {
+            key: (info["shape"], info["dtype"], info["fill"])
+            for key, info in self.plan.states.items()
+        }
         self.state = new_caches(states, batch, self.max_seq, device=self.device, dtype=self.dtype)
         self.lengths = [0] * batch
 
@@ -68,10 +76,15 @@ class Engine:
         """Append `tokens[b]` to sequence b (lists may differ in length or be empty);
         returns fp32 logits [B, V] at each sequence's last new token (NaN where none)."""
         if len(tokens) != len(self.lengths):
-            raise EngineError(f"{len(tokens)} token lists for {len(self.lengths)} sequences (call reset)")
+            raise EngineError(
+                f"{len(tokens)} token lists for {len(self.lengths)} sequences (call reset)"
+            )
         for b, ids in enumerate(tokens):
             if self.lengths[b] + len(ids) > self.max_seq:
-                raise EngineError(f"sequence {b} would hold {self.lengths[b] + len(ids)} tokens > max_seq {self.max_seq}")
+                total = self.lengths[b] + len(ids)
+                raise EngineError(
+                    f"sequence {b} would hold {total} tokens > max_seq {self.max_seq}"
+                )
         logits: torch.Tensor | None = None
         done = [0] * len(tokens)
         while any(done[b] < len(ids) for b, ids in enumerate(tokens)):

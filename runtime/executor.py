@@ -30,7 +30,13 @@ BACKENDS = ("torch", "triton")
 
 
 class PlanExecutor:
-    def __init__(self, plan: Plan, entry: str = "decode", backend: str = "torch", kernel_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        entry: str = "decode",
+        backend: str = "torch",
+        kernel_root: Path | None = None,
+    ) -> None:
         if backend not in BACKENDS:
             raise V4CError(f"backend {backend!r} is not available; backends: {', '.join(BACKENDS)}")
         self.plan, self.backend = plan, backend
@@ -52,11 +58,16 @@ class PlanExecutor:
         for launch, op in self.ops:
             if not launch.kernel.startswith(("library:", "view:")):
                 try:
-                    jit.params_for(launch.op, op.attrs(), [(r.shape, r.dtype) for r in launch.inputs])
+                    jit.params_for(
+                        launch.op, op.attrs(), [(r.shape, r.dtype) for r in launch.inputs]
+                    )
                 except (V4CError, ValueError) as err:
                     problems.append(f"{launch.node}: {err}")
         if problems:
-            raise V4CError("the triton backend cannot run this plan:\n  " + "\n  ".join(sorted(set(problems))[:10]))
+            raise V4CError(
+                "the triton backend cannot run this plan:\n  "
+                + "\n  ".join(sorted(set(problems))[:10])
+            )
 
     @torch.no_grad()
     def run(

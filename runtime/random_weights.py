@@ -10,7 +10,9 @@ from v4c.spec import ModelSpec
 from v4c.spec.tensors import TensorInfo, checkpoint_tensors
 
 
-def random_weights(spec: ModelSpec, seed: int = 0, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+def random_weights(
+    spec: ModelSpec, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """Official tensor names -> tensors (experts stacked [E, ...] under the `{e}` name)."""
     gen = torch.Generator().manual_seed(seed)
     return {t.name: _one(t, spec, gen, dtype) for t in checkpoint_tensors(spec)}
@@ -21,7 +23,9 @@ def _one(t: TensorInfo, spec: ModelSpec, gen: torch.Generator, dtype: torch.dtyp
     parts = t.name.split(".")
     leaf = parts[-2] if parts[-1] == "weight" else parts[-1]
     if t.dtype == "i64":  # tid2eid: distinct experts per token
-        return torch.rand(t.shape[0], spec.moe.num_experts, generator=gen).argsort(-1)[:, : t.shape[1]]
+        return torch.rand(t.shape[0], spec.moe.num_experts, generator=gen).argsort(-1)[
+            :, : t.shape[1]
+        ]
     if "norm" in leaf:  # RMSNorm weights around 1
         w = 1 + 0.1 * torch.randn(shape, generator=gen)
     elif leaf.endswith("_fn") or leaf.endswith("_base") or leaf in ("ape", "bias", "attn_sink"):

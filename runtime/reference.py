@@ -18,7 +18,6 @@ from v4c.ir.graph import Graph, Value
 from v4c.runtime.caches import new_caches, torch_dtype
 
 
-
 class ReferenceExecutor:
     def __init__(
         self,
@@ -51,7 +50,9 @@ class ReferenceExecutor:
         return new_caches(states, batch, max_seq, device=self.device, dtype=self.dtype)
 
     @torch.no_grad()
-    def run(self, inputs: Mapping[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def run(
+        self, inputs: Mapping[str, torch.Tensor], state: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """One step: `inputs` by input key (ids, positions, ...); returns outputs by key."""
         values: dict[Value, object] = {}
         outputs = {}

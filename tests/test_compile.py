@@ -20,11 +20,22 @@ def test_compile_real_specs(name, tmp_path):
     assert out.returncode == 0, out.stderr
     plan = Plan.from_json((tmp_path / "plan.json").read_text())
     assert set(plan.entries) == {"prefill", "decode"}
-    assert (tmp_path / "ir" / "000_build.ir").exists() and (tmp_path / "ir" / f"{len(DEFAULT_PIPELINE):03d}_lower.ir").exists()
+    assert (tmp_path / "ir" / "000_build.ir").exists() and (
+        tmp_path / "ir" / f"{len(DEFAULT_PIPELINE):03d}_lower.ir"
+    ).exists()
     report = (tmp_path / "report.md").read_text()
-    for heading in ("Parameter bytes read per decode token", "KV cache per sequence", "Ops and kernels per decode step", "Memory plan"):
+    for heading in (
+        "Parameter bytes read per decode token",
+        "KV cache per sequence",
+        "Ops and kernels per decode step",
+        "Memory plan",
+    ):
         assert heading in report
-    kernels = [launch for launch in plan.entries["decode"].launches if not launch.kernel.startswith("view:")]
+    kernels = [
+        launch
+        for launch in plan.entries["decode"].launches
+        if not launch.kernel.startswith("view:")
+    ]
     assert f"kernel launches per decode step: {len(kernels)} " in report
 
 
@@ -51,12 +62,16 @@ def test_report_numbers_for_tiny(tmp_path):
 
 def test_pipeline_from_spec_and_cli(tmp_path):
     spec_file = tmp_path / "s.yaml"
-    spec_file.write_text("extends: tiny.yaml\nname: t\npipeline: [schedule_moe, memory_plan, lower]\n")
+    spec_file.write_text(
+        "extends: tiny.yaml\nname: t\npipeline: [schedule_moe, memory_plan, lower]\n"
+    )
     out = v4c("compile", str(spec_file), "-o", str(tmp_path / "o"))
     assert out.returncode == 0, out.stderr
     manifest = json.loads((tmp_path / "o" / "ir" / "manifest.json").read_text())
     assert [row["pass"] for row in manifest] == ["schedule_moe", "memory_plan", "lower"]
-    out = v4c("compile", "tiny", "-o", str(tmp_path / "p"), "--passes", "fuse_rope,memory_plan,lower")
+    out = v4c(
+        "compile", "tiny", "-o", str(tmp_path / "p"), "--passes", "fuse_rope,memory_plan,lower"
+    )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "p" / "ir" / "001_fuse_rope.ir").exists()
 
@@ -65,9 +80,18 @@ def test_pipeline_from_spec_and_cli(tmp_path):
     "args, message",
     [
         (("compile", "nowhere.yaml"), "error: nowhere.yaml: spec file not found"),
-        (("compile", "tiny", "--passes", "fuse_all,lower"), "error: unknown pass 'fuse_all'; passes:"),
-        (("compile", "tiny", "--disable-pass", "memory_plan"), "error: pass 'lower' needs ['memory_plan']"),
-        (("compile", "tiny", "-o", "/proc/v4c-out"), "error: /proc/v4c-out: cannot write the output folder"),
+        (
+            ("compile", "tiny", "--passes", "fuse_all,lower"),
+            "error: unknown pass 'fuse_all'; passes:",
+        ),
+        (
+            ("compile", "tiny", "--disable-pass", "memory_plan"),
+            "error: pass 'lower' needs ['memory_plan']",
+        ),
+        (
+            ("compile", "tiny", "-o", "/proc/v4c-out"),
+            "error: /proc/v4c-out: cannot write the output folder",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):

@@ -48,7 +48,9 @@ def compile_spec(
     check_pipeline(names, disabled)
     built = build(spec)
     graph = built.copy()
-    records = run_pipeline(graph, PassContext(spec, options), names, disabled=disabled, dump_dir=dump_dir)
+    records = run_pipeline(
+        graph, PassContext(spec, options), names, disabled=disabled, dump_dir=dump_dir
+    )
     if "plan" not in graph.meta:
         raise V4CError("the pipeline made no plan: it must end with the lower pass")
     return Compiled(spec, built, graph, graph.meta["plan"], records, names)
@@ -61,13 +63,17 @@ def write_output(spec: ModelSpec, out: Path, dump_ir: Path | None = None, **kwar
     for folder in (out, ir_dir):
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            for old in [*folder.glob("*.ir"), *folder.glob("manifest.json")] if folder == ir_dir else []:
+            for old in (
+                [*folder.glob("*.ir"), *folder.glob("manifest.json")] if folder == ir_dir else []
+            ):
                 old.unlink()
             probe = folder / ".v4c-write-test"
             probe.write_text("")
             probe.unlink()
         except OSError as err:
-            raise OutputError(f"{folder}: cannot write the output folder: {err.strerror or err}") from None
+            raise OutputError(
+                f"{folder}: cannot write the output folder: {err.strerror or err}"
+            ) from None
     compiled = compile_spec(spec, dump_dir=ir_dir, **kwargs)
     (out / "plan.json").write_text(compiled.plan.to_json())
     kernels, where = _write_kernels(out / "kernels", compiled.plan)

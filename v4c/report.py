@@ -78,12 +78,15 @@ def render(
 def _weights_section(spec: ModelSpec) -> list[str]:
     read, whole = decode_read_bytes(spec)
     out = ["## Parameter bytes read per decode token", ""]
-    out += ["As stored (FP8 + block scales, FP4 + per-32 scales, bf16, fp32); main model, MTP excluded;",
-            f"routed experts: top-{spec.moe.top_k} of each layer; embedding and tid2eid: one row.", ""]  # fmt: skip
+    out += ["As stored (FP8 + block scales, FP4 + per-32 scales, bf16, fp32); main model, MTP excluded;",  # noqa: E501
+            f"routed experts: top-{spec.moe.top_k} of each layer; embedding and tid2eid: one row.", ""]  # fmt: skip  # noqa: E501
     out += ["| part | read per token | whole checkpoint |", "| --- | ---: | ---: |"]
     for part in sorted(whole, key=lambda p: -whole[p]):
         out.append(f"| {part} | {_bytes(read[part])} | {_bytes(whole[part])} |")
-    out += [f"| **total** | **{_bytes(sum(read.values()))}** | **{_bytes(sum(whole.values()))}** |", ""]
+    out += [
+        f"| **total** | **{_bytes(sum(read.values()))}** | **{_bytes(sum(whole.values()))}** |",
+        "",
+    ]
     return out
 
 
@@ -91,7 +94,9 @@ def _cache_section(graph: Graph, spec: ModelSpec) -> list[str]:
     out = ["## KV cache per sequence", ""]
     out += ["Fixed: sliding window ring buffer and compressor state. Per token: compressed entries",
             "(and indexer keys on CSA layers), growing with the context.", ""]  # fmt: skip
-    out += ["| layer kind | layers | fixed per layer | per token per layer | all layers at 1M tokens |"]
+    out += [
+        "| layer kind | layers | fixed per layer | per token per layer | all layers at 1M tokens |"
+    ]
     out += ["| --- | ---: | ---: | ---: | ---: |"]
     total = 0
     for kind, (n, fixed, per_token) in cache_bytes(graph, spec).items():
@@ -103,7 +108,11 @@ def _cache_section(graph: Graph, spec: ModelSpec) -> list[str]:
 
 
 def _ops_section(built: Graph, final: Graph, plan: Plan, kernels: dict) -> list[str]:
-    decode = [launch for launch in plan.entries["decode"].launches if not launch.kernel.startswith("view:")]
+    decode = [
+        launch
+        for launch in plan.entries["decode"].launches
+        if not launch.kernel.startswith("view:")
+    ]
     library = sum(1 for launch in decode if launch.kernel.startswith("library:"))
     out = ["## Ops and kernels per decode step", ""]
     out += [f"- ops before fusion: {compute_ops(built)}; after the passes: {compute_ops(final)}"]
@@ -119,7 +128,9 @@ def _ops_section(built: Graph, final: Graph, plan: Plan, kernels: dict) -> list[
         files.setdefault(launch.kernel, set()).add(kernels.get(("decode", launch.node), default))
     for kernel in sorted(by_kernel):
         shown = ", ".join(sorted(files[kernel]))
-        out.append(f"| {kernel} | {by_kernel[kernel]} | {', '.join(sorted(fused[kernel]))} | {shown} |")
+        out.append(
+            f"| {kernel} | {by_kernel[kernel]} | {', '.join(sorted(fused[kernel]))} | {shown} |"
+        )
     return out + [""]
 
 

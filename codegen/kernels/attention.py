@@ -30,8 +30,18 @@ def init_state(BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def fold_rows(q, row_ptrs, valid, m, l, acc, scale,
-              D: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+def fold_rows(
+    q,
+    row_ptrs,
+    valid,
+    m,
+    l,
+    acc,
+    scale,
+    D: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """Fold key rows starting at `row_ptrs` [BN] (masked by `valid` [BN]) into the state of
     q [BH, BD] fp32: logits q·k * scale, softmax-weighted sum of the same rows."""
     cols = tl.arange(0, BLOCK_D)
@@ -48,23 +58,50 @@ def fold_rows(q, row_ptrs, valid, m, l, acc, scale,
 
 
 @triton.jit
-def attend_ring(q, ring_ptr, ring_stride, pos, start, m, l, acc, scale,
-                W: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                PRECISION: tl.constexpr):
+def attend_ring(
+    q,
+    ring_ptr,
+    ring_stride,
+    pos,
+    start,
+    m,
+    l,
+    acc,
+    scale,
+    W: tl.constexpr,
+    D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """Window keys written by earlier steps: positions p in (pos - W, start), p >= 0, which
     the ring holds at slot p % W (it holds exactly positions start-W .. start-1)."""
     lo = tl.maximum(tl.maximum(pos - W + 1, start - W), 0)
     for p0 in range(lo, start, BLOCK_N):
         p = p0 + tl.arange(0, BLOCK_N)
-        m, l, acc = fold_rows(q, ring_ptr + (p % W) * ring_stride, p < start, m, l, acc, scale,
-                              D, BLOCK_D, PRECISION)
+        m, l, acc = fold_rows(
+            q, ring_ptr + (p % W) * ring_stride, p < start, m, l, acc, scale, D, BLOCK_D, PRECISION
+        )
     return m, l, acc
 
 
 @triton.jit
-def attend_step(q, kv_ptr, pos_ptr, t, pos, m, l, acc, scale,
-                W: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                PRECISION: tl.constexpr):
+def attend_step(
+    q,
+    kv_ptr,
+    pos_ptr,
+    t,
+    pos,
+    m,
+    l,
+    acc,
+    scale,
+    W: tl.constexpr,
+    D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """Window keys of this step: token j of the row (kv_ptr, pos_ptr at the row's start) is
     seen by token t iff pos - W < pos_j <= pos. A row's positions are consecutive, so only
     tokens t-W+1 .. t are looked at."""
@@ -72,36 +109,74 @@ def attend_step(q, kv_ptr, pos_ptr, t, pos, m, l, acc, scale,
         j = j0 + tl.arange(0, BLOCK_N)
         key_pos = tl.load(pos_ptr + j, mask=j <= t, other=0)
         valid = (j <= t) & (key_pos <= pos) & (key_pos > pos - W)
-        m, l, acc = fold_rows(q, kv_ptr + j.to(tl.int64) * D, valid, m, l, acc, scale,
-                              D, BLOCK_D, PRECISION)
+        m, l, acc = fold_rows(
+            q, kv_ptr + j.to(tl.int64) * D, valid, m, l, acc, scale, D, BLOCK_D, PRECISION
+        )
     return m, l, acc
 
 
 @triton.jit
-def attend_visible(q, comp_ptr, comp_stride, n_entries, pos, m, l, acc, scale,
-                   RATIO: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+def attend_visible(
+    q,
+    comp_ptr,
+    comp_stride,
+    n_entries,
+    pos,
+    m,
+    l,
+    acc,
+    scale,
+    RATIO: tl.constexpr,
+    D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """HCA: every compressed entry w < (pos + 1) // RATIO (of the n_entries stored)."""
     hi = tl.minimum((pos + 1) // RATIO, n_entries)
     for w0 in range(0, hi, BLOCK_N):
         w = w0 + tl.arange(0, BLOCK_N)
-        m, l, acc = fold_rows(q, comp_ptr + w.to(tl.int64) * comp_stride, w < hi, m, l, acc,
-                              scale, D, BLOCK_D, PRECISION)
+        m, l, acc = fold_rows(
+            q,
+            comp_ptr + w.to(tl.int64) * comp_stride,
+            w < hi,
+            m,
+            l,
+            acc,
+            scale,
+            D,
+            BLOCK_D,
+            PRECISION,
+        )
     return m, l, acc
 
 
 @triton.jit
-def attend_topk(q, comp_ptr, comp_stride, n_entries, idx_ptr, m, l, acc, scale,
-                TOPK: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
-                BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+def attend_topk(
+    q,
+    comp_ptr,
+    comp_stride,
+    n_entries,
+    idx_ptr,
+    m,
+    l,
+    acc,
+    scale,
+    TOPK: tl.constexpr,
+    D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """CSA: the compressed entries the indexer picked for this token (idx_ptr [TOPK]); -1 is
     no pick. Picks are distinct (the indexer's top-k), so none is counted twice."""
     for k0 in range(0, TOPK, BLOCK_N):
         k = k0 + tl.arange(0, BLOCK_N)
         w = tl.load(idx_ptr + k, mask=k < TOPK, other=-1).to(tl.int64)
         valid = (w >= 0) & (w < n_entries)
-        m, l, acc = fold_rows(q, comp_ptr + w * comp_stride, valid, m, l, acc, scale,
-                              D, BLOCK_D, PRECISION)
+        m, l, acc = fold_rows(
+            q, comp_ptr + w * comp_stride, valid, m, l, acc, scale, D, BLOCK_D, PRECISION
+        )
     return m, l, acc
 
 
@@ -112,18 +187,35 @@ def finish(m, l, acc, sink):
 
 
 @triton.jit
-def grouped_tile(x_ptr, x_stride, rows, w_ptr, out_rows, n_rows, n_out,
-                 KG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr,
-                 BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+def grouped_tile(
+    x_ptr,
+    x_stride,
+    rows,
+    w_ptr,
+    out_rows,
+    n_rows,
+    n_out,
+    KG: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """acc [BM, BR] = x[rows, 0:KG] @ w[out_rows, 0:KG]ᵀ for x rows `x_stride` apart starting
     at x_ptr (one group's slice) and w rows KG apart; rows [BM] < n_rows, out_rows [BR] < n_out.
     Operands are cast to fp32 (see PRECISION above), accumulation is fp32."""
     acc = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
     for k0 in range(0, KG, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + rows[:, None] * x_stride + k[None, :],
-                    mask=(rows[:, None] < n_rows) & (k[None, :] < KG), other=0.0)
-        w = tl.load(w_ptr + out_rows[:, None] * KG + k[None, :],
-                    mask=(out_rows[:, None] < n_out) & (k[None, :] < KG), other=0.0)
+        x = tl.load(
+            x_ptr + rows[:, None] * x_stride + k[None, :],
+            mask=(rows[:, None] < n_rows) & (k[None, :] < KG),
+            other=0.0,
+        )
+        w = tl.load(
+            w_ptr + out_rows[:, None] * KG + k[None, :],
+            mask=(out_rows[:, None] < n_out) & (k[None, :] < KG),
+            other=0.0,
+        )
         acc = tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), acc, input_precision=PRECISION)
     return acc

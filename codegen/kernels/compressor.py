@@ -13,8 +13,23 @@ import triton.language as tl
 
 
 @triton.jit
-def timeline(k_ptr, z_ptr, ape_ptr, skv_ptr, ssc_ptr, skv_slot, ssc_slot, p, col, ok,
-             start, end, base, W: tl.constexpr, M: tl.constexpr):
+def timeline(
+    k_ptr,
+    z_ptr,
+    ape_ptr,
+    skv_ptr,
+    ssc_ptr,
+    skv_slot,
+    ssc_slot,
+    p,
+    col,
+    ok,
+    start,
+    end,
+    base,
+    W: tl.constexpr,
+    M: tl.constexpr,
+):
     """(kv, score) [S, N] fp32 of positions p [S] at feature columns col ([S, N] or [1, N]).
 
     k/z: this row's step projections [T, W] fp32; skv/ssc: this row's state slots, slot
@@ -33,9 +48,27 @@ def timeline(k_ptr, z_ptr, ape_ptr, skv_ptr, ssc_ptr, skv_slot, ssc_slot, p, col
 
 
 @triton.jit
-def pool(k_ptr, z_ptr, ape_ptr, skv_ptr, ssc_ptr, skv_slot, ssc_slot, first, start, end, base,
-         ch, ch_ok, C: tl.constexpr, W: tl.constexpr, M: tl.constexpr, SLOTS: tl.constexpr,
-         OVERLAP: tl.constexpr, BLOCK_S: tl.constexpr):
+def pool(
+    k_ptr,
+    z_ptr,
+    ape_ptr,
+    skv_ptr,
+    ssc_ptr,
+    skv_slot,
+    ssc_slot,
+    first,
+    start,
+    end,
+    base,
+    ch,
+    ch_ok,
+    C: tl.constexpr,
+    W: tl.constexpr,
+    M: tl.constexpr,
+    SLOTS: tl.constexpr,
+    OVERLAP: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
     """Per-channel softmax-gated sum over the SLOTS slots of the entry whose slot 0 is position
     `first`, at channels ch [N] (ch_ok: real ones): an online softmax over slot tiles of
     BLOCK_S. With OVERLAP, slots [0, M) read the "a" half (columns ch), the rest the "b" half
@@ -49,8 +82,23 @@ def pool(k_ptr, z_ptr, ape_ptr, skv_ptr, ssc_ptr, skv_slot, ssc_slot, first, sta
         if OVERLAP:
             col += (s >= M).to(tl.int32)[:, None] * C
         ok = (s < SLOTS)[:, None] & ch_ok[None, :]
-        kv, gate = timeline(k_ptr, z_ptr, ape_ptr, skv_ptr, ssc_ptr, skv_slot, ssc_slot, first + s,
-                            col, ok, start, end, base, W, M)
+        kv, gate = timeline(
+            k_ptr,
+            z_ptr,
+            ape_ptr,
+            skv_ptr,
+            ssc_ptr,
+            skv_slot,
+            ssc_slot,
+            first + s,
+            col,
+            ok,
+            start,
+            end,
+            base,
+            W,
+            M,
+        )
         top = tl.maximum(mx, tl.max(gate, axis=0))
         ref = tl.where(top == float("-inf"), 0.0, top)  # an all-empty prefix adds nothing
         alpha = tl.exp(mx - ref)

@@ -12,8 +12,9 @@ import triton.language as tl
 
 
 @triton.jit
-def load_streams(x_ptr, tok, d0,
-                 N: tl.constexpr, D: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr):
+def load_streams(
+    x_ptr, tok, d0, N: tl.constexpr, D: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr
+):
     """X[tok, :, d0:d0+BLOCK_D] of X [tokens, N, D] as a [NP, BLOCK_D] fp32 tile."""
     j = tl.arange(0, NP)[:, None]
     d = d0 + tl.arange(0, BLOCK_D)[None, :]
@@ -22,8 +23,9 @@ def load_streams(x_ptr, tok, d0,
 
 
 @triton.jit
-def store_streams(x_ptr, tile, tok, d0,
-                  N: tl.constexpr, D: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr):
+def store_streams(
+    x_ptr, tile, tok, d0, N: tl.constexpr, D: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr
+):
     """Write a [NP, BLOCK_D] tile into X [tokens, N, D] in X's dtype."""
     j = tl.arange(0, NP)[:, None]
     d = d0 + tl.arange(0, BLOCK_D)[None, :]
@@ -43,8 +45,18 @@ def load_mix(post_ptr, comb_ptr, tok, N: tl.constexpr, NP: tl.constexpr):
 
 
 @triton.jit
-def mix_streams(a_ptr, x_ptr, tok, d0, post, comb,
-                N: tl.constexpr, D: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr):
+def mix_streams(
+    a_ptr,
+    x_ptr,
+    tok,
+    d0,
+    post,
+    comb,
+    N: tl.constexpr,
+    D: tl.constexpr,
+    NP: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """hc_post on one D-block, fp32: X'_k = post_k a + sum_j comb[j, k] X_j -> [NP, BLOCK_D]."""
     x = load_streams(x_ptr, tok, d0, N, D, NP, BLOCK_D)  # [NP(j), BLOCK_D]
     d = d0 + tl.arange(0, BLOCK_D)
@@ -54,8 +66,18 @@ def mix_streams(a_ptr, x_ptr, tok, d0, post, comb,
 
 
 @triton.jit
-def project(acc, x, fn_ptr, d0, R: tl.constexpr, N: tl.constexpr, D: tl.constexpr,
-            RP: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr):
+def project(
+    acc,
+    x,
+    fn_ptr,
+    d0,
+    R: tl.constexpr,
+    N: tl.constexpr,
+    D: tl.constexpr,
+    RP: tl.constexpr,
+    NP: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """acc[r] + <fn[r], flatten(X)> restricted to one D-block; fn [R, N*D], acc [RP] fp32."""
     r = tl.arange(0, RP)[:, None, None]
     j = tl.arange(0, NP)[None, :, None]
@@ -79,8 +101,9 @@ def take2(m, idx, RP: tl.constexpr):
 
 
 @triton.jit
-def gate(m, base_ptr, scale, first: tl.constexpr,
-         N: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr):
+def gate(
+    m, base_ptr, scale, first: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr
+):
     """sigmoid(m[first + j] * scale + base[first + j]) for j < N, 0 on padding -> [NP]."""
     j = tl.arange(0, NP)
     b = tl.load(base_ptr + first + j, mask=j < N, other=0.0).to(tl.float32)

@@ -8,8 +8,16 @@ from v4c.codegen.kernels.topk import EMPTY, pack
 
 
 @triton.jit
-def rotated_queries(q_ptr, pos, freqs_ptr, HEADS: tl.constexpr, DIM: tl.constexpr,
-                    NOPE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
+def rotated_queries(
+    q_ptr,
+    pos,
+    freqs_ptr,
+    HEADS: tl.constexpr,
+    DIM: tl.constexpr,
+    NOPE: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """One query's heads [BLOCK_H, BLOCK_D] fp32 (rows [HEADS, DIM] at q_ptr, 0 padding) with
     interleaved RoPE at `pos` on channels NOPE..DIM: each channel reads its pair partner."""
     h = tl.arange(0, BLOCK_H)[:, None]
@@ -28,8 +36,18 @@ def rotated_queries(q_ptr, pos, freqs_ptr, HEADS: tl.constexpr, DIM: tl.constexp
 
 
 @triton.jit
-def chunk_scores(q, w, keys_ptr, key_stride, n0, n_visible, DIM: tl.constexpr,
-                 BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, SUBS: tl.constexpr):
+def chunk_scores(
+    q,
+    w,
+    keys_ptr,
+    key_stride,
+    n0,
+    n_visible,
+    DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    SUBS: tl.constexpr,
+):
     """Packed scores [SUBS * BLOCK_N] of entries n0.. against rotated heads q [BLOCK_H, BLOCK_D]
     weighted by w [BLOCK_H] (0 on padding heads); EMPTY at entries >= n_visible. Keys are
     scored BLOCK_N at a time (one fp32 dot) and gathered into one chunk for the top-k merge."""
@@ -39,8 +57,11 @@ def chunk_scores(q, w, keys_ptr, key_stride, n0, n_visible, DIM: tl.constexpr,
     for j in range(SUBS):
         s = n0 + j * BLOCK_N + tl.arange(0, BLOCK_N)
         ok = s < n_visible
-        k = tl.load(keys_ptr + s[:, None] * key_stride + d[None, :],
-                    mask=ok[:, None] & (d < DIM)[None, :], other=0.0).to(tl.float32)
+        k = tl.load(
+            keys_ptr + s[:, None] * key_stride + d[None, :],
+            mask=ok[:, None] & (d < DIM)[None, :],
+            other=0.0,
+        ).to(tl.float32)
         dots = tl.dot(q, tl.trans(k), input_precision="ieee")  # [BLOCK_H, BLOCK_N]
         score = tl.sum(w[:, None] * tl.maximum(dots, 0.0), axis=0)  # [BLOCK_N]
         out = tl.where(sub == j, pack(score, s, ok)[None, :], out)

@@ -44,8 +44,14 @@ def e2m1_value(code):
 
 
 @triton.jit
-def expert_base(e, OUT: tl.constexpr, IN: tl.constexpr, FMT: tl.constexpr,
-                SB_O: tl.constexpr, SB_I: tl.constexpr):
+def expert_base(
+    e,
+    OUT: tl.constexpr,
+    IN: tl.constexpr,
+    FMT: tl.constexpr,
+    SB_O: tl.constexpr,
+    SB_I: tl.constexpr,
+):
     """Element offsets (data, scale) of expert e's [OUT, IN] matrix in a stack of them (int64:
     a stack of experts outgrows int32)."""
     e = e.to(tl.int64)
@@ -58,8 +64,17 @@ def expert_base(e, OUT: tl.constexpr, IN: tl.constexpr, FMT: tl.constexpr,
 
 
 @triton.jit
-def weight_tile(w_ptr, s_ptr, o, i, mask, IN: tl.constexpr, FMT: tl.constexpr,
-                SB_O: tl.constexpr, SB_I: tl.constexpr):
+def weight_tile(
+    w_ptr,
+    s_ptr,
+    o,
+    i,
+    mask,
+    IN: tl.constexpr,
+    FMT: tl.constexpr,
+    SB_O: tl.constexpr,
+    SB_I: tl.constexpr,
+):
     """W[o, i] in fp32 for broadcastable row/column index tiles o, i of one [OUT, IN]
     matrix stored at w_ptr in format FMT (its scales at s_ptr)."""
     if FMT == "fp4":
@@ -77,9 +92,22 @@ def weight_tile(w_ptr, s_ptr, o, i, mask, IN: tl.constexpr, FMT: tl.constexpr,
 
 
 @triton.jit
-def linear_tile(a_ptr, rows, row_on, w_ptr, s_ptr, n0, OUT: tl.constexpr, IN: tl.constexpr,
-                FMT: tl.constexpr, SB_O: tl.constexpr, SB_I: tl.constexpr,
-                BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr):
+def linear_tile(
+    a_ptr,
+    rows,
+    row_on,
+    w_ptr,
+    s_ptr,
+    n0,
+    OUT: tl.constexpr,
+    IN: tl.constexpr,
+    FMT: tl.constexpr,
+    SB_O: tl.constexpr,
+    SB_I: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     """A[rows, :] @ W[n0:n0+BN, :]^T -> [BM, BN] fp32, A a row-major [*, IN] activation
     (rows [BM] may gather), W one [OUT, IN] matrix; masked rows and outputs give 0."""
     n = n0 + tl.arange(0, BN)
@@ -89,10 +117,22 @@ def linear_tile(a_ptr, rows, row_on, w_ptr, s_ptr, n0, OUT: tl.constexpr, IN: tl
     for k0 in range(0, IN, BK):
         kk = k0 + k
         k_on = kk < IN
-        a = tl.load(a_ptr + rows[:, None] * IN + kk[None, :], mask=row_on[:, None] & k_on[None, :],
-                    other=0.0)  # [BM, BK]
-        w = weight_tile(w_ptr, s_ptr, n[None, :], kk[:, None], k_on[:, None] & (n < OUT)[None, :],
-                        IN, FMT, SB_O, SB_I)  # [BK, BN]: W^T
+        a = tl.load(
+            a_ptr + rows[:, None] * IN + kk[None, :],
+            mask=row_on[:, None] & k_on[None, :],
+            other=0.0,
+        )  # [BM, BK]
+        w = weight_tile(
+            w_ptr,
+            s_ptr,
+            n[None, :],
+            kk[:, None],
+            k_on[:, None] & (n < OUT)[None, :],
+            IN,
+            FMT,
+            SB_O,
+            SB_I,
+        )  # [BK, BN]: W^T
         acc = tl.dot(a.to(tl.float32), w, acc, input_precision=PRECISION)
     return acc
 

@@ -5,7 +5,9 @@ import triton.language as tl
 
 
 @triton.jit
-def rotate(re, im, pos, freqs_ptr, PAIRS: tl.constexpr, BLOCK_P: tl.constexpr, INVERSE: tl.constexpr):
+def rotate(
+    re, im, pos, freqs_ptr, PAIRS: tl.constexpr, BLOCK_P: tl.constexpr, INVERSE: tl.constexpr
+):
     """(re, im) [BLOCK_P] fp32 rotated by angle pos * f_i (conjugate if INVERSE)."""
     i = tl.arange(0, BLOCK_P)
     f = tl.load(freqs_ptr + i, mask=i < PAIRS, other=0.0)

@@ -31,7 +31,9 @@ class Compressor(_Rotary):
     aliases = {0: 8}  # returns the cache it appended to
     ratio: int = 4
     eps: float = 1e-6
-    sim: str = "none"  # numerics: official rounds new entries: "fp8" (non-RoPE dims), "fp4" (Hadamard)
+    sim: str = (
+        "none"  # numerics: official rounds new entries: "fp8" (non-RoPE dims), "fp4" (Hadamard)
+    )
 
     def infer(self, ins):
         x, pos, wkv, wgate, ape, norm, skv, sscore, cache = ins
@@ -39,7 +41,9 @@ class Compressor(_Rotary):
         c = norm.shape[0]
         self.expect(wkv.shape == wgate.shape == (coff * c, x.shape[-1]), f"wkv {wkv} for {x}")
         self.expect(ape.shape == (self.ratio, coff * c), f"ape {ape}")
-        self.expect(skv.shape[1:] == sscore.shape[1:] == (coff * self.ratio, coff * c), f"state {skv}")
+        self.expect(
+            skv.shape[1:] == sscore.shape[1:] == (coff * self.ratio, coff * c), f"state {skv}"
+        )
         self.expect(cache.shape[-1] == c, f"cache {cache} for width {c}")
         return (cache,)
 
@@ -121,7 +125,10 @@ class SparseAttention(Op):
     def infer(self, ins):
         q, kv, pos, sink, window = ins[:5]
         self.expect(kv.shape == (*q.shape[:2], q.shape[-1]), f"kv {kv} for q {q}")
-        self.expect(sink.shape == (q.shape[2],) and window.shape[1:] == (self.window, q.shape[-1]), f"{sink} {window}")
+        self.expect(
+            sink.shape == (q.shape[2],) and window.shape[1:] == (self.window, q.shape[-1]),
+            f"{sink} {window}",
+        )
         return (q,)
 
     def run(self, ins):
@@ -149,7 +156,9 @@ class GroupedLinear(Op):
     def infer(self, ins):
         o, w = ins
         *bt, h, d = o.shape
-        self.expect(w.shape[1] * self.groups == h * d and w.shape[0] % self.groups == 0, f"{w} for {o}")
+        self.expect(
+            w.shape[1] * self.groups == h * d and w.shape[0] % self.groups == 0, f"{w} for {o}"
+        )
         return (o.with_shape(*bt, w.shape[0]),)
 
     def run(self, ins):

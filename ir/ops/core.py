@@ -14,7 +14,9 @@ from typing import Any, Sequence
 from v4c.ir.op import Op, register
 from v4c.ir.types import TensorType
 
-Yarn = tuple[float, int, float, float] | None  # factor, original max positions, beta_fast, beta_slow
+Yarn = (
+    tuple[float, int, float, float] | None
+)  # factor, original max positions, beta_fast, beta_slow
 
 
 # -- sources and sinks --------------------------------------------------------------------
@@ -312,7 +314,9 @@ class HcPre(Op):
         from v4c.ir.semantics.hc import hc_pre
 
         X, fn, base, scale = ins
-        return hc_pre(X, fn, base, scale, sinkhorn_iters=self.iters, eps=self.eps, norm_eps=self.norm_eps)
+        return hc_pre(
+            X, fn, base, scale, sinkhorn_iters=self.iters, eps=self.eps, norm_eps=self.norm_eps
+        )
 
 
 @register

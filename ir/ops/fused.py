@@ -101,4 +101,3 @@ class RmsNormRope(_Rotary):
 
     def _rope(self) -> Rope:
         return Rope(self.rope_dim, self.theta, self.yarn)
-

@@ -23,13 +23,21 @@ class _Gate(Op):
     norm_topk_prob: bool = True
 
     def gate_roles(self) -> tuple[str, ...]:
-        return ("x", "ids", "gate_weight", "tid2eid") if self.gate == "hash" else ("x", "gate_weight", "bias")
+        return (
+            ("x", "ids", "gate_weight", "tid2eid")
+            if self.gate == "hash"
+            else ("x", "gate_weight", "bias")
+        )
 
     def route(self, ins):
         """(weights [N,K] fp32, idx [N,K]) from this op's gate operands."""
         from v4c.ir.semantics.moe import hash_gate, score_gate
 
-        kw = dict(route_scale=self.route_scale, scoring_func=self.scoring_func, norm_topk_prob=self.norm_topk_prob)
+        kw = dict(
+            route_scale=self.route_scale,
+            scoring_func=self.scoring_func,
+            norm_topk_prob=self.norm_topk_prob,
+        )
         x = ins[0].flatten(0, -2)
         if self.gate == "hash":
             return hash_gate(x, ins[1].flatten(), ins[2], ins[3], **kw)
@@ -57,7 +65,14 @@ class Moe(_Gate):
         from v4c.ir.semantics.moe import moe
 
         weights, idx = self.route(ins[:-3])
-        y = moe(ins[0].flatten(0, -2), weights, idx, *ins[-3:], limit=self.limit, act_quant=self.act_quant)
+        y = moe(
+            ins[0].flatten(0, -2),
+            weights,
+            idx,
+            *ins[-3:],
+            limit=self.limit,
+            act_quant=self.act_quant,
+        )
         return (y.view_as(ins[0]),)
 
 
@@ -73,7 +88,10 @@ class Swiglu(Op):
 
     def infer(self, ins):
         x, w1, w2, w3 = ins
-        self.expect(w1.shape == w3.shape == w2.shape[::-1] and w1.shape[1] == x.shape[-1], f"{w1} {w2} for {x}")
+        self.expect(
+            w1.shape == w3.shape == w2.shape[::-1] and w1.shape[1] == x.shape[-1],
+            f"{w1} {w2} for {x}",
+        )
         return (x,)
 
     def run(self, ins):

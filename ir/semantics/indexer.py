@@ -55,7 +55,9 @@ def indexer_topk(
     Entry w is visible to the query at position i iff w < (i+1) // ratio."""
     if 2 * rope_freqs.numel() != rope_dim:
         raise ValueError(f"rope_freqs has {rope_freqs.numel()} pairs, rope_dim is {rope_dim}")
-    scores = indexer_scores(qr, x, positions, wq_b, weights_proj, keys, rope_freqs=rope_freqs, sim=sim)
+    scores = indexer_scores(
+        qr, x, positions, wq_b, weights_proj, keys, rope_freqs=rope_freqs, sim=sim
+    )
     entry = torch.arange(keys.shape[1], device=keys.device)  # [C]
     visible = entry < ((positions + 1) // ratio)[..., None]  # [B, T, C]
     scores = scores.masked_fill(~visible, float("-inf"))

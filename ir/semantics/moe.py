@@ -141,7 +141,9 @@ def moe(
     y = torch.zeros(x.shape, dtype=torch.float32, device=x.device)  # [N,D]
     for e in range(w1.shape[0]):
         tok, k = torch.where(idx == e)  # the token slots routed to expert e (maybe none)
-        out = swiglu(x[tok], w1[e], w2[e], w3[e], limit=limit, scale=weights[tok, k], act_quant=act_quant)
+        out = swiglu(
+            x[tok], w1[e], w2[e], w3[e], limit=limit, scale=weights[tok, k], act_quant=act_quant
+        )
         y.index_add_(0, tok, out.float())
     return y.to(x.dtype)
 
@@ -184,7 +186,13 @@ def grouped_swiglu(
         lo, hi = int(offsets[e]), int(offsets[e + 1])
         slots = order[lo:hi]
         y[lo:hi] = swiglu(
-            x[slots // k], w1[e], w2[e], w3[e], limit=limit, scale=flat_w[slots], act_quant=act_quant
+            x[slots // k],
+            w1[e],
+            w2[e],
+            w3[e],
+            limit=limit,
+            scale=flat_w[slots],
+            act_quant=act_quant,
         )
     return y
 

@@ -27,7 +27,9 @@ def test_matches_reference(shape, weighted, rope_dim, yarn, dtype, kernel_cache)
     x = torch.randn(shape, generator=gen).to(dtype)
     positions = torch.randint(0, 70000, shape[:2], generator=gen)
     op = RmsNormRope(rope_dim, 160000.0 if yarn else 10000.0, yarn, eps=1e-6, weighted=weighted)
-    ins = [x, positions] + ([1 + 0.1 * torch.randn(shape[-1], generator=gen).to(dtype)] if weighted else [])
+    ins = [x, positions] + (
+        [1 + 0.1 * torch.randn(shape[-1], generator=gen).to(dtype)] if weighted else []
+    )
     (got,) = run_kernel(op, ins, kernel_cache)
     (want,) = op.run(ins)
     assert got.dtype == want.dtype

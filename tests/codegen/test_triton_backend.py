@@ -45,8 +45,12 @@ def test_tiny_prefill_and_50_decode_steps(kernel_cache):
     crossed and the indexer's top-k (4) is smaller than the blocks; fp32, so the kernels must
     agree to float rounding. (One sequence: the interpreter runs one program per token.)"""
     spec = load_spec("tiny")
-    ref, tri = engines(spec, random_weights(spec, seed=3), "cpu", torch.float32, kernel_cache, max_seq=128)
-    prompt = torch.randint(0, spec.vocab_size, (10,), generator=torch.Generator().manual_seed(1)).tolist()
+    ref, tri = engines(
+        spec, random_weights(spec, seed=3), "cpu", torch.float32, kernel_cache, max_seq=128
+    )
+    prompt = torch.randint(
+        0, spec.vocab_size, (10,), generator=torch.Generator().manual_seed(1)
+    ).tolist()
     compare(ref, tri, [prompt], steps=50, atol=1e-4)
 
 
@@ -54,7 +58,9 @@ def test_tiny_prefill_and_50_decode_steps(kernel_cache):
 def test_flash_slice_end_to_end_on_gpu(kernel_cache):
     spec = load_spec(SPECS / "variants" / "flash-2l-slice.yaml")
     weights = random_weights(spec, seed=0, dtype=torch.bfloat16)
-    ref, tri = engines(spec, weights, "cuda", torch.bfloat16, kernel_cache, max_seq=1024, max_tokens=512)
+    ref, tri = engines(
+        spec, weights, "cuda", torch.bfloat16, kernel_cache, max_seq=1024, max_tokens=512
+    )
     gen = torch.Generator().manual_seed(1)
     prompts = [torch.randint(0, spec.vocab_size, (n,), generator=gen).tolist() for n in (300, 130)]
     compare(ref, tri, prompts, steps=20, atol=0.25)  # bf16 activations through 2 Flash layers
@@ -74,20 +80,28 @@ def test_every_flash_slice_launch_on_gpu(kernel_cache):
     seen = set()
     for launch, op in tri.ops:
         args = [values.get(r.name) if r.kind in ("input", "arena", "view") else
-                (ref.params[r.name] if r.kind == "param" else ref.state[r.name]) for r in launch.inputs]  # fmt: skip
+                (ref.params[r.name] if r.kind == "param" else ref.state[r.name]) for r in launch.inputs]  # fmt: skip  # noqa: E501
         cloned = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
         want = op.run(args)
         if not launch.kernel.startswith(("library:", "view:")):
             got = tri._call(launch, op, cloned)
             for g, w in zip(got, want):
                 if w.dtype.is_floating_point:
-                    torch.testing.assert_close(g.float(), w.float(), rtol=2e-2, atol=2e-2, msg=launch.node)
+                    torch.testing.assert_close(
+                        g.float(), w.float(), rtol=2e-2, atol=2e-2, msg=launch.node
+                    )
                 else:
                     assert torch.equal(g, w), launch.node
             seen.add(launch.op)
         for ref_out, out in zip(launch.outputs, want):
             values[ref_out.name] = out
-    assert {"sparse_attention", "compressor", "indexer_topk", "grouped_swiglu", "hc_post_pre_norm"} <= seen
+    assert {
+        "sparse_attention",
+        "compressor",
+        "indexer_topk",
+        "grouped_swiglu",
+        "hc_post_pre_norm",
+    } <= seen
 
 
 def test_quantised_experts_stay_quantised(tmp_path, kernel_cache):
@@ -96,7 +110,7 @@ def test_quantised_experts_stay_quantised(tmp_path, kernel_cache):
     the logits match the torch backend, which dequantises them at load."""
     from v4c.ir.semantics.quant import QuantWeight
     from v4c.runtime.checkpoint import make_tiny
-    from v4c.runtime.session import open_session
+    from v4c.session import open_session
 
     make_tiny(tmp_path / "tiny")
     ref = open_session(tmp_path / "tiny", backend="torch", numerics="plain", progress=False)
@@ -105,5 +119,7 @@ def test_quantised_experts_stay_quantised(tmp_path, kernel_cache):
     kept = {name: w.fmt for name, w in tri.engine.params.items() if isinstance(w, QuantWeight)}
     assert kept["layers.0.ffn.experts.{e}.w1.weight"] == "fp4"
     assert kept["layers.3.ffn.shared_experts.w2.weight"] == "fp8"
-    assert len(kept) == 4 * 6 and not any(isinstance(w, QuantWeight) for w in ref.engine.params.values())
+    assert len(kept) == 4 * 6 and not any(
+        isinstance(w, QuantWeight) for w in ref.engine.params.values()
+    )
     compare(ref.engine, tri.engine, [[0, 128803, 19923, 128804, 128822]], steps=2, atol=1e-4)

@@ -38,7 +38,10 @@ def test_build_structure(tiny):
     assert kinds.count("compressor") == 2 * 2 + 1  # CSA: main + indexer; HCA: main
     assert kinds.count("indexer_topk") == 2
     assert {n.op.gate for n in graph.nodes() if n.op.kind == "moe"} == {"hash", "score"}
-    assert sorted(n.op.key for n in graph.nodes() if n.op.kind == "output") == ["logits", "mtp_logits"]
+    assert sorted(n.op.key for n in graph.nodes() if n.op.kind == "output") == [
+        "logits",
+        "mtp_logits",
+    ]
     core = graph.node("L02.attn.core")
     assert (core.op.ratio, core.op.window) == (128, 16)
     assert graph.node("L01.attn.q_rope").op.yarn == (16.0, 65536, 32.0, 1.0)
@@ -63,7 +66,10 @@ def test_printed_line_format(tiny):
         "%L01.attn.wq_a = linear(%L01.attn_norm, %w.layers.1.attn.wq_a.weight) "
         "{layer=1, out_dtype='bf16'} : [B,T,128]bf16" in text
     )
-    assert "%cache.L02.compressor_score = state() {fill='-inf', key='L02.compressor_score'} : [B,128,128]fp32" in text
+    assert (
+        "%cache.L02.compressor_score = state() {fill='-inf', key='L02.compressor_score'} : [B,128,128]fp32"  # noqa: E501
+        in text
+    )
 
 
 def test_parse_errors_name_the_line():
@@ -87,14 +93,20 @@ def _replace_node(graph, id, op, types=None):
 def test_verifier_catches_a_wrong_type(tiny):
     graph = build(tiny)
     _replace_node(graph, "L00.attn.wq_a", C.Linear(), (TensorType(("B", "T", 64), "bf16"),))
-    with pytest.raises(IRError, match=r"L00.attn.wq_a_new: types \[B,T,64\]bf16 but linear infers \[B,T,128\]bf16"):
+    with pytest.raises(
+        IRError, match=r"L00.attn.wq_a_new: types \[B,T,64\]bf16 but linear infers \[B,T,128\]bf16"
+    ):
         verify(graph)
 
 
 def test_verifier_catches_a_mis_shaped_param(tiny):
     graph = build(tiny)
-    _replace_node(graph, "w.layers.0.attn.attn_sink", C.Param((5,), "fp32", tensor="layers.0.attn.attn_sink"))
-    with pytest.raises(IRError, match=r"layers.0.attn.attn_sink is \[5\] fp32, the spec implies \[4\] fp32"):
+    _replace_node(
+        graph, "w.layers.0.attn.attn_sink", C.Param((5,), "fp32", tensor="layers.0.attn.attn_sink")
+    )
+    with pytest.raises(
+        IRError, match=r"layers.0.attn.attn_sink is \[5\] fp32, the spec implies \[4\] fp32"
+    ):
         verify(graph, tiny)
 
 
@@ -104,7 +116,9 @@ def test_verifier_catches_unbound_and_doubly_bound_tensors(tiny):
     with pytest.raises(IRError, match="'layers.0.attn.attn_sink' bound 2 times"):
         verify(graph, tiny)
     graph = build(tiny)
-    _replace_node(graph, "w.layers.0.attn.attn_sink", C.Param((4,), "fp32", tensor="layers.0.attn.sink"))
+    _replace_node(
+        graph, "w.layers.0.attn.attn_sink", C.Param((4,), "fp32", tensor="layers.0.attn.sink")
+    )
     with pytest.raises(IRError) as err:
         verify(graph, tiny)
     assert "'layers.0.attn.attn_sink' is not bound" in str(err.value)

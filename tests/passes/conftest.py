@@ -44,7 +44,9 @@ def steps(seed: int = 0):
     out = []
     for lo, hi in ((0, 20), (20, 21), (21, 26)):
         positions = torch.arange(lo, hi).expand(2, -1).contiguous()
-        out.append({"ids": ids[:, lo:hi], "positions": positions, "mtp_ids": ids[:, lo + 1 : hi + 1]})
+        out.append(
+            {"ids": ids[:, lo:hi], "positions": positions, "mtp_ids": ids[:, lo + 1 : hi + 1]}
+        )
     return out
 
 

@@ -24,7 +24,9 @@ def test_dumps_every_pass_and_a_manifest(tiny, tmp_path):
     expected = ["000_build.ir"] + [f"{i:03d}_{n}.ir" for i, n in enumerate(DEFAULT_PIPELINE, 1)]
     assert names == sorted(expected + ["manifest.json"])
     assert (tmp_path / f"{len(DEFAULT_PIPELINE):03d}_lower.ir").read_text() == print_graph(graph)
-    assert print_graph(parse_graph((tmp_path / "000_build.ir").read_text())) == print_graph(build(tiny))
+    assert print_graph(parse_graph((tmp_path / "000_build.ir").read_text())) == print_graph(
+        build(tiny)
+    )
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert [row["pass"] for row in manifest] == DEFAULT_PIPELINE
     assert manifest[0]["changed"] and manifest[0]["stats"] == records[0].stats
@@ -53,7 +55,10 @@ def test_a_broken_pass_is_named_with_what_ran_before(tiny):
         return PassResult(True)
 
     try:
-        with pytest.raises(IRError, match=r"pass break_types_for_test failed after \['dce'\]: verify: broken: types"):
+        with pytest.raises(
+            IRError,
+            match=r"pass break_types_for_test failed after \['dce'\]: verify: broken: types",
+        ):
             run_pipeline(build(tiny), PassContext(tiny), ["dce", "break_types_for_test"])
     finally:
         del PASSES["break_types_for_test"]

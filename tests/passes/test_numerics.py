@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from tests.passes.conftest import graph_before, run_steps
-from v4c.ir.graph import Value
 from v4c.ir.ops.attention import Compressor
 from v4c.ir.ops.core import QuantSim
 from v4c.ir.semantics.moe import swiglu
@@ -78,7 +77,11 @@ def test_compressor_rounds_only_the_new_entries(tiny):
          torch.randn(m, 2 * c, generator=gen), 1 + torch.randn(c, generator=gen) / 10]  # fmt: skip
 
     def run(sim, steps):
-        state = [torch.zeros(1, 2 * m, 2 * c), torch.full((1, 2 * m, 2 * c), float("-inf")), torch.zeros(1, 4, c)]
+        state = [
+            torch.zeros(1, 2 * m, 2 * c),
+            torch.full((1, 2 * m, 2 * c), float("-inf")),
+            torch.zeros(1, 4, c),
+        ]
         op = Compressor(rope_dim=8, theta=160000.0, ratio=m, sim=sim)
         for lo, hi in steps:
             pos = torch.arange(lo, hi)[None]
@@ -88,7 +91,9 @@ def test_compressor_rounds_only_the_new_entries(tiny):
     for steps in ([(0, 9)], [(0, 5), (5, 9)]):  # an entry from an earlier step is not rounded twice
         plain = run("none", steps)
         fp8 = run("fp8", steps)
-        torch.testing.assert_close(fp8[..., :24], fp8_sim(plain[..., :24], block=64), rtol=0, atol=0)
+        torch.testing.assert_close(
+            fp8[..., :24], fp8_sim(plain[..., :24], block=64), rtol=0, atol=0
+        )
         torch.testing.assert_close(fp8[..., 24:], plain[..., 24:], rtol=0, atol=0)
         fp4 = run("fp4", steps)
         torch.testing.assert_close(fp4, fp4_sim(hadamard(plain), block=32), rtol=0, atol=0)
@@ -105,4 +110,6 @@ def test_expert_gemm_inputs_are_rounded():
     h = torch.nn.functional.silu((xq @ w1.T).clamp(max=10)) * (xq @ w3.T).clamp(-10, 10)
     want = act_quant_fp8(scale[:, None] * h) @ w2.T
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(got, swiglu(x, w1, w2, w3, limit=10.0, scale=scale), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(
+        got, swiglu(x, w1, w2, w3, limit=10.0, scale=scale), rtol=1e-5, atol=1e-5
+    )

@@ -102,7 +102,9 @@ def test_lower_makes_a_plan_that_round_trips(tiny):
     decode = plan.entries["decode"]
     compute = [n.id for n in graph.nodes() if not n.op.source and n.op.kind != "output"]
     assert [launch.node for launch in decode.launches] == compute
-    assert {launch.kernel for launch in decode.launches if launch.op == "split_heads"} == {"view:split_heads"}
+    assert {launch.kernel for launch in decode.launches if launch.op == "split_heads"} == {
+        "view:split_heads"
+    }
     assert decode.env == {"B": 1, "T": 1, "S": 8192}
     wq_a = next(launch for launch in decode.launches if launch.node == "L01.attn.wq_a")
     assert wq_a.kernel == "library:torch.matmul"

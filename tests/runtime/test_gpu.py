@@ -33,7 +33,9 @@ def run(spec, weights, dtype, prompt: list[int], steps: int) -> torch.Tensor:
 def test_bf16_on_cuda_tracks_fp32(name, n, steps, tol):
     spec = load_spec(SPECS / f"{name}.yaml")
     weights = random_weights(spec, seed=0)
-    prompt = torch.randint(0, spec.vocab_size, (n,), generator=torch.Generator().manual_seed(0)).tolist()
+    prompt = torch.randint(
+        0, spec.vocab_size, (n,), generator=torch.Generator().manual_seed(0)
+    ).tolist()
     fp32 = run(spec, weights, torch.float32, prompt, steps)
     bf16 = run(spec, weights, torch.bfloat16, prompt, steps)
     assert torch.isfinite(bf16).all()

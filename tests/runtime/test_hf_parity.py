@@ -34,7 +34,9 @@ def setup(tmp_path_factory):
     weights = random_weights(spec, seed=3)
     folder = tmp_path_factory.mktemp("hf")
     write_hf(folder, spec, weights, dtype=torch.float32)
-    hf = DeepseekV4ForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
+    hf = DeepseekV4ForCausalLM.from_pretrained(
+        folder, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     ids = torch.randint(0, spec.vocab_size, (1, 400), generator=torch.Generator().manual_seed(1))
     return spec, weights, hf, ids
 
@@ -78,13 +80,17 @@ def test_prefill_then_decode_to_400(setup):
             theirs.append(out.logits[0, -1])
             cache = out.past_key_values
     diff = (torch.stack(ours) - torch.stack(theirs)).abs().amax(-1)
-    assert diff.max().item() <= ATOL, f"worst position {100 + int(diff.argmax())}: {diff.max().item():.3g}"
+    assert diff.max().item() <= ATOL, (
+        f"worst position {100 + int(diff.argmax())}: {diff.max().item():.3g}"
+    )
 
 
 def test_chunked_prefill_equals_one_shot(setup):
     spec, weights, hf, ids = setup
     one_shot = engine(spec, weights).forward([ids[0, :300].tolist()])
-    chunked = engine(spec, weights, max_tokens=37).forward([ids[0, :300].tolist()])  # 37: no ratio multiple
+    chunked = engine(spec, weights, max_tokens=37).forward(
+        [ids[0, :300].tolist()]
+    )  # 37: no ratio multiple
     assert (one_shot - chunked).abs().max().item() <= ATOL
     assert (one_shot[0] - hf_logits(hf, ids[:, :300])[0, -1]).abs().max().item() <= ATOL
 

@@ -19,7 +19,12 @@ def env(tmp_path_factory):
 
 def v4c(env, *args, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "v4c", *args], capture_output=True, text=True, env=env, input=stdin, timeout=300
+        [sys.executable, "-m", "v4c", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        input=stdin,
+        timeout=300,
     )
 
 
@@ -36,7 +41,19 @@ def test_run_with_no_arguments_but_the_prompt(env):
 
 def test_greedy_raw_mode(env):
     a = v4c(env, "run", "--prompt", "The", "--raw", "--temperature", "0", "--max-new-tokens", "4")
-    b = v4c(env, "run", "--prompt", "The", "--raw", "--temperature", "0", "--max-new-tokens", "4", "--seed", "9")
+    b = v4c(
+        env,
+        "run",
+        "--prompt",
+        "The",
+        "--raw",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "4",
+        "--seed",
+        "9",
+    )
     assert a.returncode == b.returncode == 0 and a.stdout == b.stdout  # greedy ignores the seed
     assert "3 prompt tokens" in a.stderr or "2 prompt tokens" in a.stderr  # BOS + the text
 
@@ -44,7 +61,11 @@ def test_greedy_raw_mode(env):
 def test_chat_feeds_only_new_tokens(env):
     out = v4c(env, "chat", "--max-new-tokens", "3", "--seed", "0", stdin="Hi\nAgain\n\n")
     assert out.returncode == 0, out.stderr
-    counts = [int(line.split(" prompt tokens")[0].rsplit("[", 1)[1]) for line in out.stderr.splitlines() if "prompt tokens" in line]
+    counts = [
+        int(line.split(" prompt tokens")[0].rsplit("[", 1)[1])
+        for line in out.stderr.splitlines()
+        if "prompt tokens" in line
+    ]
     assert len(counts) == 2
     assert counts[1] < counts[0] + 3 + 5  # the second turn does not re-feed the first
 

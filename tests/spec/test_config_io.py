@@ -32,7 +32,9 @@ def test_initial_flash_revision_keeps_expert_dtype_absent():
 
 
 def test_import_matches_the_handwritten_spec():
-    spec = spec_from_config(json.loads((DATA / "flash_config.json").read_text()), "deepseek-v4-flash")
+    spec = spec_from_config(
+        json.loads((DATA / "flash_config.json").read_text()), "deepseek-v4-flash"
+    )
     flash = load_spec("flash")
     assert spec.model_copy(update={"description": flash.description}) == flash
 
@@ -57,7 +59,7 @@ def test_hf_export_matches_transformers_reading_the_official_config(name):
     theirs["rope_parameters"]["compress"].pop("type")  # the legacy key it carries along
     for key in ("layer_types", "mlp_layer_types", "compress_rates", "rope_parameters",
                 "partial_rotary_factor", "hidden_size", "num_hidden_layers", "o_groups",
-                "index_topk", "routed_scaling_factor", "swiglu_limit", "sliding_window"):  # fmt: skip
+                "index_topk", "routed_scaling_factor", "swiglu_limit", "sliding_window"):  # fmt: skip  # noqa: E501
         assert ours[key] == theirs[key], key
 
 

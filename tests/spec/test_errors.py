@@ -37,16 +37,37 @@ def test_wrong_type(tmp_path):
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("attention: {o_groups: 3}", "attention.o_groups: must divide num_heads (4) into whole head groups, got 3"),
+        (
+            "attention: {o_groups: 3}",
+            "attention.o_groups: must divide num_heads (4) into whole head groups, got 3",
+        ),
         ("num_layers: 5", "layers: expands to 4 layers, must equal num_layers (5)"),
         ("moe: {hash_layers: 9}", "moe.hash_layers: must be <= num_layers (4), got 9"),
         ("moe: {top_k: 12}", "moe.top_k: must be <= moe.num_experts (8), got 12"),
-        ("attention: {rope_head_dim: 256}", "attention.rope_head_dim: must be <= head_dim (128), got 256"),
-        ("attention: {sliding_window: 0}", "attention.sliding_window: Input should be greater than 0, got 0"),
-        ("attention: {indexer: {head_dim: 96}}", "attention.indexer.head_dim: must be a power of two (Hadamard), got 96"),
-        ("moe: {intermediate_size: 48}", "moe.intermediate_size: must be a multiple of 32 for FP4 experts, got 48"),
-        ("layers: [sliding, dense, csa, csa]", "layers[1]: Input should be 'sliding', 'csa' or 'hca', got 'dense'"),
-        ("layers: [{repeat: 0, of: [csa]}]", "layers[0].repeat: Input should be greater than 0, got 0"),
+        (
+            "attention: {rope_head_dim: 256}",
+            "attention.rope_head_dim: must be <= head_dim (128), got 256",
+        ),
+        (
+            "attention: {sliding_window: 0}",
+            "attention.sliding_window: Input should be greater than 0, got 0",
+        ),
+        (
+            "attention: {indexer: {head_dim: 96}}",
+            "attention.indexer.head_dim: must be a power of two (Hadamard), got 96",
+        ),
+        (
+            "moe: {intermediate_size: 48}",
+            "moe.intermediate_size: must be a multiple of 32 for FP4 experts, got 48",
+        ),
+        (
+            "layers: [sliding, dense, csa, csa]",
+            "layers[1]: Input should be 'sliding', 'csa' or 'hca', got 'dense'",
+        ),
+        (
+            "layers: [{repeat: 0, of: [csa]}]",
+            "layers[0].repeat: Input should be greater than 0, got 0",
+        ),
     ],
 )
 def test_inconsistent_values(tmp_path, override, expected):
@@ -60,7 +81,8 @@ def test_inconsistent_values(tmp_path, override, expected):
 
 def test_all_problems_at_once(tmp_path):
     problems = errors_of(
-        tmp_path, "extends: tiny.yaml\nname: x\nmoe: {top_k: 12, hash_layers: 9}\nattention: {o_groups: 3}\n"
+        tmp_path,
+        "extends: tiny.yaml\nname: x\nmoe: {top_k: 12, hash_layers: 9}\nattention: {o_groups: 3}\n",
     )
     assert len(problems) == 3
 

@@ -95,7 +95,11 @@ def test_random_yaml_text(tmp_path_factory, text):
 
 
 @FUZZ
-@given(extra=st.dictionaries(st.sampled_from(["extends", "name", "layers", "moe", "<<"]), values, max_size=3))
+@given(
+    extra=st.dictionaries(
+        st.sampled_from(["extends", "name", "layers", "moe", "<<"]), values, max_size=3
+    )
+)
 def test_random_yaml_over_a_shipped_spec(tmp_path_factory, extra):
     path = tmp_path_factory.mktemp("fuzz") / "spec.yaml"
     path.write_text(yaml.safe_dump({"extends": "tiny.yaml", **extra}), encoding="utf-8")

@@ -61,7 +61,9 @@ def test_flash_variant_extends_and_overrides():
 def test_pro_variant_extends_and_overrides():
     spec = load_spec(SPECS / "variants" / "pro-bf16-window256.yaml")
     pro = load_spec("pro")
-    assert spec.attention.sliding_window == 256 and spec.attention.num_heads == pro.attention.num_heads
+    assert (
+        spec.attention.sliding_window == 256 and spec.attention.num_heads == pro.attention.num_heads
+    )
     assert spec.quant.weights == "bf16" and spec.moe.hash_layers == 0
     assert spec.hidden_size == 7168
 

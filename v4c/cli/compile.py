@@ -11,22 +11,40 @@ from v4c.errors import V4CError
 from v4c.spec import load_spec
 
 Passes = Annotated[
-    str | None, typer.Option("--passes", help="Comma-separated pipeline (default: the spec's, else the built-in).")
+    str | None,
+    typer.Option(
+        "--passes", help="Comma-separated pipeline (default: the spec's, else the built-in)."
+    ),
 ]
 
 
 def compile_command(
     spec_file: Annotated[str, typer.Argument(help="A spec YAML file, or a shipped spec name.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")] = Path("build/compiled"),
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")] = Path(
+        "build/compiled"
+    ),
     passes: Passes = None,
-    disable_pass: Annotated[list[str] | None, typer.Option("--disable-pass", help="Skip a pass (repeatable).")] = None,
+    disable_pass: Annotated[
+        list[str] | None, typer.Option("--disable-pass", help="Skip a pass (repeatable).")
+    ] = None,
     max_batch: Annotated[int, typer.Option(min=1, help="Sequences per step.")] = 1,
-    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens per sequence in a prefill step.")] = 1024,
+    max_tokens: Annotated[
+        int, typer.Option(min=1, help="Tokens per sequence in a prefill step.")
+    ] = 1024,
     max_seq: Annotated[int, typer.Option(min=1, help="Longest sequence the caches hold.")] = 8192,
-    outputs: Annotated[str, typer.Option(help="Outputs to compute: logits, mtp_logits.")] = "logits",
-    all_logits: Annotated[bool, typer.Option("--all-logits", help="Logits at every token, not the last.")] = False,
-    dump_ir: Annotated[Path | None, typer.Option("--dump-ir", help="Where the IR after each pass goes (default OUT/ir).")] = None,
-    numerics: Annotated[str, typer.Option(help="plain, or official: the §12 activation rounding.")] = "plain",
+    outputs: Annotated[
+        str, typer.Option(help="Outputs to compute: logits, mtp_logits.")
+    ] = "logits",
+    all_logits: Annotated[
+        bool, typer.Option("--all-logits", help="Logits at every token, not the last.")
+    ] = False,
+    dump_ir: Annotated[
+        Path | None,
+        typer.Option("--dump-ir", help="Where the IR after each pass goes (default OUT/ir)."),
+    ] = None,
+    numerics: Annotated[
+        str, typer.Option(help="plain, or official: the §12 activation rounding.")
+    ] = "plain",
 ) -> None:
     """Build the IR of a spec, run the passes, write plan.json, ir/ dumps and report.md."""
     from v4c.compile import write_output
@@ -37,7 +55,9 @@ def compile_command(
     keys = tuple(k.strip() for k in outputs.split(",") if k.strip())
     if numerics not in ("plain", "official"):
         raise V4CError(f"--numerics: expected plain or official, got {numerics!r}")
-    options = CompileOptions(max_batch, max_tokens, max_seq, keys, "all" if all_logits else "last", numerics)
+    options = CompileOptions(
+        max_batch, max_tokens, max_seq, keys, "all" if all_logits else "last", numerics
+    )
     compiled = write_output(
         spec, out, dump_ir, options=options, pipeline=pipeline, disabled=set(disable_pass or [])
     )
@@ -46,4 +66,7 @@ def compile_command(
         typer.echo(f"  {r.name:<14} {state:<9} {r.nodes:>6} nodes {r.ms:8.1f} ms")
     decode = compiled.plan.entries["decode"]
     kernels = sum(1 for launch in decode.launches if not launch.kernel.startswith("view:"))
-    typer.echo(f"wrote {out}/plan.json, {out}/report.md and the IR after each pass ({kernels} kernel launches per decode step)")
+    typer.echo(
+        f"wrote {out}/plan.json, {out}/report.md and the IR after each pass "
+        f"({kernels} kernel launches per decode step)"
+    )

@@ -10,24 +10,34 @@ import typer
 
 from v4c.errors import V4CError
 
-Checkpoint = Annotated[Path | None, typer.Option(help="Checkpoint folder (default: the embedded tiny model).")]
-SpecOpt = Annotated[str | None, typer.Option("--spec", help="Spec to check the checkpoint's config.json against.")]
+Checkpoint = Annotated[
+    Path | None, typer.Option(help="Checkpoint folder (default: the embedded tiny model).")
+]
+SpecOpt = Annotated[
+    str | None, typer.Option("--spec", help="Spec to check the checkpoint's config.json against.")
+]
 Device = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when there is one).")]
 MaxNew = Annotated[int, typer.Option(min=1, help="Stop after this many new tokens.")]
 Temperature = Annotated[float, typer.Option(min=0.0, help="0: greedy.")]
 TopP = Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass (1: off).")]
 TopK = Annotated[int, typer.Option(min=0, help="Keep the k most likely tokens (0: off).")]
 Seed = Annotated[int | None, typer.Option(help="Sampling seed, for reproducible output.")]
-Numerics = Annotated[str | None, typer.Option(help="official or plain (default: official for official checkpoints).")]
+Numerics = Annotated[
+    str | None, typer.Option(help="official or plain (default: official for official checkpoints).")
+]
 Backend = Annotated[
-    str, typer.Option(help="torch (reference semantics), triton (generated kernels) or auto: triton on CUDA with plain numerics.")
+    str,
+    typer.Option(
+        help="torch (reference semantics), triton (generated kernels) "
+        "or auto: triton on CUDA with plain numerics."
+    ),
 ]
 
 
 def _setup(checkpoint, spec, device, numerics, backend):
     import torch
 
-    from v4c.runtime.session import open_session
+    from v4c.session import open_session
     from v4c.spec import load_spec
 
     if numerics not in (None, "official", "plain"):
@@ -36,13 +46,19 @@ def _setup(checkpoint, spec, device, numerics, backend):
         raise V4CError(f"--backend: expected auto, torch or triton, got {backend!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
-        raise V4CError(f"--device: {device!r} is not available here (cpu{', cuda' if torch.cuda.is_available() else ''})")
+        here = "cpu, cuda" if torch.cuda.is_available() else "cpu"
+        raise V4CError(f"--device: {device!r} is not available here ({here})")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     log = lambda message: typer.echo(message, err=True)  # noqa: E731
     return open_session(
-        checkpoint, load_spec(spec) if spec else None, device=device, dtype=dtype, numerics=numerics,
-        backend=backend, log=log,
-    )  # fmt: skip
+        checkpoint,
+        load_spec(spec) if spec else None,
+        device=device,
+        dtype=dtype,
+        numerics=numerics,
+        backend=backend,
+        log=log,
+    )
 
 
 def _reply(session, prompt_ids: list[int], max_new: int, sampler, reset: bool = True) -> list[int]:
@@ -73,7 +89,9 @@ def run_command(
     prompt: Annotated[str, typer.Option(help="The prompt.")],
     checkpoint: Checkpoint = None,
     spec: SpecOpt = None,
-    chat: Annotated[bool, typer.Option("--chat/--raw", help="Chat encoding, or the raw text after BOS.")] = True,
+    chat: Annotated[
+        bool, typer.Option("--chat/--raw", help="Chat encoding, or the raw text after BOS.")
+    ] = True,
     thinking: Annotated[bool, typer.Option(help="Thinking mode (chat encoding).")] = False,
     max_new_tokens: MaxNew = 64,
     temperature: Temperature = 0.6,

@@ -121,7 +121,9 @@ def _param_table(spec: ModelSpec) -> Table:
     table.add_section()
     table.add_row("total (main model, excl. MTP)", human(count.total), "")
     table.add_row("active per token", human(count.active), "")
-    table.add_row(f"MTP ({spec.mtp.num_layers} block(s), embedding/head shared)", human(count.mtp), "")
+    table.add_row(
+        f"MTP ({spec.mtp.num_layers} block(s), embedding/head shared)", human(count.mtp), ""
+    )
     table.add_row("MTP active per token", human(count.active_mtp), "")
     return table
 

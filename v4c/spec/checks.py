@@ -37,7 +37,10 @@ def _attention(spec: ModelSpec) -> list[Problem]:
     a, out = spec.attention, []
     if a.rope_head_dim > a.head_dim:
         out.append(
-            ("attention.rope_head_dim", f"must be <= head_dim ({a.head_dim}), got {a.rope_head_dim}")
+            (
+                "attention.rope_head_dim",
+                f"must be <= head_dim ({a.head_dim}), got {a.rope_head_dim}",
+            )
         )
     if a.rope_head_dim % 2:
         out.append(("attention.rope_head_dim", f"must be even (pairs), got {a.rope_head_dim}"))

@@ -92,7 +92,9 @@ def spec_from_config(config: Any, name: str, source: str = "config.json") -> Mod
     if not isinstance(config, dict):
         raise SpecError([f"{source}: expected a JSON object, got {type(config).__name__}"])
     if config.get("model_type", MODEL_TYPE) != MODEL_TYPE:
-        raise SpecError([f"{source}: model_type: expected {MODEL_TYPE!r}, got {config['model_type']!r}"])
+        raise SpecError(
+            [f"{source}: model_type: expected {MODEL_TYPE!r}, got {config['model_type']!r}"]
+        )
     reader = _from_official if detect_format(config) == "official" else _from_hf
     data, used, problems = reader(dict(config))
     data["name"] = name
@@ -144,7 +146,10 @@ def _from_official(cfg: dict) -> tuple[dict, set[str], list[str]]:
     data["attention"]["rope_head_dim"] = cfg.get("qk_rope_head_dim")
     data["moe"]["hash_layers"] = cfg.get("num_hash_layers")
     data["moe"]["topk_method"] = cfg.get("topk_method", "noaux_tc")
-    data["rope"] = {"theta": cfg.get("rope_theta"), "compress_theta": cfg.get("compress_rope_theta")}
+    data["rope"] = {
+        "theta": cfg.get("rope_theta"),
+        "compress_theta": cfg.get("compress_rope_theta"),
+    }
     used |= {"qk_rope_head_dim", "num_hash_layers", "topk_method", "rope_theta"}
     used |= {"compress_rope_theta", "rope_scaling", "compress_ratios", "quantization_config"}
     used |= {"expert_dtype", "torch_dtype", "transformers_version"}
@@ -193,7 +198,10 @@ def _pattern_from_ratios(ratios: list, n: int, n_mtp: int, data: dict) -> list[s
         ]
     hca = sorted({r for r in ratios if r not in (0, CSA_RATIO)})
     if len(hca) > 1:
-        return [f"config.json: compress_ratios: expected 0, 4 and one HCA ratio, got {sorted(set(ratios))}"]
+        return [
+            f"config.json: compress_ratios: expected 0, 4 and one HCA ratio, "
+            f"got {sorted(set(ratios))}"
+        ]
     hca_ratio = hca[0] if hca else 128
     kind = {0: "sliding", CSA_RATIO: "csa", hca_ratio: "hca"}
     data["attention"]["hca_ratio"] = hca_ratio
@@ -219,7 +227,10 @@ def _to_hf(spec: ModelSpec) -> dict:
         HF_LAYER_TYPES["hca"]: a.hca_ratio,
     }
     main = {"rope_type": "default", "rope_theta": spec.rope.theta, "partial_rotary_factor": prf}
-    compress: dict[str, Any] = {"rope_theta": spec.rope.compress_theta, "partial_rotary_factor": prf}
+    compress: dict[str, Any] = {
+        "rope_theta": spec.rope.compress_theta,
+        "partial_rotary_factor": prf,
+    }
     if spec.rope.yarn is not None:
         compress |= spec.rope.yarn.model_dump() | {"rope_type": "yarn", "attention_factor": 1.0}
     else:
@@ -236,14 +247,20 @@ def _to_hf(spec: ModelSpec) -> dict:
 def _from_hf(cfg: dict) -> tuple[dict, set[str], list[str]]:
     data, used = _common_in(cfg)
     problems: list[str] = []
-    used |= HF_GENERIC_KEYS | {"layer_types", "mlp_layer_types", "compress_rates", "rope_parameters"}
+    used |= HF_GENERIC_KEYS | {
+        "layer_types",
+        "mlp_layer_types",
+        "compress_rates",
+        "rope_parameters",
+    }
     used |= {"rope_theta", "compress_rope_theta", "partial_rotary_factor", "dtype", "torch_dtype"}
     used |= {"transformers_version"}
-    n = cfg.get("num_hidden_layers")
     by_hf = {v: k for k, v in HF_LAYER_TYPES.items()}
     types = _typed(cfg, "layer_types", list, problems) or []
     if any(not isinstance(t, str) or t not in by_hf for t in types):
-        problems.append(f"config.json: layer_types: expected entries of {sorted(by_hf)}, got {types}")
+        problems.append(
+            f"config.json: layer_types: expected entries of {sorted(by_hf)}, got {types}"
+        )
     else:
         data["layers"] = compact([by_hf[t] for t in types])
     mlp = _typed(cfg, "mlp_layer_types", list, problems) or []

@@ -33,7 +33,9 @@ class Repeat(_Node):
     """`{repeat: N, of: [...]}` in a layer pattern: the items of `of`, N times over."""
 
     repeat: int = spec_field(..., None, "How many times `of` repeats.", gt=0, le=100_000)
-    of: tuple[PatternItem, ...] = spec_field(..., None, "The pattern items to repeat.", min_length=1)
+    of: tuple[PatternItem, ...] = spec_field(
+        ..., None, "The pattern items to repeat.", min_length=1
+    )
 
 
 def _pattern_tag(value: Any) -> str:
@@ -57,7 +59,9 @@ class Indexer(_Node):
     """The lightning indexer of CSA layers (V4_REFERENCE §7)."""
 
     num_heads: int = spec_field(..., "index_n_heads", "Indexer query heads.", gt=0)
-    head_dim: int = spec_field(..., "index_head_dim", "Indexer head dim (a power of two: Hadamard).", gt=0)
+    head_dim: int = spec_field(
+        ..., "index_head_dim", "Indexer head dim (a power of two: Hadamard).", gt=0
+    )
     topk: int = spec_field(..., "index_topk", "Compressed entries each query keeps.", gt=0)
 
 
@@ -71,7 +75,9 @@ class Attention(_Node):
         ..., "qk_rope_head_dim", "Trailing dims of each head that carry RoPE (64).", gt=0
     )
     q_lora_rank: int = spec_field(..., "q_lora_rank", "Rank of the q LoRA (wq_a/wq_b).", gt=0)
-    o_groups: int = spec_field(..., "o_groups", "Head groups G of the grouped output projection.", gt=0)
+    o_groups: int = spec_field(
+        ..., "o_groups", "Head groups G of the grouped output projection.", gt=0
+    )
     o_lora_rank: int = spec_field(..., "o_lora_rank", "Per-group rank R of wo_a.", gt=0)
     sliding_window: int = spec_field(
         ..., "sliding_window", "Raw KV tokens every layer attends to, current one included.", gt=0
@@ -110,7 +116,9 @@ class HyperConnections(_Node):
 
 class MoE(_Node):
     num_experts: int = spec_field(..., "n_routed_experts", "Routed experts E.", gt=0)
-    num_shared_experts: int = spec_field(..., "n_shared_experts", "Shared experts (always on).", ge=0)
+    num_shared_experts: int = spec_field(
+        ..., "n_shared_experts", "Shared experts (always on).", ge=0
+    )
     top_k: int = spec_field(..., "num_experts_per_tok", "Routed experts per token K.", gt=0)
     intermediate_size: int = spec_field(
         ..., "moe_intermediate_size", "Inner width I of every expert.", gt=0
@@ -197,7 +205,10 @@ class ModelSpec(_Node):
         False, "tie_word_embeddings", "V4 has separate embed and head."
     )
     layers: tuple[PatternItem, ...] = spec_field(
-        ..., "compress_ratios", "Attention kind per layer, with {repeat: N, of: [...]}.", min_length=1
+        ...,
+        "compress_ratios",
+        "Attention kind per layer, with {repeat: N, of: [...]}.",
+        min_length=1,
     )
     tokens: Tokens = spec_field(Tokens(), None, "Special token ids.")
     attention: Attention = spec_field(..., None, "Attention dims.")

@@ -55,7 +55,10 @@ def checkpoint_tensors(spec: ModelSpec) -> list[TensorInfo]:
             block = [
                 TensorInfo(f"{prefix}e_proj.weight", (d, d), "bf16", "mtp", fp8),
                 TensorInfo(f"{prefix}h_proj.weight", (d, d), "bf16", "mtp", fp8),
-                *(TensorInfo(f"{prefix}{k}.weight", (d,), "bf16", "mtp") for k in ("enorm", "hnorm", "norm")),
+                *(
+                    TensorInfo(f"{prefix}{k}.weight", (d,), "bf16", "mtp")
+                    for k in ("enorm", "hnorm", "norm")
+                ),
                 *_hc_head(prefix, n, d, "mtp"),
                 *block,
             ]
@@ -95,7 +98,7 @@ def _block(spec: ModelSpec, row: LayerInfo, p: str) -> list[TensorInfo]:
         TensorInfo(f"{at}wq_b.weight", (h * hd, a.q_lora_rank), "bf16", "attention", fp8),
         TensorInfo(f"{at}wkv.weight", (hd, d), "bf16", "attention", fp8),
         TensorInfo(f"{at}kv_norm.weight", (hd,), "bf16", "norms"),
-        TensorInfo(f"{at}wo_a.weight", (a.o_groups * a.o_lora_rank, h * hd // a.o_groups), "bf16", "attention", fp8),
+        TensorInfo(f"{at}wo_a.weight", (a.o_groups * a.o_lora_rank, h * hd // a.o_groups), "bf16", "attention", fp8),  # noqa: E501
         TensorInfo(f"{at}wo_b.weight", (d, a.o_groups * a.o_lora_rank), "bf16", "attention", fp8),
     ]  # fmt: skip
     if row.compress_ratio:
@@ -103,7 +106,7 @@ def _block(spec: ModelSpec, row: LayerInfo, p: str) -> list[TensorInfo]:
     if row.has_indexer:
         ix = a.indexer
         out += [
-            TensorInfo(f"{at}indexer.wq_b.weight", (ix.num_heads * ix.head_dim, a.q_lora_rank), "bf16", "indexers", fp8),
+            TensorInfo(f"{at}indexer.wq_b.weight", (ix.num_heads * ix.head_dim, a.q_lora_rank), "bf16", "indexers", fp8),  # noqa: E501
             TensorInfo(f"{at}indexer.weights_proj.weight", (ix.num_heads, d), "bf16", "indexers"),
             *_compressor(f"{at}indexer.compressor.", d, ix.head_dim, CSA_RATIO, "indexers"),
         ]  # fmt: skip
@@ -131,7 +134,9 @@ def _ffn(spec: ModelSpec, row: LayerInfo, p: str) -> list[TensorInfo]:
     else:
         out.append(TensorInfo(f"{p}gate.tid2eid", (spec.vocab_size, moe.top_k), "i64", "tables"))
     for w, shape in (("w1", (i, d)), ("w2", (d, i)), ("w3", (i, d))):
-        out.append(TensorInfo(f"{p}experts.{{e}}.{w}.weight", shape, "bf16", "routed_experts", experts, e))
+        out.append(
+            TensorInfo(f"{p}experts.{{e}}.{w}.weight", shape, "bf16", "routed_experts", experts, e)
+        )
     for s in range(moe.num_shared_experts):
         # one shared expert is stored unnumbered, as in the official release
         sp = f"{p}shared_experts." if moe.num_shared_experts == 1 else f"{p}shared_experts.{s}."

@@ -84,14 +84,26 @@ def open_session(
     spec = read_spec(folder, spec)
     if numerics is None:  # the official release is run as the official code runs it
         with ExitStack() as stack:
-            numerics = "official" if detect_layout(open_shards(folder, stack).headers) == "official" else "plain"
+            numerics = (
+                "official"
+                if detect_layout(open_shards(folder, stack).headers) == "official"
+                else "plain"
+            )
     if backend == "auto":  # the kernels do not implement the official rounding yet
-        backend = "triton" if torch.device(device).type == "cuda" and numerics == "plain" else "torch"
+        backend = (
+            "triton" if torch.device(device).type == "cuda" and numerics == "plain" else "torch"
+        )
     options = CompileOptions(max_batch, max_tokens, max_seq, numerics=numerics)
     plan = compile_spec(spec, options).plan
     keep = quantised_kernel_weights(plan) if backend == "triton" else frozenset()
     _, weights = load_checkpoint(
-        folder, spec, dtype=dtype, device=device, progress=progress, names=set(plan.params), keep_quantised=keep
+        folder,
+        spec,
+        dtype=dtype,
+        device=device,
+        progress=progress,
+        names=set(plan.params),
+        keep_quantised=keep,
     )
     engine = Engine(plan, weights, device=device, dtype=dtype, backend=backend)
     return Session(spec, engine, load_tokenizer(folder), folder, numerics, backend)
