@@ -33,6 +33,9 @@ class Op:
     side_effects: ClassVar[bool] = False  # never dead (outputs)
     source: ClassVar[str | None] = None  # "input" | "param" | "state": value comes from outside
     aliases: ClassVar[dict[int, int]] = {}  # result index -> operand index it is a view of
+    # operand roles whose weights the op's kernel reads as stored (FP8/FP4, dequantised on
+    # the fly); a weight read by any other op is widened at load
+    quantised_operands: ClassVar[frozenset[str]] = frozenset()
 
     def operand_roles(self) -> tuple[str, ...]:
         """Roles of this instance's operands (ops whose arity depends on attrs override)."""
@@ -59,6 +62,10 @@ class Op:
 
 
 def make_op(name: str, attrs: dict[str, Any]) -> Op:
+    """The op `name` with `attrs`; the registry is complete whatever was imported before (a
+    plan loaded in a fresh process names ops no module has registered yet)."""
+    import v4c.ir.ops  # noqa: F401  (registers every op)
+
     if name not in OPS:
         raise IRError(f"unknown op {name!r}")
     try:

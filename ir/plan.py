@@ -1,16 +1,24 @@
 """The `Plan`: what `lower` makes of an optimised graph, and what the runtime executes.
 
-For each entry point (prefill, decode) an ordered list of kernel launches. A launch names
-the template that will render its kernel (or the library call for a dense GEMM), the node
-it computes and the nodes that node fused, its constants (op attributes and the resolved
-shapes), and where each operand and result lives: an arena offset, a parameter, a cache
-state or a step input. JSON in, JSON out.
+For each entry point (prefill, decode) an ordered list of launches. A launch is typed
+(`kind`: a generated kernel, a library call for a dense GEMM, or a view that costs nothing),
+names its template or call (`kernel`), the node it computes and the nodes that node fused,
+its constants (op attributes), and where each operand and result lives: an arena offset, a
+parameter, a cache state or a step input, with its symbolic dims (`dims`, resolved again
+when a program is bound for a smaller batch or step) and its shape at the entry's limits.
+`params` records each weight's storage format (decided at compile time), which is what the
+loader produces and the kernels read. JSON in, JSON out: a plan loads in a fresh process
+with nothing but this module and the op registry.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+LaunchKind = Literal["kernel", "library", "view"]
+LAUNCH_KINDS: tuple[LaunchKind, ...] = ("kernel", "library", "view")
 
 
 @dataclass(frozen=True)
@@ -19,14 +27,16 @@ class Ref:
 
     kind: str
     name: str  # arena: the IR value; param: the checkpoint tensor; state/input: the key
-    shape: tuple[int, ...]
-    dtype: str
+    shape: tuple[int, ...]  # at the entry's limits (env)
+    dtype: str  # IR dtype; a param: its storage format (`fp8:128x128`, `fp4:32`, bf16, ...)
     offset: int = 0  # arena byte offset (a view: the offset of what it views)
+    dims: tuple[int | str, ...] = ()  # symbolic shape (B, T, S/128, ...)
 
 
 @dataclass(frozen=True)
 class Launch:
-    kernel: str  # template name, or "library:<call>" for GEMMs left to torch/cuBLAS
+    kind: LaunchKind
+    kernel: str  # kernel: the template; library: the call (torch.matmul); view: the op
     node: str
     op: str
     fuses: tuple[str, ...]  # the nodes of the unfused graph this launch computes
@@ -45,11 +55,12 @@ class EntryPlan:
 
 @dataclass
 class Plan:
-    spec: str
-    options: dict
-    params: dict[str, dict]  # checkpoint tensor -> {shape, dtype, stack}
+    spec: str  # the spec's name
+    options: dict  # the CompileOptions it was made for
+    params: dict[str, dict]  # checkpoint tensor -> {shape, dtype, stack, format}
     states: dict[str, dict]  # cache key -> {shape (symbolic), dtype, fill}
     entries: dict[str, EntryPlan]
+    model: dict = field(default_factory=dict)  # the whole ModelSpec, as JSON data
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
@@ -59,22 +70,23 @@ class Plan:
         data = json.loads(text)
 
         def ref(r: dict) -> Ref:
-            return Ref(r["kind"], r["name"], tuple(r["shape"]), r["dtype"], r["offset"])
+            shape, dims = tuple(r["shape"]), tuple(r["dims"])
+            return Ref(r["kind"], r["name"], shape, r["dtype"], r["offset"], dims)
+
+        def launch(d: dict) -> Launch:
+            if d["kind"] not in LAUNCH_KINDS:
+                raise ValueError(f"launch {d['node']}: kind {d['kind']!r} not in {LAUNCH_KINDS}")
+            inputs, outputs = tuple(map(ref, d["inputs"])), tuple(map(ref, d["outputs"]))
+            fuses = tuple(d["fuses"])
+            return Launch(
+                d["kind"], d["kernel"], d["node"], d["op"], fuses, d["constants"], inputs, outputs
+            )
 
         entries = {}
         for name, e in data["entries"].items():
-            launches = [
-                Launch(
-                    l["kernel"],
-                    l["node"],
-                    l["op"],
-                    tuple(l["fuses"]),
-                    l["constants"],
-                    tuple(map(ref, l["inputs"])),
-                    tuple(map(ref, l["outputs"])),
-                )  # fmt: skip
-                for l in e["launches"]
-            ]
             outputs = {k: ref(r) for k, r in e["outputs"].items()}
+            launches = [launch(d) for d in e["launches"]]
             entries[name] = EntryPlan(e["env"], e["peak_bytes"], launches, outputs)
-        return Plan(data["spec"], data["options"], data["params"], data["states"], entries)
+        return Plan(
+            data["spec"], data["options"], data["params"], data["states"], entries, data["model"]
+        )

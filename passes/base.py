@@ -20,6 +20,9 @@ class CompileOptions:
     outputs: tuple[str, ...] = ("logits",)  # graph outputs to compute (mtp_logits: the MTP block)
     logits: Literal["all", "last"] = "last"  # lm_head on every token, or the last of each row
     numerics: Literal["plain", "official"] = "plain"  # official: the §12 activation rounding
+    # FP8/FP4 weights: kept as stored where every reader's kernel reads them, or widened
+    weights: Literal["as-stored", "bf16"] = "as-stored"
+    dtype: Literal["bf16", "fp32"] = "bf16"  # what IR-bf16 activations are held in at run time
 
     def env(self, entry: str) -> dict[str, int]:
         """Values of the symbolic dims for an entry point."""

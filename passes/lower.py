@@ -1,10 +1,13 @@
-"""lower: the optimised graph becomes a `Plan`, one ordered list of kernel launches per
-entry point, each naming its template, constants and buffers (from `memory_plan`).
+"""lower: the optimised graph becomes a `Plan`, one ordered list of launches per entry point,
+each naming its template, constants and buffers (from `memory_plan`).
 
-Every compute op is one launch of the template named after the op, except views (a launch
-of kind `view:<op>`, no kernel: the backend makes the view) and dense GEMMs (`linear`),
-which are left to torch/cuBLAS. The plan is stored in
-`graph.meta["plan"]`; the graph itself is unchanged.
+Every compute op is one launch of the template named after the op (kind `kernel`), except
+views (kind `view`: no kernel, the program makes the view once when it binds) and dense GEMMs
+(`linear`, kind `library`: torch/cuBLAS). The storage format of every weight is decided here,
+once: a weight the checkpoint stores FP8/FP4 stays so (`weights="as-stored"`) when every op
+that reads it has a kernel that reads that format (`Op.quantised_operands`), else it is
+widened to its logical dtype at load. The plan is stored in `graph.meta["plan"]`; the graph
+itself is unchanged.
 """
 
 from __future__ import annotations
@@ -12,44 +15,81 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from v4c.ir.graph import Graph, Node, Value
-from v4c.ir.plan import EntryPlan, Launch, Plan, Ref
+from v4c.ir.plan import EntryPlan, Launch, LaunchKind, Plan, Ref
 from v4c.passes.base import ENTRIES, PassContext, PassResult, register_pass
 from v4c.passes.memory_plan import root_of
+from v4c.spec import ModelSpec
+from v4c.spec.tensors import checkpoint_tensors
 
 VIEWS = {"split_heads", "take_last"}
-LIBRARY = {"linear": "library:torch.matmul"}
+LIBRARY = {"linear": "torch.matmul"}
 
 
-def template_of(kind: str) -> str:
-    return f"view:{kind}" if kind in VIEWS else LIBRARY.get(kind, kind)
+def launch_kind(op: str) -> tuple[LaunchKind, str]:
+    """(kind, kernel) of a launch computing `op`."""
+    if op in VIEWS:
+        return "view", op
+    if op in LIBRARY:
+        return "library", LIBRARY[op]
+    return "kernel", op
 
 
-def _ref(graph: Graph, value: Value, env: dict, buffers: dict) -> Ref:
+def storage_formats(graph: Graph, spec: ModelSpec, weights: str) -> dict[str, str]:
+    """Checkpoint tensor -> the format the program holds it in: its IR dtype, or
+    `fp8:<bo>x<bi>` / `fp4:<block>` for a weight kept as stored."""
+    stored = {t.name: t.storage for t in checkpoint_tensors(spec)}
+    quant = spec.quant
+    formats: dict[str, str] = {}
+    readable: dict[str, bool] = {}
+    for node in graph.nodes():
+        if node.op.source == "param":
+            formats[node.op.tensor] = node.types[0].dtype
+            continue
+        roles = node.op.operand_roles()
+        for role, value in zip(roles, graph.operands(node.id)):
+            source = graph.node(root_of(graph, value).node).op
+            if source.source == "param":
+                ok = role in node.op.quantised_operands
+                readable[source.tensor] = readable.get(source.tensor, True) and ok
+    if weights == "as-stored":
+        for name, ok in readable.items():
+            if ok and stored.get(name) == "fp8":
+                formats[name] = f"fp8:{quant.block[0]}x{quant.block[1]}"
+            elif ok and stored.get(name) == "fp4":
+                formats[name] = f"fp4:{quant.expert_block}"
+    return formats
+
+
+def _ref(graph: Graph, value: Value, env: dict, buffers: dict, formats: dict) -> Ref:
     t = graph.type_of(value)
     shape = t.resolve(env)
     root = root_of(graph, value)
     node = graph.node(root.node)
     source = node.op.source
     if source == "param":
-        return Ref("param", node.op.tensor, shape, t.dtype)
+        return Ref("param", node.op.tensor, shape, formats[node.op.tensor], 0, t.shape)
     if source in ("state", "input"):
-        return Ref(source, node.op.key, shape, t.dtype)
+        return Ref(source, node.op.key, shape, t.dtype, 0, t.shape)
     offset, _ = buffers[str(root)]
-    return Ref("view" if root != value else "arena", str(value), shape, t.dtype, offset)
+    kind = "view" if root != value else "arena"
+    return Ref(kind, str(value), shape, t.dtype, offset, t.shape)
 
 
-def _launch(graph: Graph, node: Node, env: dict, buffers: dict) -> Launch:
-    inputs = tuple(_ref(graph, v, env, buffers) for v in graph.operands(node.id))
-    outputs = tuple(_ref(graph, node.out(i), env, buffers) for i in range(len(node.types)))
+def _launch(graph: Graph, node: Node, env: dict, buffers: dict, formats: dict) -> Launch:
+    def ref(value: Value) -> Ref:
+        return _ref(graph, value, env, buffers, formats)
+
+    inputs = tuple(ref(v) for v in graph.operands(node.id))
+    outputs = tuple(ref(node.out(i)) for i in range(len(node.types)))
     fuses = node.origin[1] if node.origin else (node.id,)
+    kind, kernel = launch_kind(node.op.kind)
     constants = node.op.attrs()
-    return Launch(
-        template_of(node.op.kind), node.id, node.op.kind, tuple(fuses), constants, inputs, outputs
-    )
+    return Launch(kind, kernel, node.id, node.op.kind, tuple(fuses), constants, inputs, outputs)
 
 
 def lower_graph(graph: Graph, ctx: PassContext) -> Plan:
     memory = graph.meta["memory_plan"]
+    formats = storage_formats(graph, ctx.spec, ctx.options.weights)
     entries = {}
     for entry in ENTRIES:
         env, buffers = memory[entry]["env"], memory[entry]["buffers"]
@@ -57,9 +97,9 @@ def lower_graph(graph: Graph, ctx: PassContext) -> Plan:
         for node in graph.nodes():
             if node.op.kind == "output":
                 value = graph.operands(node.id)[0]
-                plan.outputs[node.op.key] = _ref(graph, value, env, buffers)
+                plan.outputs[node.op.key] = _ref(graph, value, env, buffers, formats)
             elif not node.op.source:
-                plan.launches.append(_launch(graph, node, env, buffers))
+                plan.launches.append(_launch(graph, node, env, buffers, formats))
         entries[entry] = plan
     params, states = {}, {}
     for node in graph.nodes():
@@ -69,10 +109,12 @@ def lower_graph(graph: Graph, ctx: PassContext) -> Plan:
                 "shape": list(t.shape),
                 "dtype": t.dtype,
                 "stack": node.op.stack,
+                "format": formats[node.op.tensor],
             }
         elif node.op.source == "state":
             states[node.op.key] = {"shape": list(t.shape), "dtype": t.dtype, "fill": node.op.fill}
-    return Plan(ctx.spec.name, asdict(ctx.options), params, states, entries)
+    model = ctx.spec.model_dump(mode="json")
+    return Plan(ctx.spec.name, asdict(ctx.options), params, states, entries, model)
 
 
 @register_pass("lower", requires=("memory_plan",))

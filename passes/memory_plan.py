@@ -46,13 +46,15 @@ def lifetimes(graph: Graph) -> dict[Value, tuple[int, int]]:
     return life
 
 
-def plan_entry(graph: Graph, env: dict[str, int]) -> dict:
+def plan_entry(graph: Graph, env: dict[str, int], activations: str = "bf16") -> dict:
+    """Offsets of one entry point; IR-bf16 values are held in `activations` (bf16 or fp32)."""
     life = lifetimes(graph)
     placed: list[tuple[int, int, int]] = []  # (offset, size, last step)
     buffers = {}
     for value, (first, last) in sorted(life.items(), key=lambda kv: (kv[1][0], kv[0])):
         t = graph.type_of(value)
-        size = -(-prod(t.resolve(env)) * DTYPE_BYTES[t.dtype] // ALIGN) * ALIGN
+        held = activations if t.dtype == "bf16" else t.dtype
+        size = -(-prod(t.resolve(env)) * DTYPE_BYTES[held] // ALIGN) * ALIGN
         live = sorted((o, s) for o, s, end in placed if end >= first)
         offset = 0
         for o, s in live:
@@ -68,7 +70,8 @@ def plan_entry(graph: Graph, env: dict[str, int]) -> dict:
 
 @register_pass("memory_plan")
 def memory_plan(graph: Graph, ctx: PassContext) -> PassResult:
-    plans = {entry: plan_entry(graph, ctx.options.env(entry)) for entry in ENTRIES}
+    options = ctx.options
+    plans = {entry: plan_entry(graph, options.env(entry), options.dtype) for entry in ENTRIES}
     graph.meta["memory_plan"] = plans
     stats = {f"{e}_peak_bytes": p["peak_bytes"] for e, p in plans.items()}
     stats["buffers"] = len(plans["decode"]["buffers"])

@@ -1,80 +1,141 @@
 """The engine: sequences of token ids in, next-token logits out.
 
-It owns the caches (sized from the plan: sliding window, compressor state, compressed KV,
-indexer keys, per sequence), splits each sequence's new tokens into steps of at most the
-plan's `max_tokens`, runs rows that advance by the same number of tokens in one step (so a
-batch of sequences at different lengths decodes together), and returns the logits at each
-sequence's last new token. Prefill may follow earlier tokens: every step starts where the
-sequence stands.
+It binds the plan once: the weights in the formats the plan records, the caches (sliding
+window, compressor state, compressed KV, indexer keys) for `max_batch` sequences, one flat
+static buffer per step input, and one `Program` per entry point. A step of T = 1 tokens runs
+the decode entry, a longer one the prefill entry; both run from static buffers. On CUDA the
+decode step of each batch size is captured once in a CUDA graph and replayed.
+
+It splits each sequence's new tokens into steps of at most the plan's `max_tokens`, runs
+rows that advance by the same number of tokens in one step (so a batch of sequences at
+different lengths decodes together), and returns the logits at each sequence's last new
+token. Prefill may follow earlier tokens: every step starts where the sequence stands.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
+from math import prod
+from pathlib import Path
 
 import torch
 
 from v4c.errors import V4CError
 from v4c.ir.plan import Plan
 from v4c.ir.semantics.quant import QuantWeight
+from v4c.ir.types import resolve_dim
 from v4c.runtime.caches import new_caches, torch_dtype
-from v4c.runtime.executor import PlanExecutor
+from v4c.runtime.program import Program, Step
 
 
 class EngineError(V4CError):
     """A request the engine cannot serve (too long, too many sequences, missing weights)."""
 
 
+def weight_format(weight: torch.Tensor | QuantWeight) -> str | None:
+    """The plan's name of a quantised weight's format (`fp8:128x128`, `fp4:32`), else None."""
+    if not isinstance(weight, QuantWeight):
+        return None
+    if weight.fmt == "fp8":
+        return f"fp8:{weight.block[0]}x{weight.block[1]}"
+    return f"fp4:{weight.shape[-1] // weight.scale.shape[-1]}"
+
+
 class Engine:
     def __init__(
         self,
         plan: Plan,
-        weights: Mapping[str, torch.Tensor],
+        weights: Mapping[str, torch.Tensor | QuantWeight],
         *,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.bfloat16,
         backend: str = "torch",
+        cuda_graphs: bool | None = None,
+        kernel_root: Path | None = None,
     ) -> None:
         self.plan, self.device, self.dtype = plan, torch.device(device), dtype
-        self.executor = PlanExecutor(plan, "prefill", backend)
         self.max_batch = plan.options["max_batch"]
         self.max_tokens = plan.options["max_tokens"]
         self.max_seq = plan.options["max_seq"]
-        missing = sorted(set(plan.params) - set(weights))
+        self.params = self._place(weights)
+        states = {k: (s["shape"], s["dtype"], s["fill"]) for k, s in plan.states.items()}
+        self.state = new_caches(
+            states, self.max_batch, self.max_seq, device=self.device, dtype=dtype
+        )
+        self.fills = {k: s["fill"] for k, s in plan.states.items()}
+        self.inputs = self._input_buffers()
+        self.programs = {
+            entry: Program(
+                plan,
+                entry,
+                params=self.params,
+                states=self.state,
+                inputs=self.inputs,
+                device=self.device,
+                dtype=dtype,
+                backend=backend,
+                kernel_root=kernel_root,
+            )  # fmt: skip
+            for entry in plan.entries
+        }
+        on_cuda = self.device.type == "cuda"
+        self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs and on_cuda
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.lengths: list[int] = []
+
+    # -- binding --------------------------------------------------------------------------
+
+    def _place(self, weights: Mapping) -> dict[str, torch.Tensor | QuantWeight]:
+        """Every weight the plan needs on the device, in the format the plan records:
+        quantised ones as stored, the others in their logical dtype."""
+        missing = sorted(set(self.plan.params) - set(weights))
         if missing:
             raise EngineError(
                 f"the weights lack {len(missing)} tensors the plan needs, e.g. {missing[0]!r}"
             )
-        self.params = {
-            name: self._place(weights[name], info["dtype"]) for name, info in plan.params.items()
-        }
-        self.state: dict[str, torch.Tensor] = {}
-        self.lengths: list[int] = []
+        placed = {}
+        for name, info in self.plan.params.items():
+            weight, want = weights[name], info["format"]
+            have = weight_format(weight) or info["dtype"]
+            if have != want:
+                raise EngineError(
+                    f"{name}: the plan reads it as {want}, the checkpoint gives {have} "
+                    f"(compile with --weights bf16 for a checkpoint that is not FP8/FP4)"
+                )
+            if isinstance(weight, QuantWeight):
+                placed[name] = weight.to(self.device)
+            else:
+                placed[name] = weight.to(self.device, torch_dtype(info["dtype"], self.dtype))
+        return placed
 
-    def _place(self, weight, ir_dtype: str):
-        """A weight on the engine's device: a tensor in the engine's dtype, or a QuantWeight
-        kept in its stored format (the Triton kernels dequantise it on the fly)."""
-        if isinstance(weight, QuantWeight):
-            return weight.to(self.device)
-        return weight.to(self.device, torch_dtype(ir_dtype, self.dtype))
+    def _input_buffers(self) -> dict[str, torch.Tensor]:
+        """One flat int64 buffer per step input, as large as any entry needs at its limits."""
+        sizes: dict[str, int] = {}
+        for entry in self.plan.entries.values():
+            for launch in entry.launches:
+                for ref in launch.inputs:
+                    if ref.kind == "input":
+                        n = prod(resolve_dim(d, entry.env) for d in ref.dims)
+                        sizes[ref.name] = max(sizes.get(ref.name, 0), n)
+        return {k: torch.zeros(n, dtype=torch.int64, device=self.device) for k, n in sizes.items()}
+
+    # -- sequences ------------------------------------------------------------------------
 
     def reset(self, batch: int) -> None:
-        """Fresh caches for `batch` empty sequences."""
+        """Empty caches for `batch` sequences (refilled in place: programs are bound to them)."""
         if not 1 <= batch <= self.max_batch:
             raise EngineError(
                 f"batch {batch} is outside 1..{self.max_batch} (compile with --max-batch)"
             )
-        states = {
-            key: (info["shape"], info["dtype"], info["fill"])
-            for key, info in self.plan.states.items()
-        }
-        self.state = new_caches(states, batch, self.max_seq, device=self.device, dtype=self.dtype)
+        for key, cache in self.state.items():
+            cache.fill_(float("-inf") if self.fills[key] == "-inf" else 0.0)
         self.lengths = [0] * batch
 
     @torch.no_grad()
     def forward(self, tokens: list[list[int]]) -> torch.Tensor:
         """Append `tokens[b]` to sequence b (lists may differ in length or be empty);
-        returns fp32 logits [B, V] at each sequence's last new token (NaN where none)."""
+        returns fp32 logits [B, V] on the engine's device at each sequence's last new
+        token (NaN where none)."""
         if len(tokens) != len(self.lengths):
             raise EngineError(
                 f"{len(tokens)} token lists for {len(self.lengths)} sequences (call reset)"
@@ -85,6 +146,8 @@ class Engine:
                 raise EngineError(
                     f"sequence {b} would hold {total} tokens > max_seq {self.max_seq}"
                 )
+        if not any(tokens):
+            raise EngineError("forward() needs at least one token")
         logits: torch.Tensor | None = None
         done = [0] * len(tokens)
         while any(done[b] < len(ids) for b, ids in enumerate(tokens)):
@@ -94,28 +157,47 @@ class Engine:
                 if n:
                     chunks.setdefault(n, []).append(b)
             for n, rows in sorted(chunks.items()):
-                ids = torch.tensor([tokens[b][done[b] : done[b] + n] for b in rows])
-                out = self._step(rows, ids)
+                out = self._step(rows, [tokens[b][done[b] : done[b] + n] for b in rows])
                 if logits is None:
-                    logits = torch.full((len(tokens), out.shape[-1]), float("nan"))
-                logits[rows] = out.float().cpu()
+                    shape = (len(tokens), out.shape[-1])
+                    logits = torch.full(shape, float("nan"), device=self.device)
+                logits[rows] = out.float()
                 for b in rows:
                     done[b] += n
-        if logits is None:
-            raise EngineError("forward() needs at least one token")
         return logits
 
-    def _step(self, rows: list[int], ids: torch.Tensor) -> torch.Tensor:
-        """Advance `rows` by ids.shape[1] tokens; returns their logits [b, V] at the last one."""
-        start = torch.tensor([self.lengths[b] for b in rows])
-        positions = start[:, None] + torch.arange(ids.shape[1])
-        inputs = {"ids": ids.to(self.device), "positions": positions.to(self.device)}
-        everyone = rows == list(range(len(self.lengths)))
-        state = self.state if everyone else {k: v[rows] for k, v in self.state.items()}
-        logits = self.executor.run(inputs, self.params, state)["logits"]
-        if not everyone:  # the sub-batch's caches were copies: write them back
-            for key, value in state.items():
-                self.state[key][rows] = value
+    def _step(self, rows: list[int], ids: list[list[int]]) -> torch.Tensor:
+        """Advance `rows` by len(ids[0]) tokens; returns their logits [b, V] at the last one
+        (a view of the step's output buffer, valid until the next step)."""
+        batch, n = len(rows), len(ids[0])
+        if rows != list(range(batch)) or batch != len(self.lengths):
+            raise EngineError(f"a step over rows {rows} of {len(self.lengths)} needs slots")
+        step = self.programs["decode" if n == 1 else "prefill"].bind(batch, n)
+        host = {
+            "ids": torch.tensor(ids),
+            "positions": torch.tensor([self.lengths[b] for b in rows])[:, None] + torch.arange(n),
+        }
+        for key, view in step.inputs.items():
+            view.copy_(host[key].view(view.shape), non_blocking=True)
+        self._run(step, batch, n)
         for b in rows:
-            self.lengths[b] += ids.shape[1]
-        return logits[:, -1]
+            self.lengths[b] += n
+        return step.outputs["logits"][:, -1]
+
+    def _run(self, step: Step, batch: int, tokens: int) -> None:
+        """Run a step; a CUDA decode step is captured on first use, then replayed."""
+        if not (self.cuda_graphs and tokens == 1):
+            step.run()
+            return
+        if batch not in self.graphs:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # the real first step; it also compiles the kernels
+                step.run()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):  # recorded, not executed
+                step.run()
+            self.graphs[batch] = graph
+            return
+        self.graphs[batch].replay()

@@ -108,24 +108,24 @@ def _cache_section(graph: Graph, spec: ModelSpec) -> list[str]:
 
 
 def _ops_section(built: Graph, final: Graph, plan: Plan, kernels: dict) -> list[str]:
-    decode = [
-        launch
-        for launch in plan.entries["decode"].launches
-        if not launch.kernel.startswith("view:")
-    ]
-    library = sum(1 for launch in decode if launch.kernel.startswith("library:"))
+    decode = [launch for launch in plan.entries["decode"].launches if launch.kind != "view"]
+    library = sum(1 for launch in decode if launch.kind == "library")
     out = ["## Ops and kernels per decode step", ""]
     out += [f"- ops before fusion: {compute_ops(built)}; after the passes: {compute_ops(final)}"]
     out += [f"- kernel launches per decode step: {len(decode)} ({len(decode) - library} generated "
             f"kernels, {library} dense GEMMs left to torch/cuBLAS)", ""]  # fmt: skip
     out += ["| kernel | launches | fuses | sources in kernels/ |", "| --- | ---: | --- | --- |"]
-    by_kernel = Counter(launch.kernel for launch in decode)
+
+    def name(launch) -> str:  # a library call is shown as the call, e.g. library:torch.matmul
+        return f"library:{launch.kernel}" if launch.kind == "library" else launch.kernel
+
+    by_kernel = Counter(name(launch) for launch in decode)
     fused: dict[str, set[str]] = {}
     files: dict[str, set[str]] = {}
     for launch in decode:  # the unfused nodes each kernel computes, by their local name
-        fused.setdefault(launch.kernel, set()).update(f.rsplit(".", 1)[-1] for f in launch.fuses)
-        default = "torch" if launch.kernel.startswith("library:") else "no template yet (torch)"
-        files.setdefault(launch.kernel, set()).add(kernels.get(("decode", launch.node), default))
+        fused.setdefault(name(launch), set()).update(f.rsplit(".", 1)[-1] for f in launch.fuses)
+        default = "torch" if launch.kind == "library" else "no template yet (torch)"
+        files.setdefault(name(launch), set()).add(kernels.get(("decode", launch.node), default))
     for kernel in sorted(by_kernel):
         shown = ", ".join(sorted(files[kernel]))
         out.append(

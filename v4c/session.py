@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from v4c.compile import compile_spec
-from v4c.errors import CheckpointError
+from v4c.errors import CheckpointError, V4CError
 from v4c.envs import cache_dir
 from v4c.ir.plan import Plan
 from v4c.passes.base import CompileOptions
@@ -54,20 +54,16 @@ def tiny_checkpoint(log=print) -> Path:
     return folder
 
 
-def quantised_kernel_weights(plan: Plan) -> frozenset[str]:
-    """The weights only the expert kernels read, which take them FP8/FP4 as stored."""
-    readers: dict[str, set[str]] = {}
-    for launch in plan.entries["decode"].launches:
-        for ref in launch.inputs:
-            if ref.kind == "param":
-                readers.setdefault(ref.name, set()).add(launch.op)
-    return frozenset(name for name, ops in readers.items() if ops <= {"grouped_swiglu", "swiglu"})
+def quantised_weights(plan: Plan) -> frozenset[str]:
+    """The weights the plan keeps in their stored FP8/FP4 format."""
+    return frozenset(n for n, info in plan.params.items() if info["format"] != info["dtype"])
 
 
 def open_session(
     checkpoint: Path | None = None,
     spec: ModelSpec | None = None,
     *,
+    plan_dir: Path | None = None,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     numerics: str | None = None,
@@ -75,35 +71,64 @@ def open_session(
     max_tokens: int = 512,
     max_batch: int = 1,
     backend: str = "auto",
+    cuda_graphs: bool | None = None,
+    kernel_root: Path | None = None,
     progress: bool = True,
     log=print,
 ) -> Session:
+    """Compile the checkpoint's spec for these limits, or with `plan_dir` run the plan
+    compiled there as it is (its spec, limits, numerics, dtype and weight formats)."""
     folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(log)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such checkpoint folder")
-    spec = read_spec(folder, spec)
+    if plan_dir is not None:
+        plan = load_plan(plan_dir)
+        spec = read_spec(folder, ModelSpec.model_validate(plan.model))
+        numerics = plan.options["numerics"]
+        dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[plan.options["dtype"]]
+    else:
+        spec = read_spec(folder, spec)
+    with ExitStack() as stack:
+        layout = detect_layout(open_shards(folder, stack).headers)
     if numerics is None:  # the official release is run as the official code runs it
-        with ExitStack() as stack:
-            numerics = (
-                "official"
-                if detect_layout(open_shards(folder, stack).headers) == "official"
-                else "plain"
-            )
+        numerics = "official" if layout == "official" else "plain"
     if backend == "auto":  # the kernels do not implement the official rounding yet
-        backend = (
-            "triton" if torch.device(device).type == "cuda" and numerics == "plain" else "torch"
-        )
-    options = CompileOptions(max_batch, max_tokens, max_seq, numerics=numerics)
-    plan = compile_spec(spec, options).plan
-    keep = quantised_kernel_weights(plan) if backend == "triton" else frozenset()
-    _, weights = load_checkpoint(
-        folder,
-        spec,
-        dtype=dtype,
+        on_cuda = torch.device(device).type == "cuda"
+        backend = "triton" if on_cuda and numerics == "plain" else "torch"
+    if plan_dir is None:
+        # the reference backend reads dense weights: widen them once at load, not every step
+        weights = "as-stored" if backend == "triton" and layout == "official" else "bf16"
+        options = CompileOptions(
+            max_batch, max_tokens, max_seq, numerics=numerics, weights=weights,
+            dtype="bf16" if dtype == torch.bfloat16 else "fp32",
+        )  # fmt: skip
+        plan = compile_spec(spec, options).plan
+    _, tensors = load_checkpoint(
+        folder, spec, dtype=dtype, device=device, progress=progress,
+        names=set(plan.params), keep_quantised=quantised_weights(plan),
+    )  # fmt: skip
+    engine = Engine(
+        plan,
+        tensors,
         device=device,
-        progress=progress,
-        names=set(plan.params),
-        keep_quantised=keep,
+        dtype=dtype,
+        backend=backend,
+        cuda_graphs=cuda_graphs,
+        kernel_root=kernel_root,
     )
-    engine = Engine(plan, weights, device=device, dtype=dtype, backend=backend)
     return Session(spec, engine, load_tokenizer(folder), folder, numerics, backend)
+
+
+def load_plan(folder: Path) -> Plan:
+    """The plan `v4c compile` wrote into `folder`."""
+    path = Path(folder) / "plan.json"
+    try:
+        return Plan.from_json(path.read_text())
+    except OSError as err:
+        raise V4CError(
+            f"{path}: cannot read the plan ({err.strerror or err}); run v4c compile"
+        ) from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise V4CError(
+            f"{path}: not a plan of this v4c version ({err}); compile it again"
+        ) from None

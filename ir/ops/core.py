@@ -205,15 +205,18 @@ class _Rotary(Op):
     yarn: Yarn = None
 
     def freqs(self, device: Any):
-        return _freqs(self.rope_dim, self.theta, self.yarn).to(device)
+        import torch
+
+        return _freqs(self.rope_dim, self.theta, self.yarn, torch.device(device))
 
 
 @lru_cache(maxsize=64)
-def _freqs(rope_dim: int, theta: float, yarn: Yarn):
+def _freqs(rope_dim: int, theta: float, yarn: Yarn, device: Any = "cpu"):
+    """The RoPE frequencies of a layer, made once per device (a step never copies a table)."""
     from v4c.ir.semantics.rope import rope_freqs
 
     keys = ("factor", "original_max_position_embeddings", "beta_fast", "beta_slow")
-    return rope_freqs(rope_dim, theta, dict(zip(keys, yarn)) if yarn else None)
+    return rope_freqs(rope_dim, theta, dict(zip(keys, yarn)) if yarn else None).to(device)
 
 
 @register

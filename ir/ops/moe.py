@@ -83,6 +83,7 @@ class Swiglu(Op):
 
     kind = "swiglu"
     operands = ("x", "w1", "w2", "w3")
+    quantised_operands = frozenset({"w1", "w2", "w3"})
     limit: float = 10.0
     act_quant: bool = False
 
@@ -155,6 +156,7 @@ class GroupedSwiglu(Op):
 
     kind = "grouped_swiglu"
     operands = ("x", "order", "offsets", "weights", "w1", "w2", "w3")
+    quantised_operands = frozenset({"w1", "w2", "w3"})
     limit: float = 10.0
     act_quant: bool = False
 

@@ -11,7 +11,6 @@ from tests.conftest import SPECS
 from v4c.compile import compile_spec
 from v4c.passes.base import CompileOptions
 from v4c.runtime.engine import Engine
-from v4c.runtime.executor import PlanExecutor
 from v4c.runtime.random_weights import random_weights
 from v4c.spec import load_spec
 
@@ -19,10 +18,13 @@ pytestmark = pytest.mark.slow
 
 
 def engines(spec, weights, device, dtype, kernel_cache, **options):
-    plan = compile_spec(spec, CompileOptions(max_batch=2, **options)).plan
+    held = {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
+    options = CompileOptions(max_batch=2, weights="bf16", dtype=held, **options)
+    plan = compile_spec(spec, options).plan
     ref = Engine(plan, weights, device=device, dtype=dtype)
-    tri = Engine(plan, weights, device=device, dtype=dtype, backend="triton")
-    tri.executor.kernel_root = kernel_cache
+    tri = Engine(
+        plan, weights, device=device, dtype=dtype, backend="triton", kernel_root=kernel_cache
+    )
     return ref, tri
 
 
@@ -71,20 +73,22 @@ def test_every_flash_slice_launch_on_gpu(kernel_cache):
     """Launch by launch at Flash shapes: each kernel against its op on the same inputs."""
     spec = load_spec(SPECS / "variants" / "flash-2l-slice.yaml")
     weights = random_weights(spec, seed=0, dtype=torch.bfloat16)
-    plan = compile_spec(spec, CompileOptions(max_tokens=128, max_seq=1024)).plan
-    ref = Engine(plan, weights, device="cuda", dtype=torch.bfloat16)
-    ref.reset(1)
-    tri = PlanExecutor(plan, "prefill", "triton", kernel_cache)
+    plan = compile_spec(spec, CompileOptions(max_tokens=128, max_seq=1024, weights="bf16")).plan
+    tri = Engine(plan, weights, device="cuda", dtype=torch.bfloat16, backend="triton",
+                 kernel_root=kernel_cache)  # fmt: skip
+    tri.reset(1)
+    program = tri.programs["prefill"]
     ids = torch.randint(0, spec.vocab_size, (1, 128), device="cuda")
     values = {"ids": ids, "positions": torch.arange(128, device="cuda")[None]}
+    sources = {"param": tri.params, "state": tri.state}
     seen = set()
-    for launch, op in tri.ops:
-        args = [values.get(r.name) if r.kind in ("input", "arena", "view") else
-                (ref.params[r.name] if r.kind == "param" else ref.state[r.name]) for r in launch.inputs]  # fmt: skip  # noqa: E501
+    for i, (launch, op) in enumerate(zip(program.entry.launches, program.ops)):
+        args = [sources[r.kind][r.name] if r.kind in sources else values[r.name]
+                for r in launch.inputs]  # fmt: skip
         cloned = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
-        want = op.run(args)
-        if not launch.kernel.startswith(("library:", "view:")):
-            got = tri._call(launch, op, cloned)
+        want = op.run(_dense(args))
+        if launch.kind == "kernel":
+            got = program.kernels[i].run(*cloned)
             for g, w in zip(got, want):
                 if w.dtype.is_floating_point:
                     torch.testing.assert_close(
@@ -104,6 +108,12 @@ def test_every_flash_slice_launch_on_gpu(kernel_cache):
     } <= seen
 
 
+def _dense(args: list) -> list:
+    from v4c.ir.semantics.quant import QuantWeight
+
+    return [a.dequantize(torch.bfloat16) if isinstance(a, QuantWeight) else a for a in args]
+
+
 def test_quantised_experts_stay_quantised(tmp_path, kernel_cache):
     """An official checkpoint on the Triton backend: the FP4 routed and FP8 shared expert
     weights stay in their stored format in memory (the kernels dequantise on the fly), and
@@ -114,8 +124,10 @@ def test_quantised_experts_stay_quantised(tmp_path, kernel_cache):
 
     make_tiny(tmp_path / "tiny")
     ref = open_session(tmp_path / "tiny", backend="torch", numerics="plain", progress=False)
-    tri = open_session(tmp_path / "tiny", backend="triton", numerics="plain", progress=False)
-    tri.engine.executor.kernel_root = kernel_cache
+    tri = open_session(
+        tmp_path / "tiny", backend="triton", numerics="plain", progress=False,
+        kernel_root=kernel_cache,
+    )  # fmt: skip
     kept = {name: w.fmt for name, w in tri.engine.params.items() if isinstance(w, QuantWeight)}
     assert kept["layers.0.ffn.experts.{e}.w1.weight"] == "fp4"
     assert kept["layers.3.ffn.shared_experts.w2.weight"] == "fp8"

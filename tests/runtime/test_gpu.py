@@ -17,7 +17,7 @@ pytestmark = pytest.mark.gpu
 
 
 def run(spec, weights, dtype, prompt: list[int], steps: int) -> torch.Tensor:
-    plan = compile_spec(spec, CompileOptions(max_tokens=512, max_seq=2048)).plan
+    plan = compile_spec(spec, CompileOptions(max_tokens=512, max_seq=2048, weights="bf16")).plan
     engine = Engine(plan, weights, device="cuda", dtype=dtype)
     engine.reset(1)
     out = [engine.forward([prompt])]

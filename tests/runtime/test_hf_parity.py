@@ -17,7 +17,7 @@ from v4c.compile import compile_spec
 from v4c.passes.base import CompileOptions
 from v4c.runtime.checkpoint_write import write_hf
 from v4c.runtime.engine import Engine
-from v4c.runtime.executor import PlanExecutor
+from tests.plan_runner import PlanRunner
 from v4c.runtime.random_weights import random_weights
 from v4c.spec import load_spec
 
@@ -42,7 +42,9 @@ def setup(tmp_path_factory):
 
 
 def engine(spec, weights, max_tokens=512, logits="last") -> Engine:
-    options = CompileOptions(max_batch=2, max_tokens=max_tokens, max_seq=512, logits=logits)
+    options = CompileOptions(
+        max_batch=2, max_tokens=max_tokens, max_seq=512, logits=logits, weights="bf16", dtype="fp32"
+    )
     eng = Engine(compile_spec(spec, options).plan, weights, dtype=torch.float32)
     eng.reset(1)
     return eng
@@ -56,11 +58,14 @@ def hf_logits(hf, ids) -> torch.Tensor:
 @pytest.mark.parametrize("n", [1, 7, 64, 300])
 def test_prefill_every_position(setup, n):
     spec, weights, hf, ids = setup
-    plan = compile_spec(spec, CompileOptions(max_tokens=512, max_seq=512, logits="all")).plan
+    plan = compile_spec(
+        spec,
+        CompileOptions(max_tokens=512, max_seq=512, logits="all", weights="bf16", dtype="fp32"),
+    ).plan
     eng = Engine(plan, weights, dtype=torch.float32)
     eng.reset(1)
-    ours = PlanExecutor(plan, "prefill").run(
-        {"ids": ids[:, :n], "positions": torch.arange(n)[None]}, eng.params, eng.state
+    ours = PlanRunner(plan, eng.params, eng.state).run(
+        {"ids": ids[:, :n], "positions": torch.arange(n)[None]}
     )["logits"]
     theirs = hf_logits(hf, ids[:, :n])
     assert (ours - theirs).abs().max().item() <= ATOL

@@ -45,6 +45,15 @@ def compile_command(
     numerics: Annotated[
         str, typer.Option(help="plain, or official: the §12 activation rounding.")
     ] = "plain",
+    weights: Annotated[
+        str,
+        typer.Option(
+            help="as-stored: FP8/FP4 weights stay so where the kernels read them; bf16: widen all."
+        ),
+    ] = "as-stored",
+    dtype: Annotated[
+        str, typer.Option(help="What activations are held in at run time: bf16 or fp32 (CPU).")
+    ] = "bf16",
 ) -> None:
     """Build the IR of a spec, run the passes, write plan.json, ir/ dumps and report.md."""
     from v4c.compile import write_output
@@ -55,9 +64,14 @@ def compile_command(
     keys = tuple(k.strip() for k in outputs.split(",") if k.strip())
     if numerics not in ("plain", "official"):
         raise V4CError(f"--numerics: expected plain or official, got {numerics!r}")
+    if weights not in ("as-stored", "bf16"):
+        raise V4CError(f"--weights: expected as-stored or bf16, got {weights!r}")
+    if dtype not in ("bf16", "fp32"):
+        raise V4CError(f"--dtype: expected bf16 or fp32, got {dtype!r}")
     options = CompileOptions(
-        max_batch, max_tokens, max_seq, keys, "all" if all_logits else "last", numerics
-    )
+        max_batch, max_tokens, max_seq, keys, "all" if all_logits else "last", numerics,
+        weights, dtype,
+    )  # fmt: skip
     compiled = write_output(
         spec, out, dump_ir, options=options, pipeline=pipeline, disabled=set(disable_pass or [])
     )
@@ -65,7 +79,7 @@ def compile_command(
         state = "skipped" if r.skipped else ("changed" if r.changed else "unchanged")
         typer.echo(f"  {r.name:<14} {state:<9} {r.nodes:>6} nodes {r.ms:8.1f} ms")
     decode = compiled.plan.entries["decode"]
-    kernels = sum(1 for launch in decode.launches if not launch.kernel.startswith("view:"))
+    kernels = sum(1 for launch in decode.launches if launch.kind != "view")
     typer.echo(
         f"wrote {out}/plan.json, {out}/report.md and the IR after each pass "
         f"({kernels} kernel launches per decode step)"

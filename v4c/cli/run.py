@@ -25,6 +25,16 @@ Seed = Annotated[int | None, typer.Option(help="Sampling seed, for reproducible 
 Numerics = Annotated[
     str | None, typer.Option(help="official or plain (default: official for official checkpoints).")
 ]
+PlanDir = Annotated[
+    Path | None,
+    typer.Option("--plan", help="Run the plan `v4c compile` wrote into this folder, as it is."),
+]
+CudaGraphs = Annotated[
+    bool,
+    typer.Option(
+        "--cuda-graphs/--no-cuda-graphs", help="Replay each decode step from a CUDA graph (CUDA)."
+    ),
+]
 Backend = Annotated[
     str,
     typer.Option(
@@ -34,7 +44,7 @@ Backend = Annotated[
 ]
 
 
-def _setup(checkpoint, spec, device, numerics, backend):
+def _setup(checkpoint, spec, device, numerics, backend, plan=None, cuda_graphs=True):
     import torch
 
     from v4c.session import open_session
@@ -57,6 +67,8 @@ def _setup(checkpoint, spec, device, numerics, backend):
         dtype=dtype,
         numerics=numerics,
         backend=backend,
+        plan_dir=plan,
+        cuda_graphs=cuda_graphs,
         log=log,
     )
 
@@ -101,13 +113,15 @@ def run_command(
     device: Device = None,
     numerics: Numerics = None,
     backend: Backend = "auto",
+    plan: PlanDir = None,
+    cuda_graphs: CudaGraphs = True,
 ) -> None:
     """Generate a reply to one prompt, streaming tokens; prints tokens/s at the end."""
     from v4c.runtime.chat import encode_chat
     from v4c.runtime.sampler import Sampler
 
     sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    session = _setup(checkpoint, spec, device, numerics, backend)
+    session = _setup(checkpoint, spec, device, numerics, backend, plan, cuda_graphs)
     tok = session.tokenizer
     if chat:
         ids = tok.encode(encode_chat([{"role": "user", "content": prompt}], thinking=thinking))
@@ -128,6 +142,8 @@ def chat_command(
     device: Device = None,
     numerics: Numerics = None,
     backend: Backend = "auto",
+    plan: PlanDir = None,
+    cuda_graphs: CudaGraphs = True,
 ) -> None:
     """An interactive chat: one user message a line, empty line or EOF to end. Each turn
     feeds the engine only the tokens the conversation added."""
@@ -135,7 +151,7 @@ def chat_command(
     from v4c.runtime.sampler import Sampler
 
     sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    session = _setup(checkpoint, spec, device, numerics, backend)
+    session = _setup(checkpoint, spec, device, numerics, backend, plan, cuda_graphs)
     messages: list[dict] = []
     fed: list[int] = []  # the tokens the engine's sequence holds
     session.engine.reset(1)

@@ -1,0 +1,221 @@
+"""A plan entry bound to weights, caches and a device: the program a step runs.
+
+Binding does every lookup once (nano-vllm's model runner, tinygrad's captured JIT): each
+launch becomes a call whose operands are already tensors (a weight, a cache, a view of a
+static step input, a view of the entry's arena at the offset the memory plan chose) and
+whose results are written into arena views; each generated kernel is rendered, validated
+and loaded then. View launches (`split_heads`, `take_last`) are evaluated once at binding:
+a view of a static buffer is itself static, so a step never runs them. A step is a flat
+loop over the bound calls: no lookups by name, no validation, no kernel-cache access.
+
+One `Program` per entry owns one arena tensor sized by the memory plan (its peak at the
+entry's limits); `bind(B, T)` makes the `Step` of one batch size and step length, with
+every dim resolved again for (B, T) at the same offsets (sizes only shrink below the limits,
+so buffers that were disjoint stay disjoint). Steps are cached: prefill runs one per
+distinct step length, decode one per batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from math import prod
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from v4c.envs import cache_dir
+from v4c.errors import V4CError
+from v4c.ir.op import Op, make_op
+from v4c.ir.plan import Launch, Plan, Ref
+from v4c.ir.semantics.quant import QuantWeight
+from v4c.ir.types import resolve_dim
+from v4c.runtime.caches import torch_dtype
+
+BACKENDS = ("torch", "triton")
+Call = Callable[[], None]
+
+
+class BindError(V4CError):
+    """A plan cannot be bound: a missing weight, cache or input, a template that refuses."""
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples op attributes hold (they are hashed and compared)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def plan_op(launch: Launch) -> Op:
+    return make_op(launch.op, {k: _tuples(v) for k, v in launch.constants.items()})
+
+
+@dataclass
+class Step:
+    """The bound calls of one (entry, B, T) and the views its outputs land in."""
+
+    calls: list[Call]
+    outputs: dict[str, torch.Tensor]
+    inputs: dict[str, torch.Tensor]  # the views of the static input buffers this step reads
+    launches: int  # compute launches per step (views are bound away)
+
+    def run(self) -> dict[str, torch.Tensor]:
+        for call in self.calls:
+            call()
+        return self.outputs
+
+
+class Program:
+    def __init__(
+        self,
+        plan: Plan,
+        entry: str,
+        *,
+        params: Mapping[str, torch.Tensor | QuantWeight],
+        states: Mapping[str, torch.Tensor],
+        inputs: Mapping[str, torch.Tensor],
+        device: torch.device,
+        dtype: torch.dtype,
+        backend: str = "torch",
+        kernel_root: Path | None = None,
+    ) -> None:
+        """`inputs`: one flat static buffer per step input key, large enough for the entry's
+        limits; a step views its first B*T elements."""
+        if backend not in BACKENDS:
+            raise V4CError(f"backend {backend!r} is not available; backends: {', '.join(BACKENDS)}")
+        self.plan, self.entry = plan, plan.entries[entry]
+        self.params, self.states, self.inputs = params, states, inputs
+        self.device, self.dtype, self.backend = device, dtype, backend
+        self.kernel_root = kernel_root or cache_dir()
+        held = {torch.bfloat16: "bf16", torch.float32: "fp32"}.get(dtype)
+        if held != plan.options["dtype"]:
+            raise BindError(
+                f"the plan's buffers hold activations in {plan.options['dtype']}, not {dtype}: "
+                f"compile it with --dtype {held or 'bf16'}"
+            )
+        self.ops = [plan_op(launch) for launch in self.entry.launches]
+        self.arena = torch.empty(self.entry.peak_bytes, dtype=torch.uint8, device=device)
+        self.kernels = self._load_kernels() if backend == "triton" else {}
+        self._steps: dict[tuple[int, int], Step] = {}
+
+    def bind(self, batch: int, tokens: int) -> Step:
+        key = (batch, tokens)
+        if key not in self._steps:
+            self._steps[key] = self._bind({**self.entry.env, "B": batch, "T": tokens})
+        return self._steps[key]
+
+    # -- binding --------------------------------------------------------------------------
+
+    def _load_kernels(self) -> dict[int, Any]:
+        """Launch index -> loaded kernel module, for every generated launch; every problem
+        is reported before the first step, all at once."""
+        from v4c.codegen import jit
+        from v4c.codegen.emit import kernel_operands
+
+        activations = self.plan.options["dtype"]
+        kernels, problems = {}, []
+        for i, (launch, op) in enumerate(zip(self.entry.launches, self.ops)):
+            if launch.kind != "kernel":
+                continue
+            try:
+                params = jit.params_for(launch.op, op.attrs(), kernel_operands(launch, activations))
+                kernels[i] = jit.load(launch.op, params, self.kernel_root)
+            except (V4CError, ValueError) as err:
+                problems.append(f"{launch.node}: {err}")
+        if problems:
+            shown = "\n  ".join(sorted(set(problems))[:10])
+            raise BindError(f"the triton backend cannot run this plan:\n  {shown}")
+        return kernels
+
+    def _bind(self, env: dict[str, int]) -> Step:
+        values: dict[str, torch.Tensor] = {}  # arena values and views, by IR value name
+
+        def tensor(ref: Ref) -> Any:
+            if ref.kind == "param":
+                return self._param(ref.name)
+            if ref.kind == "state":
+                return self._lookup(self.states, ref, "cache")
+            shape = tuple(resolve_dim(d, env) for d in ref.dims)
+            if ref.kind == "input":
+                flat = self._lookup(self.inputs, ref, "step input")
+                return flat[: prod(shape)].view(shape)
+            if ref.name not in values:  # an arena value (views are made by their launch)
+                dtype = torch_dtype(ref.dtype, self.dtype)
+                size = prod(shape) * dtype.itemsize
+                raw = self.arena[ref.offset : ref.offset + size]
+                values[ref.name] = raw.view(dtype).view(shape)
+            return values[ref.name]
+
+        calls: list[Call] = []
+        step_inputs: dict[str, torch.Tensor] = {}
+        for i, (launch, op) in enumerate(zip(self.entry.launches, self.ops)):
+            args = [tensor(ref) for ref in launch.inputs]
+            for ref, arg in zip(launch.inputs, args):
+                if ref.kind == "input":
+                    step_inputs[ref.name] = arg
+            if launch.kind == "view":
+                for ref, result in zip(launch.outputs, op.run(args)):
+                    values[ref.name] = result
+                continue
+            outs = [None if ref.kind == "state" else tensor(ref) for ref in launch.outputs]
+            calls.append(self._call(i, launch, op, args, outs))
+        outputs = {key: tensor(ref) for key, ref in self.entry.outputs.items()}
+        return Step(calls, outputs, step_inputs, len(calls))
+
+    def _param(self, name: str) -> Any:
+        if name not in self.params:
+            raise BindError(f"plan: no weight {name!r}")
+        return self.params[name]
+
+    @staticmethod
+    def _lookup(table: Mapping[str, torch.Tensor], ref: Ref, what: str) -> torch.Tensor:
+        if ref.name not in table:
+            raise BindError(f"plan: no {what} {ref.name!r}")
+        return table[ref.name]
+
+    def _call(self, i: int, launch: Launch, op: Op, args: list, outs: list) -> Call:
+        """The bound call of one compute launch: it writes its results into `outs` (None:
+        the result is a cache the op updated in place)."""
+        if launch.kind == "library":
+            return _matmul(*args, *outs)
+        if self.backend == "triton":
+            run = self.kernels[i].run
+            return _writing(lambda: run(*args), outs)
+        if any(isinstance(a, QuantWeight) for a in args):  # the reference reads dense weights
+            activation = next(a.dtype for a in args if isinstance(a, torch.Tensor))
+            return _writing(lambda: op.run(_dequantized(args, activation)), outs)
+        return _writing(lambda: op.run(args), outs)
+
+
+def _writing(compute: Callable[[], tuple], outs: list) -> Call:
+    """A call that computes, then writes each result into its arena view."""
+    pairs = [(j, out) for j, out in enumerate(outs) if out is not None]
+
+    def call() -> None:
+        results = compute()
+        for j, out in pairs:
+            out.copy_(results[j])
+
+    return call
+
+
+def _matmul(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> Call:
+    """y = x Wᵀ straight into `out`, in the operands' own dtype (fp32 accumulation on the
+    tensor cores / in the BLAS); an fp32 result of 16-bit operands (the lm_head) is widened
+    from the GEMM's output, never computed from fp32 copies of the weight."""
+    if isinstance(w, QuantWeight):
+        raise BindError("a dense GEMM got a quantised weight: the plan's formats are wrong")
+    x2, w_t, o2 = x.view(-1, x.shape[-1]), w.t(), out.view(-1, out.shape[-1])
+    if out.dtype == x.dtype:
+        return lambda: torch.mm(x2, w_t, out=o2)
+    scratch = torch.empty(o2.shape, dtype=x.dtype, device=x.device)  # bound once, reused
+
+    def call() -> None:
+        torch.mm(x2, w_t, out=scratch)
+        o2.copy_(scratch)
+
+    return call
+
+
+def _dequantized(args: list, dtype: torch.dtype) -> list:
+    return [a.dequantize(dtype) if isinstance(a, QuantWeight) else a for a in args]
