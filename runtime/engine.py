@@ -32,15 +32,6 @@ class EngineError(V4CError):
     """A request the engine cannot serve (too long, too many sequences, missing weights)."""
 
 
-def weight_format(weight: torch.Tensor | QuantWeight) -> str | None:
-    """The plan's name of a quantised weight's format (`fp8:128x128`, `fp4:32`), else None."""
-    if not isinstance(weight, QuantWeight):
-        return None
-    if weight.fmt == "fp8":
-        return f"fp8:{weight.block[0]}x{weight.block[1]}"
-    return f"fp4:{weight.shape[-1] // weight.scale.shape[-1]}"
-
-
 class Engine:
     def __init__(
         self,
@@ -96,7 +87,7 @@ class Engine:
         placed = {}
         for name, info in self.plan.params.items():
             weight, want = weights[name], info["format"]
-            have = weight_format(weight) or info["dtype"]
+            have = weight.format if isinstance(weight, QuantWeight) else info["dtype"]
             if have != want:
                 raise EngineError(
                     f"{name}: the plan reads it as {want}, the checkpoint gives {have} "

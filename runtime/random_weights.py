@@ -18,6 +18,19 @@ def random_weights(
     return {t.name: _one(t, spec, gen, dtype) for t in checkpoint_tensors(spec)}
 
 
+def as_stored(weights: dict[str, torch.Tensor], formats: dict[str, str]) -> dict:
+    """The weights in a plan's storage formats (`Plan.params[name]["format"]`): those the
+    plan keeps FP8/FP4 quantised as a checkpoint would store them, the others as they are."""
+    from v4c.ir.semantics.quant import QuantWeight
+
+    return {
+        name: QuantWeight.quantize(w, formats[name])
+        if formats.get(name, "bf16")[:3] in ("fp8", "fp4")
+        else w
+        for name, w in weights.items()
+    }
+
+
 def _one(t: TensorInfo, spec: ModelSpec, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
     shape = ((t.stack,) if t.stack else ()) + t.shape
     parts = t.name.split(".")

@@ -214,6 +214,24 @@ class QuantWeight:
         *lead, cols = self.data.shape
         return (*lead, cols * 2 if self.fmt == "fp4" else cols)
 
+    @property
+    def format(self) -> str:
+        """The plan's name of this storage format: `fp8:<bo>x<bi>` or `fp4:<block>`."""
+        if self.fmt == "fp8":
+            return f"fp8:{self.block[0]}x{self.block[1]}"
+        return f"fp4:{self.shape[-1] // self.scale.shape[-1]}"
+
+    @staticmethod
+    def quantize(w: torch.Tensor, format: str) -> QuantWeight:
+        """A dense weight [..., O, I] stored in `format` (`fp8:128x128`, `fp4:32`)."""
+        kind, _, block = format.partition(":")
+        if kind == "fp8":
+            bo, bi = (int(b) for b in block.split("x"))
+            return QuantWeight(*fp8_block_quantize(w, (bo, bi)), "fp8", (bo, bi))
+        if kind == "fp4":
+            return QuantWeight(*fp4_quantize(w, int(block)), "fp4")
+        raise ValueError(f"unknown weight format {format!r}: fp8:<bo>x<bi> or fp4:<block>")
+
     def to(self, device: torch.device | str) -> QuantWeight:
         return QuantWeight(self.data.to(device), self.scale.to(device), self.fmt, self.block)
 

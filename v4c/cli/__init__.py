@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from v4c.cli.bench import bench_command
 from v4c.cli.checkpoint import checkpoint_app
 from v4c.cli.compile import compile_command
 from v4c.cli.run import chat_command, run_command
@@ -28,6 +29,7 @@ app.add_typer(checkpoint_app, name="checkpoint")
 app.command("compile")(compile_command)
 app.command("run")(run_command)
 app.command("chat")(chat_command)
+app.command("bench")(bench_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,261 @@
+"""`v4c bench`: the speed of a compiled plan, measured, with the baselines in the same run.
+
+Per entry point it reports launches per step, host time per step and per launch, prefill
+tokens/s, decode ms/token and tokens/s, the bytes the plan reads per decode token and the
+bandwidth that achieves, against the device's own copy bandwidth measured in the same
+process. `compare="hf"` runs transformers' `DeepseekV4ForCausalLM` (eager) on the same
+weights and reports both and the ratio. Speed is measured here, never in unit tests.
+
+Host time: on CUDA, the wall time to enqueue one step's launches (no synchronisation) and
+the step's device time (synchronised); on CPU, where the host runs the kernels too, the
+step's wall time minus the time spent inside its calls, i.e. the program's own dispatch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from v4c.compile import compile_spec
+from v4c.passes.base import CompileOptions
+from v4c.report import decode_read_bytes
+from v4c.runtime.engine import Engine
+from v4c.runtime.program import Step
+from v4c.spec import ModelSpec
+
+
+@dataclass
+class BenchResult:
+    spec: str
+    device: str
+    backend: str
+    dtype: str
+    weights: str
+    batch: int
+    prompt_len: int
+    decode_steps: int
+    launches: dict[str, int] = field(default_factory=dict)  # per step, by entry
+    host_ms_per_step: dict[str, float] = field(default_factory=dict)
+    host_us_per_launch: dict[str, float] = field(default_factory=dict)
+    prefill_tokens_per_s: float = 0.0
+    decode_ms_per_token: float = 0.0
+    decode_tokens_per_s: float = 0.0
+    bytes_per_decode_token: int = 0
+    achieved_gb_per_s: float = 0.0
+    copy_gb_per_s: float = 0.0
+    bandwidth_fraction: float = 0.0
+    hf: dict[str, float] = field(default_factory=dict)  # the same figures for transformers
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device, repeat: int = 1) -> float:
+    """Seconds per call of `fn`, the device synchronised around the calls."""
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / repeat
+
+
+def copy_bandwidth(device: torch.device, mib: int = 256) -> float:
+    """GB/s of a device-to-device copy (bytes read + written), the roofline's reference."""
+    src = torch.empty(mib << 20, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # warm up
+    seconds = _timed(lambda: dst.copy_(src), device, repeat=10)
+    return 2 * src.numel() / seconds / 1e9
+
+
+def host_overhead(step: Step, device: torch.device, repeat: int = 5) -> float:
+    """Seconds of host time per step that are the program's own (see the module doc)."""
+    if device.type == "cuda":
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(repeat):
+            step.run()  # enqueue only
+        enqueue = (time.perf_counter() - start) / repeat
+        _sync(device)
+        return enqueue
+    whole = min(_timed(step.run, device) for _ in range(repeat))
+    inside = []
+    for _ in range(repeat):
+        total = 0.0
+        for call in step.calls:
+            start = time.perf_counter()
+            call()
+            total += time.perf_counter() - start
+        inside.append(total)
+    return max(whole - min(inside), 0.0)  # the fastest of each, so noise does not count
+
+
+def bench_engine(
+    engine: Engine, spec: ModelSpec, *, batch: int, prompt_len: int, decode: int, seed: int = 0
+) -> BenchResult:
+    """Prefill `batch` prompts of `prompt_len` random tokens, then `decode` steps."""
+    gen = torch.Generator().manual_seed(seed)
+    prompts = torch.randint(0, spec.vocab_size, (batch, prompt_len), generator=gen).tolist()
+    device = engine.device
+    result = BenchResult(
+        spec.name, str(device), engine.programs["decode"].backend, str(engine.dtype),
+        engine.plan.options["weights"], batch, prompt_len, decode,
+    )  # fmt: skip
+
+    def prefill() -> torch.Tensor:
+        engine.reset(batch)
+        return engine.forward(prompts)
+
+    prefill()  # warm up: binds the steps, compiles kernels
+    seconds = _timed(prefill, device)
+    result.prefill_tokens_per_s = batch * prompt_len / seconds
+    logits = prefill()
+    tokens = [[int(t)] for t in logits.argmax(-1).tolist()]
+    engine.forward(tokens)  # the first decode step (on CUDA: the CUDA graph is captured)
+    seconds = _timed(lambda: engine.forward(tokens), device, repeat=decode)
+    result.decode_ms_per_token = seconds * 1e3
+    result.decode_tokens_per_s = batch / seconds
+    for entry, tokens_per_row in (("prefill", min(prompt_len, engine.max_tokens)), ("decode", 1)):
+        step = engine.programs[entry].bind(batch, tokens_per_row)
+        # valid inputs for re-running the step: the prompt's first tokens at positions 0..
+        start = 0 if entry == "prefill" else prompt_len
+        step.inputs["ids"].copy_(torch.tensor(prompts)[:, :tokens_per_row])
+        step.inputs["positions"].copy_(start + torch.arange(tokens_per_row).expand(batch, -1))
+        host = host_overhead(step, device)
+        result.launches[entry] = step.launches
+        result.host_ms_per_step[entry] = host * 1e3
+        result.host_us_per_launch[entry] = host / max(step.launches, 1) * 1e6
+    read, _ = decode_read_bytes(spec)
+    result.bytes_per_decode_token = sum(read.values())
+    result.achieved_gb_per_s = result.bytes_per_decode_token / seconds / 1e9
+    result.copy_gb_per_s = copy_bandwidth(device, 256 if device.type == "cuda" else 64)
+    result.bandwidth_fraction = result.achieved_gb_per_s / result.copy_gb_per_s
+    return result
+
+
+def bench_hf(spec: ModelSpec, weights: dict, device, dtype, *, batch, prompt_len, decode) -> dict:
+    """transformers' DeepseekV4ForCausalLM, eager, on the same (dense) weights."""
+    model = hf_model(spec, weights, device=device, dtype=dtype)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, spec.vocab_size, (batch, prompt_len), generator=gen).to(device)
+    with torch.no_grad():
+        model(ids)  # warm up
+        seconds = _timed(lambda: model(ids, use_cache=True), device)
+        out = model(ids, use_cache=True)
+        # transformers renamed past_key_values to cache (5.2x); the GPU machine has 5.17
+        key = "cache" if hasattr(out, "cache") else "past_key_values"
+        cache, token = getattr(out, key), out.logits[:, -1:].argmax(-1)
+
+        def step():
+            nonlocal cache
+            cache = getattr(model(token, **{key: cache}, use_cache=True), key)
+
+        step()
+        per_token = _timed(step, device, repeat=decode)
+    return {
+        "prefill_tokens_per_s": batch * prompt_len / seconds,
+        "decode_ms_per_token": per_token * 1e3,
+        "decode_tokens_per_s": batch / per_token,
+    }
+
+
+def hf_model(spec: ModelSpec, weights: dict, *, device, dtype):
+    """transformers' model of `spec` holding `weights` (official names, dense), in memory."""
+    from transformers import DeepseekV4Config, DeepseekV4ForCausalLM
+
+    from v4c.runtime.checkpoint_hf import hf_units
+    from v4c.spec.config_io import spec_to_config
+
+    with torch.device(device):
+        model = DeepseekV4ForCausalLM(DeepseekV4Config(**spec_to_config(spec, "hf"))).to(dtype)
+    state = {}
+    for unit in hf_units(spec, dtype):
+        stored = unit.encode([weights[t.name] for t in unit.logical])
+        state.update((s.name, x) for s, x in zip(unit.stored, stored))
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def run_bench(
+    spec: ModelSpec,
+    weights: dict,
+    *,
+    device: str,
+    dtype: torch.dtype,
+    backend: str,
+    batch: int,
+    prompt_len: int,
+    decode: int,
+    numerics: str = "plain",
+    weight_formats: str = "bf16",
+    cuda_graphs: bool = True,
+    compare: str | None = None,
+) -> BenchResult:
+    """Compile `spec` for this run's limits, bind it to `weights` (dense tensors: the ones the
+    plan keeps FP8/FP4 are quantised to their stored format first) and measure it."""
+    from v4c.runtime.random_weights import as_stored
+
+    device = torch.device(device)
+    options = CompileOptions(
+        max_batch=batch, max_tokens=prompt_len, max_seq=prompt_len + decode + 2,
+        numerics=numerics, weights=weight_formats,
+        dtype="bf16" if dtype == torch.bfloat16 else "fp32",
+    )  # fmt: skip
+    plan = compile_spec(spec, options).plan
+    formats = {name: info["format"] for name, info in plan.params.items()}
+    needed = {name: weights[name] for name in plan.params}
+    engine = Engine(
+        plan, as_stored(needed, formats), device=device, dtype=dtype, backend=backend,
+        cuda_graphs=cuda_graphs,
+    )  # fmt: skip
+    result = bench_engine(engine, spec, batch=batch, prompt_len=prompt_len, decode=decode)
+    if compare == "hf":
+        del engine
+        result.hf = bench_hf(
+            spec, weights, device, dtype, batch=batch, prompt_len=prompt_len, decode=decode
+        )
+    return result
+
+
+def format_result(r: BenchResult) -> list[str]:
+    """The lines `v4c bench` prints."""
+    lines = [
+        f"{r.spec} on {r.device}: backend {r.backend}, activations {r.dtype}, weights "
+        f"{r.weights}, batch {r.batch}, prompt {r.prompt_len}, {r.decode_steps} decode steps",
+    ]
+    for entry in ("prefill", "decode"):
+        lines.append(
+            f"  {entry:<8} {r.launches[entry]:>5} launches/step, host "
+            f"{r.host_ms_per_step[entry]:.3f} ms/step = {r.host_us_per_launch[entry]:.2f} us/launch"
+        )
+    lines += [
+        f"  prefill  {r.prefill_tokens_per_s:,.1f} tokens/s",
+        f"  decode   {r.decode_ms_per_token:.3f} ms/step, {r.decode_tokens_per_s:,.1f} tokens/s",
+        f"  reads    {r.bytes_per_decode_token / 1e9:.3f} GB per decode token: "
+        f"{r.achieved_gb_per_s:.1f} GB/s = {100 * r.bandwidth_fraction:.1f} % of the "
+        f"measured copy bandwidth ({r.copy_gb_per_s:.1f} GB/s)",
+    ]
+    if r.hf:
+        lines += [
+            f"  transformers (eager): prefill {r.hf['prefill_tokens_per_s']:,.1f} tokens/s, "
+            f"decode {r.hf['decode_ms_per_token']:.3f} ms/step",
+            f"  ratio v4c / transformers: prefill "
+            f"{r.prefill_tokens_per_s / r.hf['prefill_tokens_per_s']:.2f}x, decode "
+            f"{r.hf['decode_ms_per_token'] / r.decode_ms_per_token:.2f}x",
+        ]
+    return lines
+
+
+def write_json(result: BenchResult, path: Path) -> None:
+    import json
+
+    path.write_text(json.dumps(result.to_dict(), indent=1, sort_keys=True) + "\n")

@@ -1,0 +1,83 @@
+"""`v4c bench SPEC_OR_CHECKPOINT`: measured speed of a compiled plan (see `v4c.bench`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from v4c.errors import V4CError
+
+
+def bench_command(
+    target: Annotated[
+        str, typer.Argument(help="A checkpoint folder, or a spec (file or shipped name).")
+    ],
+    random_weights: Annotated[
+        bool,
+        typer.Option(
+            "--random-weights",
+            help="Random weights for a spec (in its stored FP8/FP4 formats with --weights "
+            "as-stored), no checkpoint needed.",
+        ),
+    ] = False,
+    prompt_len: Annotated[int, typer.Option(min=1, help="Prompt tokens per sequence.")] = 128,
+    decode: Annotated[int, typer.Option(min=1, help="Decode steps to time.")] = 32,
+    batch: Annotated[int, typer.Option(min=1, help="Sequences per step.")] = 1,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if any).")] = None,
+    backend: Annotated[str, typer.Option(help="torch or triton (default: triton on CUDA).")] = "",
+    weights: Annotated[str, typer.Option(help="as-stored or bf16 (see v4c compile).")] = "bf16",
+    cuda_graphs: Annotated[
+        bool, typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay decode steps (CUDA).")
+    ] = True,
+    compare: Annotated[
+        str | None, typer.Option(help="hf: also run transformers (eager) on the same weights.")
+    ] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write the figures here.")
+    ] = None,
+) -> None:
+    """Measure prefill and decode of a plan: launches, host time, tokens/s, bandwidth."""
+    import torch
+
+    from v4c.bench import format_result, run_bench, write_json
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
+        raise V4CError(f"--device: {device!r} is not available here")
+    backend = backend or ("triton" if device == "cuda" else "torch")
+    if backend not in ("torch", "triton"):
+        raise V4CError(f"--backend: expected torch or triton, got {backend!r}")
+    if compare not in (None, "hf"):
+        raise V4CError(f"--compare: expected hf, got {compare!r}")
+    if weights not in ("as-stored", "bf16"):
+        raise V4CError(f"--weights: expected as-stored or bf16, got {weights!r}")
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    spec, tensors = _weights(target, random_weights, dtype)
+    result = run_bench(
+        spec, tensors, device=device, dtype=dtype, backend=backend, batch=batch,
+        prompt_len=prompt_len, decode=decode, weight_formats=weights, cuda_graphs=cuda_graphs,
+        compare=compare,
+    )  # fmt: skip
+    for line in format_result(result):
+        typer.echo(line)
+    if json_file is not None:
+        write_json(result, json_file)
+
+
+def _weights(target: str, random: bool, dtype):
+    """(spec, dense weights by official name) from a checkpoint or random for a spec."""
+    from v4c.spec import load_spec
+
+    if random:
+        from v4c.runtime.random_weights import random_weights
+
+        spec = load_spec(target)
+        return spec, random_weights(spec, seed=0, dtype=dtype)
+    folder = Path(target)
+    if not folder.is_dir():
+        raise V4CError(f"{target}: not a checkpoint folder (for a spec, add --random-weights)")
+    from v4c.runtime.checkpoint import load_checkpoint
+
+    return load_checkpoint(folder, dtype=dtype, progress=False)
