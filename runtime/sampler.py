@@ -6,8 +6,10 @@ both filters are fixed-shape masks over one stable sort (top-k fills the ranks p
 -inf; top-p zeroes the ranks whose preceding mass already reaches p; a scatter puts the
 weights back in id order), and the draw is the exponential race: with E_i ~ Exp(1)
 independent, argmax_i w_i / E_i is token i with probability w_i / sum(w), an exact
-categorical draw (the official `generate.py` draws the same way, V4_REFERENCE §14). The
-noise comes from a seeded `torch.Generator` on the logits' device, owned by the sampler,
+categorical draw (Gumbel-max in another form, as the official `generate.py` samples:
+V4_REFERENCE §14). Sorting the whole row (vLLM's torch sampler does so for top-p)
+keeps both filters exact and their ties fixed; it runs only when a filter is on. The noise
+comes from a seeded `torch.Generator` on the logits' device, owned by the sampler,
 so sampled runs are reproducible without touching torch's global RNG. Only the ids [B]
 come out; the caller decides when they go to the host (`generate` calls `.tolist()`).
 

@@ -61,3 +61,11 @@ def test_new_storages_are_counted_once_each():
     counter = _count(step, torch.randn(4, 8))
     assert counter.allocation_count == 3, counter.report()
     assert counter.sync_count == 0
+
+
+@pytest.mark.gpu
+def test_a_copy_to_the_host_is_one_sync():
+    x = torch.randn(16, device="cuda")
+    for read in (lambda x: x.cpu(), lambda x: x.to("cpu"), lambda x: x.tolist()):
+        assert _count(read, x).sync_count == 1
+    assert _count(lambda x: x.mul_(2.0), x).sync_count == 0

@@ -49,6 +49,7 @@ def test_temperature_zero_is_argmax():
     out = torch.full((2,), -1, dtype=torch.int64)
     assert Sampler(top_k=1, top_p=0.5).sample(logits, out=out) is out
     assert out.tolist() == [1, 0]
+    assert Sampler().probabilities(logits).tolist() == [[0, 1, 0, 0], [1, 0, 0, 0]]
 
 
 def test_top_p_cut_by_hand():
