@@ -11,7 +11,8 @@ Every aten op passes through a `TorchDispatchMode`, so the block is checked op b
   copy). On CPU tensors `.tolist()`, `.numpy()` and `.cpu()` dispatch nothing, so a
   `TorchFunctionMode` records those calls too (on CUDA they would be a copy to the host).
 - allocations: an op with an output whose storage no earlier op in the block has seen
-  (as input or output). Views, in-place ops and `out=` write into seen storages.
+  (as input or output), and `torch.tensor(data)` (its new tensor reaches dispatch as the
+  input of `lift_fresh`). Views, in-place ops and `out=` write into seen storages.
 
     with DispatchCounter() as counter:
         step()
@@ -47,6 +48,8 @@ _SYNC_OPS = frozenset(
 )
 # indexing ops that turn a boolean index into positions (a nonzero inside the kernel)
 _INDEX_OPS = frozenset({aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_})
+# ops that receive a tensor just made from Python data (`torch.tensor`, `as_tensor`)
+_FRESH = frozenset({aten.lift_fresh, aten.lift_fresh_copy})
 # Tensor methods that read a tensor on the host without an aten op on a CPU tensor
 _HOST_READS = frozenset({"tolist", "numpy", "cpu"})
 
@@ -88,11 +91,13 @@ class DispatchCounter:
         self.ops[name] += 1
         inputs = _tensors((args, kwargs))
         outputs = _tensors(result)
+        # `torch.tensor(data)` makes its tensor before dispatch and hands it to lift_fresh
+        fresh = func.overloadpacket in _FRESH
         for tensor in inputs:
-            self._is_new(tensor)
+            fresh = self._is_new(tensor) and fresh
         if self._host_read_depth == 0 and _syncs(func, args, inputs, outputs):
             self.syncs.append(name)
-        if [tensor for tensor in outputs if self._is_new(tensor)]:
+        if [tensor for tensor in outputs if self._is_new(tensor)] or fresh:
             self.allocations.append(name)
 
     def _is_new(self, tensor: torch.Tensor) -> bool:

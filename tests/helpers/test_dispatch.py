@@ -56,10 +56,10 @@ def test_new_storages_are_counted_once_each():
         y = x * 2  # new
         z = y.view(-1)  # a view of y: not new
         z.add_(1.0)
-        return torch.empty(3), x + z.view(4, 8)  # two new
+        return torch.empty(3), x + z.view(4, 8), torch.tensor([1.0, 2.0])  # three new
 
     counter = _count(step, torch.randn(4, 8))
-    assert counter.allocation_count == 3, counter.report()
+    assert counter.allocation_count == 4, counter.report()
     assert counter.sync_count == 0
 
 
