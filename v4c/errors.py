@@ -26,3 +26,8 @@ class CheckpointError(V4CError):
     """A checkpoint folder cannot be read or written: a missing, unexpected, mis-shaped or
     mis-typed tensor or scale, a corrupt file, a bad index, a config.json that contradicts
     the spec. The message names the file and the tensor, one problem a line."""
+
+
+class SamplingError(V4CError, ValueError):
+    """Sampling settings out of range, or logits / output / buffers of the wrong shape,
+    dtype or device. Also a `ValueError`: it is a bad argument to a library call."""

@@ -76,6 +76,7 @@ def test_chat_feeds_only_new_tokens(env):
         (("--checkpoint", "/nonexistent"), "error: /nonexistent: no such checkpoint folder"),
         (("--temperature", "-1"), "Invalid value for '--temperature'"),
         (("--numerics", "exact"), "error: --numerics: expected official or plain"),
+        (("--top-p", "0"), "error: top_p must be in (0, 1], got 0.0"),
     ],
 )
 def test_bad_input(env, args, message):
