@@ -1,4 +1,5 @@
-"""One chat message, checked: the fields the V4 format reads, each validated by role.
+"""One chat message, checked: the fields the V4 format reads, each validated by role;
+and a conversation read from a JSON file.
 
 Why a separate step: `encode_chat` renders from these typed records, so the rendering
 code never guesses at a missing key or a wrong type, and a bad message is reported with
@@ -7,7 +8,9 @@ its index and field before any text is built.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from v4c.runtime.chat_format import TASK_TOKENS, ChatError
 
@@ -33,6 +36,23 @@ class Message:
     tool_call_id: str = ""
     task: str | None = None
     wo_eos: bool = False
+
+
+def read_messages(path: Path) -> list[dict]:
+    """A conversation file: a JSON list of OpenAI-style messages, each checked here so a
+    bad one is reported with the file before a model is loaded."""
+    try:
+        messages = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ChatError(f"{path}: cannot read a JSON conversation: {err}") from err
+    if not isinstance(messages, list) or not messages:
+        raise ChatError(f"{path}: expected a non-empty JSON list of messages")
+    try:
+        for i, message in enumerate(messages):
+            checked_message(i, message)
+    except ChatError as err:
+        raise ChatError(f"{path}: {err}") from err
+    return messages
 
 
 def checked_message(index: int, message: object) -> Message:
