@@ -50,6 +50,12 @@ def parse_completion(text: str, *, thinking: bool = False) -> dict:
     }
 
 
+def starts_in_reasoning(prompt: str) -> bool:
+    """Whether a completion of `prompt` begins inside a reasoning block (the prompt's last
+    `<think>` is still open), so that its parse must find `</think>` first."""
+    return prompt.rfind(THINK) > prompt.rfind(END_THINK)
+
+
 def parse_reply(text: str, *, thinking: bool = False) -> tuple[dict, str | None]:
     """(the message, None) for a well-formed reply; else (a best reading, why not).
 

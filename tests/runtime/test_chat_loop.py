@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 import v4c.cli.run as run_cli
-from v4c.cli import app
+from v4c.cli import app, main
 from v4c.runtime.chat import encode_chat
 from v4c.runtime.tokenizer import load_tokenizer
 
@@ -126,3 +126,23 @@ def test_run_json_prints_the_parsed_tool_call(monkeypatch, tok, tmp_path):
     assert message["tool_calls"] == [
         {"type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}
     ]
+
+
+@pytest.mark.parametrize(
+    "content, args, message",
+    [
+        ('[{"role": "robot"}]', (), "messages[0]: unknown role 'robot'"),
+        ("{", (), "cannot read a JSON conversation"),
+        ("[]", (), "expected a non-empty JSON list of messages"),
+        ('[{"role": "user"}]', ("--prompt", "x"), "give --prompt, or --messages FILE"),
+        ('[{"role": "user"}]', ("--raw",), "give --prompt, or --messages FILE"),
+    ],
+)
+def test_bad_conversation_is_a_user_error(tmp_path, capsys, content, args, message):
+    path = tmp_path / "conversation.json"
+    path.write_text(content)
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "--messages", str(path), *args])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from v4c.runtime.chat import ChatError, encode_chat
-from v4c.runtime.chat_parse import parse_completion, parse_reply
+from v4c.runtime.chat_parse import parse_completion, parse_reply, starts_in_reasoning
 
 EOS = "<｜end▁of▁sentence｜>"
 QUESTION = [{"role": "user", "content": "Q"}]
@@ -149,3 +149,12 @@ def test_reply_cut_short_is_read_as_far_as_it_goes():
 def test_malformed_reply_is_kept_as_plain_content():
     message, problem = parse_reply("x</think>y<think>z" + EOS)
     assert message["content"] == "xyz" and "special token" in problem
+
+
+def test_a_completion_starts_in_reasoning_where_the_prompt_leaves_think_open():
+    assert starts_in_reasoning(encode_chat(QUESTION, thinking=True))
+    assert not starts_in_reasoning(encode_chat(QUESTION))
+    prefix = {"role": "assistant", "content": "The", "reasoning_content": "R", "wo_eos": True}
+    assert not starts_in_reasoning(encode_chat([*QUESTION, prefix], thinking=True))
+    action = [{"role": "user", "content": "Q", "task": "action"}]
+    assert starts_in_reasoning(encode_chat(action, thinking=True))

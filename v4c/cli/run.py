@@ -90,11 +90,12 @@ def _reply(
     return result.tokens[0]
 
 
-def _parsed(session, reply: list[int], thinking: bool) -> dict:
+def _parsed(session, prompt: str, reply: list[int]) -> dict:
     """The reply as the assistant message it encodes (reasoning, content, tool calls)."""
-    from v4c.runtime.chat_parse import parse_reply
+    from v4c.runtime.chat_parse import parse_reply, starts_in_reasoning
 
-    message, problem = parse_reply(session.tokenizer.decode(reply), thinking=thinking)
+    text = session.tokenizer.decode(reply)
+    message, problem = parse_reply(text, thinking=starts_in_reasoning(prompt))
     if problem:
         typer.echo(f"[the reply is not in the chat format ({problem}); kept as read]", err=True)
     return message
@@ -142,13 +143,13 @@ def run_command(
     session = _setup(checkpoint, spec, device, numerics, backend)
     tok = session.tokenizer
     if chat:
-        ids = tok.encode(encode_chat(conversation, thinking=thinking))
+        text = encode_chat(conversation, thinking=thinking)
+        ids = tok.encode(text)
     else:
-        ids = [tok.bos_id, *tok.encode(prompt)]
+        text, ids = prompt, [tok.bos_id, *tok.encode(prompt)]
     reply = _reply(session, ids, max_new_tokens, sampler, stream=not json_out)
     if json_out:
-        message = _parsed(session, reply, thinking and chat)
-        typer.echo(json.dumps(message, ensure_ascii=False))
+        typer.echo(json.dumps(_parsed(session, text, reply), ensure_ascii=False))
 
 
 def chat_command(
@@ -182,10 +183,11 @@ def chat_command(
         if not line.strip():
             break
         messages.append({"role": "user", "content": line.strip()})
-        ids = session.tokenizer.encode(encode_chat(messages, thinking=thinking))
+        prompt = encode_chat(messages, thinking=thinking)
+        ids = session.tokenizer.encode(prompt)
         if ids[: len(fed)] != fed:  # the rendering of earlier turns changed: start again
             session.engine.reset(1)
             fed = []
         reply = _reply(session, ids[len(fed) :], max_new_tokens, sampler, reset=False)
         fed = ids + reply[:-1]  # the last new token was sampled, not fed
-        messages.append(_parsed(session, reply, thinking))
+        messages.append(_parsed(session, prompt, reply))
