@@ -67,7 +67,8 @@ class _Turn:
     """A message after tool results and consecutive user messages are merged."""
 
     message: Message
-    blocks: list[tuple[str, str]] = field(default_factory=list)  # user: (tool call id|None, text)
+    # a user turn's parts: (None, text) for a user message, (tool call id, text) for a result
+    blocks: list[tuple[str | None, str]] = field(default_factory=list)
 
 
 def encode_chat(
@@ -79,7 +80,8 @@ def encode_chat(
     context: list[dict] | None = None,
     add_bos: bool = True,
 ) -> str:
-    """The prompt text for `messages` (OpenAI-shaped dicts; see the module docstring)."""
+    """The prompt text for `messages` (OpenAI-shaped dicts; see the module docstring).
+    Errors name a message by its index in `context + messages`."""
     if reasoning_effort not in _EFFORTS:
         raise ChatError(f"reasoning_effort must be one of {_EFFORTS}, got {reasoning_effort!r}")
     context = context or []

@@ -12,9 +12,15 @@ import pytest
 
 from v4c.runtime.chat import ChatError, encode_chat
 from v4c.runtime.chat_parse import parse_completion, parse_reply, starts_in_reasoning
+from v4c.runtime.tokenizer import load_tokenizer
 
 EOS = "<｜end▁of▁sentence｜>"
 QUESTION = [{"role": "user", "content": "Q"}]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer()
 
 
 def call(name: str, arguments: str) -> dict:
@@ -90,6 +96,17 @@ def test_round_trip(reply, thinking):
     # and the parsed message renders back to the same text
     again = encode_chat([*QUESTION, message], thinking=thinking)
     assert again == whole
+
+
+@pytest.mark.parametrize("reply", ROUND_TRIPS)
+def test_round_trip_on_token_ids(tok, reply):
+    """What the model emits is ids: the ids after the prompt's decode to the same text."""
+    prompt = tok.encode(encode_chat(QUESTION, thinking=True))
+    whole = encode_chat([*QUESTION, {"role": "assistant", **reply}], thinking=True)
+    ids = tok.encode(whole)
+    assert ids[: len(prompt)] == prompt and ids[-1] == tok.eos_id
+    message = parse_completion(tok.decode(ids[len(prompt) :]), thinking=True)
+    assert tok.encode(encode_chat([*QUESTION, message], thinking=True)) == ids
 
 
 def test_round_trip_normalises_argument_json():
