@@ -59,18 +59,20 @@ def starts_in_reasoning(prompt: str) -> bool:
 def parse_reply(text: str, *, thinking: bool = False) -> tuple[dict, str | None]:
     """(the message, None) for a well-formed reply; else (a best reading, why not).
 
-    A reply cut short by the token limit is parsed as if it had ended there; a thinking
-    reply cut before `</think>` is all reasoning; anything else malformed is kept whole as
-    content without its special tokens, so the chat goes on with what the model said.
+    A reply cut short by the token limit (no EOS) is parsed as if it had ended there; a
+    thinking reply cut before `</think>` is all reasoning. Anything else malformed is kept
+    whole as content without its special tokens, so the chat goes on with what the model
+    said, and the reason is returned.
     """
-    whole = text if text.endswith(EOS) else text + EOS
+    cut = not text.endswith(EOS)
+    whole = text + EOS if cut else text
     try:
         return parse_completion(whole, thinking=thinking), None
     except ChatError as err:
         problem = str(err)
     body = whole[: -len(EOS)]
     if thinking and END_THINK not in body and _TOOLS_START not in body:
-        return _message(reasoning=_plain(body)), problem
+        return _message(reasoning=_plain(body)), None if cut else problem
     return _message(content=_plain(body)), problem
 
 

@@ -157,8 +157,13 @@ def test_reply_cut_short_is_read_as_far_as_it_goes():
     assert parse_reply("The answ")[0]["content"] == "The answ"
     assert parse_reply("The answer." + EOS) == (parse_completion("The answer." + EOS), None)
     message, problem = parse_reply("Still thinking", thinking=True)
-    assert (message["reasoning_content"], message["content"]) == ("Still thinking", "")
-    assert "no </think>" in problem
+    assert (message["reasoning_content"], message["content"], problem) == (
+        "Still thinking",
+        "",
+        None,
+    )
+    message, problem = parse_reply("Done thinking?" + EOS, thinking=True)  # ended, yet no </think>
+    assert message["reasoning_content"] == "Done thinking?" and "no </think>" in problem
     cut = parse_reply("R</think>Half an ans", thinking=True)
     assert cut == (parse_completion("R</think>Half an ans" + EOS, thinking=True), None)
 
