@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 
 from v4c.runtime.chat import REASONING_EFFORT_MAX, ChatError, encode_chat
-from v4c.runtime.tokenizer import load_tokenizer
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
@@ -56,11 +55,6 @@ Otherwise, output directly after </think> with tool calls or final response.
 
 You MUST strictly follow the above defined tool name and parameter schemas to invoke tool calls.
 """  # noqa: E501
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
 
 
 def call(name: str, arguments: str, call_id: str = "") -> dict:

@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 import v4c.cli.run as run_cli
 from v4c.cli import app, main
 from v4c.runtime.chat import encode_chat
-from v4c.runtime.tokenizer import load_tokenizer
 
 
 class ScriptedEngine:
@@ -42,11 +41,6 @@ class ScriptedEngine:
 class Session:
     def __init__(self, engine, tokenizer):
         self.engine, self.tokenizer = engine, tokenizer
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
 
 
 def chat(monkeypatch, tok, replies: list[str], *args: str) -> tuple[ScriptedEngine, str]:

@@ -12,15 +12,9 @@ import pytest
 
 from v4c.runtime.chat import ChatError, encode_chat
 from v4c.runtime.chat_parse import parse_completion, parse_reply, starts_in_reasoning
-from v4c.runtime.tokenizer import load_tokenizer
 
 EOS = "<｜end▁of▁sentence｜>"
 QUESTION = [{"role": "user", "content": "Q"}]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
 
 
 def call(name: str, arguments: str) -> dict:
