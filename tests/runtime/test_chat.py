@@ -336,10 +336,12 @@ def test_title_task_after_the_first_reply_and_no_reasoning_after_a_task():
 
 
 def test_read_url_task(tok):
-    messages = [{"role": "user", "content": "see https://a.b", "task": "read_url"}]
-    text = encode_chat(messages)
-    assert text == BOS + f"{U}see https://a.b<｜read_url｜>"
-    assert tok.encode(text)[-1] == 128845
+    # the README's form: {prompt}<｜extracted_url｜>{url}<｜read_url｜>
+    content = "Read this<｜extracted_url｜>https://a.b/c"
+    text = encode_chat([{"role": "user", "content": content, "task": "read_url"}])
+    assert text == BOS + f"{U}{content}<｜read_url｜>"
+    url = tok.encode("https://a.b/c")
+    assert tok.encode(text) == [0, 128803, *tok.encode("Read this"), 128844, *url, 128845]
 
 
 # --- context (incremental rendering) --------------------------------------------------
