@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -73,21 +74,25 @@ def _setup(checkpoint, spec, device, numerics, backend, plan=None, cuda_graphs=T
     )
 
 
-def _reply(session, prompt_ids: list[int], max_new: int, sampler, reset: bool = True) -> list[int]:
-    """Generate after `prompt_ids`, streaming text to stdout; `reset=False` appends them to
-    the engine's sequence."""
+def _reply(
+    session, prompt_ids: list[int], max_new: int, sampler, reset: bool = True, stream: bool = True
+) -> list[int]:
+    """Generate after `prompt_ids`, streaming text to stdout (unless `stream` is off);
+    `reset=False` appends them to the engine's sequence."""
     from v4c.runtime.generate import generate
     from v4c.runtime.tokenizer import StreamDecoder
 
-    stream = StreamDecoder(session.tokenizer, skip_special_tokens=True)
+    decoder = StreamDecoder(session.tokenizer, skip_special_tokens=True)
 
     def show(_: int, token: int) -> None:
-        sys.stdout.write(stream.push(token))
+        sys.stdout.write(decoder.push(token))
         sys.stdout.flush()
 
     result = generate(session.engine, [prompt_ids], sampler, max_new_tokens=max_new,
-                      stop_ids={session.tokenizer.eos_id}, on_token=show, reset=reset)  # fmt: skip
-    sys.stdout.write(stream.flush() + "\n")
+                      stop_ids={session.tokenizer.eos_id}, on_token=show if stream else None,
+                      reset=reset)  # fmt: skip
+    if stream:
+        sys.stdout.write(decoder.flush() + "\n")
     typer.echo(
         f"[{result.prompt_tokens[0]} prompt tokens, {result.generated_tokens[0]} new "
         f"({result.stop_reasons[0]}); prefill {result.prefill_s:.2f} s, decode "
@@ -97,8 +102,26 @@ def _reply(session, prompt_ids: list[int], max_new: int, sampler, reset: bool = 
     return result.tokens[0]
 
 
+def _parsed(session, prompt: str, reply: list[int]) -> dict:
+    """The reply as the assistant message it encodes (reasoning, content, tool calls)."""
+    from v4c.runtime.chat_parse import parse_reply, starts_in_reasoning
+
+    text = session.tokenizer.decode(reply)
+    message, problem = parse_reply(text, thinking=starts_in_reasoning(prompt))
+    if problem:
+        typer.echo(f"[the reply is not in the chat format ({problem}); kept as read]", err=True)
+    return message
+
+
 def run_command(
-    prompt: Annotated[str, typer.Option(help="The prompt.")],
+    prompt: Annotated[str | None, typer.Option(help="The prompt (one user message).")] = None,
+    messages: Annotated[
+        Path | None,
+        typer.Option(
+            help="A JSON file with the conversation instead: a list of OpenAI-style messages "
+            "(system with tools, user, assistant with tool_calls, tool, developer, ...)."
+        ),
+    ] = None,
     checkpoint: Checkpoint = None,
     spec: SpecOpt = None,
     chat: Annotated[
@@ -115,19 +138,32 @@ def run_command(
     backend: Backend = "auto",
     plan: PlanDir = None,
     cuda_graphs: CudaGraphs = True,
+    json_out: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the reply as the parsed message (JSON), not streamed text."
+        ),
+    ] = False,
 ) -> None:
     """Generate a reply to one prompt, streaming tokens; prints tokens/s at the end."""
     from v4c.runtime.chat import encode_chat
+    from v4c.runtime.chat_messages import read_messages
     from v4c.runtime.sampler import Sampler
 
+    if (prompt is None) == (messages is None) or (messages is not None and not chat):
+        raise V4CError("give --prompt, or --messages FILE (chat encoding only)")
+    conversation = read_messages(messages) if messages else [{"role": "user", "content": prompt}]
     sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     session = _setup(checkpoint, spec, device, numerics, backend, plan, cuda_graphs)
     tok = session.tokenizer
     if chat:
-        ids = tok.encode(encode_chat([{"role": "user", "content": prompt}], thinking=thinking))
+        text = encode_chat(conversation, thinking=thinking)
+        ids = tok.encode(text)
     else:
-        ids = [tok.bos_id, *tok.encode(prompt)]
-    _reply(session, ids, max_new_tokens, sampler)
+        text, ids = prompt, [tok.bos_id, *tok.encode(prompt)]
+    reply = _reply(session, ids, max_new_tokens, sampler, stream=not json_out)
+    if json_out:
+        typer.echo(json.dumps(_parsed(session, text, reply), ensure_ascii=False))
 
 
 def chat_command(
@@ -145,8 +181,10 @@ def chat_command(
     plan: PlanDir = None,
     cuda_graphs: CudaGraphs = True,
 ) -> None:
-    """An interactive chat: one user message a line, empty line or EOF to end. Each turn
-    feeds the engine only the tokens the conversation added."""
+    """An interactive chat: one user message a line, empty line or EOF to end. The reply is
+    kept as the message it parses to, so the history is the official one; a turn feeds
+    the engine only the tokens added where that history extends what the engine holds
+    (not in thinking mode, where the earlier reasoning is dropped from the history)."""
     from v4c.runtime.chat import encode_chat
     from v4c.runtime.sampler import Sampler
 
@@ -161,11 +199,11 @@ def chat_command(
         if not line.strip():
             break
         messages.append({"role": "user", "content": line.strip()})
-        ids = session.tokenizer.encode(encode_chat(messages, thinking=thinking))
+        prompt = encode_chat(messages, thinking=thinking)
+        ids = session.tokenizer.encode(prompt)
         if ids[: len(fed)] != fed:  # the rendering of earlier turns changed: start again
             session.engine.reset(1)
             fed = []
         reply = _reply(session, ids[len(fed) :], max_new_tokens, sampler, reset=False)
         fed = ids + reply[:-1]  # the last new token was sampled, not fed
-        text = session.tokenizer.decode([t for t in reply if t != session.tokenizer.eos_id])
-        messages.append({"role": "assistant", "content": text})
+        messages.append(_parsed(session, prompt, reply))

@@ -1,0 +1,142 @@
+"""`v4c chat`'s loop on a scripted engine: the history it keeps is the official one (the
+parsed reply, rendered by `encode_chat`), and the engine is fed only what that history
+adds, or the whole of it again where the rendering of earlier turns changed.
+
+The engine stands in for the model: it answers a fixed script of tokens and records
+what it is fed, so the test sees exactly the sequence the engine holds each turn."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import v4c.cli.run as run_cli
+from v4c.cli import app, main
+from v4c.runtime.chat import encode_chat
+
+
+class ScriptedEngine:
+    def __init__(self, vocab: int, script: list[int]):
+        self.vocab, self.script = vocab, list(script)
+        self.held: list[int] = []  # the sequence since the last reset
+        self.prefills: list[tuple[bool, list[int]]] = []  # (after a reset, tokens fed)
+
+    def reset(self, batch: int) -> None:
+        assert batch == 1
+        self.held, self._reset = [], True
+
+    def forward(self, tokens: list[list[int]]) -> torch.Tensor:
+        if len(tokens[0]) > 1 or not self.held or self._reset:
+            self.prefills.append((self._reset, list(tokens[0])))
+        self._reset = False
+        self.held += tokens[0]
+        logits = torch.zeros(1, self.vocab)
+        logits[0, self.script.pop(0)] = 1.0
+        return logits
+
+
+class Session:
+    def __init__(self, engine, tokenizer):
+        self.engine, self.tokenizer = engine, tokenizer
+
+
+def chat(monkeypatch, tok, replies: list[str], *args: str) -> tuple[ScriptedEngine, str]:
+    script = [t for text in replies for t in [*tok.encode(text), tok.eos_id]]
+    engine = ScriptedEngine(tok.vocab_size, script)
+    monkeypatch.setattr(run_cli, "_setup", lambda *_: Session(engine, tok))
+    lines = "".join(f"{line}\n" for line in ("Hi", "Again", ""))
+    out = CliRunner().invoke(app, ["chat", "--temperature", "0", *args], input=lines)
+    assert out.exit_code == 0, out.output
+    assert not engine.script  # every scripted token was generated
+    return engine, out.output
+
+
+def test_thinking_history_drops_the_reasoning_and_feeds_it_again(monkeypatch, tok):
+    engine, output = chat(
+        monkeypatch, tok, ["Let me see</think>Hello!", "R2</think>Bye"], "--thinking"
+    )
+    history = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!", "reasoning_content": "Let me see"},
+        {"role": "user", "content": "Again"},
+    ]
+    second = tok.encode(encode_chat(history, thinking=True))
+    assert "Let me see" not in tok.decode(second)  # the official history of turn 2
+    # turn 2 renders turn 1 without its reasoning, so the engine starts again
+    assert [reset for reset, _ in engine.prefills] == [True, True]
+    assert engine.prefills[1][1] == second
+    assert engine.held == second + tok.encode("R2</think>Bye")  # the last EOS is not fed
+    assert "Let me see</think>Hello!" in output  # streamed as generated
+
+
+def test_chat_mode_feeds_only_the_new_turn(monkeypatch, tok):
+    engine, _ = chat(monkeypatch, tok, ["Hello!", "Bye"])
+    first = tok.encode(encode_chat([{"role": "user", "content": "Hi"}]))
+    history = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Again"},
+    ]
+    second = tok.encode(encode_chat(history))
+    assert [reset for reset, _ in engine.prefills] == [True, False]
+    assert engine.prefills[0][1] == first
+    assert engine.prefills[1][1] == second[len(first) + len(tok.encode("Hello!")) :]
+    assert engine.held == second + tok.encode("Bye")
+
+
+def test_unparsable_reply_is_said_and_kept_as_plain_content(monkeypatch, tok):
+    engine, output = chat(monkeypatch, tok, ["a<think>b", "c"])
+    assert "not in the chat format" in output
+    history = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "ab"},
+        {"role": "user", "content": "Again"},
+    ]
+    assert engine.prefills[-1] == (True, tok.encode(encode_chat(history)))
+
+
+def test_run_json_prints_the_parsed_tool_call(monkeypatch, tok, tmp_path):
+    reply = '\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="f">\n<｜DSML｜parameter name="x" '
+    reply += 'string="false">1</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>'
+    engine = ScriptedEngine(tok.vocab_size, [*tok.encode(reply), tok.eos_id])
+    monkeypatch.setattr(run_cli, "_setup", lambda *_: Session(engine, tok))
+    conversation = [
+        {
+            "role": "system",
+            "content": "",
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+        },
+        {"role": "user", "content": "Call f."},
+    ]
+    path = tmp_path / "conversation.json"
+    path.write_text(json.dumps(conversation))
+    out = CliRunner().invoke(app, ["run", "--messages", str(path), "--json", "--temperature", "0"])
+    assert out.exit_code == 0, out.output
+    assert engine.prefills == [(True, tok.encode(encode_chat(conversation)))]
+    message = json.loads(out.stdout.strip().splitlines()[-1])
+    assert message["tool_calls"] == [
+        {"type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}
+    ]
+
+
+@pytest.mark.parametrize(
+    "content, args, message",
+    [
+        ('[{"role": "robot"}]', (), "messages[0]: unknown role 'robot'"),
+        ("{", (), "cannot read a JSON conversation"),
+        ("[]", (), "expected a non-empty JSON list of messages"),
+        ('[{"role": "user"}]', ("--prompt", "x"), "give --prompt, or --messages FILE"),
+        ('[{"role": "user"}]', ("--raw",), "give --prompt, or --messages FILE"),
+    ],
+)
+def test_bad_conversation_is_a_user_error(tmp_path, capsys, content, args, message):
+    path = tmp_path / "conversation.json"
+    path.write_text(content)
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "--messages", str(path), *args])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
