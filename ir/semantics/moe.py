@@ -178,10 +178,29 @@ def grouped_swiglu(
 
     x [N,D], order [N*K], offsets [E+1], weights [N,K], w1 [E,I,D], w2 [E,D,I], w3 [E,I,D].
     Returns y_sorted [N*K,D] in x's dtype: row i is the output of slot order[i].
+
+    With no more slots than experts (a decode step) each slot gathers its expert's weights
+    by index, so nothing is read on the host (a CUDA graph can hold the step); otherwise
+    each expert's contiguous group runs at once, its bounds read from `offsets`.
     """
     k = weights.shape[1]
     flat_w = weights.reshape(-1)  # [N*K]
     y = torch.empty((order.numel(), x.shape[1]), dtype=x.dtype, device=x.device)  # [N*K,D]
+    if order.numel() <= w1.shape[0]:
+        positions = torch.arange(order.numel(), device=order.device)
+        expert = torch.searchsorted(offsets[1:], positions, right=True)  # [N*K] sorted slot's
+        for i in range(order.numel()):
+            e, slot = expert[i : i + 1], order[i : i + 1]
+            y[i : i + 1] = swiglu(
+                x.index_select(0, slot // k),
+                w1.index_select(0, e)[0],
+                w2.index_select(0, e)[0],
+                w3.index_select(0, e)[0],
+                limit=limit,
+                scale=flat_w.index_select(0, slot),
+                act_quant=act_quant,
+            )
+        return y
     for e in range(w1.shape[0]):
         lo, hi = int(offsets[e]), int(offsets[e + 1])
         slots = order[lo:hi]

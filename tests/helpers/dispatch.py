@@ -63,6 +63,7 @@ class DispatchCounter:
         self.syncs: list[str] = []
         self.allocations: list[str] = []
         self._seen: set[StorageWeakRef] = set()  # a weak ref keeps a storage's id unique
+        self._made: list[tuple[str, StorageWeakRef]] = []  # storages the block allocated
         self._host_read_depth = 0
         self._modes = (_HostReads(self), _Ops(self))
 
@@ -73,6 +74,16 @@ class DispatchCounter:
     @property
     def allocation_count(self) -> int:
         return len(self.allocations)
+
+    @property
+    def retained(self) -> list[str]:
+        """The ops whose new storages are still alive: memory the block kept beyond its
+        own buffers (a step's temporaries die with it; a retained one is an allocation
+        outside the arena)."""
+        import gc
+
+        gc.collect()
+        return [name for name, ref in self._made if not ref.expired()]
 
     def report(self) -> str:
         return f"syncs: {self.syncs}; allocations: {self.allocations}"
@@ -97,8 +108,10 @@ class DispatchCounter:
             fresh = self._is_new(tensor) and fresh
         if self._host_read_depth == 0 and _syncs(func, args, inputs, outputs):
             self.syncs.append(name)
-        if [tensor for tensor in outputs if self._is_new(tensor)] or fresh:
+        new = [tensor for tensor in outputs if self._is_new(tensor)]
+        if new or fresh:
             self.allocations.append(name)
+        self._made += [(name, StorageWeakRef(t.untyped_storage())) for t in new]
 
     def _is_new(self, tensor: torch.Tensor) -> bool:
         """Whether the tensor's storage is one not seen before (and remember it)."""

@@ -1,0 +1,166 @@
+"""The bound program: the plan is the artifact, a step is a flat loop over calls bound once,
+and a decode step is one a CUDA graph can hold (no sync, nothing kept outside the arena)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.helpers.dispatch import DispatchCounter
+from v4c.compile import compile_spec, write_output
+from v4c.passes.base import CompileOptions
+from v4c.runtime.engine import Engine, EngineError
+from v4c.runtime.random_weights import as_stored, random_weights
+from v4c.spec import load_spec
+
+PROMPT = list(range(100, 120))  # 20 tokens: past the 16-token window and 5 CSA blocks
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    spec = load_spec("tiny")
+    return spec, random_weights(spec, seed=0)
+
+
+def fp32_engine(spec, weights, **options) -> Engine:
+    options = {"max_tokens": 32, "max_seq": 160, "weights": "bf16", "dtype": "fp32", **options}
+    return Engine(compile_spec(spec, CompileOptions(**options)).plan, weights, dtype=torch.float32)
+
+
+def decode_step(engine: Engine, position: int):
+    """The bound decode step of one sequence, its inputs set for `position`."""
+    step = engine.programs["decode"].bind(1, 1)
+    step.inputs["ids"].fill_(7)
+    step.inputs["positions"].fill_(position)
+    if "slots" in step.inputs:
+        step.inputs["slots"].fill_(0)
+    return step
+
+
+@pytest.mark.parametrize("position", [20, 127, 128])  # a plain token, a ratio-128 boundary
+def test_decode_step_never_syncs_and_keeps_nothing_outside_the_arena(tiny, position):
+    engine = fp32_engine(*tiny)
+    engine.reset(1)
+    engine.forward([PROMPT])
+    step = decode_step(engine, position)
+    step.run()  # first use: the RoPE tables and the like are made once, on the device
+    with DispatchCounter() as counter:
+        step.run()
+    assert counter.sync_count == 0, counter.syncs
+    assert counter.retained == [], "storages outlived the step"
+
+
+def test_a_step_is_bound_once_and_reuses_its_buffers(tiny):
+    engine = fp32_engine(*tiny)
+    engine.reset(1)
+    engine.forward([PROMPT])
+    program = engine.programs["decode"]
+    step = program.bind(1, 1)
+    assert program.bind(1, 1) is step
+    logits = step.outputs["logits"]
+    arena = program.arena.untyped_storage().data_ptr()
+    assert logits.untyped_storage().data_ptr() == arena  # results live in the arena
+    assert step.launches == sum(launch.kind != "view" for launch in program.entry.launches)
+    engine.forward([[5]])
+    assert step.outputs["logits"] is logits  # the step wrote into the same views
+
+
+def test_dense_gemms_run_in_the_operands_dtype(tiny):
+    """A bf16 plan's GEMMs are one mm into the output view: no fp32 copy of a weight."""
+    spec, weights = tiny
+    plan = compile_spec(spec, CompileOptions(max_seq=64, weights="bf16")).plan
+    engine = Engine(plan, weights, dtype=torch.bfloat16)
+    engine.reset(1)
+    step = engine.programs["decode"].bind(1, 1)
+    launches = [launch for launch in engine.programs["decode"].entry.launches]
+    calls = dict(zip([launch for launch in launches if launch.kind != "view"], step.calls))
+    for launch, call in calls.items():
+        if launch.kind != "library":
+            continue
+        with DispatchCounter() as counter:
+            call()
+        mm = {op for op in counter.ops if "mm" in op}
+        assert mm == {"aten.mm.out"}, (launch.node, counter.ops)
+        assert counter.allocation_count == 0, (launch.node, counter.allocations)
+
+
+def test_plan_json_runs_in_a_fresh_process(tmp_path):
+    """plan.json alone: a new interpreter loads it and binds every launch's op, with no
+    import side effect to remember."""
+    write_output(load_spec("tiny"), tmp_path, options=CompileOptions(max_seq=64))
+    code = (
+        "import sys; from pathlib import Path; from v4c.ir.plan import Plan; "
+        "from v4c.runtime.program import plan_op; "
+        "plan = Plan.from_json(Path(sys.argv[1]).read_text()); "
+        "print(sum(1 for e in plan.entries.values() for l in e.launches if plan_op(l)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "plan.json")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert int(out.stdout) == sum(len(e["launches"]) for e in plan["entries"].values())
+
+
+def test_kernels_written_are_the_kernels_loaded(tmp_path, tiny):
+    """`v4c compile`'s kernels/ folder holds byte for byte the sources a run of the plan
+    loads, FP8/FP4 expert weights included (the plan's formats decide both)."""
+    spec, weights = tiny
+    options = CompileOptions(max_tokens=16, max_seq=64, dtype="fp32")
+    compiled = write_output(spec, tmp_path / "out", options=options)
+    formats = {name: info["format"] for name, info in compiled.plan.params.items()}
+    assert formats["layers.0.ffn.experts.{e}.w1.weight"] == "fp4:32"
+    stored = as_stored({n: weights[n] for n in compiled.plan.params}, formats)
+    engine = Engine(
+        compiled.plan, stored, dtype=torch.float32, backend="triton",
+        kernel_root=tmp_path / "cache",
+    )  # fmt: skip
+    loaded = {
+        open(module.__file__).read()
+        for program in engine.programs.values()
+        for module in program.kernels.values()
+    }
+    written = {p.read_text() for p in (tmp_path / "out" / "kernels").glob("*.py")}
+    assert loaded == written
+
+
+def test_a_checkpoint_in_other_formats_than_the_plan_is_refused(tiny):
+    spec, weights = tiny
+    plan = compile_spec(spec, CompileOptions(max_seq=64, dtype="fp32")).plan  # as stored
+    with pytest.raises(
+        EngineError, match=r"experts\.\{e\}\.w1\.weight: the plan reads it as fp4:32"
+    ):
+        Engine(plan, weights, dtype=torch.float32)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replay_equals_eager_and_never_syncs(tiny):
+    spec, weights = tiny
+    plan = compile_spec(spec, CompileOptions(max_tokens=32, max_seq=160, weights="bf16")).plan
+    eager = Engine(plan, weights, device="cuda", dtype=torch.bfloat16, cuda_graphs=False)
+    graphed = Engine(plan, weights, device="cuda", dtype=torch.bfloat16, backend="triton")
+    eager_tri = Engine(
+        plan, weights, device="cuda", dtype=torch.bfloat16, backend="triton", cuda_graphs=False
+    )
+    for engine in (eager, graphed, eager_tri):
+        engine.reset(1)
+        engine.forward([PROMPT])
+    token = [[5]]
+    for _ in range(20):
+        a, b = graphed.forward(token), eager_tri.forward(token)
+        assert torch.equal(a, b)  # replay is the eager step, exactly
+        token = [[int(a.argmax())]]
+    step = graphed.programs["decode"].bind(1, 1)
+    before = torch.cuda.memory_allocated()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        graphed.graphs[1].replay()
+        step.run()  # the eager step too: no host-device sync
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() == before
