@@ -109,13 +109,12 @@ class Engine:
         """Advance `rows` by ids.shape[1] tokens; returns their logits [b, V] at the last one."""
         start = torch.tensor([self.lengths[b] for b in rows])
         positions = start[:, None] + torch.arange(ids.shape[1])
-        inputs = {"ids": ids.to(self.device), "positions": positions.to(self.device)}
-        everyone = rows == list(range(len(self.lengths)))
-        state = self.state if everyone else {k: v[rows] for k, v in self.state.items()}
-        logits = self.executor.run(inputs, self.params, state)["logits"]
-        if not everyone:  # the sub-batch's caches were copies: write them back
-            for key, value in state.items():
-                self.state[key][rows] = value
+        inputs = {
+            "ids": ids.to(self.device),
+            "positions": positions.to(self.device),
+            "slots": torch.tensor(rows).to(self.device),  # the step reads and writes these rows
+        }
+        logits = self.executor.run(inputs, self.params, self.state)["logits"]
         for b in rows:
             self.lengths[b] += ids.shape[1]
         return logits[:, -1]

@@ -76,7 +76,11 @@ def test_every_flash_slice_launch_on_gpu(kernel_cache):
     ref.reset(1)
     tri = PlanExecutor(plan, "prefill", "triton", kernel_cache)
     ids = torch.randint(0, spec.vocab_size, (1, 128), device="cuda")
-    values = {"ids": ids, "positions": torch.arange(128, device="cuda")[None]}
+    values = {
+        "ids": ids,
+        "positions": torch.arange(128, device="cuda")[None],
+        "slots": torch.tensor([0], device="cuda"),
+    }
     seen = set()
     for launch, op in tri.ops:
         args = [values.get(r.name) if r.kind in ("input", "arena", "view") else

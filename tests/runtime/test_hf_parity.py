@@ -60,7 +60,9 @@ def test_prefill_every_position(setup, n):
     eng = Engine(plan, weights, dtype=torch.float32)
     eng.reset(1)
     ours = PlanExecutor(plan, "prefill").run(
-        {"ids": ids[:, :n], "positions": torch.arange(n)[None]}, eng.params, eng.state
+        {"ids": ids[:, :n], "positions": torch.arange(n)[None], "slots": torch.tensor([0])},
+        eng.params,
+        eng.state,
     )["logits"]
     theirs = hf_logits(hf, ids[:, :n])
     assert (ours - theirs).abs().max().item() <= ATOL
