@@ -57,20 +57,21 @@ def sparse_attention(
     slots [B] (the cache row of each step row), window_cache [N, W, d] (ring buffers, rows
     `slots` mutated: this step's kv is written after attending), compressed [N, C, d] or None
     (ratio 0), topk_idx [B, T, K] with -1 = none (CSA only).
-    M is the max over real keys only. Returns [B, T, H, d] in q's dtype.
+    M is the max over real keys only (L keys: ring, step, entries). Returns [B, T, H, d] in
+    q's dtype.
     """
     masks = list(_window_mask(positions, window_cache.shape[1]))
     keys = [window_cache[slots].float(), kv.float()]
     if ratio and compressed is not None:
         keys.append(compressed[slots].float())
         masks.append(_compressed_mask(positions, compressed.shape[1], ratio, topk_idx))
-    keys_all, mask = torch.cat(keys, dim=1), torch.cat(masks, dim=-1)  # [B, N, d], [B, T, N]
-    logits = torch.einsum("bthd,bnd->bthn", q.float(), keys_all) * softmax_scale
+    keys_all, mask = torch.cat(keys, dim=1), torch.cat(masks, dim=-1)  # [B, L, d], [B, T, L]
+    logits = torch.einsum("bthd,bld->bthl", q.float(), keys_all) * softmax_scale
     logits = logits.masked_fill(~mask[:, :, None, :], float("-inf"))
     top = logits.amax(dim=-1, keepdim=True)  # [B, T, H, 1], finite: the query sees itself
     weights = (logits - top).exp()
     denom = weights.sum(-1, keepdim=True) + (sink.float()[:, None] - top).exp()
-    out = torch.einsum("bthn,bnd->bthd", weights / denom, keys_all)
+    out = torch.einsum("bthl,bld->bthd", weights / denom, keys_all)
     _write_window(window_cache, slots, kv, positions)
     return out.to(q.dtype)
 
