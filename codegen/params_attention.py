@@ -45,10 +45,11 @@ class SparseAttention(Params):
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> SparseAttention:
         (_, _, heads, dim), ratio = inputs[0][0], attrs["ratio"]
-        keys = [inputs[i][1] for i in (0, 1, 4)] + ([inputs[5][1]] if ratio else [])
+        # q, kv, window_cache (after positions, slots, sink), compressed
+        keys = [inputs[i][1] for i in (0, 1, 5)] + ([inputs[6][1]] if ratio else [])
         return cls(
             dim=dim, heads=heads, window=attrs["window"], ratio=ratio,
-            topk=inputs[6][0][-1] if ratio == CSA_RATIO else 0,
+            topk=inputs[7][0][-1] if ratio == CSA_RATIO else 0,
             softmax_scale=attrs["softmax_scale"],
             precision=dot_precision(keys), block_h=block(heads, hi=16 if dim >= 256 else 32),
             block_n=16 if dim >= 256 else 32, block_d=block(dim), num_warps=8 if dim >= 256 else 4,

@@ -33,7 +33,7 @@ class Compressor(Params):
     def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> Compressor:
         if attrs.get("sim", "none") != "none":
             raise ValueError(f"compressor: no Triton template for sim={attrs['sim']!r} rounding")
-        width = inputs[5][0][0]  # norm [c]
+        width = inputs[6][0][0]  # norm [c]
         return cls(
             width=width, ratio=attrs["ratio"], overlap=attrs["ratio"] == CSA_RATIO,
             rope_dim=attrs["rope_dim"], eps=attrs["eps"], theta=attrs["theta"], yarn=attrs["yarn"],

@@ -31,7 +31,7 @@ class IndexerTopk(Params):
     def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> IndexerTopk:
         if attrs.get("sim"):
             raise ValueError("indexer_topk: no Triton template simulates the official FP8/FP4 q")
-        heads, head_dim = inputs[4][0][0], inputs[5][0][-1]  # weights_proj [Hi, D], keys [B, C, di]
+        heads, head_dim = inputs[5][0][0], inputs[6][0][-1]  # weights_proj [Hi, D], keys [N, C, di]
         return cls(
             heads=heads, head_dim=head_dim, rope_dim=attrs["rope_dim"], topk=attrs["topk"],
             ratio=attrs["ratio"], theta=attrs["theta"], yarn=attrs["yarn"],

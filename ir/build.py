@@ -2,8 +2,11 @@
 
 The graph computes one step of B sequences, T new tokens each, starting at `positions`:
 a prefill (T tokens) and a decode step (T = 1) are the same graph with T resolved
-differently. Node ids follow the spec: `L03.attn.wq_a`, `L03.ffn.moe`, `M00.e_proj` (MTP),
-`w.<checkpoint name>` (params), `cache.L03.window` (states), `in.ids`, `out.logits`.
+differently. The caches hold N sequences (a leading dim of their own); `slots` [B] names the
+cache row of each of the step's rows, so a step over any subset of the sequences reads and
+writes their rows in place. Node ids follow the spec: `L03.attn.wq_a`, `L03.ffn.moe`,
+`M00.e_proj` (MTP), `w.<checkpoint name>` (params), `cache.L03.window` (states), `in.ids`,
+`in.slots`, `out.logits`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class _Builder:
         self.tensors = {t.name: t for t in checkpoint_tensors(spec)}
         self.ids = self.source("in.ids", C.Input(BT, "i64", key="ids"))
         self.pos = self.source("in.positions", C.Input(BT, "i64", key="positions"))
+        self.slots = self.source("in.slots", C.Input(("B",), "i64", key="slots"))
         rows = layer_table(spec)
         h = self.add("embed", C.Embed(), [self.ids, self.param("embed.weight")])
         X = self.add("hc_expand", C.HcExpand(spec.hc.mult), [h])
@@ -131,8 +135,8 @@ class _Builder:
         kv = self.add(f"{q}.wkv", C.Linear(), [x, self.param(f"{at}wkv.weight")], i)
         kv = self.add(f"{q}.kv_norm", C.RmsNorm(eps), [kv, self.param(f"{at}kv_norm.weight")], i)
         kv = self.add(f"{q}.kv_rope", C.Rope(**self.rope(row)), [kv, pos], i)
-        window = self.state(f"{p}.window", ("B", a.sliding_window, a.head_dim), "bf16")
-        operands = [qh, kv, pos, self.param(f"{at}attn_sink"), window]
+        window = self.state(f"{p}.window", ("N", a.sliding_window, a.head_dim), "bf16")
+        operands = [qh, kv, pos, self.slots, self.param(f"{at}attn_sink"), window]
         if row.compress_ratio:
             operands.append(
                 self.compressor(row, x, f"{q}.compressor", f"{at}compressor.", a.head_dim)
@@ -146,7 +150,8 @@ class _Builder:
                 self.param(f"{at}indexer.weights_proj.weight"),
             ]
             ix = A.IndexerTopk(**self.rope(row), topk=a.indexer.topk, ratio=row.compress_ratio)
-            operands.append(self.add(f"{q}.indexer", ix, [qr, x, pos, *ix_w, keys], i))
+            ix_in = [qr, x, pos, self.slots, *ix_w, keys]
+            operands.append(self.add(f"{q}.indexer", ix, ix_in, i))
         core = A.SparseAttention(row.compress_ratio, a.sliding_window, a.head_dim**-0.5)
         o = self.add(f"{q}.core", core, operands, i)
         o = self.add(f"{q}.o_rope_inv", C.Rope(**self.rope(row), inverse=True), [o, pos], i)
@@ -159,14 +164,15 @@ class _Builder:
         m = row.compress_ratio if id.endswith(".attn.compressor") else A.CSA_RATIO
         coff = 2 if m == A.CSA_RATIO else 1
         key = id.removesuffix(".compressor").replace(".attn", "")
-        kv = self.state(f"{key}.compressor_kv", ("B", coff * m, coff * c), "fp32")
-        score = self.state(f"{key}.compressor_score", ("B", coff * m, coff * c), "fp32", "-inf")
-        cache = self.state(f"{key}.compressed", ("B", f"S/{m}", c), "bf16")
+        kv = self.state(f"{key}.compressor_kv", ("N", coff * m, coff * c), "fp32")
+        score = self.state(f"{key}.compressor_score", ("N", coff * m, coff * c), "fp32", "-inf")
+        cache = self.state(f"{key}.compressed", ("N", f"S/{m}", c), "bf16")
         weights = [
             self.param(f"{w}{k}") for k in ("wkv.weight", "wgate.weight", "ape", "norm.weight")
         ]
         op = A.Compressor(**self.rope(row), ratio=m, eps=self.spec.norm_eps)
-        return self.add(id, op, [x, self.pos, *weights, kv, score, cache], row.index)
+        operands = [x, self.pos, self.slots, *weights, kv, score, cache]
+        return self.add(id, op, operands, row.index)
 
     def ffn(self, row: LayerInfo, x: Value, p: str, w: str) -> Value:
         moe, i, f = self.spec.moe, row.index, f"{w}ffn."

@@ -1,7 +1,9 @@
 """Tensor types of IR values: a shape of ints and symbolic dims, and a dtype.
 
 Symbolic dims are resolved when a plan is made: `B` sequences in a step, `T` tokens per
-sequence in the step, `S` the longest sequence a cache holds. A dim may be a quotient of a
+sequence in the step, `N` cache rows (the sequences the caches hold; a step's `slots` input
+names the cache row of each of its B rows, so a step may advance any subset of them), `S` the
+longest sequence a cache holds. A dim may be a quotient of a
 symbol, `S/128`: the number of complete ratio-128 windows in `S` tokens (floor division).
 """
 

@@ -14,7 +14,7 @@ from v4c.spec import ModelSpec
 class CompileOptions:
     """Runtime limits a plan is made for (static buffers are sized from these)."""
 
-    max_batch: int = 1  # sequences per step
+    max_batch: int = 1  # sequences per step, and the cache rows that hold them
     max_tokens: int = 1024  # tokens per sequence in one prefill step (longer prompts are chunked)
     max_seq: int = 8192  # longest sequence the caches hold
     outputs: tuple[str, ...] = ("logits",)  # graph outputs to compute (mtp_logits: the MTP block)
@@ -27,7 +27,7 @@ class CompileOptions:
     def env(self, entry: str) -> dict[str, int]:
         """Values of the symbolic dims for an entry point."""
         tokens = {"prefill": self.max_tokens, "decode": 1}[entry]
-        return {"B": self.max_batch, "T": tokens, "S": self.max_seq}
+        return {"B": self.max_batch, "N": self.max_batch, "T": tokens, "S": self.max_seq}
 
 
 ENTRIES = ("prefill", "decode")

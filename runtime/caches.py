@@ -1,5 +1,6 @@
 """The caches of a step graph or plan, allocated: one tensor per `state` (sliding window,
-compressor state, compressed KV, indexer keys), sized for a batch and a longest sequence.
+compressor state, compressed KV, indexer keys), sized for a number of sequences (the cache
+rows, `N`) and a longest sequence.
 
 Both executors describe their states the same way (key -> symbolic shape, IR dtype, fill),
 and both hold IR-bf16 values in one chosen torch dtype; this is the one place that turns
@@ -30,8 +31,9 @@ def new_caches(
     device: torch.device,
     dtype: torch.dtype,
 ) -> dict[str, torch.Tensor]:
-    """`states`: key -> (symbolic shape, IR dtype, fill "zeros" | "-inf")."""
-    env = {"B": batch, "S": max_seq}
+    """`states`: key -> (symbolic shape, IR dtype, fill "zeros" | "-inf"); `batch` sequences
+    are the cache rows `N`."""
+    env = {"N": batch, "S": max_seq}
     caches = {}
     for key, (shape, ir_dtype, fill) in states.items():
         size = [resolve_dim(d, env) for d in shape]

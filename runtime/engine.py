@@ -4,7 +4,9 @@ It binds the plan once: the weights in the formats the plan records, the caches 
 window, compressor state, compressed KV, indexer keys) for `max_batch` sequences, one flat
 static buffer per step input, and one `Program` per entry point. A step of T = 1 tokens runs
 the decode entry, a longer one the prefill entry; both run from static buffers. On CUDA the
-decode step of each batch size is captured once in a CUDA graph and replayed.
+decode step of each batch size is captured in a CUDA graph on first use and replayed. The
+sizes are exact rather than padded to power-of-two buckets: a padded row would need a
+cache row of its own to write into, as large as a real sequence's.
 
 It splits each sequence's new tokens into steps of at most the plan's `max_tokens`, runs
 rows that advance by the same number of tokens in one step (so a batch of sequences at
@@ -159,14 +161,14 @@ class Engine:
 
     def _step(self, rows: list[int], ids: list[list[int]]) -> torch.Tensor:
         """Advance `rows` by len(ids[0]) tokens; returns their logits [b, V] at the last one
-        (a view of the step's output buffer, valid until the next step)."""
+        (a view of the step's output buffer, valid until the next step). The step reads and
+        writes the caches of `rows` in place: they are its `slots`."""
         batch, n = len(rows), len(ids[0])
-        if rows != list(range(batch)) or batch != len(self.lengths):
-            raise EngineError(f"a step over rows {rows} of {len(self.lengths)} needs slots")
         step = self.programs["decode" if n == 1 else "prefill"].bind(batch, n)
         host = {
             "ids": torch.tensor(ids),
             "positions": torch.tensor([self.lengths[b] for b in rows])[:, None] + torch.arange(n),
+            "slots": torch.tensor(rows),
         }
         for key, view in step.inputs.items():
             view.copy_(host[key].view(view.shape), non_blocking=True)

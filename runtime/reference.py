@@ -4,7 +4,8 @@ registry's reference semantics. It is the oracle for the passes and for the kern
 Values typed bf16 in the IR are held in `dtype` (fp32 for the oracle, bf16 to match the
 official activations); fp32 and integer values keep their type. Caches are a dict of
 tensors keyed by the graph's state keys, made by `new_state` and updated in place by the
-ops that own them, so consecutive `run` calls continue the same sequences.
+ops that own them, so consecutive `run` calls continue the same sequences; a step's `slots`
+input says which of the caches' rows (sequences) it advances.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class ReferenceExecutor:
     def run(
         self, inputs: Mapping[str, torch.Tensor], state: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """One step: `inputs` by input key (ids, positions, ...); returns outputs by key."""
+        """One step: `inputs` by input key (ids, positions, slots, ...); returns outputs by key."""
         values: dict[Value, object] = {}
         outputs = {}
         for node in self.order:

@@ -52,7 +52,7 @@ def cache_bytes(graph: Graph, spec: ModelSpec) -> dict[str, tuple[int, int, int]
             continue
         kind = kinds[node.op.key[:3]]
         t = node.types[0]
-        at = [prod(t.resolve({"B": 1, "S": s})) * DTYPE_BYTES[t.dtype] for s in (0, MILLION)]
+        at = [prod(t.resolve({"N": 1, "S": s})) * DTYPE_BYTES[t.dtype] for s in (0, MILLION)]
         fixed[kind] += at[0]
         growing[kind] += at[1] - at[0]
     for kind in set(kinds.values()):

@@ -3,10 +3,12 @@ attention over window + compressed entries, and the grouped output projection.
 
 Caches are operands: a `state` node feeds the op that writes it, and an op that writes a
 cache others read (the compressor) returns it, so readers are ordered after the writer.
+Caches have a leading dim of N cache rows; every op that reads or writes one takes the step's
+`slots` [B] (i64: the cache row of each step row) and touches only those rows, in place.
 A cache is read only by its writer (the window) or through the writer's result (the
 compressed entries), so a writer whose result is unused is dead like any other op.
-Shape legend: B rows, T tokens, D hidden, H heads, d head dim, c compressor width, m ratio,
-C = S/m compressed entries, W window, K top-k.
+Shape legend: B rows, T tokens, N cache rows, D hidden, H heads, d head dim, c compressor
+width, m ratio, C = S/m compressed entries, W window, K top-k.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from v4c.ir.types import TensorType
 CSA_RATIO = 4
 
 
+def _check_slots(op: Op, pos: TensorType, slots: TensorType, *caches: TensorType) -> None:
+    """slots is one i64 cache row per step row; the caches share their number of rows."""
+    op.expect(slots.shape == pos.shape[:1] and slots.dtype == "i64", f"slots {slots} for {pos}")
+    rows = {c.shape[0] for c in caches}
+    op.expect(len(rows) == 1, f"caches {', '.join(map(str, caches))} differ in their rows")
+
+
 @register
 @dataclass(frozen=True)
 class Compressor(_Rotary):
@@ -27,8 +36,11 @@ class Compressor(_Rotary):
     entries this step completes to `cache` and keeps partial windows in the state."""
 
     kind = "compressor"
-    operands = ("x", "positions", "wkv", "wgate", "ape", "norm", "state_kv", "state_score", "cache")
-    aliases = {0: 8}  # returns the cache it appended to
+    operands = (
+        "x", "positions", "slots", "wkv", "wgate", "ape", "norm", "state_kv", "state_score",
+        "cache",
+    )  # fmt: skip
+    aliases = {0: 9}  # returns the cache it appended to
     ratio: int = 4
     eps: float = 1e-6
     sim: str = (
@@ -36,7 +48,8 @@ class Compressor(_Rotary):
     )
 
     def infer(self, ins):
-        x, pos, wkv, wgate, ape, norm, skv, sscore, cache = ins
+        x, pos, slots, wkv, wgate, ape, norm, skv, sscore, cache = ins
+        _check_slots(self, pos, slots, skv, sscore, cache)
         coff = 2 if self.ratio == CSA_RATIO else 1
         c = norm.shape[0]
         self.expect(wkv.shape == wgate.shape == (coff * c, x.shape[-1]), f"wkv {wkv} for {x}")
@@ -50,22 +63,23 @@ class Compressor(_Rotary):
     def run(self, ins):
         from v4c.ir.semantics.compressor import compress
 
-        x, pos, wkv, wgate, ape, norm, skv, sscore, cache = ins
+        x, pos, slots, wkv, wgate, ape, norm, skv, sscore, cache = ins
         compress(
             x, pos, wkv, wgate, ape, norm, ratio=self.ratio, rope_freqs=self.freqs(x.device),
-            rope_dim=self.rope_dim, eps=self.eps, state_kv=skv, state_score=sscore, cache=cache,
+            rope_dim=self.rope_dim, eps=self.eps, slots=slots, state_kv=skv, state_score=sscore,
+            cache=cache,
         )  # fmt: skip
         if self.sim != "none":
-            self._round_new_entries(pos, cache)
+            self._round_new_entries(pos, slots, cache)
         return (cache,)
 
-    def _round_new_entries(self, pos, cache) -> None:
+    def _round_new_entries(self, pos, slots, cache) -> None:
         """The official rounding of the entries this step completed, in place (§6.3 step 3)."""
         from v4c.ir.semantics.quant import fp4_sim, fp8_sim, hadamard
 
         for b in range(pos.shape[0]):
             lo, hi = int(pos[b, 0]) // self.ratio, int(pos[b, -1] + 1) // self.ratio
-            new = cache[b, lo:hi]
+            new = cache[int(slots[b]), lo:hi]
             if self.sim == "fp8":
                 nope = new.shape[-1] - self.rope_dim
                 new[..., :nope] = fp8_sim(new[..., :nope].float(), block=64).to(new.dtype)
@@ -79,13 +93,14 @@ class IndexerTopk(_Rotary):
     """The lightning indexer's choice of compressed entries per query (§7)."""
 
     kind = "indexer_topk"
-    operands = ("qr", "x", "positions", "wq_b", "weights_proj", "keys")
+    operands = ("qr", "x", "positions", "slots", "wq_b", "weights_proj", "keys")
     topk: int = 512
     ratio: int = CSA_RATIO
     sim: bool = False  # numerics: official: FP8 input of wq_b, Hadamard + FP4 q
 
     def infer(self, ins):
-        qr, x, pos, wq_b, proj, keys = ins
+        qr, x, pos, slots, wq_b, proj, keys = ins
+        _check_slots(self, pos, slots, keys)
         heads, dim = proj.shape[0], keys.shape[-1]
         self.expect(wq_b.shape == (heads * dim, qr.shape[-1]), f"wq_b {wq_b} for {heads}x{dim}")
         return (TensorType((*pos.shape, self.topk), "i64"),)
@@ -93,10 +108,10 @@ class IndexerTopk(_Rotary):
     def run(self, ins):
         from v4c.ir.semantics.indexer import indexer_topk
 
-        qr, x, pos, wq_b, proj, keys = ins
+        qr, x, pos, slots, wq_b, proj, keys = ins
         return (
             indexer_topk(
-                qr, x, pos, wq_b, proj, keys, topk=self.topk, ratio=self.ratio,
+                qr, x, pos, wq_b, proj, keys, slots=slots, topk=self.topk, ratio=self.ratio,
                 rope_freqs=self.freqs(x.device), rope_dim=self.rope_dim, sim=self.sim,
             ),
         )  # fmt: skip
@@ -115,7 +130,7 @@ class SparseAttention(Op):
     softmax_scale: float = 1.0
 
     def operand_roles(self):
-        roles = ("q", "kv", "positions", "sink", "window_cache")
+        roles = ("q", "kv", "positions", "slots", "sink", "window_cache")
         if self.ratio:
             roles += ("compressed",)
         if self.ratio == CSA_RATIO:
@@ -123,7 +138,8 @@ class SparseAttention(Op):
         return roles
 
     def infer(self, ins):
-        q, kv, pos, sink, window = ins[:5]
+        q, kv, pos, slots, sink, window = ins[:6]
+        _check_slots(self, pos, slots, *ins[5:7])
         self.expect(kv.shape == (*q.shape[:2], q.shape[-1]), f"kv {kv} for q {q}")
         self.expect(
             sink.shape == (q.shape[2],) and window.shape[1:] == (self.window, q.shape[-1]),
@@ -134,12 +150,12 @@ class SparseAttention(Op):
     def run(self, ins):
         from v4c.ir.semantics.attention import sparse_attention
 
-        q, kv, pos, sink, window = ins[:5]
-        compressed = ins[5] if self.ratio else None
-        topk = ins[6] if self.ratio == CSA_RATIO else None
+        q, kv, pos, slots, sink, window = ins[:6]
+        compressed = ins[6] if self.ratio else None
+        topk = ins[7] if self.ratio == CSA_RATIO else None
         out = sparse_attention(
-            q, kv, pos, sink, window_cache=window, compressed=compressed, ratio=self.ratio,
-            topk_idx=topk, softmax_scale=self.softmax_scale,
+            q, kv, pos, sink, slots=slots, window_cache=window, compressed=compressed,
+            ratio=self.ratio, topk_idx=topk, softmax_scale=self.softmax_scale,
         )  # fmt: skip
         return (out,)
 

@@ -5,7 +5,8 @@ Each query attends, in one softmax, to the raw KV of its sliding window and to a
 compressed entries (none, all visible ones for HCA, the indexer's top-k for CSA). The single
 KV head is both key and value. The sink is a per-head logit that only enlarges the
 denominator. Earlier tokens' raw KV comes from a ring buffer (slot = position % W) that this
-function also advances; the inverse RoPE of the output (§8.3) is left to the caller.
+function also advances; the inverse RoPE of the output (§8.3) is left to the caller. The caches
+hold N sequences; step row b reads and writes cache row slots[b] (only those rows, in place).
 """
 
 from __future__ import annotations
@@ -47,38 +48,41 @@ def _compressed_mask(
 
 def sparse_attention(
     q: Tensor, kv: Tensor, positions: Tensor, sink: Tensor,
-    *, window_cache: Tensor, compressed: Tensor | None, ratio: int,
+    *, slots: Tensor, window_cache: Tensor, compressed: Tensor | None, ratio: int,
     topk_idx: Tensor | None, softmax_scale: float,
 ) -> Tensor:  # fmt: skip
     """o[b,t,h] = sum_j e^(l_j - M) k_j / (sum_j e^(l_j - M) + e^(sink_h - M)), l = q·k * scale.
 
     q [B, T, H, d], kv [B, T, d], positions [B, T], sink [H] (raw logit, not scaled),
-    window_cache [B, W, d] (ring buffer, mutated: this step's kv is written after attending),
-    compressed [B, C, d] or None (ratio 0), topk_idx [B, T, K] with -1 = none (CSA only).
-    M is the max over real keys only. Returns [B, T, H, d] in q's dtype.
+    slots [B] (the cache row of each step row), window_cache [N, W, d] (ring buffers, rows
+    `slots` mutated: this step's kv is written after attending), compressed [N, C, d] or None
+    (ratio 0), topk_idx [B, T, K] with -1 = none (CSA only).
+    M is the max over real keys only (L keys: ring, step, entries). Returns [B, T, H, d] in
+    q's dtype.
     """
     masks = list(_window_mask(positions, window_cache.shape[1]))
-    keys = [window_cache.float(), kv.float()]
+    keys = [window_cache[slots].float(), kv.float()]
     if ratio and compressed is not None:
-        keys.append(compressed.float())
+        keys.append(compressed[slots].float())
         masks.append(_compressed_mask(positions, compressed.shape[1], ratio, topk_idx))
-    keys_all, mask = torch.cat(keys, dim=1), torch.cat(masks, dim=-1)  # [B, N, d], [B, T, N]
-    logits = torch.einsum("bthd,bnd->bthn", q.float(), keys_all) * softmax_scale
+    keys_all, mask = torch.cat(keys, dim=1), torch.cat(masks, dim=-1)  # [B, L, d], [B, T, L]
+    logits = torch.einsum("bthd,bld->bthl", q.float(), keys_all) * softmax_scale
     logits = logits.masked_fill(~mask[:, :, None, :], float("-inf"))
     top = logits.amax(dim=-1, keepdim=True)  # [B, T, H, 1], finite: the query sees itself
     weights = (logits - top).exp()
     denom = weights.sum(-1, keepdim=True) + (sink.float()[:, None] - top).exp()
-    out = torch.einsum("bthn,bnd->bthd", weights / denom, keys_all)
-    _write_window(window_cache, kv, positions)
+    out = torch.einsum("bthl,bld->bthd", weights / denom, keys_all)
+    _write_window(window_cache, slots, kv, positions)
     return out.to(q.dtype)
 
 
-def _write_window(window_cache: Tensor, kv: Tensor, positions: Tensor) -> None:
-    """Store this step's last min(T, W) tokens at slot position % W of each row's ring buffer."""
+def _write_window(window_cache: Tensor, slots: Tensor, kv: Tensor, positions: Tensor) -> None:
+    """Store this step's last min(T, W) tokens of row b at ring slot position % W of cache row
+    slots[b] (an indexed assignment: no other row is touched)."""
     window = window_cache.shape[1]
     last = slice(max(0, kv.shape[1] - window), kv.shape[1])
-    slots = (positions[:, last] % window)[..., None].expand(-1, -1, kv.shape[-1])  # [B, T', d]
-    window_cache.scatter_(1, slots, kv[:, last].to(window_cache.dtype))
+    ring = positions[:, last] % window  # [B, T']
+    window_cache[slots[:, None], ring] = kv[:, last].to(window_cache.dtype)
 
 
 def grouped_out_proj(o: Tensor, wo_a: Tensor, groups: int) -> Tensor:

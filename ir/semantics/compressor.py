@@ -13,7 +13,8 @@ State layout (the official decode state, §6.5), per row, fp32, coff*m slots of 
   (0, -inf) (the official code leaves stale values there; they are never read).
 - overlap only, slots [0, m): the previous complete window's raw (K, Z + ape), (0, -inf) before
   the first window completes.
-The caller initialises state_kv to 0 and state_score to -inf.
+The caller initialises state_kv to 0 and state_score to -inf. State and cache hold N
+sequences; step row b reads and writes row slots[b] of each, in place.
 """
 
 from __future__ import annotations
@@ -58,13 +59,14 @@ def _pool(kv: Tensor, score: Tensor, n_windows: int, m: int, overlap: bool) -> T
 def compress(
     x: Tensor, positions: Tensor, wkv: Tensor, wgate: Tensor, ape: Tensor, norm_weight: Tensor,
     *, ratio: int, rope_freqs: Tensor, rope_dim: int, eps: float,
-    state_kv: Tensor, state_score: Tensor, cache: Tensor,
+    slots: Tensor, state_kv: Tensor, state_score: Tensor, cache: Tensor,
 ) -> None:  # fmt: skip
     """Append every entry completed by this step's tokens to `cache` and advance the state.
 
     x [B, T, D], positions [B, T], wkv / wgate [coff*c, D], ape [m, coff*c], norm_weight [c],
-    state_kv / state_score [B, coff*m, coff*c] fp32 (mutated, layout in the module docstring),
-    cache [B, C, c] (mutated): entry w, written once token (w+1)*m - 1 is processed, is
+    slots [B] (the cache row of each step row), state_kv / state_score [N, coff*m, coff*c] fp32
+    (rows `slots` mutated, layout in the module docstring), cache [N, C, c] (rows `slots`
+    mutated): entry w, written once token (w+1)*m - 1 is processed, is
     RMSNorm(pooled, norm_weight) with RoPE at position w*m on its last rope_dim channels.
     """
     if 2 * rope_freqs.numel() != rope_dim:
@@ -73,12 +75,12 @@ def compress(
     k = x.float() @ wkv.float().T  # [B, T, coff*c]
     z = x.float() @ wgate.float().T + ape.float()[positions % m]  # [B, T, coff*c]
     for b in range(x.shape[0]):
-        start = int(positions[b, 0])
-        kv, score, n_filled = _timeline(state_kv[b], state_score[b], k[b], z[b], start, m)
+        start, row = int(positions[b, 0]), int(slots[b])
+        kv, score, n_filled = _timeline(state_kv[row], state_score[row], k[b], z[b], start, m)
         entries = _pool(kv, score, n_filled // m, m, overlap=coff == 2)  # [n, c]
-        _store(entries, start // m, cache[b], norm_weight, m, rope_freqs, eps)
+        _store(entries, start // m, cache[row], norm_weight, m, rope_freqs, eps)
         tail = kv.shape[0] - coff * m
-        state_kv[b], state_score[b] = kv[tail:], score[tail:]
+        state_kv[row], state_score[row] = kv[tail:], score[tail:]
 
 
 def _store(

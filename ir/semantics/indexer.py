@@ -46,15 +46,17 @@ def indexer_scores(
 
 def indexer_topk(
     qr: Tensor, x: Tensor, positions: Tensor, wq_b: Tensor, weights_proj: Tensor, keys: Tensor,
-    *, topk: int, ratio: int, rope_freqs: Tensor, rope_dim: int, sim: bool = False,
+    *, slots: Tensor, topk: int, ratio: int, rope_freqs: Tensor, rope_dim: int, sim: bool = False,
 ) -> Tensor:  # fmt: skip
     """The top-`topk` visible entries per query: LongTensor [B, T, topk], -1 where fewer exist.
 
     qr [B, T, q_lora] (post q_norm), x [B, T, D] (attention input), positions [B, T],
-    wq_b [Hi*di, q_lora], weights_proj [Hi, D], keys [B, C, di] (indexer compressed cache).
+    wq_b [Hi*di, q_lora], weights_proj [Hi, D], keys [N, C, di] (indexer compressed cache),
+    slots [B]: step row b reads cache row slots[b].
     Entry w is visible to the query at position i iff w < (i+1) // ratio."""
     if 2 * rope_freqs.numel() != rope_dim:
         raise ValueError(f"rope_freqs has {rope_freqs.numel()} pairs, rope_dim is {rope_dim}")
+    keys = keys[slots]  # [B, C, di]
     scores = indexer_scores(
         qr, x, positions, wq_b, weights_proj, keys, rope_freqs=rope_freqs, sim=sim
     )

@@ -3,7 +3,9 @@
 Small dims (d 64, 4 heads, window 8). A sparse-attention case is a few steps on one ring
 buffer, the kernel and the reference each on its own copy, so later steps read what earlier
 steps wrote; after every step the outputs must agree within the dtype's tolerance and the
-ring buffers exactly (the write is a copy). Rows of a batch sit at different positions.
+ring buffers exactly (the write is a copy). Rows of a batch sit at different positions, and
+the caches hold one row more than the step, whose rows are cache rows `SLOTS` (reversed, one
+skipped): the kernel must find each row through `slots`, and leave the skipped row as it was.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from v4c.ir.ops.attention import GroupedLinear, SparseAttention
 D, H, W = 64, 4, 8
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=1.6e-2, atol=1e-2)}
 DTYPES = [torch.float32, torch.bfloat16]
+SLOTS = torch.tensor([2, 0])  # step rows 0, 1 -> cache rows 2, 0 of 3
 
 
 def topk_picks(positions, n_entries, k, gen):
@@ -38,25 +41,25 @@ def run_steps(op, steps, dtype, kernel_cache, *, heads=H, sink=None, n_entries=0
     the kernel and of the reference, outputs and ring buffers compared. Returns the last
     step's inputs (with the ring as it was before the step) and kernel output."""
     gen = torch.Generator().manual_seed(0)
-    batch = len(steps[0][0])
+    batch, rows = len(steps[0][0]), len(SLOTS) + 1
     sink = torch.randn(heads, generator=gen) if sink is None else sink
-    ring = torch.randn(batch, W, D, generator=gen).to(dtype)  # what earlier steps left
-    ring_ref = ring.clone()
-    compressed = torch.randn(batch, n_entries, D, generator=gen).to(dtype)
+    ring = torch.randn(rows, W, D, generator=gen).to(dtype)  # what earlier steps left
+    ring_ref, skipped = ring.clone(), ring[1].clone()
+    compressed = torch.randn(rows, n_entries, D, generator=gen).to(dtype)
     for starts, T in steps:
         positions = torch.tensor(starts)[:, None] + torch.arange(T)  # [B, T]
         q = torch.randn(batch, T, heads, D, generator=gen).to(dtype)
         kv = torch.randn(batch, T, D, generator=gen).to(dtype)
-        ins = [q, kv, positions, sink, ring]
+        ins = [q, kv, positions, SLOTS, sink, ring]
         ins += [compressed] if op.ratio else []
         ins += [topk_picks(positions, n_entries, topk, gen)] if topk else []
         before = ring.clone()
         (got,) = run_kernel(op, ins, kernel_cache)
-        (want,) = op.run([*ins[:4], ring_ref, *ins[5:]])
+        (want,) = op.run([*ins[:5], ring_ref, *ins[6:]])
         assert got.dtype == want.dtype and got.shape == want.shape
         torch.testing.assert_close(got, want, **TOL[dtype])
-        assert torch.equal(ring, ring_ref)
-    return [*ins[:4], before, *ins[5:]], got
+        assert torch.equal(ring, ring_ref) and torch.equal(ring[1], skipped)
+    return [*ins[:5], before, *ins[6:]], got
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -93,7 +96,7 @@ def test_sink(kernel_cache):
     sink = torch.randn(20)
     sink[0], sink[19] = -30.0, 30.0
     ins, got = run_steps(op, [((3, 12), 1)], torch.float32, kernel_cache, heads=20, sink=sink)
-    plain = run_kernel(op, [*ins[:3], torch.full((20,), float("-inf")), ins[4]], kernel_cache)[0]
+    plain = run_kernel(op, [*ins[:4], torch.full((20,), float("-inf")), ins[5]], kernel_cache)[0]
     assert got[:, :, 19].abs().max() < 1e-9
     torch.testing.assert_close(got[:, :, 0], plain[:, :, 0], **TOL[torch.float32])
     assert not torch.allclose(got[:, :, 1:19], plain[:, :, 1:19], rtol=1e-2, atol=1e-2)

@@ -4,6 +4,8 @@ Each schedule drives two rows that start at different positions through a prefil
 inside a window, decode steps that cross window boundaries, a chunk that starts mid-window and
 a step that completes several entries; after every step the state must equal the reference's
 (the same fp32 values, layout included) and the cache must match within the dtype's tolerance.
+State and cache hold one row more than the step, whose rows are cache rows `slots` (a
+permutation with one row skipped): the skipped row must stay exactly as it was.
 """
 
 from __future__ import annotations
@@ -37,23 +39,27 @@ def test_matches_reference_step_by_step(ratio, dtype, starts, steps, kernel_cach
     ape = torch.randn(ratio, coff * WIDTH, generator=gen)
     norm = (1 + 0.1 * torch.randn(WIDTH, generator=gen)).to(dtype)
     rows, entries = len(starts), (max(starts) + sum(steps)) // ratio + 1
-    slots = (rows, coff * ratio, coff * WIDTH)
-    state = [torch.zeros(slots), torch.full(slots, float("-inf"))]  # state_kv, state_score
-    cache = torch.zeros(rows, entries, WIDTH, dtype=dtype)
+    slots = torch.tensor([2, 0])  # step rows 0, 1 -> cache rows 2, 0 of 3; row 1 is skipped
+    shape = (rows + 1, coff * ratio, coff * WIDTH)
+    state = [torch.zeros(shape), torch.full(shape, float("-inf"))]  # state_kv, state_score
+    cache = torch.randn(rows + 1, entries, WIDTH, generator=gen).to(dtype)  # earlier entries
     mine, ref = [s.clone() for s in (*state, cache)], [s.clone() for s in (*state, cache)]
+    skipped = [s[1].clone() for s in mine]
     done = 0
     for tokens in steps:
         x = torch.randn(rows, tokens, DIM, generator=gen).to(dtype)
         positions = torch.tensor(starts)[:, None] + done + torch.arange(tokens)  # [B, T]
-        ins = [x, positions, *weights, ape, norm, *mine]
+        ins = [x, positions, slots, *weights, ape, norm, *mine]
         (got,) = run_kernel(op, ins, kernel_cache)
-        op.run(ins[:6] + ref)  # the same step on the reference's own state and cache
+        op.run(ins[:7] + ref)  # the same step on the reference's own state and cache
         assert got is mine[2]
         torch.testing.assert_close(mine[0], ref[0], rtol=0, atol=0)  # state: raw K and Z + ape
         torch.testing.assert_close(mine[1], ref[1], rtol=0, atol=0)
         torch.testing.assert_close(mine[2], ref[2], **TOL[dtype])
+        assert all(torch.equal(s[1], old) for s, old in zip(mine, skipped))
         done += tokens
-    assert (ref[2].abs().sum(-1) > 0).sum() >= rows * (sum(steps) // ratio - 1)  # entries written
+    written = (ref[2][slots] != cache[slots]).any(-1).sum()  # entries the steps wrote
+    assert written >= rows * (sum(steps) // ratio - 1)
 
 
 def test_official_rounding_is_refused():

@@ -3,6 +3,8 @@
 Rows sit at different positions, so a query sees no entry, a few, a number that crosses a
 top-k chunk, or the whole (clamped) cache; the chunked merge, padding with -1 when top-k
 exceeds what is visible, and the tie rule (equal scores: lower entry first) are all checked.
+The key cache holds one row more than the step, whose rows read cache rows `slots` (permuted,
+one skipped), so a kernel that read row b instead of slots[b] would pick other entries.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ def test_matches_reference(topk, entries, dtype, kernel_cache):
         torch.randn(rows, tokens, Q_LORA, generator=gen).to(dtype),
         torch.randn(rows, tokens, DIM, generator=gen).to(dtype),
         positions,
+        torch.tensor([3, 0, 2]),  # slots: step rows 0, 1, 2 -> cache rows 3, 0, 2 of 4
         (0.3 * torch.randn(HEADS * HEAD_DIM, Q_LORA, generator=gen)).to(dtype),
         (0.3 * torch.randn(HEADS, DIM, generator=gen)).to(dtype),
-        torch.randn(rows, entries, HEAD_DIM, generator=gen).to(dtype),
+        torch.randn(rows + 1, entries, HEAD_DIM, generator=gen).to(dtype),
     ]
     op = IndexerTopk(ROPE, 10000.0, (4.0, 64, 32.0, 1.0), topk=topk, ratio=4)
     got, want = _run(op, ins, kernel_cache)
@@ -63,14 +66,16 @@ def test_exact_ties_go_to_the_lower_entry(kernel_cache):
     palette = ints(-1, 1, 4, HEAD_DIM)
     palette[:, HEAD_DIM - ROPE :] = 0  # no RoPE'd channels: q·k stays an exact integer
     palette[0] = 0
-    keys = palette[torch.randint(0, 4, (rows, entries), generator=gen)]  # [B, C, di]
+    keys = palette[torch.randint(0, 4, (rows + 1, entries), generator=gen)]  # [N, C, di]
     positions = torch.tensor([[50, 51, 52], [77, 78, 79]])
+    slots = torch.tensor([2, 0])  # step rows 0, 1 -> cache rows 2, 0 of 3
     qr, x = ints(-2, 2, rows, tokens, Q_LORA), ints(-2, 2, rows, tokens, DIM)
     weights = [ints(-1, 1, HEADS * HEAD_DIM, Q_LORA), ints(-1, 1, HEADS, DIM)]  # wq_b, weights_proj
-    ins = [qr, x, positions, *weights, keys.to(torch.bfloat16)]
+    ins = [qr, x, positions, slots, *weights, keys.to(torch.bfloat16)]
     op = IndexerTopk(ROPE, 10000.0, None, topk=topk, ratio=4)
     got, want = _run(op, ins, kernel_cache)
-    scores = indexer_scores(*ins, rope_freqs=op.freqs("cpu"))  # [B, T, C]
+    read = keys[slots].to(torch.bfloat16)  # [B, C, di]: the rows the step reads
+    scores = indexer_scores(qr, x, positions, *weights, read, rope_freqs=op.freqs("cpu"))
     picked = scores.gather(-1, want)
     assert (picked[..., 1:] == picked[..., :-1]).any()  # ties among the picks
     visible = torch.arange(entries) < (positions[..., None] + 1) // 4  # > topk for every query

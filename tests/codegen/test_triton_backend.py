@@ -79,7 +79,11 @@ def test_every_flash_slice_launch_on_gpu(kernel_cache):
     tri.reset(1)
     program = tri.programs["prefill"]
     ids = torch.randint(0, spec.vocab_size, (1, 128), device="cuda")
-    values = {"ids": ids, "positions": torch.arange(128, device="cuda")[None]}
+    values = {
+        "ids": ids,
+        "positions": torch.arange(128, device="cuda")[None],
+        "slots": torch.tensor([0], device="cuda"),
+    }
     sources = {"param": tri.params, "state": tri.state}
     seen = set()
     for i, (launch, op) in enumerate(zip(program.entry.launches, program.ops)):

@@ -46,7 +46,11 @@ def test_build_structure(tiny):
     assert (core.op.ratio, core.op.window) == (128, 16)
     assert graph.node("L01.attn.q_rope").op.yarn == (16.0, 65536, 32.0, 1.0)
     assert graph.node("L00.attn.q_rope").op.yarn is None
-    assert graph.type_of(Value("cache.L02.compressed")) == TensorType(("B", "S/128", 128), "bf16")
+    # caches have their own rows (N); the step's rows (B) name theirs through `slots`
+    assert graph.type_of(Value("cache.L02.compressed")) == TensorType(("N", "S/128", 128), "bf16")
+    assert graph.type_of(Value("in.slots")) == TensorType(("B",), "i64")
+    for id in ("L01.attn.compressor", "L01.attn.indexer", "L01.attn.core", "M00.attn.core"):
+        assert Value("in.slots") in graph.operands(id), id
 
 
 @pytest.mark.parametrize("stage", ["build", "optimised"])
@@ -67,8 +71,13 @@ def test_printed_line_format(tiny):
         "{layer=1, out_dtype='bf16'} : [B,T,128]bf16" in text
     )
     assert (
-        "%cache.L02.compressor_score = state() {fill='-inf', key='L02.compressor_score'} : [B,128,128]fp32"  # noqa: E501
+        "%cache.L02.compressor_score = state() {fill='-inf', key='L02.compressor_score'} : [N,128,128]fp32"  # noqa: E501
         in text
+    )
+    assert "%in.slots = input() {key='slots'} : [B]i64" in text
+    assert (
+        "%L02.attn.core = sparse_attention(%L02.attn.q_rope, %L02.attn.kv_rope, %in.positions, "
+        "%in.slots, %w.layers.2.attn.attn_sink, %cache.L02.window, %L02.attn.compressor) " in text
     )
 
 
@@ -96,6 +105,26 @@ def test_verifier_catches_a_wrong_type(tiny):
     with pytest.raises(
         IRError, match=r"L00.attn.wq_a_new: types \[B,T,64\]bf16 but linear infers \[B,T,128\]bf16"
     ):
+        verify(graph)
+
+
+@pytest.mark.parametrize(
+    "node, op, message",
+    [
+        ("in.slots", C.Input(("B",), "i32", key="slots"), r"slots \[B\]i32 for \[B,T\]i64"),
+        ("in.slots", C.Input(("T",), "i64", key="slots"), r"slots \[T\]i64 for \[B,T\]i64"),
+        (
+            "cache.L02.window",
+            C.State(("B", 16, 128), "bf16", key="L02.window"),
+            r"caches \[B,16,128\]bf16, \[N,S/128,128\]bf16 differ in their rows",
+        ),
+    ],
+)
+def test_verifier_catches_bad_slots_and_cache_rows(tiny, node, op, message):
+    """slots: one i64 cache row per step row; every cache an op touches has the same rows."""
+    graph = build(tiny)
+    _replace_node(graph, node, op, op.infer([]))
+    with pytest.raises(IRError, match=message):
         verify(graph)
 
 

@@ -38,14 +38,20 @@ def graph_before(spec, name: str):
 
 
 def steps(seed: int = 0):
-    """Prefill 20 tokens in 2 rows, decode one, prefill 5 more after them."""
+    """Prefill 20 tokens in 2 rows, decode one, prefill 5 more after them; step rows 0, 1 are
+    cache rows 1, 0 (the passes must carry `slots` to every op that touches a cache)."""
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, 129280, (2, 27), generator=gen)
     out = []
     for lo, hi in ((0, 20), (20, 21), (21, 26)):
         positions = torch.arange(lo, hi).expand(2, -1).contiguous()
         out.append(
-            {"ids": ids[:, lo:hi], "positions": positions, "mtp_ids": ids[:, lo + 1 : hi + 1]}
+            {
+                "ids": ids[:, lo:hi],
+                "positions": positions,
+                "slots": torch.tensor([1, 0]),
+                "mtp_ids": ids[:, lo + 1 : hi + 1],
+            }
         )
     return out
 

@@ -85,7 +85,7 @@ def test_compressor_rounds_only_the_new_entries(tiny):
         op = Compressor(rope_dim=8, theta=160000.0, ratio=m, sim=sim)
         for lo, hi in steps:
             pos = torch.arange(lo, hi)[None]
-            op.run([x[:, lo:hi], pos, *w, *state])
+            op.run([x[:, lo:hi], pos, torch.tensor([0]), *w, *state])
         return state[2]
 
     for steps in ([(0, 9)], [(0, 5), (5, 9)]):  # an entry from an earlier step is not rounded twice

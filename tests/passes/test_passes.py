@@ -10,7 +10,7 @@ import pytest
 from tests.passes.conftest import FULL, assert_same_outputs, graph_before, run_steps
 from v4c.ir.graph import Value
 from v4c.ir.ops import core as C
-from v4c.ir.plan import Plan
+from v4c.ir.plan import Plan, Ref
 from v4c.passes import load_passes
 from v4c.passes.base import PASSES, PassContext
 from v4c.passes.pipeline import DEFAULT_PIPELINE
@@ -105,7 +105,11 @@ def test_lower_makes_a_plan_that_round_trips(tiny):
     kinds = {launch.op: launch.kind for launch in decode.launches}
     assert kinds["split_heads"] == "view" and kinds["linear"] == "library"
     assert kinds["sparse_attention"] == "kernel"
-    assert decode.env == {"B": 1, "T": 1, "S": 8192}
+    assert decode.env == {"B": 1, "N": 1, "T": 1, "S": 8192}
+    core = next(launch for launch in decode.launches if launch.node == "L01.attn.core")
+    assert core.inputs[3] == Ref("input", "slots", (1,), "i64", 0, ("B",))
+    assert core.inputs[5] == Ref("state", "L01.window", (1, 16, 128), "bf16", 0, ("N", 16, 128))
+    assert plan.states["L01.window"]["shape"] == ["N", 16, 128]
     wq_a = next(launch for launch in decode.launches if launch.node == "L01.attn.wq_a")
     assert (wq_a.kind, wq_a.kernel) == ("library", "torch.matmul")
     assert wq_a.inputs[1].kind == "param" and wq_a.inputs[1].name == "layers.1.attn.wq_a.weight"

@@ -65,7 +65,7 @@ def test_prefill_every_position(setup, n):
     eng = Engine(plan, weights, dtype=torch.float32)
     eng.reset(1)
     ours = PlanRunner(plan, eng.params, eng.state).run(
-        {"ids": ids[:, :n], "positions": torch.arange(n)[None]}
+        {"ids": ids[:, :n], "positions": torch.arange(n)[None], "slots": torch.tensor([0])}
     )["logits"]
     theirs = hf_logits(hf, ids[:, :n])
     assert (ours - theirs).abs().max().item() <= ATOL

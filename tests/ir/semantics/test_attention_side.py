@@ -41,6 +41,11 @@ MAIN_FREQS = rope_freqs(ROPE_DIM, SPEC.rope.theta, None)
 COMPRESS_FREQS = rope_freqs(ROPE_DIM, SPEC.rope.compress_theta, SPEC.rope.yarn.model_dump())
 
 
+def rows(n: int) -> torch.Tensor:
+    """`slots` of a step over cache rows 0..n-1, in order (step row b is cache row b)."""
+    return torch.arange(n)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
@@ -161,8 +166,9 @@ def _state(batch: int, ratio: int, c: int, entries: int) -> dict:
     }
 
 
-def _compress(module, x, positions, ratio: int, state: dict) -> None:
-    """Our compressor with the weights of an HF compressor (or indexer) module."""
+def _compress(module, x, positions, ratio: int, state: dict, slots=None) -> None:
+    """Our compressor with the weights of an HF compressor (or indexer) module; step row b
+    goes to cache row slots[b] (default: row b)."""
     compress(
         x,
         positions,
@@ -174,6 +180,7 @@ def _compress(module, x, positions, ratio: int, state: dict) -> None:
         rope_freqs=COMPRESS_FREQS,
         rope_dim=ROPE_DIM,
         eps=EPS,
+        slots=rows(x.shape[0]) if slots is None else slots,
         **state,
     )
 
@@ -260,7 +267,7 @@ def test_compressor_chunked_equals_one_shot(ratio, sizes):
     for split in (sizes, [total]):
         state = _state(2, ratio, c, entries=total // ratio + 1)
         for chunk, positions in _chunks(x, split):
-            compress(chunk, positions, *weights, norm_weight, **kw, **state)
+            compress(chunk, positions, *weights, norm_weight, **kw, slots=rows(2), **state)
         runs.append(state)
     for key in runs[0]:
         torch.testing.assert_close(runs[0][key], runs[1][key], **CHUNKED)
@@ -284,6 +291,7 @@ def test_compressor_state_layout():
         rope_freqs=COMPRESS_FREQS[:1],
         rope_dim=2,
         eps=EPS,
+        slots=rows(1),
         **state,
     )
     k, z = x[0] @ wkv.T, x[0] @ wgate.T + ape[torch.arange(10) % 4]
@@ -313,6 +321,7 @@ def test_compressor_entry_by_hand():
         rope_freqs=freqs,
         rope_dim=2,
         eps=EPS,
+        slots=rows(1),
         **state,
     )
     k, z = x[0] @ wkv.T, x[0] @ wgate.T + ape[torch.arange(8) % 4]
@@ -334,19 +343,39 @@ def test_compressor_rows_at_different_positions(ratio, starts, step):
     x = torch.randn(2, total, d)
     kw = {"ratio": ratio, "rope_freqs": COMPRESS_FREQS[:2], "rope_dim": 4, "eps": EPS}
     joint = _state(2, ratio, c, entries=total // ratio + 1)
-    for b, start in enumerate(starts):  # each row's own history, through views of the state
-        row = {key: value[b : b + 1] for key, value in joint.items()}
-        compress(x[b : b + 1, :start], torch.arange(start)[None], *weights, **kw, **row)
+    for b, start in enumerate(starts):  # each row's own history, in its own cache row
+        history = x[b : b + 1, :start], torch.arange(start)[None]
+        compress(*history, *weights, **kw, slots=torch.tensor([b]), **joint)
     positions = torch.stack([torch.arange(s, s + step) for s in starts])
     chunk = torch.stack([x[b, s : s + step] for b, s in enumerate(starts)])
-    compress(chunk, positions, *weights, **kw, **joint)
+    compress(chunk, positions, *weights, **kw, slots=rows(2), **joint)
     for b, start in enumerate(starts):
         alone = _state(1, ratio, c, entries=total // ratio + 1)
-        compress(
-            x[b : b + 1, : start + step], torch.arange(start + step)[None], *weights, **kw, **alone
-        )
+        whole = x[b : b + 1, : start + step], torch.arange(start + step)[None]
+        compress(*whole, *weights, **kw, slots=rows(1), **alone)
         for key, value in alone.items():
             torch.testing.assert_close(joint[key][b : b + 1], value, **CHUNKED)
+
+
+@pytest.mark.parametrize("ratio", [4, 128])
+def test_compressor_writes_only_the_slots_rows(ratio):
+    """A step over cache rows [2, 0] of 3 (step row 0 is cache row 2) advances exactly those
+    rows, as a step of the same tokens on caches of their own does; row 1 is untouched."""
+    d, c, coff, step = 16, 8, 2 if ratio == 4 else 1, ratio + 3
+    weights = [torch.randn(coff * c, d), torch.randn(coff * c, d), torch.randn(ratio, coff * c)]
+    weights.append(torch.rand(c) + 0.5)
+    kw = {"ratio": ratio, "rope_freqs": COMPRESS_FREQS[:2], "rope_dim": 4, "eps": EPS}
+    shared = _state(3, ratio, c, entries=4)
+    for value in shared.values():  # what earlier steps left, distinct per row
+        value.copy_(torch.randn(value.shape))
+    own = {key: value[[2, 0]].clone() for key, value in shared.items()}  # the rows, alone
+    untouched = {key: value[1].clone() for key, value in shared.items()}
+    x, positions = torch.randn(2, step, d), torch.arange(step).expand(2, -1) + ratio
+    compress(x, positions, *weights, **kw, slots=torch.tensor([2, 0]), **shared)
+    compress(x, positions, *weights, **kw, slots=rows(2), **own)
+    for key, value in shared.items():
+        assert torch.equal(value[[2, 0]], own[key]), key
+        assert torch.equal(value[1], untouched[key]), key
 
 
 # ---------------------------------------------------------------------------------- indexer
@@ -372,6 +401,7 @@ def test_indexer_matches_hf(config):
         indexer.q_b_proj.weight,
         indexer.scorer.weights_proj.weight,
         keys,
+        slots=rows(2),
         topk=config.index_topk,
         ratio=4,
         rope_freqs=COMPRESS_FREQS,
@@ -411,7 +441,7 @@ def test_indexer_ties_and_padding():
     qr, x = torch.ones(1, 4, 2), torch.ones(1, 4, 3)
     wq_b, wproj = torch.ones(8, 2), torch.ones(2, 3)
     positions = torch.tensor([[2, 5, 23, 30]])  # visible: 0, 1, 6, 6 (C = 6 caps the last)
-    kw = {"ratio": 4, "rope_freqs": torch.zeros(1), "rope_dim": 2}
+    kw = {"ratio": 4, "rope_freqs": torch.zeros(1), "rope_dim": 2, "slots": rows(1)}
     got = indexer_topk(qr, x, positions, wq_b, wproj, keys, topk=2, **kw)
     assert got.tolist() == [[[-1, -1], [0, -1], [0, 1], [0, 1]]]
     got = indexer_topk(qr, x, positions, wq_b, wproj, keys, topk=8, **kw)
@@ -428,6 +458,7 @@ def test_sparse_attention_two_tokens_by_hand():
     kv = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
     sink, positions = torch.tensor([math.log(5)]), torch.tensor([[0, 1]])
     kw = {"compressed": None, "ratio": 0, "topk_idx": None, "softmax_scale": 1.0}
+    kw["slots"] = rows(1)
     out = sparse_attention(q, kv, positions, sink, window_cache=torch.zeros(1, 4, 2), **kw)
     torch.testing.assert_close(out[0, :, 0], torch.tensor([[2 / 7, 0.0], [0.2, 0.3]]), **EXACT)
     out = sparse_attention(q, kv, positions, sink, window_cache=torch.zeros(1, 1, 2), **kw)
@@ -440,6 +471,7 @@ def test_sparse_attention_compressed_by_hand():
     kv, comp = torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[0.0, 1.0], [5.0, 5.0]]])
     sink = torch.tensor([math.log(5)])
     kw = {"window_cache": torch.zeros(1, 1, 2), "compressed": comp, "softmax_scale": 1.0}
+    kw["slots"] = rows(1)
     out = sparse_attention(
         q, kv, torch.tensor([[3]]), sink, ratio=4, topk_idx=torch.tensor([[[0, -1]]]), **kw
     )
@@ -449,8 +481,9 @@ def test_sparse_attention_compressed_by_hand():
 
 
 def test_window_ring_buffer():
-    """After a step, slot p % W holds the kv of position p for the last W positions."""
-    cache = torch.zeros(2, 4, 1)
+    """After a step, slot p % W holds the kv of position p for the last W positions, in the
+    step row's cache row (step rows 0, 1 are cache rows 2, 0 of 3; row 1 keeps its -1s)."""
+    cache = torch.full((3, 4, 1), -1.0)
     kv = torch.arange(2 * 6, dtype=torch.float32).view(2, 6, 1)
     positions = torch.stack([torch.arange(0, 6), torch.arange(7, 13)])
     sparse_attention(
@@ -458,13 +491,34 @@ def test_window_ring_buffer():
         kv,
         positions,
         torch.zeros(1),
+        slots=torch.tensor([2, 0]),
         window_cache=cache,
         compressed=None,
         ratio=0,
         topk_idx=None,
         softmax_scale=1.0,
     )
-    assert cache[..., 0].tolist() == [[4, 5, 2, 3], [11, 8, 9, 10]]  # positions 9..12 of row 1
+    # positions 9..12 of step row 1 in cache row 0, 2..5 of step row 0 in cache row 2
+    assert cache[..., 0].tolist() == [[11, 8, 9, 10], [-1, -1, -1, -1], [4, 5, 2, 3]]
+
+
+def test_sparse_attention_reads_the_slots_rows():
+    """Step row b attends to cache row slots[b] (ring and compressed entries): by hand, one
+    head, d = 2, scale 1, sink -inf. Query q = (ln 2, ln 3) at position 1 of step row 0 sees
+    its own kv (1, 0) and ring slot 0 of cache row 1, (0, 1), + entry 0 of its compressed row
+    (5, 5) at ratio 2: weights 2, 3, 2^5 * 3^5 on (1, 0), (0, 1), (5, 5)."""
+    q = torch.tensor([math.log(2), math.log(3)]).view(1, 1, 1, 2)
+    kv = torch.tensor([[[1.0, 0.0]]])
+    ring = torch.tensor([[[9.0, 9.0], [9.0, 9.0]], [[0.0, 1.0], [7.0, 7.0]]])  # [N=2, W=2, d]
+    comp = torch.tensor([[[-3.0, -3.0]], [[5.0, 5.0]]])  # [N=2, C=1, d]
+    out = sparse_attention(
+        q, kv, torch.tensor([[1]]), torch.tensor([float("-inf")]), slots=torch.tensor([1]),
+        window_cache=ring, compressed=comp, ratio=2, topk_idx=None, softmax_scale=1.0,
+    )  # fmt: skip
+    w = torch.tensor([2.0, 3.0, 6.0**5])
+    keys = torch.tensor([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
+    torch.testing.assert_close(out[0, 0, 0], (w / w.sum()) @ keys, **FP32)
+    assert ring[1].tolist() == [[0.0, 1.0], [1.0, 0.0]] and (ring[0] == 9).all()
 
 
 def test_grouped_out_proj_matches_hf(config):
@@ -488,8 +542,10 @@ class OurAttention:
         self.main = _state(batch, self.ratio, config.head_dim, entries) if self.ratio else None
         self.index = _state(batch, 4, config.index_head_dim, entries) if kind == "csa" else None
 
-    def __call__(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, positions: torch.Tensor, slots=None) -> torch.Tensor:
+        """One step; step row b uses cache row slots[b] (default: row b)."""
         a, cfg = self.a, self.config
+        slots = rows(x.shape[0]) if slots is None else slots
         qr = rms_norm(x @ a.q_a_proj.weight.T, a.q_a_norm.weight, EPS)
         q = (qr @ a.q_b_proj.weight.T).unflatten(-1, (cfg.num_attention_heads, cfg.head_dim))
         q = apply_rope(rms_norm(q, None, EPS), positions, self.freqs)
@@ -498,10 +554,10 @@ class OurAttention:
         )
         topk = None
         if self.ratio:
-            _compress(a.compressor, x, positions, self.ratio, self.main)
+            _compress(a.compressor, x, positions, self.ratio, self.main, slots)
         if self.kind == "csa":
             ix = a.compressor.indexer
-            _compress(ix, x, positions, 4, self.index)
+            _compress(ix, x, positions, 4, self.index, slots)
             topk = indexer_topk(
                 qr,
                 x,
@@ -509,6 +565,7 @@ class OurAttention:
                 ix.q_b_proj.weight,
                 ix.scorer.weights_proj.weight,
                 self.index["cache"],
+                slots=slots,
                 topk=cfg.index_topk,
                 ratio=4,
                 rope_freqs=self.freqs,
@@ -519,6 +576,7 @@ class OurAttention:
             kv,
             positions,
             a.sinks,
+            slots=slots,
             window_cache=self.window,
             compressed=self.main["cache"] if self.ratio else None,
             ratio=self.ratio,
@@ -572,26 +630,34 @@ def test_attention_layer_matches_hf(config, kind, sizes):
             torch.testing.assert_close(ours(chunk, positions), expected, **FP32)
 
 
-@pytest.mark.parametrize("kind, starts, step", [("csa", (5, 22), 6), ("hca", (120, 250), 10)])
+@pytest.mark.parametrize(
+    "kind, starts, step",
+    [("sliding", (9, 3, 30), 5), ("csa", (5, 13, 22), 6), ("hca", (120, 60, 250), 10)],
+)
 def test_attention_rows_at_different_positions(config, kind, starts, step):
-    """One step with rows at different positions equals each row's own one-shot run."""
+    """A step over cache rows [2, 0] of 3 (permuted, not contiguous), at different positions,
+    equals each row's own one-shot run, and leaves row 1's caches exactly as they were."""
     attn = _randomize(hf.DeepseekV4Attention(config, LAYER[kind]), 7)
     total = max(starts) + step
-    x = torch.randn(2, total, config.hidden_size)
-    joint = OurAttention(attn, config, kind, batch=2, max_tokens=total)
+    x = torch.randn(3, total, config.hidden_size)
+    joint = OurAttention(attn, config, kind, batch=3, max_tokens=total)
+
+    def caches():
+        return [joint.window, *(joint.main or {}).values(), *(joint.index or {}).values()]
+
     with torch.no_grad():
-        for b, start in enumerate(starts):  # each row's history, through views of the state
-            row = OurAttention(attn, config, kind, batch=1, max_tokens=total)
-            row.window = joint.window[b : b + 1]
-            row.main = {k: v[b : b + 1] for k, v in joint.main.items()}
-            row.index = joint.index and {k: v[b : b + 1] for k, v in joint.index.items()}
-            row(x[b : b + 1, :start], torch.arange(start)[None])
-        positions = torch.stack([torch.arange(s, s + step) for s in starts])
-        got = joint(torch.stack([x[b, s : s + step] for b, s in enumerate(starts)]), positions)
-        for b, start in enumerate(starts):
+        for b, start in enumerate(starts):  # each row's history, in its own cache row
+            joint(x[b : b + 1, :start], torch.arange(start)[None], slots=torch.tensor([b]))
+        before = [c[1].clone() for c in caches()]
+        step_rows = [2, 0]
+        positions = torch.stack([torch.arange(starts[b], starts[b] + step) for b in step_rows])
+        chunk = torch.stack([x[b, starts[b] : starts[b] + step] for b in step_rows])
+        got = joint(chunk, positions, slots=torch.tensor(step_rows))
+        for i, b in enumerate(step_rows):
             alone = OurAttention(attn, config, kind, batch=1, max_tokens=total)
-            expected = alone(x[b : b + 1, : start + step], torch.arange(start + step)[None])
-            torch.testing.assert_close(got[b], expected[0, start:], **FP32)
+            whole = x[b : b + 1, : starts[b] + step], torch.arange(starts[b] + step)[None]
+            torch.testing.assert_close(got[i], alone(*whole)[0, starts[b] :], **FP32)
+        assert all(torch.equal(c[1], old) for c, old in zip(caches(), before, strict=True))
 
 
 def test_outputs_keep_the_input_dtype():
@@ -604,6 +670,7 @@ def test_outputs_keep_the_input_dtype():
     )
     kv, sink = torch.randn(2, 5, 16).bfloat16(), torch.randn(4)
     kw = {"compressed": None, "ratio": 0, "topk_idx": None, "softmax_scale": 0.25}
+    kw["slots"] = rows(2)
     got = sparse_attention(
         x, kv, positions, sink, window_cache=torch.zeros(2, 4, 16).bfloat16(), **kw
     )
