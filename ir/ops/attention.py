@@ -67,24 +67,9 @@ class Compressor(_Rotary):
         compress(
             x, pos, wkv, wgate, ape, norm, ratio=self.ratio, rope_freqs=self.freqs(x.device),
             rope_dim=self.rope_dim, eps=self.eps, slots=slots, state_kv=skv, state_score=sscore,
-            cache=cache,
+            cache=cache, sim=self.sim,
         )  # fmt: skip
-        if self.sim != "none":
-            self._round_new_entries(pos, slots, cache)
         return (cache,)
-
-    def _round_new_entries(self, pos, slots, cache) -> None:
-        """The official rounding of the entries this step completed, in place (§6.3 step 3)."""
-        from v4c.ir.semantics.quant import fp4_sim, fp8_sim, hadamard
-
-        for b in range(pos.shape[0]):
-            lo, hi = int(pos[b, 0]) // self.ratio, int(pos[b, -1] + 1) // self.ratio
-            new = cache[int(slots[b]), lo:hi]
-            if self.sim == "fp8":
-                nope = new.shape[-1] - self.rope_dim
-                new[..., :nope] = fp8_sim(new[..., :nope].float(), block=64).to(new.dtype)
-            else:
-                new.copy_(fp4_sim(hadamard(new.float()), block=32).to(new.dtype))
 
 
 @register

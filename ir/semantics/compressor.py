@@ -59,7 +59,7 @@ def _pool(kv: Tensor, score: Tensor, n_windows: int, m: int, overlap: bool) -> T
 def compress(
     x: Tensor, positions: Tensor, wkv: Tensor, wgate: Tensor, ape: Tensor, norm_weight: Tensor,
     *, ratio: int, rope_freqs: Tensor, rope_dim: int, eps: float,
-    slots: Tensor, state_kv: Tensor, state_score: Tensor, cache: Tensor,
+    slots: Tensor, state_kv: Tensor, state_score: Tensor, cache: Tensor, sim: str = "none",
 ) -> None:  # fmt: skip
     """Append every entry completed by this step's tokens to `cache` and advance the state.
 
@@ -67,38 +67,94 @@ def compress(
     slots [B] (the cache row of each step row), state_kv / state_score [N, coff*m, coff*c] fp32
     (rows `slots` mutated, layout in the module docstring), cache [N, C, c] (rows `slots`
     mutated): entry w, written once token (w+1)*m - 1 is processed, is
-    RMSNorm(pooled, norm_weight) with RoPE at position w*m on its last rope_dim channels.
+    RMSNorm(pooled, norm_weight) with RoPE at position w*m on its last rope_dim channels,
+    then (numerics official, `sim`) rounded as the official cache stores it (§6.3 step 3).
+
+    A one-token step (decode) runs every row at once from tensors alone, so that nothing is
+    read on the host (a CUDA graph can hold it); it computes what the timeline computes.
     """
     if 2 * rope_freqs.numel() != rope_dim:
         raise ValueError(f"rope_freqs has {rope_freqs.numel()} pairs, rope_dim is {rope_dim}")
     m, coff = ratio, 2 if ratio == CSA_RATIO else 1
     k = x.float() @ wkv.float().T  # [B, T, coff*c]
     z = x.float() @ wgate.float().T + ape.float()[positions % m]  # [B, T, coff*c]
+    finish = Finish(norm_weight, m, rope_freqs, eps, rope_dim, sim)
+    if x.shape[1] == 1:
+        _decode(k[:, 0], z[:, 0], positions[:, 0], slots, state_kv, state_score, cache, finish)
+        return
     for b in range(x.shape[0]):
         start, row = int(positions[b, 0]), int(slots[b])
         kv, score, n_filled = _timeline(state_kv[row], state_score[row], k[b], z[b], start, m)
         entries = _pool(kv, score, n_filled // m, m, overlap=coff == 2)  # [n, c]
-        _store(entries, start // m, cache[row], norm_weight, m, rope_freqs, eps)
+        _store(entries, start // m, cache[row], finish)
         tail = kv.shape[0] - coff * m
         state_kv[row], state_score[row] = kv[tail:], score[tail:]
 
 
-def _store(
-    entries: Tensor,
-    first: int,
-    cache: Tensor,
-    norm_weight: Tensor,
-    m: int,
-    freqs: Tensor,
-    eps: float,
-) -> None:
-    """Post-process entries first, first+1, ... (§6.3 steps 1-2) and write them to one row's cache.
+class Finish:
+    """Post-processing of pooled entries before they enter the cache (§6.3 steps 1-3): the
+    pooled value rounded to the cache dtype (the official code rounds it to the activation
+    dtype there), RMSNorm, RoPE at the entry's first position, and the official rounding
+    of the stored entry under numerics official (`sim`: "fp8" on the non-RoPE dims, "fp4"
+    after a Hadamard)."""
 
-    The pooled value is rounded to the cache dtype before the norm, as the official code rounds
-    it to the activation dtype there."""
+    def __init__(self, norm_weight, m, freqs, eps, rope_dim, sim):
+        self.norm_weight, self.m, self.freqs, self.eps = norm_weight, m, freqs, eps
+        self.rope_dim, self.sim = rope_dim, sim
+
+    def __call__(self, entries: Tensor, index: Tensor, dtype: torch.dtype) -> Tensor:
+        """entries [B, n, c] pooled, index [B, n] their entry numbers -> [B, n, c] in dtype."""
+        from v4c.ir.semantics.quant import fp4_sim, fp8_sim, hadamard
+
+        normed = rms_norm(entries.to(dtype), self.norm_weight, self.eps)
+        out = apply_rope(normed, index * self.m, self.freqs)
+        if self.sim == "fp8":
+            nope = out.shape[-1] - self.rope_dim
+            head = fp8_sim(out[..., :nope].float(), block=64).to(dtype)
+            out = torch.cat((head, out[..., nope:]), dim=-1)
+        elif self.sim == "fp4":
+            out = fp4_sim(hadamard(out.float()), block=32).to(dtype)
+        return out
+
+
+def _store(entries: Tensor, first: int, cache: Tensor, finish: Finish) -> None:
+    """Entries first, first+1, ... of one row, finished and written to its cache."""
     n = entries.shape[0]
     if n == 0:
         return
-    normed = rms_norm(entries.to(cache.dtype), norm_weight, eps)  # [n, c]
-    pos = (first + torch.arange(n, device=entries.device)) * m
-    cache[first : first + n] = apply_rope(normed[None], pos[None], freqs)[0]
+    index = first + torch.arange(n, device=entries.device)
+    cache[first : first + n] = finish(entries[None], index[None], cache.dtype)[0]
+
+
+def _decode(
+    k: Tensor, z: Tensor, p: Tensor, slots: Tensor,
+    state_kv: Tensor, state_score: Tensor, cache: Tensor, finish: Finish,
+) -> None:  # fmt: skip
+    """One token per row: k, z [B, coff*c] (z with ape), p [B] its positions. The token
+    takes its slot of the state (later slots are cleared, as the timeline pads them); when
+    it closes a window the entry is pooled, written where `complete`, and the state shifts
+    by one window. Writes are selections, so no value is read on the host."""
+    m = finish.m
+    length, width = state_kv.shape[1:]  # coff*m, coff*c
+    coff = length // m
+    slot = (coff - 1) * m + p % m  # [B]
+    order = torch.arange(length, device=p.device)[None, :]  # [1, coff*m]
+    at, after = (order == slot[:, None])[..., None], (order > slot[:, None])[..., None]
+    kv = torch.where(at, k[:, None], torch.where(after, 0.0, state_kv[slots]))  # [B, L, W]
+    score = torch.where(at, z[:, None], torch.where(after, float("-inf"), state_score[slots]))
+    windows_kv, windows_score = kv.unflatten(1, (coff, m)), score.unflatten(1, (coff, m))
+    if coff == 2:  # entry w pools the "a" half of window w-1 with the "b" half of window w
+        c = width // 2
+        pool_kv = torch.cat((windows_kv[:, 0, :, :c], windows_kv[:, 1, :, c:]), dim=1)
+        pool_score = torch.cat((windows_score[:, 0, :, :c], windows_score[:, 1, :, c:]), dim=1)
+    else:
+        pool_kv, pool_score = windows_kv[:, 0], windows_score[:, 0]
+    entry = (pool_kv * pool_score.softmax(dim=1)).sum(dim=1)  # [B, c]
+    complete = (p % m == m - 1)[:, None]  # [B, 1]
+    index = (p // m).clamp(max=cache.shape[1] - 1)  # an entry completes only inside the cache
+    new = finish(entry[:, None], index[:, None], cache.dtype)[:, 0]  # [B, c]
+    cache[slots, index] = torch.where(complete, new, cache[slots, index])
+    shifted_kv = torch.cat((kv[:, m:], torch.zeros_like(kv[:, :m])), dim=1)
+    shifted_score = torch.cat((score[:, m:], torch.full_like(score[:, :m], float("-inf"))), dim=1)
+    state_kv[slots] = torch.where(complete[..., None], shifted_kv, kv)
+    state_score[slots] = torch.where(complete[..., None], shifted_score, score)

@@ -76,9 +76,8 @@ def test_dense_gemms_run_in_the_operands_dtype(tiny):
     engine = Engine(plan, weights, dtype=torch.bfloat16)
     engine.reset(1)
     step = engine.programs["decode"].bind(1, 1)
-    launches = [launch for launch in engine.programs["decode"].entry.launches]
-    calls = dict(zip([launch for launch in launches if launch.kind != "view"], step.calls))
-    for launch, call in calls.items():
+    launches = [l for l in engine.programs["decode"].entry.launches if l.kind != "view"]
+    for launch, call in zip(launches, step.calls, strict=True):
         if launch.kind != "library":
             continue
         with DispatchCounter() as counter:
