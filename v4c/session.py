@@ -84,6 +84,11 @@ def open_session(
     if plan_dir is not None:
         plan = load_plan(plan_dir)
         spec = read_spec(folder, ModelSpec.model_validate(plan.model))
+        if numerics not in (None, plan.options["numerics"]):
+            raise V4CError(
+                f"--numerics {numerics}: the plan in {plan_dir} was compiled with numerics "
+                f"{plan.options['numerics']} (compile again to change it)"
+            )
         numerics = plan.options["numerics"]
         dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[plan.options["dtype"]]
     else:

@@ -82,3 +82,33 @@ def test_chat_feeds_only_new_tokens(env):
 def test_bad_input(env, args, message):
     out = v4c(env, "run", "--prompt", "x", *args)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_run_a_compiled_plan_as_it_is(env, tmp_path):
+    """`v4c compile` then `v4c run --plan`: the same greedy tokens as `v4c run` compiling
+    for itself (same limits, numerics and formats), and a plan of another spec is refused."""
+    greedy = (
+        "--prompt",
+        "Hi",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "5",
+        "--numerics",
+        "plain",
+    )
+    compiled = v4c(
+        env, "compile", "tiny", "-o", str(tmp_path / "plan"), "--dtype", "fp32",
+        "--weights", "bf16", "--max-tokens", "512", "--max-seq", "4096",
+    )  # fmt: skip
+    assert compiled.returncode == 0, compiled.stderr
+    planned = v4c(env, "run", "--plan", str(tmp_path / "plan"), *greedy[:-2])
+    itself = v4c(env, "run", *greedy)
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout == itself.stdout and planned.stdout.strip()
+    other = tmp_path / "other.yaml"
+    other.write_text("extends: tiny.yaml\nname: other\nhidden_size: 128\n")
+    v4c(env, "compile", str(other), "-o", str(tmp_path / "other"))
+    refused = v4c(env, "run", "--plan", str(tmp_path / "other"), "--prompt", "Hi")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "hidden_size" in refused.stderr, refused.stderr
