@@ -151,9 +151,10 @@ def _decode(
         pool_kv, pool_score = windows_kv[:, 0], windows_score[:, 0]
     entry = (pool_kv * pool_score.softmax(dim=1)).sum(dim=1)  # [B, c]
     complete = (p % m == m - 1)[:, None]  # [B, 1]
-    index = (p // m).clamp(max=cache.shape[1] - 1)  # an entry completes only inside the cache
-    new = finish(entry[:, None], index[:, None], cache.dtype)[:, 0]  # [B, c]
-    cache[slots, index] = torch.where(complete, new, cache[slots, index])
+    if cache.shape[1]:  # (a cache shorter than one window never completes an entry)
+        index = (p // m).clamp(max=cache.shape[1] - 1)  # an entry completes inside the cache
+        new = finish(entry[:, None], index[:, None], cache.dtype)[:, 0]  # [B, c]
+        cache[slots, index] = torch.where(complete, new, cache[slots, index])
     shifted_kv = torch.cat((kv[:, m:], torch.zeros_like(kv[:, :m])), dim=1)
     shifted_score = torch.cat((score[:, m:], torch.full_like(score[:, :m], float("-inf"))), dim=1)
     state_kv[slots] = torch.where(complete[..., None], shifted_kv, kv)
