@@ -7,13 +7,14 @@ on its own (a weight and its `.scale`; all experts of one projection; HF's merge
 units, so what one writes the other reads by construction.
 
 This module holds the official-name layouts (quantised per the spec's `storage`, and plain);
-`checkpoint_hf` the HF one. Shapes: E experts, O rows, I inputs (§13.1).
+`checkpoint_hf` transformers' module names, `checkpoint_saved` what transformers writes.
+Shapes: E experts, O rows, I inputs (§13.1).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import prod
 
 import torch
@@ -65,6 +66,15 @@ class Unit:
     decode: Decode
     encode: Encode
     keep: Keep | None = None  # quantised units: the stored tensors as a QuantWeight
+
+
+def renamed(unit: Unit, rename: Callable[[str], str]) -> Unit:
+    """The same unit under other stored names (the codec works by position, not by name)."""
+    stored = tuple(
+        replace(s, name=rename(s.name), scale_of=s.scale_of and rename(s.scale_of))
+        for s in unit.stored
+    )
+    return replace(unit, stored=stored)
 
 
 def scale_name(weight: str) -> str:

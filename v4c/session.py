@@ -19,7 +19,8 @@ from v4c.envs import cache_dir
 from v4c.ir.plan import Plan
 from v4c.passes.base import CompileOptions
 from v4c.runtime.checkpoint import load_checkpoint, make_tiny
-from v4c.runtime.checkpoint_read import detect_layout, open_shards, read_spec
+from v4c.runtime.checkpoint_detect import detect_layout
+from v4c.runtime.checkpoint_read import open_shards, read_spec
 from v4c.runtime.engine import Engine
 from v4c.runtime.tokenizer import V4Tokenizer, load_tokenizer
 from v4c.spec import ModelSpec
@@ -86,7 +87,7 @@ def open_session(
         with ExitStack() as stack:
             numerics = (
                 "official"
-                if detect_layout(open_shards(folder, stack).headers) == "official"
+                if detect_layout(open_shards(folder, stack), spec) == "official"
                 else "plain"
             )
     if backend == "auto":  # the kernels do not implement the official rounding yet
