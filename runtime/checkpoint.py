@@ -7,9 +7,10 @@ tokenizer.json and other files, which are not read here.
 
 Layouts (`checkpoint_detect`, which tells them apart by how well each fits the tensors):
 plain and official (the release) under official names; hf, the names transformers' modules
-hold; hf-saved and hf-saved-fp8, what transformers' `save_pretrained` writes. The hf ones
-have no MTP: loading them returns no `mtp.*` tensors, and the caller decides whether it
-needs them. A folder that fits none is a CheckpointError naming the layouts tried.
+hold; hf-saved, hf-saved-fp8 and hf-resaved, what transformers' `save_pretrained` writes
+(`checkpoint_saved`). The hf ones have no MTP: loading them returns no `mtp.*` tensors, and
+the caller decides whether it needs them. A folder that fits none is a CheckpointError
+naming the layouts tried.
 
 Whatever the layout, `load_checkpoint` returns official names -> dequantised tensors, routed
 experts stacked [E, ...] under the `{e}` name: the keys of `checkpoint_tensors(spec)`.

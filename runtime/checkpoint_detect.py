@@ -8,7 +8,8 @@ spec with nothing quantised reads as plain, not official):
   spec's `storage` says so, MTP included;
 - hf: the names transformers' modules hold (§13.4), dequantised, experts merged per layer;
 - hf-saved: what transformers' `save_pretrained` writes, dequantised (`checkpoint_saved`);
-- hf-saved-fp8: the same names for a model transformers held in FP8: `.scale`s as official.
+- hf-saved-fp8: the same names for a model transformers held in FP8: `.scale`s as official;
+- hf-resaved: what `save_pretrained` writes for a model loaded from the hf layout.
 Telling them apart by fit, not by a marker name, is what lets a folder of some other model
 be reported as such (with the names that fit nothing) instead of as a list of every tensor
 the closest layout misses. The fitting tensors must be at least half the folder's and half
@@ -25,16 +26,17 @@ from v4c.errors import CheckpointError
 from v4c.runtime.checkpoint_hf import hf_units
 from v4c.runtime.checkpoint_layout import Unit, official_units
 from v4c.runtime.checkpoint_read import Header, Shards
-from v4c.runtime.checkpoint_saved import saved_units
+from v4c.runtime.checkpoint_saved import resaved_hf_units, saved_units
 from v4c.spec import ModelSpec
 
-Layout = Literal["plain", "official", "hf", "hf-saved", "hf-saved-fp8"]
+Layout = Literal["plain", "official", "hf", "hf-saved", "hf-saved-fp8", "hf-resaved"]
 LAYOUTS: dict[Layout, Callable[[ModelSpec], list[Unit]]] = {
     "plain": lambda spec: official_units(spec, quantised=False),
     "official": official_units,
     "hf": hf_units,
     "hf-saved": lambda spec: saved_units(spec, quantised=False),
     "hf-saved-fp8": saved_units,
+    "hf-resaved": resaved_hf_units,
 }
 SHOWN_NAMES = 5
 
