@@ -6,7 +6,9 @@ spec with nothing quantised reads as plain, not official):
 - plain: official names, every tensor dequantised, no scales;
 - official: the release (§13.1): flat names, FP8/FP4 weights with E8M0 `.scale`s where the
   spec's `storage` says so, MTP included;
-- hf: the names transformers' modules hold (§13.4), dequantised, experts merged per layer;
+- hf: the names transformers' modules hold (§13.4), dequantised, experts merged per layer
+  (`checkpoint_hf`);
+- hf-fp8: the same names for a model transformers holds in FP8 (`weight_scale_inv`);
 - hf-saved: what transformers' `save_pretrained` writes, dequantised (`checkpoint_saved`);
 - hf-saved-fp8: the same names for a model transformers held in FP8: `.scale`s as official;
 - hf-resaved: what `save_pretrained` writes for a model loaded from the hf layout.
@@ -29,11 +31,12 @@ from v4c.runtime.checkpoint_read import Header, Shards
 from v4c.runtime.checkpoint_saved import resaved_hf_units, saved_units
 from v4c.spec import ModelSpec
 
-Layout = Literal["plain", "official", "hf", "hf-saved", "hf-saved-fp8", "hf-resaved"]
+Layout = Literal["plain", "official", "hf", "hf-fp8", "hf-saved", "hf-saved-fp8", "hf-resaved"]
 LAYOUTS: dict[Layout, Callable[[ModelSpec], list[Unit]]] = {
     "plain": lambda spec: official_units(spec, quantised=False),
     "official": official_units,
     "hf": hf_units,
+    "hf-fp8": lambda spec: hf_units(spec, quantised=True),
     "hf-saved": lambda spec: saved_units(spec, quantised=False),
     "hf-saved-fp8": saved_units,
     "hf-resaved": resaved_hf_units,

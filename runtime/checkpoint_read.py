@@ -166,12 +166,15 @@ def read_units(
                 xs.append(_tensor(shards.handles[h.file], s.name, h.file).to(device))
                 label = f"{h.file.name} ({rank[h.file]}/{len(rank)})"
                 bar.update(task, advance=h.nbytes, description=label)
-            t0 = unit.logical[0]
-            if unit.keep is not None and t0.name in keep:
-                out[t0.name] = unit.keep(xs)
+            names, t0 = [t.name for t in unit.logical], unit.logical[0]
+            kept = unit.keep(xs) if unit.keep and any(n in keep for n in names) else []
+            if kept and all(n in keep for n in names):
+                out.update(zip(names, kept))
                 continue
             target = dtype if t0.dtype == "bf16" else TORCH_DTYPES[t0.dtype]
-            out.update((t.name, x) for t, x in zip(unit.logical, unit.decode(xs, target)))
+            decoded = unit.decode(xs, target)
+            out.update(zip(names, decoded))
+            out.update((n, q) for n, q in zip(names, kept) if n in keep)
     return out
 
 

@@ -1,6 +1,7 @@
 """Checkpoints that transformers itself writes: `DeepseekV4ForCausalLM.save_pretrained`, from
 each way a user comes to hold the model (built in memory, loaded from official names, loaded
-from transformers' module names, held in FP8), in fp32 and bf16. Oracles: the files
+from transformers' module names, held in FP8), in fp32 and bf16, and with
+`save_original_format=False` (the module names as they are). Oracles: the files
 transformers writes (their names and dtypes, read from the headers), the weights the test
 started from, and transformers' greedy `generate`, token for token (fp32 compute).
 
@@ -37,13 +38,16 @@ transformers = pytest.importorskip("transformers")
 Model = transformers.DeepseekV4ForCausalLM
 PROMPT, NEW = 126, 6
 
-# how the saved model came to be -> (the layout its folder must be in, values kept exactly)
+# how the saved model came to be (`-native`: saved with save_original_format=False)
+# -> (the layout its folder must be in, whether the values are the random weights exactly)
 ORIGINS = {
     "memory-fp32": ("hf-saved", True),
     "modules-fp32": ("hf-resaved", True),
+    "modules-fp32-native": ("hf", True),
     "official-fp32": ("hf-saved", False),
     "official-bf16": ("hf-saved", False),
     "official-fp8": ("hf-saved-fp8", False),
+    "official-fp8-native": ("hf-fp8", False),
 }
 
 
@@ -82,7 +86,8 @@ def saved(tmp_path_factory, sources) -> Callable[[str], Path]:
     def make(origin: str) -> Path:
         if origin not in folders:
             folders[origin] = root / origin
-            _model(origin, sources).save_pretrained(folders[origin])
+            model = _model(origin.removesuffix("-native"), sources)
+            model.save_pretrained(folders[origin], save_original_format="-native" not in origin)
         return folders[origin]
 
     return make
@@ -129,8 +134,8 @@ def test_saved_folder_is_detected_and_loads(origin, saved, sources, spec, weight
         assert detect_layout(open_shards(folder, stack), spec) == layout
     got_spec, got = load_checkpoint(folder, dtype=torch.float32, progress=False)
     plain = small_spec_with(quant={"weights": "bf16"})  # what the other config.jsons say
-    assert got_spec.quant == (spec.quant if origin == "official-fp8" else plain.quant)
-    if origin == "official-fp8":  # the same FP8/FP4 bytes as the release it was loaded from
+    assert got_spec.quant == (spec.quant if "fp8" in origin else plain.quant)
+    if "fp8" in origin:  # the same FP8/FP4 bytes as the release it was loaded from
         want = load_checkpoint(sources["official"], spec, dtype=torch.float32, progress=False)[1]
     else:
         want = {
@@ -142,14 +147,20 @@ def test_saved_folder_is_detected_and_loads(origin, saved, sources, spec, weight
         assert x.dtype == want[name].dtype and torch.equal(x, want[name]), name
 
 
-def test_fp8_folder_keeps_weights_quantised(saved, sources, spec):
-    names = frozenset({"layers.0.attn.wq_a.weight", "layers.3.ffn.experts.{e}.w2.weight"})
-    _, got = load_checkpoint(saved("official-fp8"), keep_quantised=names, progress=False)
+@pytest.mark.parametrize("origin", ["official-fp8", "official-fp8-native"])
+def test_fp8_folder_keeps_weights_quantised(origin, saved, sources, spec):
+    """Kept: the stored bytes, as the release's; w3 is not asked for: it is dequantised, even
+    where it shares one stored tensor with w1 (hf-fp8's merged gate_up_proj)."""
+    experts = "layers.3.ffn.experts.{e}."
+    names = frozenset({"layers.0.attn.wq_a.weight", f"{experts}w1.weight", f"{experts}w2.weight"})
+    _, got = load_checkpoint(saved(origin), keep_quantised=names, progress=False)
     _, want = load_checkpoint(sources["official"], spec, keep_quantised=names, progress=False)
     for name in names:
         assert isinstance(got[name], QuantWeight) and got[name].fmt == want[name].fmt
         assert torch.equal(got[name].data.view(torch.uint8), want[name].data.view(torch.uint8))
         assert torch.equal(got[name].scale.view(torch.uint8), want[name].scale.view(torch.uint8))
+    w3 = f"{experts}w3.weight"
+    assert not isinstance(got[w3], QuantWeight) and torch.equal(got[w3], want[w3])
 
 
 @pytest.mark.parametrize("origin", ["memory-fp32", "official-bf16"])
@@ -203,7 +214,7 @@ def test_a_folder_of_another_model_names_the_layouts_tried(saved, tmp_path, spec
     hf = layout_units("hf", spec)
     assert str(err.value) == (
         f"{folder / 'model.safetensors'}: the tensors fit no checkpoint layout of other: tried "
-        "plain, official, hf, hf-saved, hf-saved-fp8, hf-resaved; the closest, hf, has 2 of "
-        f"the folder's 4 tensors and of its own {sum(len(u.stored) for u in hf)}; names in no "
-        "layout: model.layers.0.mlp.up_proj.weight, model.layers.0.self_attn.q_proj.weight"
+        "plain, official, hf, hf-fp8, hf-saved, hf-saved-fp8, hf-resaved; the closest, hf, has "
+        f"2 of the folder's 4 tensors and of its own {sum(len(u.stored) for u in hf)}; names in "
+        "no layout: model.layers.0.mlp.up_proj.weight, model.layers.0.self_attn.q_proj.weight"
     )
