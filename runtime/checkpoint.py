@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from v4c.errors import CheckpointError
-from v4c.runtime.checkpoint_detect import Layout, detect_layout, layout_units
+from v4c.runtime.checkpoint_detect import Layout, detect_units
 from v4c.runtime.checkpoint_read import check_units, open_shards, read_spec, read_units
 from v4c.runtime.checkpoint_write import write_hf, write_official
 from v4c.runtime.random_weights import random_weights
@@ -60,7 +60,7 @@ def load_checkpoint(
     spec = read_spec(folder, spec)
     with ExitStack() as stack:
         shards = open_shards(folder, stack)
-        units = layout_units(detect_layout(shards, spec), spec)
+        _, units = detect_units(shards, spec)
         check_units(units, shards)
         if names is not None:
             units = [u for u in units if any(t.name in names for t in u.logical)]

@@ -44,27 +44,28 @@ LAYOUTS: dict[Layout, Callable[[ModelSpec], list[Unit]]] = {
 SHOWN_NAMES = 5
 
 
-def layout_units(layout: Layout, spec: ModelSpec) -> list[Unit]:
-    """What a folder of `layout` stores for `spec`."""
-    return LAYOUTS[layout](spec)
-
-
 def detect_layout(shards: Shards, spec: ModelSpec) -> Layout:
     """The layout that fits the most of the folder's tensors (name and dtype), if they are at
     least half of the folder's and half of the layout's; else a CheckpointError naming the
     layouts tried and the first tensors no layout has."""
-    fits: dict[Layout, tuple[int, int]] = {}  # layout -> (tensors that fit, tensors it has)
+    return detect_units(shards, spec)[0]
+
+
+def detect_units(shards: Shards, spec: ModelSpec) -> tuple[Layout, list[Unit]]:
+    """`detect_layout`, with the units of the layout found."""
+    units: dict[Layout, list[Unit]] = {}
+    fits: dict[Layout, int] = {}
     for layout, units_of in LAYOUTS.items():
         try:
-            units = units_of(spec)
+            units[layout] = units_of(spec)
         except CheckpointError:  # a layout that cannot hold this spec (hf: > 1 shared expert)
             continue
-        fits[layout] = (len(_fit(units, shards.headers)), sum(len(u.stored) for u in units))
-    best = max(fits, key=lambda layout: fits[layout][0])
-    (fit, expected), total = fits[best], len(shards.headers)
+        fits[layout] = len(_fit(units[layout], shards.headers))
+    best = max(fits, key=fits.__getitem__)
+    fit, total, expected = fits[best], len(shards.headers), len(_names(units[best]))
     if 2 * fit >= total and 2 * fit >= expected:
-        return best
-    known = set().union(*(_names(layout_units(layout, spec)) for layout in fits))
+        return best, units[best]
+    known = set().union(*(_names(u) for u in units.values()))
     strays = sorted(n for n in shards.headers if n not in known)
     shown = ", ".join(strays[:SHOWN_NAMES]) + (", ..." if len(strays) > SHOWN_NAMES else "")
     raise CheckpointError(

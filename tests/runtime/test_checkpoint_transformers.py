@@ -26,7 +26,7 @@ from v4c.cli import app
 from v4c.errors import CheckpointError
 from v4c.ir.semantics.quant import QuantWeight
 from v4c.runtime.checkpoint import load_checkpoint, write_hf, write_official
-from v4c.runtime.checkpoint_detect import detect_layout, layout_units
+from v4c.runtime.checkpoint_detect import LAYOUTS, detect_layout
 from v4c.runtime.checkpoint_read import open_shards
 from v4c.runtime.generate import generate
 from v4c.runtime.random_weights import random_weights
@@ -126,7 +126,7 @@ def _stored(folder: Path) -> dict[str, str]:
 @pytest.mark.parametrize("origin", ORIGINS)
 def test_saved_folder_is_detected_and_loads(origin, saved, sources, spec, weights):
     folder, (layout, exact) = saved(origin), ORIGINS[origin]
-    units = layout_units(layout, spec)
+    units = LAYOUTS[layout](spec)
     stored = _stored(folder)
     assert stored.keys() == {s.name for u in units for s in u.stored}  # transformers' names
     assert all(stored[s.name] in s.dtypes for u in units for s in u.stored)
@@ -211,7 +211,7 @@ def test_a_folder_of_another_model_names_the_layouts_tried(saved, tmp_path, spec
     )
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(folder, progress=False)
-    hf = layout_units("hf", spec)
+    hf = LAYOUTS["hf"](spec)
     assert str(err.value) == (
         f"{folder / 'model.safetensors'}: the tensors fit no checkpoint layout of other: tried "
         "plain, official, hf, hf-fp8, hf-saved, hf-saved-fp8, hf-resaved; the closest, hf, has "
