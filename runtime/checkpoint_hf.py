@@ -1,20 +1,18 @@
 """The HF transformers layout of a V4 checkpoint: `DeepseekV4ForCausalLM`'s own parameter
-and buffer names (V4_REFERENCE §13.4), routed experts merged per layer. transformers writes
-it with `save_pretrained(save_original_format=False)`. Two flavours:
-- hf: dequantised;
-- hf-fp8: a model transformers holds in FP8: each FP8 weight beside its E8M0
-  `weight_scale_inv` (the official `.scale`), and the merged experts as stored, packed FP4
-  `gate_up_proj` [E, 2I, D/2] (w1 rows first) with `gate_up_proj_scale_inv` [E, 2I, D/32],
-  `down_proj` with `down_proj_scale_inv`.
-
+and buffer names (V4_REFERENCE §13.4), as transformers writes them with
+`save_pretrained(save_original_format=False)`:
 - `model.` prefix on everything but `lm_head.weight`;
 - `mlp.experts.gate_up_proj` [E, 2I, D] = cat(w1, w3) along dim 1, `down_proj` [E, D, I];
 - the gate's `e_score_correction_bias` and `tid2eid` are (persistent) buffers;
 - no MTP: HF does not build the MTP block, so the layout has no `mtp.*` tensors;
 - exactly one shared expert, as `DeepseekV4MLP` is one module.
 
-Unquantised floats are read in any float dtype; the writer stores logical bf16 tensors in
-the dtype it is given and logical fp32 ones (hc, sinks, ape, gate bias) in fp32.
+Two flavours. hf: dequantised; unquantised floats are read in any float dtype, and the
+writer stores logical bf16 tensors in the dtype it is given and logical fp32 ones (hc,
+sinks, ape, gate bias) in fp32. hf-fp8: a model transformers holds in FP8; each FP8 weight
+beside its E8M0 `weight_scale_inv` (the official `.scale`), the merged experts as stored:
+packed FP4 `gate_up_proj` [E, 2I, D/2] (w1 rows first) with `gate_up_proj_scale_inv`
+[E, 2I, D/32], `down_proj` with `down_proj_scale_inv`.
 """
 
 from __future__ import annotations

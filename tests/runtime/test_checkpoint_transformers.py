@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from tests.runtime.checkpoint_helpers import one_thread, rounded, small_spec_with
@@ -195,8 +196,6 @@ def test_convert_cli_reads_a_saved_folder(saved, tmp_path):
 def test_a_folder_of_another_model_names_the_layouts_tried(saved, tmp_path, spec):
     """Another model's names beside two that V4 layouts also use: nothing is taken for a
     V4 layout missing 120 tensors."""
-    from safetensors.torch import save_file
-
     folder = tmp_path / "other"
     folder.mkdir()
     (folder / "config.json").write_bytes((saved("memory-fp32") / "config.json").read_bytes())
@@ -217,4 +216,21 @@ def test_a_folder_of_another_model_names_the_layouts_tried(saved, tmp_path, spec
         "plain, official, hf, hf-fp8, hf-saved, hf-saved-fp8, hf-resaved; the closest, hf, has "
         f"2 of the folder's 4 tensors and of its own {sum(len(u.stored) for u in hf)}; names in "
         "no layout: model.layers.0.mlp.up_proj.weight, model.layers.0.self_attn.q_proj.weight"
+    )
+
+
+def test_a_saved_folder_missing_a_tensor_names_it_as_saved(saved, tmp_path):
+    """One tensor short, the folder still fits hf-saved best: the problem names the tensor
+    as transformers wrote it (the attention's kv_norm is `attn.norm` there)."""
+    folder = tmp_path / "short"
+    folder.mkdir()
+    source = saved("memory-fp32")
+    (folder / "config.json").write_bytes((source / "config.json").read_bytes())
+    tensors = load_file(source / "model.safetensors")
+    tensors.pop("model.layers.2.attn.norm.weight")
+    save_file(tensors, folder / "model.safetensors")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(folder, progress=False)
+    assert str(err.value) == (
+        f"{folder / 'model.safetensors'}: model.layers.2.attn.norm.weight: missing tensor"
     )
