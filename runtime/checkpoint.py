@@ -1,18 +1,16 @@
-"""Checkpoint folders: load any of the three layouts a V4 checkpoint comes in, write the
+"""Checkpoint folders: load any of the layouts a V4 checkpoint comes in, write the
 official and the HF one, and generate the tiny default model's checkpoint.
 
 A folder holds config.json (official or HF layout), one `*.safetensors` file or several
 listed by model.safetensors.index.json (then only the listed shards are read), and maybe a
 tokenizer.json and other files, which are not read here.
 
-Layouts, told apart by the tensors' names and dtypes (`checkpoint_read.detect_layout`):
-- hf: a name with the `model.` prefix, or `lm_head.weight`. transformers'
-  `DeepseekV4ForCausalLM` names (§13.4), dequantised, experts merged per layer. It has no
-  MTP: loading it returns no `mtp.*` tensors, and the caller decides whether it needs them.
-- official: a `.scale` tensor or a quantised dtype (F8_E4M3, F8_E8M0, I8). The release
-  layout (§13.1): flat names, FP8/FP4 weights with E8M0 `.scale`s where the spec's
-  `storage` says so, MTP included.
-- plain: otherwise. Official names, every tensor dequantised, no scales.
+Layouts (`checkpoint_detect`, which tells them apart by how well each fits the tensors):
+plain and official (the release) under official names; hf, the names transformers' modules
+hold; hf-saved, hf-saved-fp8 and hf-resaved, what transformers' `save_pretrained` writes
+(`checkpoint_saved`). The hf ones have no MTP: loading them returns no `mtp.*` tensors, and
+the caller decides whether it needs them. A folder that fits none is a CheckpointError
+naming the layouts tried.
 
 Whatever the layout, `load_checkpoint` returns official names -> dequantised tensors, routed
 experts stacked [E, ...] under the `{e}` name: the keys of `checkpoint_tensors(spec)`.
@@ -27,16 +25,8 @@ import torch
 from torch import Tensor
 
 from v4c.errors import CheckpointError
-from v4c.runtime.checkpoint_hf import hf_units
-from v4c.runtime.checkpoint_layout import Unit, official_units
-from v4c.runtime.checkpoint_read import (
-    Layout,
-    check_units,
-    detect_layout,
-    open_shards,
-    read_spec,
-    read_units,
-)
+from v4c.runtime.checkpoint_detect import Layout, detect_units
+from v4c.runtime.checkpoint_read import check_units, open_shards, read_spec, read_units
 from v4c.runtime.checkpoint_write import write_hf, write_official
 from v4c.runtime.random_weights import random_weights
 from v4c.spec import ModelSpec, load_spec
@@ -70,7 +60,7 @@ def load_checkpoint(
     spec = read_spec(folder, spec)
     with ExitStack() as stack:
         shards = open_shards(folder, stack)
-        units = layout_units(detect_layout(shards.headers), spec)
+        _, units = detect_units(shards, spec)
         check_units(units, shards)
         if names is not None:
             units = [u for u in units if any(t.name in names for t in u.logical)]
@@ -81,13 +71,6 @@ def load_checkpoint(
         for t in checkpoint_tensors(spec)
         if t.name in weights and t.name in wanted
     }
-
-
-def layout_units(layout: Layout, spec: ModelSpec) -> list[Unit]:
-    """What a folder of `layout` stores for `spec`."""
-    if layout == "hf":
-        return hf_units(spec)
-    return official_units(spec, quantised=layout == "official")
 
 
 def make_tiny(folder: Path, seed: int = 0) -> None:

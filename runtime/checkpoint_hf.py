@@ -1,14 +1,18 @@
 """The HF transformers layout of a V4 checkpoint: `DeepseekV4ForCausalLM`'s own parameter
-and buffer names (V4_REFERENCE §13.4), dequantised, routed experts merged per layer.
-
+and buffer names (V4_REFERENCE §13.4), as transformers writes them with
+`save_pretrained(save_original_format=False)`:
 - `model.` prefix on everything but `lm_head.weight`;
 - `mlp.experts.gate_up_proj` [E, 2I, D] = cat(w1, w3) along dim 1, `down_proj` [E, D, I];
 - the gate's `e_score_correction_bias` and `tid2eid` are (persistent) buffers;
 - no MTP: HF does not build the MTP block, so the layout has no `mtp.*` tensors;
 - exactly one shared expert, as `DeepseekV4MLP` is one module.
 
-Unquantised floats are read in any float dtype; the writer stores logical bf16 tensors in
-the dtype it is given and logical fp32 ones (hc, sinks, ape, gate bias) in fp32.
+Two flavours. hf: dequantised; unquantised floats are read in any float dtype, and the
+writer stores logical bf16 tensors in the dtype it is given and logical fp32 ones (hc,
+sinks, ape, gate bias) in fp32. hf-fp8: a model transformers holds in FP8; each FP8 weight
+beside its E8M0 `weight_scale_inv` (the official `.scale`), the merged experts as stored:
+packed FP4 `gate_up_proj` [E, 2I, D/2] (w1 rows first) with `gate_up_proj_scale_inv`
+[E, 2I, D/32], `down_proj` with `down_proj_scale_inv`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ import torch
 from torch import Tensor
 
 from v4c.errors import CheckpointError
-from v4c.runtime.checkpoint_layout import FLOATS, TORCH_DTYPES, Stored, Unit
+from v4c.ir.semantics.quant import QuantWeight
+from v4c.runtime.checkpoint_layout import (
+    FLOATS,
+    TORCH_DTYPES,
+    Stored,
+    Unit,
+    codec_of,
+    official_unit,
+    renamed,
+)
 from v4c.spec import ModelSpec
 from v4c.spec.tensors import TensorInfo, checkpoint_tensors
 
@@ -78,8 +91,11 @@ def hf_name(name: str) -> str:
     return f"model.layers.{layer}.{_BLOCK[rest]}"
 
 
-def hf_units(spec: ModelSpec, dtype: torch.dtype = torch.bfloat16) -> list[Unit]:
-    """The HF layout of a spec; `dtype` is what the writer stores logical bf16 tensors in."""
+def hf_units(
+    spec: ModelSpec, dtype: torch.dtype = torch.bfloat16, *, quantised: bool = False
+) -> list[Unit]:
+    """The HF layout of a spec; `dtype` is what the writer stores logical bf16 tensors in.
+    `quantised`: the hf-fp8 flavour, FP8/FP4 weights as the spec's storage says."""
     if spec.moe.num_shared_experts != 1:
         n = spec.moe.num_shared_experts
         raise CheckpointError(f"the HF layout holds exactly one shared expert; {spec.name} has {n}")
@@ -90,15 +106,30 @@ def hf_units(spec: ModelSpec, dtype: torch.dtype = torch.bfloat16) -> list[Unit]
         if t.stack:  # layers.{l}.ffn.experts.{e}.w1.weight -> experts["layers.{l}"]["w1"]
             layer, w = t.name.split(".ffn.experts.{e}.")
             experts.setdefault(layer, {})[w.removesuffix(".weight")] = t
+        elif quantised and t.storage:
+            units.append(renamed(official_unit(t, spec), _hf_stored_name))
         else:
             units.append(_one(t, hf_name(t.name), dtype))
     for layer, ws in experts.items():
         hf = f"model.{layer}.mlp.experts."
-        units += [
-            _gate_up(hf + "gate_up_proj", ws["w1"], ws["w3"], dtype),
-            _one(ws["w2"], hf + "down_proj", dtype),
-        ]
+        if quantised and ws["w1"].storage:
+            units += [
+                _experts_as_stored(hf + "gate_up_proj", [ws["w1"], ws["w3"]], spec),
+                _experts_as_stored(hf + "down_proj", [ws["w2"]], spec),
+            ]
+        else:
+            units += [
+                _gate_up(hf + "gate_up_proj", ws["w1"], ws["w3"], dtype),
+                _one(ws["w2"], hf + "down_proj", dtype),
+            ]
     return units
+
+
+def _hf_stored_name(name: str) -> str:
+    """An official stored name in hf-fp8: `X.scale` -> `hf_name(X.weight)_scale_inv`."""
+    if name.endswith(".scale"):
+        return hf_name(name.removesuffix(".scale") + ".weight") + "_scale_inv"
+    return hf_name(name)
 
 
 def _written(t: TensorInfo, dtype: torch.dtype) -> torch.dtype:
@@ -132,3 +163,35 @@ def _gate_up(name: str, w1: TensorInfo, w3: TensorInfo, dtype: torch.dtype) -> U
         return [torch.cat(values, dim=1).to(_written(w1, dtype)).contiguous()]
 
     return Unit((stored,), (w1, w3), decode, encode)
+
+
+def _experts_as_stored(name: str, parts: list[TensorInfo], spec: ModelSpec) -> Unit:
+    """Quantised routed experts of one projection, or of two merged along the rows (w1, w3):
+    data [E, n·O, ·] and `{name}_scale_inv` [E, n·O', ·], each expert's official encoding."""
+    codec, (e, n) = codec_of(parts[0], spec), (parts[0].stack, len(parts))
+    data, scale = codec.stored(name)
+    rows = parts[0].shape[0]
+    if parts[0].storage == "fp8" and n > 1 and rows % spec.quant.block[0]:
+        raise CheckpointError(
+            f"{name}: FP8 experts with {rows} rows do not fill whole scale blocks; "
+            "the merged HF layout cannot hold them"
+        )
+    stored = (
+        Stored(name, data.dtypes, (e, n * data.shape[0], data.shape[1])),
+        Stored(name + "_scale_inv", scale.dtypes, (e, n * scale.shape[0], scale.shape[1]), name),
+    )
+
+    def split(xs: list[Tensor]) -> list[list[Tensor]]:  # -> [data, scale] per projection
+        return [[d.contiguous(), s.contiguous()] for d, s in zip(*(x.chunk(n, 1) for x in xs))]
+
+    def decode(xs: list[Tensor], target: torch.dtype) -> list[Tensor]:
+        return [codec.decode(part, target)[0] for part in split(xs)]
+
+    def encode(values: list[Tensor]) -> list[Tensor]:
+        encoded = [codec.encode([v]) for v in values]  # [[data, scale]] per projection
+        return [torch.cat(k, dim=1) for k in zip(*encoded)]
+
+    def keep(xs: list[Tensor]) -> list[QuantWeight]:
+        return [codec.keep(part) for part in split(xs)]
+
+    return Unit(stored, tuple(parts), decode, encode, keep)

@@ -7,13 +7,14 @@ on its own (a weight and its `.scale`; all experts of one projection; HF's merge
 units, so what one writes the other reads by construction.
 
 This module holds the official-name layouts (quantised per the spec's `storage`, and plain);
-`checkpoint_hf` the HF one. Shapes: E experts, O rows, I inputs (§13.1).
+`checkpoint_hf` transformers' module names, `checkpoint_saved` what transformers writes.
+Shapes: E experts, O rows, I inputs (§13.1).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import prod
 
 import torch
@@ -55,7 +56,7 @@ Decode = Callable[[list[Tensor], torch.dtype], list[Tensor]]  # stored -> logica
 Encode = Callable[[list[Tensor]], list[Tensor]]  # logical -> stored
 
 
-Keep = Callable[[list[Tensor]], QuantWeight]  # stored -> the weight kept in its format
+Keep = Callable[[list[Tensor]], list[QuantWeight]]  # stored -> each logical tensor as stored
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,16 @@ class Unit:
     logical: tuple[TensorInfo, ...]
     decode: Decode
     encode: Encode
-    keep: Keep | None = None  # quantised units: the stored tensors as a QuantWeight
+    keep: Keep | None = None  # quantised units: the logical tensors as QuantWeights
+
+
+def renamed(unit: Unit, rename: Callable[[str], str]) -> Unit:
+    """The same unit under other stored names (the codec works by position, not by name)."""
+    stored = tuple(
+        replace(s, name=rename(s.name), scale_of=s.scale_of and rename(s.scale_of))
+        for s in unit.stored
+    )
+    return replace(unit, stored=stored)
 
 
 def scale_name(weight: str) -> str:
@@ -75,15 +85,16 @@ def scale_name(weight: str) -> str:
 def official_units(spec: ModelSpec, *, quantised: bool = True) -> list[Unit]:
     """The official release layout (flat names, `{e}` expanded per expert). `quantised=False`
     is the plain layout: the same names, every tensor dequantised, no scales."""
-    return [_official_unit(t, spec, quantised) for t in checkpoint_tensors(spec)]
+    return [official_unit(t, spec, quantised) for t in checkpoint_tensors(spec)]
 
 
-def _official_unit(t: TensorInfo, spec: ModelSpec, quantised: bool) -> Unit:
-    codec = _codec(t, spec) if quantised else _Plain(t)
+def official_unit(t: TensorInfo, spec: ModelSpec, quantised: bool = True) -> Unit:
+    """How the official layout (or, not `quantised`, the plain one) stores `t`."""
+    codec = codec_of(t, spec) if quantised else _Plain(t)
+    quant = hasattr(codec, "keep")
     if not t.stack:
-        return Unit(
-            codec.stored(t.name), (t,), codec.decode, codec.encode, getattr(codec, "keep", None)
-        )
+        keep = (lambda xs: [codec.keep(xs)]) if quant else None
+        return Unit(codec.stored(t.name), (t,), codec.decode, codec.encode, keep)
     names = [t.name.format(e=e) for e in range(t.stack)]
     per = len(codec.stored(names[0]))  # stored tensors per expert
 
@@ -95,14 +106,15 @@ def _official_unit(t: TensorInfo, spec: ModelSpec, quantised: bool) -> Unit:
         parts = codec.encode(values)  # each [E, ...]
         return [part[e] for e in range(t.stack) for part in parts]
 
-    def keep(xs: list[Tensor]) -> QuantWeight:
-        return codec.keep([torch.stack(xs[j::per]) for j in range(per)])
+    def keep(xs: list[Tensor]) -> list[QuantWeight]:
+        return [codec.keep([torch.stack(xs[j::per]) for j in range(per)])]
 
     stored = tuple(s for n in names for s in codec.stored(n))
-    return Unit(stored, (t,), decode, encode, keep if hasattr(codec, "keep") else None)
+    return Unit(stored, (t,), decode, encode, keep if quant else None)
 
 
-def _codec(t: TensorInfo, spec: ModelSpec) -> _Plain | _FP8 | _FP4:
+def codec_of(t: TensorInfo, spec: ModelSpec) -> _Plain | _FP8 | _FP4:
+    """How one tensor (one expert's, for routed experts) is stored, per the spec's storage."""
     if t.storage == "fp8":
         return _FP8(t, spec.quant.block)
     if t.storage == "fp4":

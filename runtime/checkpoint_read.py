@@ -1,6 +1,6 @@
-"""Reading a checkpoint folder: its config.json, its shards' headers, the layout they are
-in, a check of every stored tensor against the spec before any data is read, then one
-memory-mapped read per needed tensor, decoded to the logical tensors.
+"""Reading a checkpoint folder: its config.json, its shards' headers, a check of every stored
+tensor against the spec before any data is read, then one memory-mapped read per needed
+tensor, decoded to the logical tensors.
 
 All header problems of a folder are reported together, one line each as
 `file: tensor: problem`; a corrupt file stops at once.
@@ -12,7 +12,7 @@ import json
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -32,10 +32,8 @@ from v4c.runtime.checkpoint_layout import TORCH_DTYPES, Unit, nbytes
 from v4c.spec import ModelSpec
 from v4c.spec.config_io import detect_format, spec_from_config, spec_to_config
 
-Layout = Literal["official", "hf", "plain"]
 CONFIG = "config.json"
 INDEX = "model.safetensors.index.json"
-QUANTISED_DTYPES = {"F8_E4M3", "F8_E8M0", "I8"}
 MAX_PROBLEMS = 20
 _ABSENT = object()
 
@@ -58,16 +56,6 @@ class Shards:
     headers: dict[str, Header]
     handles: dict[Path, Any]  # open `safe_open` files
     where: Path  # what a missing tensor is reported against: the index, the one file, or the folder
-
-
-def detect_layout(headers: dict[str, Header]) -> Layout:
-    """hf: a `model.`-prefixed name or `lm_head.weight`; official: a `.scale` or a quantised
-    dtype (F8_E4M3, F8_E8M0, I8); plain: anything else (official names, no scales)."""
-    if any(n.startswith("model.") or n == "lm_head.weight" for n in headers):
-        return "hf"
-    if any(n.endswith(".scale") or h.dtype in QUANTISED_DTYPES for n, h in headers.items()):
-        return "official"
-    return "plain"
 
 
 def read_spec(folder: Path, spec: ModelSpec | None) -> ModelSpec:
@@ -178,12 +166,15 @@ def read_units(
                 xs.append(_tensor(shards.handles[h.file], s.name, h.file).to(device))
                 label = f"{h.file.name} ({rank[h.file]}/{len(rank)})"
                 bar.update(task, advance=h.nbytes, description=label)
-            t0 = unit.logical[0]
-            if unit.keep is not None and t0.name in keep:
-                out[t0.name] = unit.keep(xs)
+            names, t0 = [t.name for t in unit.logical], unit.logical[0]
+            kept = unit.keep(xs) if unit.keep and any(n in keep for n in names) else []
+            if kept and all(n in keep for n in names):
+                out.update(zip(names, kept))
                 continue
             target = dtype if t0.dtype == "bf16" else TORCH_DTYPES[t0.dtype]
-            out.update((t.name, x) for t, x in zip(unit.logical, unit.decode(xs, target)))
+            decoded = unit.decode(xs, target)
+            out.update(zip(names, decoded))
+            out.update((n, q) for n, q in zip(names, kept) if n in keep)
     return out
 
 

@@ -19,7 +19,8 @@ from v4c.envs import cache_dir
 from v4c.ir.plan import Plan
 from v4c.passes.base import CompileOptions
 from v4c.runtime.checkpoint import load_checkpoint, make_tiny
-from v4c.runtime.checkpoint_read import detect_layout, open_shards, read_spec
+from v4c.runtime.checkpoint_detect import detect_layout
+from v4c.runtime.checkpoint_read import open_shards, read_spec
 from v4c.runtime.engine import Engine
 from v4c.runtime.tokenizer import V4Tokenizer, load_tokenizer
 from v4c.spec import ModelSpec
@@ -94,7 +95,7 @@ def open_session(
     else:
         spec = read_spec(folder, spec)
     with ExitStack() as stack:
-        layout = detect_layout(open_shards(folder, stack).headers)
+        layout = detect_layout(open_shards(folder, stack), spec)
     if numerics is None:  # the official release is run as the official code runs it
         numerics = "official" if layout == "official" else "plain"
     if backend == "auto":  # the kernels do not implement the official rounding yet

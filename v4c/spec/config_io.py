@@ -3,8 +3,10 @@
 - official: the HF-hub root config of DeepSeek's release (`compress_ratios`,
   `num_hash_layers`, `rope_scaling`, `quantization_config`, `expert_dtype`);
 - hf: transformers' `DeepseekV4Config` (`layer_types`, `mlp_layer_types`, `compress_rates`,
-  nested `rope_parameters`). It describes dequantised weights and has no MTP attention kind,
-  so an HF export carries no quantisation and an HF import assumes bf16 and sliding MTP.
+  nested `rope_parameters`). It has no MTP attention kind (an HF import assumes sliding
+  MTP). v4c's HF export describes dequantised weights and carries no quantisation; an HF
+  import reads the `quantization_config` transformers writes when it saves a model it
+  holds in FP8 (else bf16).
 
 official -> spec -> official gives the same mapping back, key for key.
 """
@@ -75,6 +77,13 @@ _COMMON = {
     ("meta", "attention_dropout"): "attention_dropout",
 }
 _YARN_KEYS = ("beta_fast", "beta_slow", "factor", "original_max_position_embeddings")
+# quantization_config key -> spec.quant field
+_QUANT_KEYS = {
+    "fmt": "fmt",
+    "scale_fmt": "scale_fmt",
+    "weight_block_size": "block",
+    "activation_scheme": "activation_scheme",
+}
 
 
 def detect_format(config: dict) -> Format:
@@ -165,24 +174,7 @@ def _from_official(cfg: dict) -> tuple[dict, set[str], list[str]]:
         problems.append("config.json: compress_ratios: expected a list of per-layer ratios")
     else:
         problems += _pattern_from_ratios(ratios, n, n_mtp, data)
-    quant = _typed(cfg, "quantization_config", dict, problems)
-    if quant is not None:
-        if quant.get("quant_method") != "fp8":
-            problems.append(
-                f"config.json: quantization_config.quant_method: expected 'fp8', got "
-                f"{quant.get('quant_method')!r}"
-            )
-        data["quant"] = {
-            "weights": "fp8",
-            "fmt": quant.get("fmt"),
-            "scale_fmt": quant.get("scale_fmt"),
-            "block": quant.get("weight_block_size"),
-            "activation_scheme": quant.get("activation_scheme"),
-        }
-    else:
-        data["quant"] = {"weights": "bf16"}
-    if "expert_dtype" in cfg:
-        data["quant"]["experts"] = cfg["expert_dtype"]
+    data["quant"] = _quant_in(cfg, problems)
     data["meta"]["torch_dtype"] = cfg.get("torch_dtype", "bfloat16")
     data["meta"]["transformers_version"] = cfg.get("transformers_version")
     return data, used, problems
@@ -286,7 +278,9 @@ def _from_hf(cfg: dict) -> tuple[dict, set[str], list[str]]:
     if type(prf) in (int, float) and type(head_dim) is int and math.isfinite(prf):
         data["attention"]["rope_head_dim"] = round(head_dim * prf)
     data["mtp"]["attention"] = "sliding"
-    data["quant"] = {"weights": "bf16"}
+    data["moe"]["topk_method"] = cfg.get("topk_method", "noaux_tc")
+    used |= {"topk_method", "quantization_config", "expert_dtype"}
+    data["quant"] = _quant_in(cfg, problems)
     data["meta"]["torch_dtype"] = cfg.get("dtype") or cfg.get("torch_dtype") or "bfloat16"
     data["meta"]["transformers_version"] = cfg.get("transformers_version")
     return data, used, problems
@@ -330,6 +324,30 @@ def _common_in(cfg: dict) -> tuple[dict, set[str]]:
         data["tokens"]["pad"] = cfg["pad_token_id"]
     used.add("pad_token_id")
     return data, used
+
+
+def _quant_in(cfg: dict, problems: list[str]) -> dict:
+    """The spec's `quant` from `quantization_config` and `expert_dtype`. transformers keeps
+    both when it saves a model it holds in FP8 (`expert_dtype` also inside the quantisation
+    config, beside its own `dequantize` and `modules_to_*` keys, which do not change what
+    the files store); without `quantization_config` the weights are bf16."""
+    quant = _typed(cfg, "quantization_config", dict, problems)
+    if quant is None:
+        out: dict[str, Any] = {"weights": "bf16"}
+    else:
+        if quant.get("quant_method") != "fp8":
+            problems.append(
+                f"config.json: quantization_config.quant_method: expected 'fp8', got "
+                f"{quant.get('quant_method')!r}"
+            )
+        out = {"weights": "fp8"}
+        for key, field in _QUANT_KEYS.items():
+            if key in quant:
+                out[field] = quant[key]
+    experts = cfg.get("expert_dtype", (quant or {}).get("expert_dtype"))
+    if experts is not None:
+        out["experts"] = experts
+    return out
 
 
 def _typed(cfg: dict, key: str, kind: type, problems: list[str], prefix: str = "") -> Any:
