@@ -163,3 +163,15 @@ def test_cuda_graph_replay_equals_eager_and_never_syncs(tiny):
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() == before
+
+
+def test_rope_tables_are_made_once_per_device(tiny):
+    """A step never rebuilds or copies a table: the RoPE frequencies of a layer are one
+    tensor per device, shared by the reference ops and the kernels."""
+    from v4c.codegen.runtime import rope_table
+    from v4c.ir.ops.core import Rope
+
+    op = Rope(rope_dim=64, theta=10000.0, yarn=(16.0, 65536, 32.0, 1.0))
+    table = op.freqs("cpu")
+    assert op.freqs(torch.device("cpu")) is table
+    assert rope_table(64, 10000.0, [16.0, 65536, 32.0, 1.0], "cpu") is table
