@@ -29,6 +29,7 @@ class Compressor(_Rotary):
     kind = "compressor"
     operands = ("x", "positions", "wkv", "wgate", "ape", "norm", "state_kv", "state_score", "cache")
     aliases = {0: 8}  # returns the cache it appended to
+    rounding_attrs = ("sim",)
     ratio: int = 4
     eps: float = 1e-6
     sim: str = (
@@ -80,6 +81,7 @@ class IndexerTopk(_Rotary):
 
     kind = "indexer_topk"
     operands = ("qr", "x", "positions", "wq_b", "weights_proj", "keys")
+    rounding_attrs = ("sim",)
     topk: int = 512
     ratio: int = CSA_RATIO
     sim: bool = False  # numerics: official: FP8 input of wq_b, Hadamard + FP4 q

@@ -250,6 +250,9 @@ class QuantSim(Op):
     block: int = 128
     dims: int = 0
 
+    def roundings(self):
+        return frozenset({("quant_sim", (self.block, self.dims))})
+
     def infer(self, ins):
         return (ins[0],)
 

@@ -50,6 +50,7 @@ class Moe(_Gate):
     """The routed experts of one layer, unscheduled: gate, top-k, SwiGLU experts, combine."""
 
     kind = "moe"
+    rounding_attrs = ("act_quant",)
     limit: float = 10.0
     act_quant: bool = False  # numerics: official (FP8 rounding of the expert GEMM inputs)
 
@@ -83,6 +84,7 @@ class Swiglu(Op):
 
     kind = "swiglu"
     operands = ("x", "w1", "w2", "w3")
+    rounding_attrs = ("act_quant",)
     limit: float = 10.0
     act_quant: bool = False
 
@@ -155,6 +157,7 @@ class GroupedSwiglu(Op):
 
     kind = "grouped_swiglu"
     operands = ("x", "order", "offsets", "weights", "w1", "w2", "w3")
+    rounding_attrs = ("act_quant",)
     limit: float = 10.0
     act_quant: bool = False
 
