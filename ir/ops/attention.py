@@ -71,7 +71,8 @@ class Compressor(_Rotary):
                 nope = new.shape[-1] - self.rope_dim
                 new[..., :nope] = fp8_sim(new[..., :nope].float(), block=64).to(new.dtype)
             else:
-                new.copy_(fp4_sim(hadamard(new.float()), block=32).to(new.dtype))
+                # official: the Hadamard writes bf16 (the cache's dtype) before the FP4 rounding
+                new.copy_(fp4_sim(hadamard(new), block=32))
 
 
 @register
@@ -112,9 +113,11 @@ class SparseAttention(Op):
     Writes this step's kv into the window ring buffer."""
 
     kind = "sparse_attention"
+    rounding_attrs = ("round_probs",)
     ratio: int = 0
     window: int = 128
     softmax_scale: float = 1.0
+    round_probs: bool = False  # numerics: official: probabilities in bf16 before P·V (§8.2)
 
     def operand_roles(self):
         roles = ("q", "kv", "positions", "sink", "window_cache")
@@ -141,7 +144,7 @@ class SparseAttention(Op):
         topk = ins[6] if self.ratio == CSA_RATIO else None
         out = sparse_attention(
             q, kv, pos, sink, window_cache=window, compressed=compressed, ratio=self.ratio,
-            topk_idx=topk, softmax_scale=self.softmax_scale,
+            topk_idx=topk, softmax_scale=self.softmax_scale, round_probs=self.round_probs,
         )  # fmt: skip
         return (out,)
 

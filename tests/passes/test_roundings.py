@@ -58,6 +58,7 @@ def test_every_pass_after_simulate_numerics_keeps_every_rounding(tiny):
     assert placed[("act_quant", True)] == 10  # 5 routed MoEs + 5 shared experts
     assert placed[("sim", "fp8")] == 3 and placed[("sim", "fp4")] == placed[("sim", True)] == 2
     assert placed[("quant_sim", (128, 0))] == 17 and placed[("quant_sim", (64, 64))] == 5
+    assert placed[("round_probs", True)] == placed[("inline", True)] == 5  # one per attention
     ctx = PassContext(tiny, OFFICIAL)
     for name in AFTER_NUMERICS:
         PASSES[name](graph, ctx)
