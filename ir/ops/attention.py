@@ -62,17 +62,11 @@ class Compressor(_Rotary):
 
     def _round_new_entries(self, pos, cache) -> None:
         """The official rounding of the entries this step completed, in place (§6.3 step 3)."""
-        from v4c.ir.semantics.quant import fp4_sim, fp8_sim, hadamard
+        from v4c.ir.semantics.compressor import round_entries
 
         for b in range(pos.shape[0]):
             lo, hi = int(pos[b, 0]) // self.ratio, int(pos[b, -1] + 1) // self.ratio
-            new = cache[b, lo:hi]
-            if self.sim == "fp8":
-                nope = new.shape[-1] - self.rope_dim
-                new[..., :nope] = fp8_sim(new[..., :nope].float(), block=64).to(new.dtype)
-            else:
-                # official: the Hadamard writes bf16 (the cache's dtype) before the FP4 rounding
-                new.copy_(fp4_sim(hadamard(new), block=32))
+            round_entries(cache[b, lo:hi], self.sim, self.rope_dim)
 
 
 @register

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from v4c.ir.semantics.norm import rms_norm
+from v4c.ir.semantics.quant import fp4_sim, fp8_sim, hadamard
 from v4c.ir.semantics.rope import apply_rope
 from v4c.spec.schema import CSA_RATIO
 
@@ -100,3 +101,15 @@ def _store(
     normed = rms_norm(entries.to(cache.dtype), norm_weight, eps)  # [n, c]
     pos = (first + torch.arange(n, device=entries.device)) * m
     cache[first : first + n] = apply_rope(normed[None], pos[None], freqs)[0]
+
+
+def round_entries(entries: Tensor, sim: str, rope_dim: int) -> None:
+    """The official rounding of new compressed entries [n, c], in place (numerics: official,
+    §6.3 step 3): "fp8" (main compressor) rounds the non-RoPE dims to FP8 in 64-wide blocks;
+    "fp4" (the indexer's) Hadamard-rotates the entry and rounds it to FP4 in 32-wide blocks.
+    The Hadamard writes the entries' dtype (official: bf16) before the FP4 rounding."""
+    if sim == "fp8":
+        nope = entries.shape[-1] - rope_dim
+        entries[..., :nope] = fp8_sim(entries[..., :nope].float(), block=64).to(entries.dtype)
+    else:
+        entries.copy_(fp4_sim(hadamard(entries), block=32))  # official: hadamard writes bf16

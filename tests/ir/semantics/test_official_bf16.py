@@ -9,6 +9,7 @@ import math
 import torch
 
 from v4c.ir.semantics.attention import sparse_attention
+from v4c.ir.semantics.compressor import round_entries
 from v4c.ir.semantics.indexer import indexer_scores, indexer_topk
 from v4c.ir.semantics.moe import swiglu
 from v4c.ir.semantics.norm import inline_q_norm, rms_norm
@@ -124,3 +125,16 @@ def test_expert_w1_w3_outputs_are_bf16_before_the_swiglu():
     # fp32 activations: the GEMM outputs are not rounded (plain and official agree on them)
     y32 = swiglu(x.float(), w1, w2, w3, limit=10.0, act_quant=True)
     assert y32[0, 0].item() == act_quant_fp8(h32).item()
+
+
+def test_indexer_keys_hadamard_is_bf16_before_fp4():
+    """A new indexer key [-0.248046875, 3.5625, 3.375, 3.3125] (bf16): its Hadamard is
+    [5.0009766, -1.875, -1.6875, -1.9375], written in bf16 as [5.0, ...]; FP4 (scale 1) then
+    gives [4 (5 is a tie, to even), -2, -1.5, -2]. Rotated in fp32, 5.0009766 rounds to 6."""
+    key = [-0.248046875, 3.5625, 3.375, 3.3125]
+    entries = torch.tensor([key], dtype=BF16)
+    round_entries(entries, "fp4", rope_dim=2)
+    assert entries.tolist() == [[4.0, -2.0, -1.5, -2.0]]
+    entries32 = torch.tensor([key])  # fp32 activations: no bf16 point
+    round_entries(entries32, "fp4", rope_dim=2)
+    assert entries32.tolist() == [[6.0, -2.0, -1.5, -2.0]]
