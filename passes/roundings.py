@@ -32,23 +32,26 @@ class Snapshot:
 
 def live_nodes(graph: Graph) -> set[str]:
     """The nodes an output (or another side effect) depends on."""
-    live: set[str] = set()
-    for id in reversed(graph.toposort()):
-        node = graph.node(id)
-        if node.op.side_effects or any(user in live for user, _, _ in graph.users(id)):
-            live.add(id)
+    stack = [id for id in graph.ids() if graph.node(id).op.side_effects]
+    live = set(stack)
+    while stack:
+        for value in graph.operands(stack.pop()):
+            if value.node not in live:
+                live.add(value.node)
+                stack.append(value.node)
     return live
 
 
 def snapshot(graph: Graph) -> Snapshot:
-    roundings = {n.id: n.op.roundings() for n in graph.nodes() if n.op.roundings()}
+    roundings = {id: graph.node(id).op.roundings() for id in graph.ids()}
+    roundings = {id: r for id, r in roundings.items() if r}
     return Snapshot(roundings, live_nodes(graph) & roundings.keys())
 
 
 def check(before: Snapshot, graph: Graph, pass_name: str) -> None:
     """Raise IRError naming the first rounding pass `pass_name` dropped, and its node."""
     heirs: dict[str, set[Rounding]] = {}  # replaced id -> roundings of the nodes made for it
-    for node in graph.nodes():
+    for node in map(graph.node, graph.ids()):
         made_here = node.origin is not None and node.origin[0] == pass_name
         for old in node.origin[1] if made_here else ():
             heirs.setdefault(old, set()).update(node.op.roundings())
