@@ -79,7 +79,7 @@ class IndexerTopk(_Rotary):
     rounding_attrs = ("sim",)
     topk: int = 512
     ratio: int = CSA_RATIO
-    sim: bool = False  # numerics: official: FP8 input of wq_b, Hadamard + FP4 q
+    sim: bool = False  # numerics: official: FP8 wq_b input, Hadamard + FP4 q, bf16 points
 
     def infer(self, ins):
         qr, x, pos, wq_b, proj, keys = ins

@@ -52,7 +52,7 @@ class Moe(_Gate):
     kind = "moe"
     rounding_attrs = ("act_quant",)
     limit: float = 10.0
-    act_quant: bool = False  # numerics: official (FP8 rounding of the expert GEMM inputs)
+    act_quant: bool = False  # numerics: official: FP8 GEMM inputs, GEMM outputs in bf16
 
     def operand_roles(self):
         return self.gate_roles() + ("w1", "w2", "w3")
