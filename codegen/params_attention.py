@@ -44,6 +44,8 @@ class SparseAttention(Params):
 
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> SparseAttention:
+        if attrs.get("round_probs"):
+            raise ValueError("sparse_attention: no Triton template rounds P to bf16 (official)")
         (_, _, heads, dim), ratio = inputs[0][0], attrs["ratio"]
         # q, kv, window_cache (after positions, slots, sink), compressed
         keys = [inputs[i][1] for i in (0, 1, 5)] + ([inputs[6][1]] if ratio else [])

@@ -21,6 +21,8 @@ class RmsNorm(Params):
 
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> RmsNorm:
+        if attrs.get("inline"):
+            raise ValueError("rms_norm: no Triton template computes the official bf16 q norm")
         dim = inputs[0][0][-1]
         return cls(dim=dim, weighted=attrs["weighted"], eps=attrs["eps"], block=pow2(dim))
 

@@ -93,10 +93,14 @@ class _Swiglu(Params):
 
     @classmethod
     def from_operands(
-        cls, limit: float, x: tuple, w1: tuple, ws: list[str], **extra: Any
+        cls, attrs: dict[str, Any], x: tuple, w1: tuple, ws: list[str], **extra: Any
     ) -> _Swiglu:
-        """From x's and w1's (shape, dtype) and the dtypes of w1, w2, w3."""
-        inter, dim = w1[0][-2:]
+        """From the launch's attributes, x's and w1's (shape, dtype), the dtypes of w1, w2, w3."""
+        if attrs.get("act_quant"):
+            raise CodegenError(
+                "swiglu: no Triton template rounds the expert GEMMs as numerics official does"
+            )
+        limit, (inter, dim) = attrs["limit"], w1[0][-2:]
         fmt, scale_block = weight_format(ws)
         return cls(
             dim=dim, inter=inter, limit=limit, act=activation(x[1]), weights=fmt,
@@ -113,7 +117,7 @@ class GroupedSwiglu(_Swiglu):
     def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> GroupedSwiglu:
         x, order, _, _, w1, w2, w3 = inputs
         ws = [w1[1], w2[1], w3[1]]
-        return cls.from_operands(attrs["limit"], x, w1, ws, experts=w1[0][0], top_k=order[0][-1])
+        return cls.from_operands(attrs, x, w1, ws, experts=w1[0][0], top_k=order[0][-1])
 
 
 @template("swiglu")
@@ -121,7 +125,7 @@ class Swiglu(_Swiglu):
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> Swiglu:
         x, w1, w2, w3 = inputs
-        return cls.from_operands(attrs["limit"], x, w1, [w1[1], w2[1], w3[1]])
+        return cls.from_operands(attrs, x, w1, [w1[1], w2[1], w3[1]])
 
 
 @template("moe_combine")

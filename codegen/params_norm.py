@@ -20,6 +20,8 @@ class RmsNormRope(Params):
 
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> RmsNormRope:
+        if attrs.get("inline"):
+            raise ValueError("rms_norm_rope: no Triton template computes the official bf16 q norm")
         shape = inputs[0][0]
         return cls(
             dim=shape[-1], rope_dim=attrs["rope_dim"], heads=shape[2] if len(shape) == 4 else 1,

@@ -154,6 +154,10 @@ class Graph:
     def nodes(self) -> list[Node]:
         return [self.node(id) for id in self.toposort()]
 
+    def ids(self) -> Iterator[str]:
+        """Every node id, in no particular order: for whole-graph checks that need no order."""
+        return iter(self._g.nodes)
+
     def is_acyclic(self) -> bool:
         return nx.is_directed_acyclic_graph(self._g)
 

@@ -36,6 +36,9 @@ class Op:
     # operand roles whose weights the op's kernel reads as stored (FP8/FP4, dequantised on
     # the fly); a weight read by any other op is widened at load
     quantised_operands: ClassVar[frozenset[str]] = frozenset()
+    # attributes that switch on an official rounding (numerics: official, V4_REFERENCE §12);
+    # the pass manager checks that no pass drops one (`v4c.passes.roundings`)
+    rounding_attrs: ClassVar[tuple[str, ...]] = ()
 
     def operand_roles(self) -> tuple[str, ...]:
         """Roles of this instance's operands (ops whose arity depends on attrs override)."""
@@ -49,6 +52,11 @@ class Op:
 
     def run(self, ins: Sequence[Any]) -> tuple[Any, ...]:
         raise IRError(f"{self.kind}: not executable (a {self.source} is supplied by the executor)")
+
+    def roundings(self) -> frozenset[tuple[str, Any]]:
+        """The official roundings this op applies: (attribute, value) of each one switched on."""
+        on = ((a, getattr(self, a)) for a in self.rounding_attrs)
+        return frozenset((a, v) for a, v in on if v not in (False, "none"))
 
     def attrs(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -18,8 +18,9 @@ def norm_rope(graph: Graph, rope: Node) -> bool:
     if norm.op.kind != "rms_norm" or index != 0 or only_user(graph, norm.out(0)) is None:
         return False
     op = RmsNormRope(
-        rope.op.rope_dim, rope.op.theta, rope.op.yarn, eps=norm.op.eps, weighted=norm.op.weighted
-    )
+        rope.op.rope_dim, rope.op.theta, rope.op.yarn,
+        eps=norm.op.eps, weighted=norm.op.weighted, inline=norm.op.inline,
+    )  # fmt: skip
     x, *weight = graph.operands(norm.id)
     positions = graph.operands(rope.id)[1]
     fused = graph.add(

@@ -1,6 +1,8 @@
 """The pass manager: runs a pipeline of named passes with the verifier after each, writes
 the graph after every pass (`000_build.ir`, `001_<pass>.ir`, ...) and `manifest.json`,
 honours disabled passes, and names the pass that failed and those that ran before it.
+After each pass it also checks that no official rounding was dropped (`passes.roundings`),
+so any pipeline a user picks keeps the numerics `simulate_numerics` placed.
 
 Dumps hold no timings or paths, so compiling twice writes identical files; timings are
 returned in the records for the console.
@@ -17,7 +19,7 @@ from v4c.errors import IRError, V4CError
 from v4c.ir.graph import Graph
 from v4c.ir.printer import print_graph
 from v4c.ir.verify import verify
-from v4c.passes import load_passes
+from v4c.passes import load_passes, roundings
 from v4c.passes.base import PASSES, REQUIRES, PassContext
 from v4c.passes.pipeline import DEFAULT_PIPELINE
 
@@ -56,6 +58,8 @@ def run_pipeline(
 ) -> list[PassRecord]:
     names = list(DEFAULT_PIPELINE if names is None else names)
     active = check_pipeline(names, disabled)
+    if ctx.options.numerics == "official" and "simulate_numerics" not in active:
+        raise IRError("numerics official needs the simulate_numerics pass in the pipeline")
     verify(graph, ctx.spec)
     dump = _Dump(dump_dir)
     dump.write(0, "build", graph)
@@ -65,9 +69,11 @@ def run_pipeline(
             records.append(PassRecord(name, False, nodes=len(graph), skipped=True))
             continue
         start = time.perf_counter()
+        before = roundings.snapshot(graph)
         try:
             result = PASSES[name](graph, ctx)
             verify(graph, ctx.spec)
+            roundings.check(before, graph, name)
         except V4CError as err:
             ran = [r.name for r in records if not r.skipped]
             raise IRError(f"pass {name} failed after {ran}: {err}") from None

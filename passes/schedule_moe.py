@@ -51,7 +51,7 @@ def schedule(graph: Graph, moe: Node) -> bool:
     )
     experts = graph.add(
         f"{base}.experts",
-        GroupedSwiglu(op.limit),
+        GroupedSwiglu(op.limit, op.act_quant),  # the FP8 rounding of the GEMM inputs stays
         [x, sort.out(0), sort.out(1), gate.out(0), w1, w2, w3],
         layer=layer, origin=origin,
     )  # fmt: skip

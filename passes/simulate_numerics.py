@@ -8,9 +8,16 @@ official model computes; with `plain` (the default) the pass changes nothing.
 - the main compressor rounds the non-RoPE dims of its new entries to FP8, the indexer's
   compressor Hadamard-rotates and rounds its new keys to FP4 (32-wide blocks);
 - the indexer rounds its wq_b input to FP8 and its q (Hadamard) to FP4;
-- the experts (FP4 routed, FP8 shared) round the inputs of their GEMMs to FP8.
+- the experts (FP4 routed, FP8 shared) round the inputs of their GEMMs to FP8;
+- with bf16 activations, the official bf16 rounding points (§12.1) inside the ops that
+  compute in fp32 otherwise: the indexer's q, head weights and scores, the experts' w1/w3
+  outputs, the attention probabilities before P·V, the Hadamard of the indexer's keys, and
+  the weightless per-head q norm, which the official code computes op by op in bf16.
 wo_a is used dequantised in bf16 by the official code and keeps its input; routing, HC,
-compressor pooling, norms and RoPE are fp32 in both modes.
+compressor pooling, the weighted norms and RoPE are fp32 in both modes.
+
+Each switch set here is an op's `rounding_attrs` entry, which the pass manager checks no
+later pass drops (`passes.roundings`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ FLAGS = {
     "grouped_swiglu": "act_quant",
     "indexer_topk": "sim",
 }
+Q_NORMS = ("rms_norm", "rms_norm_rope")  # the weightless one is the per-head q norm
 
 
 def _quantise_input(
@@ -53,7 +61,7 @@ def simulate_numerics(graph: Graph, ctx: PassContext) -> PassResult:
     if ctx.options.numerics != "official":
         return PassResult(False, {})
     fp8 = {t.name for t in checkpoint_tensors(ctx.spec) if t.storage == "fp8"}
-    stats = {"fp8_gemm_inputs": 0, "kv": 0, "compressors": 0, "flags": 0}
+    stats = {"fp8_gemm_inputs": 0, "kv": 0, "compressors": 0, "flags": 0, "q_norms": 0}
     nope = ctx.spec.attention.head_dim - ctx.spec.attention.rope_head_dim
     for node in graph.nodes():
         op, operands = node.op, graph.operands(node.id)
@@ -62,7 +70,11 @@ def simulate_numerics(graph: Graph, ctx: PassContext) -> PassResult:
             stats["fp8_gemm_inputs"] += 1
         elif op.kind == "sparse_attention":
             _quantise_input(graph, operands[1], [node.id], block=64, dims=nope)
+            graph.set_op(node.id, replace(op, round_probs=True))
             stats["kv"] += 1
+        elif op.kind in Q_NORMS and not op.weighted:
+            graph.set_op(node.id, replace(op, inline=True))
+            stats["q_norms"] += 1
         elif op.kind == "compressor":
             graph.set_op(node.id, replace(op, sim="fp4" if ".indexer." in node.id else "fp8"))
             stats["compressors"] += 1

@@ -41,6 +41,7 @@ class Compressor(_Rotary):
         "cache",
     )  # fmt: skip
     aliases = {0: 9}  # returns the cache it appended to
+    rounding_attrs = ("sim",)
     ratio: int = 4
     eps: float = 1e-6
     sim: str = (
@@ -79,9 +80,10 @@ class IndexerTopk(_Rotary):
 
     kind = "indexer_topk"
     operands = ("qr", "x", "positions", "slots", "wq_b", "weights_proj", "keys")
+    rounding_attrs = ("sim",)
     topk: int = 512
     ratio: int = CSA_RATIO
-    sim: bool = False  # numerics: official: FP8 input of wq_b, Hadamard + FP4 q
+    sim: bool = False  # numerics: official: FP8 wq_b input, Hadamard + FP4 q, bf16 points
 
     def infer(self, ins):
         qr, x, pos, slots, wq_b, proj, keys = ins
@@ -110,9 +112,11 @@ class SparseAttention(Op):
     Writes this step's kv into the window ring buffer."""
 
     kind = "sparse_attention"
+    rounding_attrs = ("round_probs",)
     ratio: int = 0
     window: int = 128
     softmax_scale: float = 1.0
+    round_probs: bool = False  # numerics: official: probabilities in bf16 before P·V (§8.2)
 
     def operand_roles(self):
         roles = ("q", "kv", "positions", "slots", "sink", "window_cache")
@@ -141,6 +145,7 @@ class SparseAttention(Op):
         out = sparse_attention(
             q, kv, pos, sink, slots=slots, window_cache=window, compressed=compressed,
             ratio=self.ratio, topk_idx=topk, softmax_scale=self.softmax_scale,
+            round_probs=self.round_probs,
         )  # fmt: skip
         return (out,)
 

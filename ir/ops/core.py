@@ -180,21 +180,26 @@ class RmsNorm(Op):
     """RMSNorm over the last dim with a weight; `weighted=False`: the per-head q norm."""
 
     kind = "rms_norm"
+    rounding_attrs = ("inline",)
     eps: float = 1e-6
     weighted: bool = True
+    inline: bool = False  # numerics: official: the weightless q norm op by op in bf16 (§12.1)
 
     def operand_roles(self):
         return ("x", "weight") if self.weighted else ("x",)
 
     def infer(self, ins):
         x = ins[0]
+        self.expect(not (self.inline and self.weighted), "inline is the weightless q norm's")
         if self.weighted:
             self.expect(ins[1].shape == (x.shape[-1],), f"weight {ins[1]} for {x}")
         return (x,)
 
     def run(self, ins):
-        from v4c.ir.semantics.norm import rms_norm
+        from v4c.ir.semantics.norm import inline_q_norm, rms_norm
 
+        if self.inline:
+            return (inline_q_norm(ins[0], self.eps),)
         return (rms_norm(ins[0], ins[1] if self.weighted else None, self.eps),)
 
 
@@ -252,6 +257,9 @@ class QuantSim(Op):
     operands = ("x",)
     block: int = 128
     dims: int = 0
+
+    def roundings(self):
+        return frozenset({("quant_sim", (self.block, self.dims))})
 
     def infer(self, ins):
         return (ins[0],)

@@ -84,20 +84,24 @@ class RmsNormRope(_Rotary):
     """RMSNorm (weighted, or the weightless per-head q norm) with RoPE folded in."""
 
     kind = "rms_norm_rope"
+    rounding_attrs = ("inline",)
     eps: float = 1e-6
     weighted: bool = True
+    inline: bool = False  # numerics: official, as RmsNorm's
 
     def operand_roles(self):
         return ("x", "positions", "weight") if self.weighted else ("x", "positions")
 
     def infer(self, ins):
-        norm = RmsNorm(self.eps, self.weighted)
-        (x,) = norm.infer([ins[0], *ins[2:]])
+        (x,) = self._norm().infer([ins[0], *ins[2:]])
         return self._rope().infer([x, ins[1]])
 
     def run(self, ins):
-        (x,) = RmsNorm(self.eps, self.weighted).run([ins[0], *ins[2:]])
+        (x,) = self._norm().run([ins[0], *ins[2:]])
         return self._rope().run([x, ins[1]])
+
+    def _norm(self) -> RmsNorm:
+        return RmsNorm(self.eps, self.weighted, self.inline)
 
     def _rope(self) -> Rope:
         return Rope(self.rope_dim, self.theta, self.yarn)

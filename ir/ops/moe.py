@@ -50,8 +50,9 @@ class Moe(_Gate):
     """The routed experts of one layer, unscheduled: gate, top-k, SwiGLU experts, combine."""
 
     kind = "moe"
+    rounding_attrs = ("act_quant",)
     limit: float = 10.0
-    act_quant: bool = False  # numerics: official (FP8 rounding of the expert GEMM inputs)
+    act_quant: bool = False  # numerics: official: FP8 GEMM inputs, GEMM outputs in bf16
 
     def operand_roles(self):
         return self.gate_roles() + ("w1", "w2", "w3")
@@ -84,6 +85,7 @@ class Swiglu(Op):
     kind = "swiglu"
     operands = ("x", "w1", "w2", "w3")
     quantised_operands = frozenset({"w1", "w2", "w3"})
+    rounding_attrs = ("act_quant",)
     limit: float = 10.0
     act_quant: bool = False
 
@@ -157,6 +159,7 @@ class GroupedSwiglu(Op):
     kind = "grouped_swiglu"
     operands = ("x", "order", "offsets", "weights", "w1", "w2", "w3")
     quantised_operands = frozenset({"w1", "w2", "w3"})
+    rounding_attrs = ("act_quant",)
     limit: float = 10.0
     act_quant: bool = False
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from v4c.ir.semantics.quant import round_to
 from v4c.spec.schema import CSA_RATIO
 
 
@@ -49,7 +50,7 @@ def _compressed_mask(
 def sparse_attention(
     q: Tensor, kv: Tensor, positions: Tensor, sink: Tensor,
     *, slots: Tensor, window_cache: Tensor, compressed: Tensor | None, ratio: int,
-    topk_idx: Tensor | None, softmax_scale: float,
+    topk_idx: Tensor | None, softmax_scale: float, round_probs: bool = False,
 ) -> Tensor:  # fmt: skip
     """o[b,t,h] = sum_j e^(l_j - M) k_j / (sum_j e^(l_j - M) + e^(sink_h - M)), l = q·k * scale.
 
@@ -59,6 +60,12 @@ def sparse_attention(
     (ratio 0), topk_idx [B, T, K] with -1 = none (CSA only).
     M is the max over real keys only (L keys: ring, step, entries). Returns [B, T, H, d] in
     q's dtype.
+
+    `round_probs` (numerics: official, V4_REFERENCE §8.2, §12.1): the official kernel casts
+    the unnormalised probabilities e^(l_j - M) to bf16 (q's dtype) for the P·V product and
+    divides the fp32 result by the fp32 denominator (summed before the cast). Its M is the
+    running max of 64-key blocks, so where a later block raises the max the official value
+    differs from this one by bf16 noise; with the max in the first block they are the same.
     """
     masks = list(_window_mask(positions, window_cache.shape[1]))
     keys = [window_cache[slots].float(), kv.float()]
@@ -71,7 +78,10 @@ def sparse_attention(
     top = logits.amax(dim=-1, keepdim=True)  # [B, T, H, 1], finite: the query sees itself
     weights = (logits - top).exp()
     denom = weights.sum(-1, keepdim=True) + (sink.float()[:, None] - top).exp()
-    out = torch.einsum("bthl,bld->bthd", weights / denom, keys_all)
+    if round_probs:  # official: P in bf16 for P·V, then the division in fp32
+        out = torch.einsum("bthl,bld->bthd", round_to(weights, q.dtype), keys_all) / denom
+    else:
+        out = torch.einsum("bthl,bld->bthd", weights / denom, keys_all)
     _write_window(window_cache, slots, kv, positions)
     return out.to(q.dtype)
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from v4c.ir.semantics.norm import rms_norm
+from v4c.ir.semantics.quant import fp4_sim, fp8_sim, hadamard
 from v4c.ir.semantics.rope import apply_rope
 from v4c.spec.schema import CSA_RATIO
 
@@ -104,17 +105,21 @@ class Finish:
 
     def __call__(self, entries: Tensor, index: Tensor, dtype: torch.dtype) -> Tensor:
         """entries [B, n, c] pooled, index [B, n] their entry numbers -> [B, n, c] in dtype."""
-        from v4c.ir.semantics.quant import fp4_sim, fp8_sim, hadamard
-
         normed = rms_norm(entries.to(dtype), self.norm_weight, self.eps)
         out = apply_rope(normed, index * self.m, self.freqs)
-        if self.sim == "fp8":
-            nope = out.shape[-1] - self.rope_dim
-            head = fp8_sim(out[..., :nope].float(), block=64).to(dtype)
-            out = torch.cat((head, out[..., nope:]), dim=-1)
-        elif self.sim == "fp4":
-            out = fp4_sim(hadamard(out.float()), block=32).to(dtype)
-        return out
+        return out if self.sim == "none" else round_entries(out, self.sim, self.rope_dim)
+
+
+def round_entries(entries: Tensor, sim: str, rope_dim: int) -> Tensor:
+    """The official rounding of new compressed entries [..., c] (numerics: official, §6.3
+    step 3): "fp8" (main compressor) rounds the non-RoPE dims to FP8 in 64-wide blocks;
+    "fp4" (the indexer's) Hadamard-rotates the entry and rounds it to FP4 in 32-wide blocks.
+    The Hadamard writes the entries' dtype (official: bf16) before the FP4 rounding."""
+    if sim == "fp8":
+        nope = entries.shape[-1] - rope_dim
+        head = fp8_sim(entries[..., :nope].float(), block=64).to(entries.dtype)
+        return torch.cat((head, entries[..., nope:]), dim=-1)
+    return fp4_sim(hadamard(entries), block=32).to(entries.dtype)  # official: bf16 Hadamard
 
 
 def _store(entries: Tensor, first: int, cache: Tensor, finish: Finish) -> None:

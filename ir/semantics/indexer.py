@@ -3,8 +3,10 @@
 It scores every visible entry of the indexer's own compressed-key cache (filled by `compress`
 with c = index head dim, ratio 4, before this runs, so an entry completed at this step is
 selectable) and keeps the top k. With `sim` (numerics: official) q is Hadamard-rotated and
-rounded to FP4 as the official code does; the Hadamard is orthonormal, so without the rounding
-it would not change q·k.
+rounded to FP4 as the official code does (the Hadamard is orthonormal, so without the rounding
+it would not change q·k), and q, the head weights and the scores are rounded to the activation
+dtype where the official code holds them in bf16 (V4_REFERENCE §12.1): top-k then runs on bf16
+scores, so exact ties are common and the tie rule below matters.
 
 Selection: the `topk` highest-scoring visible entries; picks past the visible entries are -1.
 Ties go to the lower entry index. The official code calls `torch.topk` over the entries stored
@@ -19,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from v4c.ir.semantics.quant import act_quant_fp8, fp4_sim, hadamard
+from v4c.ir.semantics.quant import act_quant_fp8, fp4_sim, hadamard, round_to
 from v4c.ir.semantics.rope import apply_rope
 
 
@@ -30,18 +32,32 @@ def indexer_scores(
     """score[b, t, s] = sum_h w[b,t,h] * ReLU(q[b,t,h] · keys[b,s]), fp32 [B, T, C], unmasked.
 
     q = RoPE(qr · wq_bᵀ) per head (no norm); w = (x · weights_projᵀ) * di^-1/2 * Hi^-1/2.
-    `sim` (numerics: official): qr rounded as the FP8 wq_b GEMM rounds its input, and q
-    Hadamard-rotated and rounded to FP4 (the keys were, by their compressor)."""
+    `sim` (numerics: official) computes what the official indexer computes (§7, §12.1):
+    qr rounded as the FP8 wq_b GEMM rounds its input; q Hadamard-rotated and rounded to FP4
+    (the keys were, by their compressor); and, with activations in bf16, the official bf16
+    rounding points, each marked `# official:` below. Without `sim` everything after the
+    inputs stays fp32. Activations in fp32 make the bf16 points no-ops."""
     n_heads, head_dim = weights_proj.shape[0], keys.shape[-1]
+    act = x.dtype  # the activation dtype: where the official code holds a bf16 tensor
     if sim:
         qr = act_quant_fp8(qr)
     q = (qr.float() @ wq_b.float().T).unflatten(-1, (n_heads, head_dim))  # [B, T, Hi, di]
+    if sim:
+        q = q.to(act)  # official: the wq_b GEMM writes bf16, RoPE and Hadamard write bf16 back
     q = apply_rope(q, positions, rope_freqs)
     if sim:
         q = fp4_sim(hadamard(q))
-    w = (x.float() @ weights_proj.float().T) * (head_dim * n_heads) ** -0.5  # [B, T, Hi]
-    dots = torch.einsum("bthd,bsd->bths", q, keys.float()).relu()  # [B, T, Hi, C]
-    return torch.einsum("bth,bths->bts", w, dots)
+    w = x.float() @ weights_proj.float().T  # [B, T, Hi]
+    if sim:  # official: weights_proj writes bf16, and its product with the scale is bf16
+        w = round_to(round_to(w, act) * (head_dim * n_heads) ** -0.5, act)
+    else:
+        w = w * (head_dim * n_heads) ** -0.5
+    dots = torch.einsum("bthd,bsd->bths", q.float(), keys.float())  # [B, T, Hi, C]
+    if not sim:
+        return torch.einsum("bth,bths->bts", w, dots.relu())
+    dots = round_to(dots, act).relu()  # official: the q·k einsum writes bf16
+    weighted = round_to(dots * w[..., None], act)  # official: each head's weighted score is bf16
+    return round_to(weighted.sum(2), act)  # official: the sum over heads is bf16
 
 
 def indexer_topk(

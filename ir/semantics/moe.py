@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from v4c.ir.semantics.quant import act_quant_fp8
+from v4c.ir.semantics.quant import act_quant_fp8, round_to
 
 SCORING_FUNCS = ("sqrtsoftplus", "sigmoid", "softmax")
 
@@ -102,8 +102,10 @@ def swiglu(
 
     x [N,D], w1 [I,D] (gate), w2 [D,I] (down), w3 [I,D] (up); limit 0 means no clamp;
     scale [N] is the routing weight, applied to the activation before w2 as officially.
-    `act_quant` (numerics: official): the inputs of w1/w3 and of w2 are rounded as the
-    official FP8/FP4 GEMMs round them (FP8, 128-wide blocks), h first cast to x's dtype.
+    `act_quant` (numerics: official): the expert GEMMs compute as the official FP8/FP4 GEMMs
+    do: their inputs rounded to FP8 (128-wide blocks; h first cast to x's dtype) and their
+    outputs written in x's dtype, so w1 x and w3 x are rounded to bf16 in a bf16 run before
+    the fp32 SwiGLU (V4_REFERENCE §12.1). Without it w1 x and w3 x stay fp32.
     Returns [N,D] in x's dtype.
     """
     if act_quant:
@@ -111,6 +113,8 @@ def swiglu(
     xf = x.float()
     gate = xf @ w1.float().T  # [N,I]
     up = xf @ w3.float().T  # [N,I]
+    if act_quant:  # official: the w1 and w3 GEMMs write bf16, cast to fp32 for the SwiGLU
+        gate, up = round_to(gate, x.dtype), round_to(up, x.dtype)
     if limit > 0:
         gate = gate.clamp(max=limit)
         up = up.clamp(min=-limit, max=limit)

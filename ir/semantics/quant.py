@@ -186,6 +186,12 @@ def hadamard(x: Tensor) -> Tensor:
     return (y * n**-0.5).to(x.dtype)
 
 
+def round_to(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """t rounded to `dtype` (round to nearest even) and held in fp32 again, exactly: one of
+    the official code's bf16 rounding points inside an op that otherwise computes in fp32."""
+    return t.to(dtype).float()
+
+
 def _row_blocks(x: Tensor, block: int) -> tuple[Tensor, int]:
     """x [..., N] fp32, zero-padded to whole blocks -> ([..., nb, block], N)."""
     n = x.shape[-1]

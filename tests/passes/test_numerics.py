@@ -45,6 +45,10 @@ def test_official_rounds_every_fp8_gemm_input(tiny):
     assert graph.node("L01.attn.indexer.compressor").op.sim == "fp4"
     assert graph.node("L01.attn.indexer").op.sim and graph.node("L03.ffn.moe").op.act_quant
     assert graph.node("L03.ffn.shared0").op.act_quant
+    # the bf16 rounding points inside ops (V4_REFERENCE §12.1)
+    assert result.stats["q_norms"] == 5 and graph.node("L00.attn.q_head_norm").op.inline
+    assert not any(n.op.inline for n in graph.nodes() if n.op.kind == "rms_norm" and n.op.weighted)
+    assert all(n.op.round_probs for n in graph.nodes() if n.op.kind == "sparse_attention")
     # wo_a (used dequantised in bf16 officially) keeps its input
     assert graph.node(graph.operands("L00.attn.wo_a")[0].node).op.kind == "rope"
 
