@@ -30,8 +30,9 @@ def test_attention_probabilities_are_bf16_before_pv():
         cache[0, 0] = torch.tensor([0.0, 1.0])  # position 0 in slot 0; the others empty
         out = sparse_attention(
             torch.tensor([[[[0.0, -1.0]]]], dtype=BF16), torch.tensor([[[1.0, 0.0]]], dtype=BF16),
-            torch.tensor([[1]]), torch.tensor([-math.inf]), window_cache=cache, compressed=None,
-            ratio=0, topk_idx=None, softmax_scale=1.0, round_probs=round_probs,
+            torch.tensor([[1]]), torch.tensor([-math.inf]), slots=torch.tensor([0]),
+            window_cache=cache, compressed=None, ratio=0, topk_idx=None, softmax_scale=1.0,
+            round_probs=round_probs,
         )  # fmt: skip
         return out.flatten().tolist()
 
@@ -73,7 +74,7 @@ def test_indexer_weights_and_scores_are_bf16_and_ties_go_low():
         indexer_scores(*fp32, **rope, sim=True).flatten(),
         torch.tensor([scale, scale * (1 + 2**-10)]), rtol=1e-6, atol=0,
     )  # fmt: skip
-    pick = dict(topk=1, ratio=4, rope_dim=2, **rope)  # position 7 sees entries 0 and 1
+    pick = dict(topk=1, ratio=4, rope_dim=2, slots=torch.tensor([0]), **rope)  # sees 0 and 1
     assert indexer_topk(*args, **pick, sim=True).tolist() == [[[0]]]
     assert indexer_topk(*fp32, **pick, sim=True).tolist() == [[[1]]]
 
