@@ -25,13 +25,14 @@ from v4c.runtime.random_weights import as_stored, random_weights
 from v4c.spec import load_spec
 
 POSITIONS = (127, 18)  # row 0 completes a ratio-128 and a ratio-4 entry; row 1 neither
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: the interpreter
 
 
 def garbage(like: torch.Tensor) -> torch.Tensor:
     """A buffer of `like`'s shape and dtype holding values no kernel writes (what an arena
     view holds from an earlier launch): any element the kernel skips shows."""
     fill = float("nan") if like.dtype.is_floating_point else -7
-    return torch.full(like.shape, fill, dtype=like.dtype)
+    return torch.full(like.shape, fill, dtype=like.dtype, device=like.device)
 
 
 def copies(launch, args: list) -> list:
@@ -64,7 +65,9 @@ def walk_decode(plan, weights, root, done: frozenset[str] = frozenset()) -> set[
     constants) at its first launch, but those of the templates `done`; returns the
     templates checked."""
     plan = replace(plan, entries={"decode": plan.entries["decode"]})  # load no prefill kernels
-    engine = Engine(plan, weights, dtype=torch.float32, backend="triton", kernel_root=root)
+    engine = Engine(
+        plan, weights, device=DEVICE, dtype=torch.float32, backend="triton", kernel_root=root
+    )
     gen = torch.Generator().manual_seed(0)
     for cache in engine.state.values():
         if cache.dtype.is_floating_point:
@@ -76,6 +79,7 @@ def walk_decode(plan, weights, root, done: frozenset[str] = frozenset()) -> set[
         "positions": torch.tensor(POSITIONS)[:, None],
         "slots": torch.tensor([1, 0]),  # step rows in another order than the cache rows
     }
+    values = {key: value.to(DEVICE) for key, value in values.items()}
     sources = {"param": engine.params, "state": engine.state}
     checked, kernels = set(), set()
     for i, (launch, op) in enumerate(zip(program.entry.launches, program.ops)):
@@ -99,6 +103,7 @@ def tiny():
     return spec, random_weights(spec, seed=0)
 
 
+@pytest.mark.slow
 def test_every_template_writes_into_out(tiny, tmp_path):
     spec, weights = tiny
     options = CompileOptions(max_batch=2, max_tokens=8, max_seq=160, dtype="fp32")

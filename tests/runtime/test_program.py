@@ -73,6 +73,7 @@ def test_a_step_is_bound_once_and_reuses_its_buffers(tiny):
     assert step.outputs["logits"] is logits  # the step wrote into the same views
 
 
+@pytest.mark.slow
 def test_triton_kernels_write_into_the_arena_views(tiny, tmp_path):
     """The triton backend's bound decode step: each kernel writes its results into the
     arena views it is bound to (`out=`), so no call allocates a tensor of one of its
