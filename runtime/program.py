@@ -3,10 +3,12 @@
 Binding does every lookup once (nano-vllm's model runner, tinygrad's captured JIT): each
 launch becomes a call whose operands are already tensors (a weight, a cache, a view of a
 static step input, a view of the entry's arena at the offset the memory plan chose) and
-whose results are written into arena views; each generated kernel is rendered, validated
-and loaded then. View launches (`split_heads`, `take_last`) are evaluated once at binding:
-a view of a static buffer is itself static, so a step never runs them. A step is a flat
-loop over the bound calls: no lookups by name, no validation, no kernel-cache access.
+whose results are written into arena views (a generated kernel or a GEMM writes there
+itself, `out=`; the torch backend's reference ops allocate and are copied); each generated
+kernel is rendered, validated and loaded then. View launches (`split_heads`, `take_last`)
+are evaluated once at binding: a view of a static buffer is itself static, so a step never
+runs them. A step is a flat loop over the bound calls: no lookups by name, no validation,
+no kernel-cache access.
 
 One `Program` per entry owns one arena tensor sized by the memory plan (its peak at the
 entry's limits); `bind(B, T)` makes the `Step` of one batch size and step length, with
@@ -158,6 +160,7 @@ class Program:
                     values[ref.name] = result
                 continue
             outs = [None if ref.kind == "state" else tensor(ref) for ref in launch.outputs]
+            _check_dense(launch, outs)
             calls.append(self._call(i, launch, op, args, outs))
         outputs = {key: tensor(ref) for key, ref in self.entry.outputs.items()}
         return Step(calls, outputs, step_inputs, len(calls))
@@ -178,17 +181,29 @@ class Program:
         the result is a cache the op updated in place)."""
         if launch.kind == "library":
             return _matmul(*args, *outs)
-        if self.backend == "triton":
-            run = self.kernels[i].run
-            return _writing(lambda: run(*args), outs)
+        if self.backend == "triton":  # the kernel writes straight into the arena views
+            run, out = self.kernels[i].run, tuple(o for o in outs if o is not None)
+            return lambda: run(*args, out=out)
         if any(isinstance(a, QuantWeight) for a in args):  # the reference reads dense weights
             activation = next(a.dtype for a in args if isinstance(a, torch.Tensor))
             return _writing(lambda: op.run(_dequantized(args, activation)), outs)
         return _writing(lambda: op.run(args), outs)
 
 
+def _check_dense(launch: Launch, outs: list) -> None:
+    """Kernels and GEMMs write their results as dense rows, so a result bound to a view with
+    gaps (arena values never are) would be written wrongly: refused at binding."""
+    for ref, out in zip(launch.outputs, outs):
+        if out is not None and not out.is_contiguous():
+            raise BindError(
+                f"{launch.node}: result {ref.name} {tuple(out.shape)} is bound to a view that "
+                f"is not contiguous (strides {out.stride()}); results must be dense arena views"
+            )
+
+
 def _writing(compute: Callable[[], tuple], outs: list) -> Call:
-    """A call that computes, then writes each result into its arena view."""
+    """A call that computes, then writes each result into its arena view (the reference
+    ops allocate their results)."""
     pairs = [(j, out) for j, out in enumerate(outs) if out is not None]
 
     def call() -> None:

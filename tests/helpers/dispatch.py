@@ -56,12 +56,14 @@ _HOST_READS = frozenset({"tolist", "numpy", "cpu"})
 
 class DispatchCounter:
     """Records every aten op run inside `with DispatchCounter() as c:`; `c.syncs` and
-    `c.allocations` name the ops that synced or made a new storage, in order."""
+    `c.allocations` name the ops that synced or made a new storage, in order; `c.new_tensors`
+    has (op, shape, dtype) of each tensor on a new storage (to tell what was allocated)."""
 
     def __init__(self):
         self.ops: Counter[str] = Counter()
         self.syncs: list[str] = []
         self.allocations: list[str] = []
+        self.new_tensors: list[tuple[str, tuple[int, ...], torch.dtype]] = []
         self._seen: set[StorageWeakRef] = set()  # a weak ref keeps a storage's id unique
         self._made: list[tuple[str, StorageWeakRef]] = []  # storages the block allocated
         self._host_read_depth = 0
@@ -111,6 +113,7 @@ class DispatchCounter:
         new = [tensor for tensor in outputs if self._is_new(tensor)]
         if new or fresh:
             self.allocations.append(name)
+        self.new_tensors += [(name, tuple(t.shape), t.dtype) for t in new]
         self._made += [(name, StorageWeakRef(t.untyped_storage())) for t in new]
 
     def _is_new(self, tensor: torch.Tensor) -> bool:

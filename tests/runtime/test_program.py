@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
 from tests.helpers.dispatch import DispatchCounter
 from v4c.compile import compile_spec, write_output
+from v4c.ir.types import resolve_dim
 from v4c.passes.base import CompileOptions
+from v4c.runtime.caches import torch_dtype
 from v4c.runtime.engine import Engine, EngineError
+from v4c.runtime.program import BindError
 from v4c.runtime.random_weights import as_stored, random_weights
 from v4c.spec import load_spec
 
@@ -67,6 +71,53 @@ def test_a_step_is_bound_once_and_reuses_its_buffers(tiny):
     assert step.launches == sum(launch.kind != "view" for launch in program.entry.launches)
     engine.forward([[5]])
     assert step.outputs["logits"] is logits  # the step wrote into the same views
+
+
+@pytest.mark.slow
+def test_triton_kernels_write_into_the_arena_views(tiny, tmp_path):
+    """The triton backend's bound decode step: each kernel writes its results into the
+    arena views it is bound to (`out=`), so no call allocates a tensor of one of its
+    results' shapes and dtypes (the Triton interpreter's own host copies are of other
+    shapes)."""
+    spec, weights = tiny
+    plan = compile_spec(spec, CompileOptions(max_seq=160, weights="bf16", dtype="fp32")).plan
+    plan = replace(plan, entries={"decode": plan.entries["decode"]})  # no prefill kernels
+    engine = Engine(
+        plan, weights, dtype=torch.float32, backend="triton", kernel_root=tmp_path / "cache"
+    )
+    engine.reset(1)
+    step = decode_step(engine, 20)
+    program = engine.programs["decode"]
+    env = {**program.entry.env, "B": 1, "T": 1}
+    launches = [launch for launch in program.entry.launches if launch.kind != "view"]
+    for launch, call in zip(launches, step.calls, strict=True):
+        if launch.kind != "kernel":
+            continue
+        results = {
+            (tuple(resolve_dim(d, env) for d in ref.dims), torch_dtype(ref.dtype, torch.float32))
+            for ref in launch.outputs
+            if ref.kind != "state"
+        }
+        with DispatchCounter() as counter:
+            call()
+        made = [(op, shape, dtype) for op, shape, dtype in counter.new_tensors]
+        assert not [m for m in made if m[1:] in results], (launch.node, results, made)
+        assert counter.sync_count == 0, (launch.node, counter.syncs)
+
+
+def test_a_result_bound_to_a_strided_view_is_refused(tiny):
+    """Kernels write results as dense rows: a plan whose launch would write into a view
+    with gaps (here the take_last of a two-row step) fails at binding, naming the launch."""
+    spec, weights = tiny
+    options = CompileOptions(max_batch=2, max_tokens=8, max_seq=64, weights="bf16")
+    plan = compile_spec(spec, options).plan
+    entry = plan.entries["prefill"]
+    at = next(i for i, launch in enumerate(entry.launches) if launch.op == "take_last")
+    writer = entry.launches[at + 1]
+    entry.launches[at + 1] = replace(writer, outputs=entry.launches[at].outputs)
+    engine = Engine(plan, weights, dtype=torch.bfloat16)
+    with pytest.raises(BindError, match=rf"{writer.node}: result .* not contiguous"):
+        engine.programs["prefill"].bind(2, 4)
 
 
 def test_dense_gemms_run_in_the_operands_dtype(tiny):
