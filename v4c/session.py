@@ -4,9 +4,6 @@ weights the plan needs, the engine and the tokenizer."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +15,12 @@ from v4c.errors import CheckpointError
 from v4c.envs import cache_dir
 from v4c.ir.plan import Plan
 from v4c.passes.base import CompileOptions
-from v4c.runtime.checkpoint import load_checkpoint, make_tiny
+from v4c.runtime.checkpoint import load_checkpoint
 from v4c.runtime.checkpoint_read import detect_layout, open_shards, read_spec
 from v4c.runtime.engine import Engine
+from v4c.runtime.tiny_cache import tiny_checkpoint
 from v4c.runtime.tokenizer import V4Tokenizer, load_tokenizer
 from v4c.spec import ModelSpec
-
-TINY_SEED = 0
 
 
 @dataclass
@@ -37,21 +33,23 @@ class Session:
     backend: str
 
 
-def tiny_checkpoint(log=print) -> Path:
-    """The embedded default model's checkpoint in the cache, written on first use (atomically:
-    a half-written folder is never taken for a finished one)."""
-    folder = cache_dir() / "checkpoints" / f"tiny-seed{TINY_SEED}"
-    if not (folder / "config.json").exists():
-        log(f"making the tiny default checkpoint in {folder} (once)")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tiny-"))
-        make_tiny(tmp / "ckpt", seed=TINY_SEED)
-        try:
-            os.replace(tmp / "ckpt", folder)
-        except OSError:  # another process finished first
-            pass
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+def default_numerics(folder: Path) -> tuple[str, str]:
+    """(numerics, why): the official release is run as the official code runs it."""
+    with ExitStack() as stack:
+        layout = detect_layout(open_shards(folder, stack).headers)
+    if layout == "official":
+        return "official", "the checkpoint is in the official FP8/FP4 layout"
+    return "plain", f"the checkpoint is in the {layout} layout"
+
+
+def default_backend(device: str, numerics: str) -> tuple[str, str]:
+    """(backend, why) for `--backend auto`: the kernels do not implement the official
+    rounding yet, and need a GPU."""
+    if torch.device(device).type != "cuda":
+        return "torch", "no CUDA device"
+    if numerics != "plain":
+        return "torch", "the Triton kernels do not implement official numerics yet"
+    return "triton", "CUDA with plain numerics"
 
 
 def quantised_kernel_weights(plan: Plan) -> frozenset[str]:
@@ -78,21 +76,14 @@ def open_session(
     progress: bool = True,
     log=print,
 ) -> Session:
-    folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(log)
+    folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(cache_dir(), log)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such checkpoint folder")
     spec = read_spec(folder, spec)
-    if numerics is None:  # the official release is run as the official code runs it
-        with ExitStack() as stack:
-            numerics = (
-                "official"
-                if detect_layout(open_shards(folder, stack).headers) == "official"
-                else "plain"
-            )
-    if backend == "auto":  # the kernels do not implement the official rounding yet
-        backend = (
-            "triton" if torch.device(device).type == "cuda" and numerics == "plain" else "torch"
-        )
+    if numerics is None:
+        numerics = default_numerics(folder)[0]
+    if backend == "auto":
+        backend = default_backend(device, numerics)[0]
     options = CompileOptions(max_batch, max_tokens, max_seq, numerics=numerics)
     plan = compile_spec(spec, options).plan
     keep = quantised_kernel_weights(plan) if backend == "triton" else frozenset()

@@ -3,86 +3,82 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Annotated
 
 import typer
 
-from v4c.errors import V4CError
-
-Checkpoint = Annotated[
-    Path | None, typer.Option(help="Checkpoint folder (default: the embedded tiny model).")
-]
-SpecOpt = Annotated[
-    str | None, typer.Option("--spec", help="Spec to check the checkpoint's config.json against.")
-]
-Device = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when there is one).")]
-MaxNew = Annotated[int, typer.Option(min=1, help="Stop after this many new tokens.")]
-Temperature = Annotated[float, typer.Option(min=0.0, help="0: greedy.")]
-TopP = Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass (1: off).")]
-TopK = Annotated[int, typer.Option(min=0, help="Keep the k most likely tokens (0: off).")]
-Seed = Annotated[int | None, typer.Option(help="Sampling seed, for reproducible output.")]
-Numerics = Annotated[
-    str | None, typer.Option(help="official or plain (default: official for official checkpoints).")
-]
-Backend = Annotated[
-    str,
-    typer.Option(
-        help="torch (reference semantics), triton (generated kernels) "
-        "or auto: triton on CUDA with plain numerics."
-    ),
-]
+from v4c.cli.options import (
+    Backend,
+    Checkpoint,
+    Device,
+    MaxNew,
+    MaxSeq,
+    Numerics,
+    Seed,
+    SpecOpt,
+    Temperature,
+    Threads,
+    TopK,
+    TopP,
+)
+from v4c.cli.setup import open_cli_session
 
 
-def _setup(checkpoint, spec, device, numerics, backend):
-    import torch
-
-    from v4c.session import open_session
-    from v4c.spec import load_spec
-
-    if numerics not in (None, "official", "plain"):
-        raise V4CError(f"--numerics: expected official or plain, got {numerics!r}")
-    if backend not in ("auto", "torch", "triton"):
-        raise V4CError(f"--backend: expected auto, torch or triton, got {backend!r}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
-        here = "cpu, cuda" if torch.cuda.is_available() else "cpu"
-        raise V4CError(f"--device: {device!r} is not available here ({here})")
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    log = lambda message: typer.echo(message, err=True)  # noqa: E731
-    return open_session(
-        checkpoint,
-        load_spec(spec) if spec else None,
-        device=device,
-        dtype=dtype,
-        numerics=numerics,
-        backend=backend,
-        log=log,
-    )
+@dataclass
+class Reply:
+    tokens: list[int]  # the new ids, a stop id included as the last one
+    complete: bool  # False: Ctrl-C stopped it; the engine's caches are then not to be trusted
 
 
-def _reply(session, prompt_ids: list[int], max_new: int, sampler, reset: bool = True) -> list[int]:
-    """Generate after `prompt_ids`, streaming text to stdout; `reset=False` appends them to
-    the engine's sequence."""
+def _reply(
+    session, max_seq: int, prompt_ids: list[int], max_new: int, sampler, held: int = 0
+) -> Reply:
+    """Generate after `prompt_ids`, streaming text to stdout. `held`: the tokens the engine's
+    sequence holds already (a chat's earlier turns), which the prompt is appended to. A
+    prompt that does not fit in `max_seq` is refused before anything is generated, and a
+    reply that reaches the limit stops there (stop reason max_seq)."""
+    from v4c.limits import check_fits, new_token_budget
     from v4c.runtime.generate import generate
     from v4c.runtime.tokenizer import StreamDecoder
 
+    check_fits(held, len(prompt_ids), max_seq, max_new)
+    budget, by_limit = new_token_budget(held, len(prompt_ids), max_seq, max_new)
     stream = StreamDecoder(session.tokenizer, skip_special_tokens=True)
+    streamed: list[int] = []
 
     def show(_: int, token: int) -> None:
+        streamed.append(token)
         sys.stdout.write(stream.push(token))
         sys.stdout.flush()
 
-    result = generate(session.engine, [prompt_ids], sampler, max_new_tokens=max_new,
-                      stop_ids={session.tokenizer.eos_id}, on_token=show, reset=reset)  # fmt: skip
+    try:
+        result = generate(session.engine, [prompt_ids], sampler, max_new_tokens=budget,
+                          stop_ids={session.tokenizer.eos_id}, on_token=show,
+                          reset=not held)  # fmt: skip
+    except KeyboardInterrupt:
+        sys.stdout.write(stream.flush() + "\n")
+        typer.echo(f"[interrupted after {_count(len(streamed), 'new token')}]", err=True)
+        return Reply(streamed, complete=False)
     sys.stdout.write(stream.flush() + "\n")
+    reason = result.stop_reasons[0]
+    if reason == "length" and by_limit:
+        reason = "max_seq"
+    decode = (
+        f"decode {result.tokens_per_s:.1f} tokens/s"
+        if result.decode_tokens
+        else "no decode step (the one token came from the prefill)"
+    )
     typer.echo(
-        f"[{result.prompt_tokens[0]} prompt tokens, {result.generated_tokens[0]} new "
-        f"({result.stop_reasons[0]}); prefill {result.prefill_s:.2f} s, decode "
-        f"{result.tokens_per_s:.1f} tokens/s]",
+        f"[{_count(result.prompt_tokens[0], 'prompt token')}, {result.generated_tokens[0]} new "
+        f"({reason}); prefill {result.prefill_s:.2f} s, {decode}]",
         err=True,
     )
-    return result.tokens[0]
+    return Reply(result.tokens[0], complete=True)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def run_command(
@@ -101,19 +97,21 @@ def run_command(
     device: Device = None,
     numerics: Numerics = None,
     backend: Backend = "auto",
+    max_seq: MaxSeq = None,
+    threads: Threads = None,
 ) -> None:
     """Generate a reply to one prompt, streaming tokens; prints tokens/s at the end."""
     from v4c.runtime.chat import encode_chat
     from v4c.runtime.sampler import Sampler
 
     sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    session = _setup(checkpoint, spec, device, numerics, backend)
+    session, limit = open_cli_session(checkpoint, spec, device, numerics, backend, max_seq, threads)
     tok = session.tokenizer
     if chat:
         ids = tok.encode(encode_chat([{"role": "user", "content": prompt}], thinking=thinking))
     else:
         ids = [tok.bos_id, *tok.encode(prompt)]
-    _reply(session, ids, max_new_tokens, sampler)
+    _reply(session, limit, ids, max_new_tokens, sampler)
 
 
 def chat_command(
@@ -128,20 +126,26 @@ def chat_command(
     device: Device = None,
     numerics: Numerics = None,
     backend: Backend = "auto",
+    max_seq: MaxSeq = None,
+    threads: Threads = None,
 ) -> None:
-    """An interactive chat: one user message a line, empty line or EOF to end. Each turn
-    feeds the engine only the tokens the conversation added."""
+    """An interactive chat: one user message a line; an empty line, EOF or Ctrl-C at the
+    prompt ends it, Ctrl-C during a reply stops that reply. Each turn feeds the engine only
+    the tokens the conversation added."""
     from v4c.runtime.chat import encode_chat
     from v4c.runtime.sampler import Sampler
 
     sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    session = _setup(checkpoint, spec, device, numerics, backend)
+    session, limit = open_cli_session(checkpoint, spec, device, numerics, backend, max_seq, threads)
     messages: list[dict] = []
     fed: list[int] = []  # the tokens the engine's sequence holds
     session.engine.reset(1)
     while True:
         typer.echo("> ", nl=False, err=True)
-        line = sys.stdin.readline()
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:  # Ctrl-C at the prompt ends the chat
+            line = ""
         if not line.strip():
             break
         messages.append({"role": "user", "content": line.strip()})
@@ -149,7 +153,10 @@ def chat_command(
         if ids[: len(fed)] != fed:  # the rendering of earlier turns changed: start again
             session.engine.reset(1)
             fed = []
-        reply = _reply(session, ids[len(fed) :], max_new_tokens, sampler, reset=False)
-        fed = ids + reply[:-1]  # the last new token was sampled, not fed
-        text = session.tokenizer.decode([t for t in reply if t != session.tokenizer.eos_id])
+        reply = _reply(session, limit, ids[len(fed) :], max_new_tokens, sampler, held=len(fed))
+        # the last new token was sampled, not fed; after Ctrl-C the caches may hold part of
+        # a step, so the next turn feeds the whole conversation again
+        fed = ids + reply.tokens[:-1] if reply.complete else []
+        eos = session.tokenizer.eos_id
+        text = session.tokenizer.decode([t for t in reply.tokens if t != eos])
         messages.append({"role": "assistant", "content": text})

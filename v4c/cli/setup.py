@@ -1,0 +1,110 @@
+"""What `v4c run` and `v4c chat` decide before the first token, each choice checked and
+said at start with its reason: the device, the dtype, the CPU threads, the numerics, the
+backend and the longest sequence. torch is imported by the caller's command only.
+
+Why the CLI decides rather than `open_session`: a user must see what was picked and why,
+and a combination that cannot run (the Triton kernels without a GPU, or with the official
+rounding they do not implement) must be one line saying what to do, before the checkpoint
+is read. The rules themselves are `v4c.session`'s and `v4c.limits`'.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from v4c.envs import cache_dir, cpu_threads
+from v4c.errors import V4CError
+
+
+def log(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def default_threads() -> int:
+    """One fewer than the cores this process may use, at least one (see `--threads`)."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def open_cli_session(
+    checkpoint: Path | None,
+    spec_file: str | None,
+    device: str | None,
+    numerics: str | None,
+    backend: str,
+    max_seq: int | None,
+    threads: int | None,
+):
+    import torch
+
+    from v4c.limits import choose_max_seq
+    from v4c.runtime.checkpoint_read import read_spec
+    from v4c.runtime.tiny_cache import tiny_checkpoint
+    from v4c.session import default_backend, default_numerics, open_session
+    from v4c.spec import load_spec
+
+    if numerics not in (None, "official", "plain"):
+        raise V4CError(f"--numerics: expected official or plain, got {numerics!r}")
+    if backend not in ("auto", "torch", "triton"):
+        raise V4CError(f"--backend: expected auto, torch or triton, got {backend!r}")
+    device, device_why = _device(device, torch.cuda.is_available())
+    dtype, dtype_why = (
+        (torch.bfloat16, "bf16 on CUDA") if device == "cuda" else (torch.float32, "fp32 on CPU")
+    )
+    spec = load_spec(spec_file) if spec_file else None
+    if device == "cpu":
+        threads = threads or cpu_threads() or default_threads()
+        torch.set_num_threads(threads)
+        dtype_why += f", {threads} thread{'s' * (threads > 1)}"
+    folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(cache_dir(), log)
+    if not folder.is_dir():
+        raise V4CError(f"--checkpoint: {folder}: no such checkpoint folder")
+    spec = read_spec(folder, spec)
+    numerics, numerics_why = (numerics, "--numerics") if numerics else default_numerics(folder)
+    if backend == "auto":
+        backend, backend_why = default_backend(device, numerics)
+    else:
+        backend_why = "--backend"
+        _check_triton(backend, device, numerics)
+    limit = choose_max_seq(spec, device, dtype, max_seq)
+    log(f"{spec.name} from {folder}")
+    log(f"device {device} ({device_why}); dtype {str(dtype).removeprefix('torch.')} ({dtype_why})")
+    log(f"backend {backend} ({backend_why}); numerics {numerics} ({numerics_why})")
+    log(f"max_seq {limit.max_seq} ({limit.why})")
+    session = open_session(
+        folder,
+        spec,
+        device=device,
+        dtype=dtype,
+        numerics=numerics,
+        backend=backend,
+        max_seq=limit.max_seq,
+        log=log,
+    )
+    return session, limit.max_seq
+
+
+def _device(device: str | None, has_cuda: bool) -> tuple[str, str]:
+    if device is None:
+        return ("cuda", "a CUDA GPU is present") if has_cuda else ("cpu", "no CUDA GPU")
+    if device not in ("cpu", "cuda") or (device == "cuda" and not has_cuda):
+        here = "cpu, cuda" if has_cuda else "cpu"
+        raise V4CError(f"--device: {device!r} is not available here (available: {here})")
+    return device, "--device"
+
+
+def _check_triton(backend: str, device: str, numerics: str) -> None:
+    if backend != "triton":
+        return
+    if device != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise V4CError(
+            "--backend triton: the Triton kernels need a CUDA GPU and there is none here; "
+            "use --backend torch (or TRITON_INTERPRET=1 to run them, slowly, in the interpreter)"
+        )
+    if numerics == "official":
+        raise V4CError(
+            "--backend triton: the kernels do not implement --numerics official yet; "
+            "add --numerics plain, or use --backend torch"
+        )
