@@ -101,11 +101,11 @@ def run_command(
     threads: Threads = None,
 ) -> None:
     """Generate a reply to one prompt, streaming tokens; prints tokens/s at the end."""
+    session, limit = open_cli_session(checkpoint, spec, device, numerics, backend, max_seq, threads)
     from v4c.runtime.chat import encode_chat
     from v4c.runtime.sampler import Sampler
 
     sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    session, limit = open_cli_session(checkpoint, spec, device, numerics, backend, max_seq, threads)
     tok = session.tokenizer
     if chat:
         ids = tok.encode(encode_chat([{"role": "user", "content": prompt}], thinking=thinking))
@@ -132,11 +132,11 @@ def chat_command(
     """An interactive chat: one user message a line; an empty line, EOF or Ctrl-C at the
     prompt ends it, Ctrl-C during a reply stops that reply. Each turn feeds the engine only
     the tokens the conversation added."""
+    session, limit = open_cli_session(checkpoint, spec, device, numerics, backend, max_seq, threads)
     from v4c.runtime.chat import encode_chat
     from v4c.runtime.sampler import Sampler
 
     sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    session, limit = open_cli_session(checkpoint, spec, device, numerics, backend, max_seq, threads)
     messages: list[dict] = []
     fed: list[int] = []  # the tokens the engine's sequence holds
     session.engine.reset(1)

@@ -17,6 +17,7 @@ import typer
 
 from v4c.envs import cache_dir, cpu_threads
 from v4c.errors import V4CError
+from v4c.spec import load_spec
 
 
 def log(message: str) -> None:
@@ -37,30 +38,32 @@ def open_cli_session(
     max_seq: int | None,
     threads: int | None,
 ):
+    if numerics not in (None, "official", "plain"):
+        raise V4CError(f"--numerics: expected official or plain, got {numerics!r}")
+    if backend not in ("auto", "torch", "triton"):
+        raise V4CError(f"--backend: expected auto, torch or triton, got {backend!r}")
+    if device not in (None, "cpu", "cuda"):
+        raise V4CError(f"--device: {device!r} is not available here (use cpu or cuda)")
+    if checkpoint is not None and not Path(checkpoint).is_dir():
+        raise V4CError(f"--checkpoint: {checkpoint}: no such checkpoint folder")
+    spec = load_spec(spec_file) if spec_file else None
+
     import torch
 
     from v4c.limits import choose_max_seq
     from v4c.runtime.checkpoint_read import read_spec
     from v4c.runtime.tiny_cache import tiny_checkpoint
     from v4c.session import default_backend, default_numerics, open_session
-    from v4c.spec import load_spec
 
-    if numerics not in (None, "official", "plain"):
-        raise V4CError(f"--numerics: expected official or plain, got {numerics!r}")
-    if backend not in ("auto", "torch", "triton"):
-        raise V4CError(f"--backend: expected auto, torch or triton, got {backend!r}")
     device, device_why = _device(device, torch.cuda.is_available())
     dtype, dtype_why = (
         (torch.bfloat16, "bf16 on CUDA") if device == "cuda" else (torch.float32, "fp32 on CPU")
     )
-    spec = load_spec(spec_file) if spec_file else None
     if device == "cpu":
         threads = threads or cpu_threads() or default_threads()
         torch.set_num_threads(threads)
         dtype_why += f", {threads} thread{'s' * (threads > 1)}"
     folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(cache_dir(), log)
-    if not folder.is_dir():
-        raise V4CError(f"--checkpoint: {folder}: no such checkpoint folder")
     spec = read_spec(folder, spec)
     numerics, numerics_why = (numerics, "--numerics") if numerics else default_numerics(folder)
     if backend == "auto":
@@ -89,9 +92,8 @@ def open_cli_session(
 def _device(device: str | None, has_cuda: bool) -> tuple[str, str]:
     if device is None:
         return ("cuda", "a CUDA GPU is present") if has_cuda else ("cpu", "no CUDA GPU")
-    if device not in ("cpu", "cuda") or (device == "cuda" and not has_cuda):
-        here = "cpu, cuda" if has_cuda else "cpu"
-        raise V4CError(f"--device: {device!r} is not available here (available: {here})")
+    if device == "cuda" and not has_cuda:
+        raise V4CError("--device: 'cuda' is not available here (no CUDA GPU); use cpu")
     return device, "--device"
 
 
