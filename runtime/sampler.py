@@ -43,10 +43,13 @@ class Sampler:
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """The distribution `sample` draws from when temperature > 0: [B, V], rows sum to 1."""
-        scaled = logits.float() / self.temperature
+        # shifted so the largest is 0, in fp64: a tiny temperature then gives 0 and large
+        # negatives, where fp32 would make 0 / 0 and inf - inf
+        logits = logits.double()
+        scaled = (logits - logits.amax(dim=-1, keepdim=True)) / self.temperature
         if 0 < self.top_k < scaled.shape[-1]:
             scaled = _keep_top_k(scaled, self.top_k)
-        probs = torch.softmax(scaled, dim=-1)
+        probs = torch.softmax(scaled, dim=-1).float()
         if self.top_p < 1.0:
             probs = _keep_top_p(probs, self.top_p)
         return probs
@@ -76,6 +79,8 @@ def _keep_top_p(probs: torch.Tensor, p: float) -> torch.Tensor:
     """
     sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
     mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
-    sorted_probs = sorted_probs.masked_fill(mass_before >= p, 0.0)
+    drop = mass_before >= p
+    drop[..., 0] = False  # even when p is below fp32's smallest number
+    sorted_probs = sorted_probs.masked_fill(drop, 0.0)
     kept = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
     return kept / kept.sum(dim=-1, keepdim=True)

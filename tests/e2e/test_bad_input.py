@@ -262,6 +262,8 @@ def test_generation_stops_cleanly_at_max_seq(batch):
     one = batch["one_token"]
     assert one.returncode == 0, one.stderr
     assert "1 new (length)" in one.stderr and "no decode step" in one.stderr
+    assert "reading model-00001-of-00002.safetensors (1/2)\n" in one.stderr  # no bar off a tty
+    assert "━" not in one.stderr
     for said in (
         "device cpu (",
         "dtype float32 (",

@@ -19,6 +19,10 @@ def make_tiny_command(
     seed: Annotated[int, typer.Option(help="Random-weights seed; same seed, same bytes.")] = 0,
 ) -> None:
     """Write the tiny random model (specs/tiny.yaml) in the official layout, 2 shards."""
+    try:  # before torch is imported: a folder that cannot be made fails at once
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise V4CError(f"{folder}: cannot create: {err.strerror or err}") from None
     from v4c.runtime.checkpoint import make_tiny
 
     make_tiny(folder, seed=seed)
