@@ -25,37 +25,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from v4c.runtime.tiny_cache import tiny_checkpoint
+from tests.e2e.conftest import cli_env
 
 SHARD2 = "model-00002-of-00002.safetensors"
 
 
-@pytest.fixture(scope="session")
-def cache(tmp_path_factory) -> Path:
-    """A cache folder holding the tiny checkpoint, made once for the session."""
-    root = tmp_path_factory.mktemp("v4c-cache")
-    tiny_checkpoint(root, log=lambda _: None)
-    return root
-
-
-@pytest.fixture(scope="session")
-def tiny(cache) -> Path:
-    return cache / "checkpoints" / "tiny-seed0"
-
-
-def _env(cache: Path, home: Path) -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"},
-        "V4C_CACHE_DIR": str(cache),
-        "HOME": str(home),  # nothing may land in the real ~/.cache
-        "XDG_CACHE_HOME": str(home / ".cache"),
-        "V4C_THREADS": "1",
-    }
-
-
 @pytest.fixture
 def env(cache, tmp_path):
-    return _env(cache, tmp_path / "home")
+    return cli_env(cache, tmp_path / "home")
 
 
 def v4c(env, *args, stdin: str = "") -> subprocess.CompletedProcess:
@@ -196,7 +173,7 @@ BAD_TENSORS = {
 def batch(cache, tiny, tmp_path_factory) -> dict[str, Result]:
     """Every torch-needing case, run by `cli_batch` in one subprocess."""
     work = tmp_path_factory.mktemp("batch")
-    env = _env(cache, work / "home")
+    env = cli_env(cache, work / "home")
     cases = {
         "triton_no_gpu": run_args(tiny, "--backend", "triton", "--numerics", "plain"),
         "triton_official": run_args(tiny, "--backend", "triton"),

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from tests.e2e.test_bad_input import _env, cache, tiny  # noqa: F401 - the shared fixtures
+from tests.e2e.conftest import cli_env
 
 
 def _collect(stream, into: list[str]) -> None:
@@ -26,12 +26,12 @@ def _wait_for(text: list[str], needle: str, timeout: float = 90) -> None:
         time.sleep(0.05)
 
 
-def test_ctrl_c_stops_the_reply_and_keeps_the_conversation(cache, tiny, tmp_path):  # noqa: F811
+def test_ctrl_c_stops_the_reply_and_keeps_the_conversation(cache, tiny, tmp_path):
     chat = subprocess.Popen(
         [sys.executable, "-m", "v4c", "chat", "--checkpoint", str(tiny),
          "--max-new-tokens", "2000", "--seed", "1"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=_env(cache, tmp_path / "home"),
+        env=cli_env(cache, tmp_path / "home"),
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # not inherited ignored
     )  # fmt: skip
     out: list[str] = []
