@@ -38,6 +38,7 @@ def open_cli_session(
     max_seq: int | None,
     threads: int | None,
 ):
+    """(session, max_seq) after every choice is checked and said; see the module doc."""
     if numerics not in (None, "official", "plain"):
         raise V4CError(f"--numerics: expected official or plain, got {numerics!r}")
     if backend not in ("auto", "torch", "triton"):
@@ -60,9 +61,9 @@ def open_cli_session(
         (torch.bfloat16, "bf16 on CUDA") if device == "cuda" else (torch.float32, "fp32 on CPU")
     )
     if device == "cpu":
-        threads = threads or cpu_threads() or default_threads()
+        threads, threads_why = _threads(threads)
         torch.set_num_threads(threads)
-        dtype_why += f", {threads} thread{'s' * (threads > 1)}"
+        dtype_why += f", {threads} thread{'s' * (threads > 1)}: {threads_why}"
     folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(cache_dir(), log)
     spec = read_spec(folder, spec)
     numerics, numerics_why = (numerics, "--numerics") if numerics else default_numerics(folder)
@@ -87,6 +88,14 @@ def open_cli_session(
         log=log,
     )
     return session, limit.max_seq
+
+
+def _threads(requested: int | None) -> tuple[int, str]:
+    if requested:
+        return requested, "--threads"
+    if cpu_threads():
+        return cpu_threads(), "$V4C_THREADS"
+    return default_threads(), f"the {len(os.sched_getaffinity(0))} cores less one"
 
 
 def _device(device: str | None, has_cuda: bool) -> tuple[str, str]:
