@@ -199,6 +199,7 @@ def batch(cache, tiny, tmp_path_factory) -> dict[str, Result]:
     (broken / "config.json").write_text("{")
     cases["broken_config"] = run_args(broken)
     (work / "file").write_text("")
+    cases["compile_unwritable"] = ["compile", "tiny", "-o", work / "file" / "out"]
     envs = {"triton_official": {"TRITON_INTERPRET": "1"}}  # past the GPU check, to numerics
     listed = [
         {"name": n, "argv": list(map(str, a)), "env": envs.get(n, {})} for n, a in cases.items()
@@ -278,6 +279,10 @@ def test_hf_to_official_needs_without_mtp(batch):
     written = len(load_file(work / "off2" / "model.safetensors"))
     assert f"official layout, {written} tensors)" in out.stdout  # what the file holds
     assert json.loads((work / "off2" / "config.json").read_text())["num_nextn_predict_layers"] == 0
+
+
+def test_unwritable_compile_folder(batch):
+    fails(batch["compile_unwritable"], "file/out: cannot write the output folder")
 
 
 def test_unwritable_cache(batch):
