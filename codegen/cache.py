@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 from v4c.codegen import CODEGEN_VERSION
+from v4c.errors import V4CError
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,15 @@ def store(root: Path, template: str, source: str, device: str | None = None) -> 
     folder = root / __version__ / device / "kernels" / template / key[:16]
     path = folder / "kernel.py"
     if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / "key.json", json.dumps(parts, indent=1, sort_keys=True) + "\n")
-        _write_atomic(path, source)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_atomic(folder / "key.json", json.dumps(parts, indent=1, sort_keys=True) + "\n")
+            _write_atomic(path, source)
+        except OSError as err:
+            raise V4CError(
+                f"cannot write the kernel cache {root}: {err.strerror or err}; "
+                "set V4C_CACHE_DIR to a writable folder"
+            ) from None
     return CachedKernel(template, key, path)
 
 

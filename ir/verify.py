@@ -13,7 +13,7 @@ from collections import Counter
 from v4c.errors import IRError
 from v4c.ir.graph import Graph
 from v4c.spec import ModelSpec
-from v4c.spec.tensors import checkpoint_tensors
+from v4c.spec.tensors import checkpoint_tensors, main_head_tensors
 
 
 def verify(graph: Graph, spec: ModelSpec | None = None) -> None:
@@ -53,11 +53,13 @@ def _check_node(graph: Graph, id: str) -> list[str]:
 
 
 def _check_params(graph: Graph, spec: ModelSpec) -> list[str]:
-    """Every implied tensor bound once; the MTP block's only while an MTP output is kept."""
+    """Every implied tensor bound once; the MTP block's only while an MTP output is kept,
+    the main head's only while the logits are."""
     keys = [n.op.key for n in graph.nodes() if n.op.kind == "output"]
     with_mtp = any(key.startswith("mtp") for key in keys)
+    head = set() if "logits" in keys else {t.name for t in main_head_tensors(spec)}
     expected = {t.name: t for t in checkpoint_tensors(spec)}
-    required = [n for n in expected if with_mtp or not n.startswith("mtp.")]
+    required = [n for n in expected if (with_mtp or not n.startswith("mtp.")) and n not in head]
     bound: Counter[str] = Counter()
     problems = []
     for node in graph.nodes():

@@ -15,20 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from v4c.errors import CheckpointError, SpecError
 from v4c.runtime.checkpoint_layout import TORCH_DTYPES, Unit, nbytes
+from v4c.runtime.progress import progress_bar
 from v4c.spec import ModelSpec
 from v4c.spec.config_io import detect_format, spec_from_config, spec_to_config
 
@@ -157,7 +149,7 @@ def read_units(
     rank = {file: k + 1 for k, file in enumerate(sorted(shards.handles))}
     total = sum(shards.headers[s.name].nbytes for u in units for s in u.stored)
     out = {}
-    with _progress_bar(progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("reading", total=total)
         for unit in units:
             xs = []
@@ -232,17 +224,6 @@ def _tensor(handle: Any, name: str, file: Path) -> Tensor:
         return handle.get_tensor(name)
     except (SafetensorError, OSError, RuntimeError) as err:
         raise CheckpointError(f"{file}: {name}: cannot read: {err}") from None
-
-
-def _progress_bar(enabled: bool) -> Progress:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    return Progress(*columns, console=Console(stderr=True), disable=not enabled)
 
 
 def _show(config: dict, key: str) -> str:

@@ -11,6 +11,7 @@ config are sorted JSON).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -30,9 +31,9 @@ SINGLE = "model.safetensors"
 
 def write_official(
     folder: Path, spec: ModelSpec, weights: dict[str, Tensor], *, shards: int = 1
-) -> None:
+) -> int:
     """The official release layout (quantised per the spec's `storage`) + its config.json,
-    and model.safetensors.index.json when `shards` > 1."""
+    and model.safetensors.index.json when `shards` > 1. Returns the tensors written."""
     folder = Path(folder)
     units = official_units(spec)
     check_weights(spec, weights, units)
@@ -48,6 +49,7 @@ def write_official(
     if shards > 1:
         _write_json(folder / INDEX, {"metadata": {"total_size": total}, "weight_map": weight_map})
     _write_json(folder / CONFIG, spec_to_config(spec, "official"))
+    return len(weight_map)
 
 
 def write_hf(
@@ -56,15 +58,18 @@ def write_hf(
     weights: dict[str, Tensor],
     *,
     dtype: torch.dtype = torch.bfloat16,
-) -> None:
+) -> int:
     """The HF transformers layout in `dtype` (logical fp32 tensors stay fp32) + the HF
-    config.json, one file. MTP tensors in `weights` are not written (HF has no MTP)."""
+    config.json, one file. MTP tensors in `weights` are not written (HF has no MTP).
+    Returns the tensors written."""
     folder = Path(folder)
     units = hf_units(spec, dtype)
     check_weights(spec, weights, units)
     _prepare(folder, [SINGLE])
-    _save(folder / SINGLE, _encode(units, weights))
+    tensors = _encode(units, weights)
+    _save(folder / SINGLE, tensors)
     _write_json(folder / CONFIG, spec_to_config(spec, "hf"))
+    return len(tensors)
 
 
 def shard_names(shards: int) -> list[str]:
@@ -140,10 +145,20 @@ def _prepare(folder: Path, produced: list[str]) -> None:
 
 
 def _save(path: Path, tensors: dict[str, Tensor]) -> None:
+    """safetensors writes its files owner-only (0600); they get the mode an ordinary file
+    gets, like the folder's config.json (0644 under the usual umask)."""
     try:
         save_file(tensors, path, metadata={"format": "pt"})
+        os.chmod(path, 0o666 & ~_umask())
     except OSError as err:
         raise CheckpointError(f"{path}: cannot write: {err.strerror or err}") from None
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, then putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from v4c.errors import V4CError
+
 
 def cache_dir() -> Path:
     """V4C_CACHE_DIR: generated kernels and the embedded tiny checkpoint
@@ -13,3 +15,14 @@ def cache_dir() -> Path:
         return Path(os.environ["V4C_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "v4c"
+
+
+def cpu_threads() -> int | None:
+    """V4C_THREADS: torch's CPU thread count for `v4c run`/`chat` (unset: one fewer than the
+    cores this process may use, at least one)."""
+    value = os.environ.get("V4C_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise V4CError(f"V4C_THREADS: expected a positive integer, got {value!r}")
+    return int(value)

@@ -4,9 +4,6 @@ weights the plan needs, the engine and the tokenizer."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +15,13 @@ from v4c.errors import CheckpointError, V4CError
 from v4c.envs import cache_dir
 from v4c.ir.plan import Plan
 from v4c.passes.base import CompileOptions
-from v4c.runtime.checkpoint import load_checkpoint, make_tiny
+from v4c.runtime.checkpoint import load_checkpoint
 from v4c.runtime.checkpoint_detect import detect_layout
 from v4c.runtime.checkpoint_read import open_shards, read_spec
 from v4c.runtime.engine import Engine
+from v4c.runtime.tiny_cache import tiny_checkpoint
 from v4c.runtime.tokenizer import V4Tokenizer, load_tokenizer
 from v4c.spec import ModelSpec
-
-TINY_SEED = 0
 
 
 @dataclass
@@ -38,21 +34,26 @@ class Session:
     backend: str
 
 
-def tiny_checkpoint(log=print) -> Path:
-    """The embedded default model's checkpoint in the cache, written on first use (atomically:
-    a half-written folder is never taken for a finished one)."""
-    folder = cache_dir() / "checkpoints" / f"tiny-seed{TINY_SEED}"
-    if not (folder / "config.json").exists():
-        log(f"making the tiny default checkpoint in {folder} (once)")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tiny-"))
-        make_tiny(tmp / "ckpt", seed=TINY_SEED)
-        try:
-            os.replace(tmp / "ckpt", folder)
-        except OSError:  # another process finished first
-            pass
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+def checkpoint_layout(folder: Path, spec: ModelSpec) -> str:
+    with ExitStack() as stack:
+        return detect_layout(open_shards(folder, stack), spec)
+
+
+def default_numerics(layout: str) -> tuple[str, str]:
+    """(numerics, why): the official release is run as the official code runs it."""
+    if layout == "official":
+        return "official", "the checkpoint is in the official FP8/FP4 layout"
+    return "plain", f"the checkpoint is in the {layout} layout"
+
+
+def default_backend(device: str, numerics: str) -> tuple[str, str]:
+    """(backend, why) for `--backend auto`: the kernels do not implement the official
+    rounding yet, and need a GPU."""
+    if torch.device(device).type != "cuda":
+        return "torch", "no CUDA device"
+    if numerics != "plain":
+        return "torch", "the Triton kernels do not implement official numerics yet"
+    return "triton", "CUDA with plain numerics"
 
 
 def quantised_weights(plan: Plan) -> frozenset[str]:
@@ -79,7 +80,7 @@ def open_session(
 ) -> Session:
     """Compile the checkpoint's spec for these limits, or with `plan_dir` run the plan
     compiled there as it is (its spec, limits, numerics, dtype and weight formats)."""
-    folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(log)
+    folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(cache_dir(), log)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such checkpoint folder")
     if plan_dir is not None:
@@ -94,13 +95,11 @@ def open_session(
         dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[plan.options["dtype"]]
     else:
         spec = read_spec(folder, spec)
-    with ExitStack() as stack:
-        layout = detect_layout(open_shards(folder, stack), spec)
-    if numerics is None:  # the official release is run as the official code runs it
-        numerics = "official" if layout == "official" else "plain"
-    if backend == "auto":  # the kernels do not implement the official rounding yet
-        on_cuda = torch.device(device).type == "cuda"
-        backend = "triton" if on_cuda and numerics == "plain" else "torch"
+    layout = checkpoint_layout(folder, spec)
+    if numerics is None:
+        numerics = default_numerics(layout)[0]
+    if backend == "auto":
+        backend = default_backend(device, numerics)[0]
     if plan_dir is None:
         # the reference backend reads dense weights: widen them once at load, not every step
         weights = "as-stored" if backend == "triton" and layout == "official" else "bf16"

@@ -14,6 +14,7 @@ from v4c.codegen import CODEGEN_VERSION, jit
 from v4c.codegen.cache import cache_key, store
 from v4c.codegen.params import load_templates
 from v4c.codegen.render import render
+from v4c.errors import V4CError
 
 ATTRS = {"rope_dim": 64, "theta": 10000.0, "yarn": None, "eps": 1e-6, "weighted": True}
 SHAPES = [((1, 2, 128), "bf16"), ((1, 2), "i64"), ((128,), "bf16")]
@@ -94,3 +95,9 @@ def test_compile_writes_every_kernel(tmp_path):
     assert {f.rsplit("_", 1)[0] for f in files} == kinds
     report = (tmp_path / "report.md").read_text()
     assert all(name in report for name in files if any(name.startswith(k) for k in kinds))
+
+
+def test_an_unwritable_cache_is_an_error_that_says_what_to_do(tmp_path):
+    (tmp_path / "file").write_text("")  # a folder cannot be made under a file, even by root
+    with pytest.raises(V4CError, match="cannot write the kernel cache .*set V4C_CACHE_DIR"):
+        store(tmp_path / "file" / "cache", "rms_norm_rope", "x = 1\n", device="cpu")

@@ -73,7 +73,7 @@ def test_chat_feeds_only_new_tokens(env):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("--checkpoint", "/nonexistent"), "error: /nonexistent: no such checkpoint folder"),
+        (("--checkpoint", "/nonexistent"), "error: --checkpoint: /nonexistent: no such checkpoint"),
         (("--temperature", "-1"), "Invalid value for '--temperature'"),
         (("--numerics", "exact"), "error: --numerics: expected official or plain"),
         (("--top-p", "0"), "error: top_p must be in (0, 1], got 0.0"),

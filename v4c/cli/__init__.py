@@ -2,7 +2,8 @@
 packages (torch, triton) only inside the command that needs them, so the CLI starts fast.
 
 Errors a user can fix (`V4CError`) are printed as their message, without a traceback, and
-the process exits with the error's code (2); usage errors exit 2 as well (click's rule)."""
+the process exits with the error's code (2); usage errors exit 2 as well (click's rule).
+Ctrl-C ends a command with one line and exit code 130, as a shell expects."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import sys
 
 import typer
 
+from v4c import __version__
 from v4c.cli.bench import bench_command
+from v4c.cli.cache import cache_app
 from v4c.cli.checkpoint import checkpoint_app
 from v4c.cli.compile import compile_command
 from v4c.cli.run import chat_command, run_command
@@ -26,10 +29,26 @@ app = typer.Typer(
 )
 app.add_typer(spec_app, name="spec")
 app.add_typer(checkpoint_app, name="checkpoint")
+app.add_typer(cache_app, name="cache")
 app.command("compile")(compile_command)
 app.command("run")(run_command)
 app.command("chat")(chat_command)
 app.command("bench")(bench_command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"v4c {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """A declarative graph compiler and runtime for DeepSeek-V4."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,3 +59,6 @@ def main(argv: list[str] | None = None) -> None:
         for line in str(err).splitlines() or [type(err).__name__]:
             typer.echo(f"error: {line}", err=True)
         sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted", err=True)
+        sys.exit(130)

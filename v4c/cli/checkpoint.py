@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 import typer
 
+from v4c.errors import V4CError
+
 checkpoint_app = typer.Typer(help="Create and convert checkpoint folders.", no_args_is_help=True)
 
 
@@ -17,6 +19,10 @@ def make_tiny_command(
     seed: Annotated[int, typer.Option(help="Random-weights seed; same seed, same bytes.")] = 0,
 ) -> None:
     """Write the tiny random model (specs/tiny.yaml) in the official layout, 2 shards."""
+    try:  # before torch is imported: a folder that cannot be made fails at once
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise V4CError(f"{folder}: cannot create: {err.strerror or err}") from None
     from v4c.runtime.checkpoint import make_tiny
 
     make_tiny(folder, seed=seed)
@@ -31,20 +37,41 @@ def convert_command(
     dtype: Annotated[
         Literal["fp32", "bf16"], typer.Option(help="hf: dtype of the bf16 tensors.")
     ] = "bf16",
+    without_mtp: Annotated[
+        bool,
+        typer.Option(
+            "--without-mtp",
+            help="official: write no MTP block (num_nextn_predict_layers 0), as from an HF "
+            "checkpoint, which has none.",
+        ),
+    ] = False,
 ) -> None:
     """Rewrite the checkpoint SRC (any layout, detected) in another layout at DST.
 
-    hf: dequantised in --dtype, without MTP; official: quantised as SRC's config.json says.
+    hf: dequantised in --dtype, without MTP (transformers' DeepseekV4 has none); official:
+    quantised as SRC's config.json says.
     """
     import torch
 
     from v4c.runtime.checkpoint import load_checkpoint, write_hf, write_official
 
-    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     if to == "hf":
+        torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
         spec, weights = load_checkpoint(src, dtype=torch_dtype)
-        write_hf(dst, spec, weights, dtype=torch_dtype)
-    else:
-        spec, weights = load_checkpoint(src, dtype=torch.float32)
-        write_official(dst, spec, weights)
-    typer.echo(f"wrote {dst} ({to} layout, {len(weights)} tensors)")
+        written = write_hf(dst, spec, weights, dtype=torch_dtype)
+        note = "; no MTP block: the HF layout has none" if spec.mtp.num_layers else ""
+        typer.echo(f"wrote {dst} (hf layout, {written} tensors{note})")
+        return
+    spec, weights = load_checkpoint(src, dtype=torch.float32)
+    has_mtp = any(name.startswith("mtp.") for name in weights)
+    if spec.mtp.num_layers and (without_mtp or not has_mtp):
+        if not without_mtp:
+            raise V4CError(
+                f"{src}: has no MTP block (an HF checkpoint carries none) while its config "
+                f"sets num_nextn_predict_layers {spec.mtp.num_layers}; pass --without-mtp to "
+                "write the official checkpoint without it"
+            )
+        spec = spec.model_copy(update={"mtp": spec.mtp.model_copy(update={"num_layers": 0})})
+        weights = {k: v for k, v in weights.items() if not k.startswith("mtp.")}
+    written = write_official(dst, spec, weights)
+    typer.echo(f"wrote {dst} (official layout, {written} tensors)")

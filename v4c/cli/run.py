@@ -4,102 +4,96 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from v4c.cli.options import (
+    Backend,
+    Checkpoint,
+    CudaGraphs,
+    Device,
+    MaxNew,
+    MaxSeq,
+    Numerics,
+    PlanDir,
+    Seed,
+    SpecOpt,
+    Temperature,
+    Threads,
+    TopK,
+    TopP,
+)
+from v4c.cli.setup import open_cli_session
 from v4c.errors import V4CError
 
-Checkpoint = Annotated[
-    Path | None, typer.Option(help="Checkpoint folder (default: the embedded tiny model).")
-]
-SpecOpt = Annotated[
-    str | None, typer.Option("--spec", help="Spec to check the checkpoint's config.json against.")
-]
-Device = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when there is one).")]
-MaxNew = Annotated[int, typer.Option(min=1, help="Stop after this many new tokens.")]
-Temperature = Annotated[float, typer.Option(min=0.0, help="0: greedy.")]
-TopP = Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass (1: off).")]
-TopK = Annotated[int, typer.Option(min=0, help="Keep the k most likely tokens (0: off).")]
-Seed = Annotated[int | None, typer.Option(help="Sampling seed, for reproducible output.")]
-Numerics = Annotated[
-    str | None, typer.Option(help="official or plain (default: official for official checkpoints).")
-]
-PlanDir = Annotated[
-    Path | None,
-    typer.Option("--plan", help="Run the plan `v4c compile` wrote into this folder, as it is."),
-]
-CudaGraphs = Annotated[
-    bool,
-    typer.Option(
-        "--cuda-graphs/--no-cuda-graphs", help="Replay each decode step from a CUDA graph (CUDA)."
-    ),
-]
-Backend = Annotated[
-    str,
-    typer.Option(
-        help="torch (reference semantics), triton (generated kernels) "
-        "or auto: triton on CUDA with plain numerics."
-    ),
-]
 
-
-def _setup(checkpoint, spec, device, numerics, backend, plan=None, cuda_graphs=True):
-    import torch
-
-    from v4c.session import open_session
-    from v4c.spec import load_spec
-
-    if numerics not in (None, "official", "plain"):
-        raise V4CError(f"--numerics: expected official or plain, got {numerics!r}")
-    if backend not in ("auto", "torch", "triton"):
-        raise V4CError(f"--backend: expected auto, torch or triton, got {backend!r}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
-        here = "cpu, cuda" if torch.cuda.is_available() else "cpu"
-        raise V4CError(f"--device: {device!r} is not available here ({here})")
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    log = lambda message: typer.echo(message, err=True)  # noqa: E731
-    return open_session(
-        checkpoint,
-        load_spec(spec) if spec else None,
-        device=device,
-        dtype=dtype,
-        numerics=numerics,
-        backend=backend,
-        plan_dir=plan,
-        cuda_graphs=cuda_graphs,
-        log=log,
-    )
+@dataclass
+class Reply:
+    tokens: list[int]  # the new ids, a stop id included as the last one
+    complete: bool  # False: Ctrl-C stopped it; the engine's caches are then not to be trusted
 
 
 def _reply(
-    session, prompt_ids: list[int], max_new: int, sampler, reset: bool = True, stream: bool = True
-) -> list[int]:
-    """Generate after `prompt_ids`, streaming text to stdout (unless `stream` is off);
-    `reset=False` appends them to the engine's sequence."""
+    session,
+    max_seq: int,
+    prompt_ids: list[int],
+    max_new: int,
+    sampler,
+    held: int = 0,
+    stream: bool = True,
+) -> Reply:
+    """Generate after `prompt_ids`, streaming text to stdout (unless `stream` is off).
+    `held`: the tokens the engine's
+    sequence holds already (a chat's earlier turns), which the prompt is appended to. A
+    prompt that does not fit in `max_seq` is refused before anything is generated, and a
+    reply that reaches the limit stops there (stop reason max_seq)."""
+    from v4c.limits import check_fits, new_token_budget
     from v4c.runtime.generate import generate
     from v4c.runtime.tokenizer import StreamDecoder
 
+    check_fits(held, len(prompt_ids), max_seq, max_new)
+    budget, by_limit = new_token_budget(held, len(prompt_ids), max_seq, max_new)
     decoder = StreamDecoder(session.tokenizer, skip_special_tokens=True)
+    streamed: list[int] = []
 
     def show(_: int, token: int) -> None:
-        sys.stdout.write(decoder.push(token))
-        sys.stdout.flush()
+        streamed.append(token)
+        if stream:
+            sys.stdout.write(decoder.push(token))
+            sys.stdout.flush()
 
-    result = generate(session.engine, [prompt_ids], sampler, max_new_tokens=max_new,
-                      stop_ids={session.tokenizer.eos_id}, on_token=show if stream else None,
-                      reset=reset)  # fmt: skip
+    try:
+        result = generate(session.engine, [prompt_ids], sampler, max_new_tokens=budget,
+                          stop_ids={session.tokenizer.eos_id}, on_token=show,
+                          reset=not held)  # fmt: skip
+    except KeyboardInterrupt:
+        if stream:
+            sys.stdout.write(decoder.flush() + "\n")
+        typer.echo(f"[interrupted after {_count(len(streamed), 'new token')}]", err=True)
+        return Reply(streamed, complete=False)
     if stream:
         sys.stdout.write(decoder.flush() + "\n")
+    reason = result.stop_reasons[0]
+    if reason == "length" and by_limit:
+        reason = "max_seq"
+    decode = (
+        f"decode {result.tokens_per_s:.1f} tokens/s"
+        if result.decode_tokens
+        else "no decode step (the one token came from the prefill)"
+    )
     typer.echo(
-        f"[{result.prompt_tokens[0]} prompt tokens, {result.generated_tokens[0]} new "
-        f"({result.stop_reasons[0]}); prefill {result.prefill_s:.2f} s, decode "
-        f"{result.tokens_per_s:.1f} tokens/s]",
+        f"[{_count(result.prompt_tokens[0], 'prompt token')}, {result.generated_tokens[0]} new "
+        f"({reason}); prefill {result.prefill_s:.2f} s, {decode}]",
         err=True,
     )
-    return result.tokens[0]
+    return Reply(result.tokens[0], complete=True)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _parsed(session, prompt: str, reply: list[int]) -> dict:
@@ -136,6 +130,8 @@ def run_command(
     device: Device = None,
     numerics: Numerics = None,
     backend: Backend = "auto",
+    max_seq: MaxSeq = None,
+    threads: Threads = None,
     plan: PlanDir = None,
     cuda_graphs: CudaGraphs = True,
     json_out: Annotated[
@@ -146,24 +142,27 @@ def run_command(
     ] = False,
 ) -> None:
     """Generate a reply to one prompt, streaming tokens; prints tokens/s at the end."""
-    from v4c.runtime.chat import encode_chat
-    from v4c.runtime.chat_messages import read_messages
-    from v4c.runtime.sampler import Sampler
-
     if (prompt is None) == (messages is None) or (messages is not None and not chat):
         raise V4CError("give --prompt, or --messages FILE (chat encoding only)")
+    from v4c.runtime.chat_messages import read_messages
+
     conversation = read_messages(messages) if messages else [{"role": "user", "content": prompt}]
+    session, limit = open_cli_session(
+        checkpoint, spec, device, numerics, backend, max_seq, threads, plan, cuda_graphs
+    )
+    from v4c.runtime.chat import encode_chat
+    from v4c.runtime.sampler import Sampler
+
     sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    session = _setup(checkpoint, spec, device, numerics, backend, plan, cuda_graphs)
     tok = session.tokenizer
     if chat:
         text = encode_chat(conversation, thinking=thinking)
         ids = tok.encode(text)
     else:
         text, ids = prompt, [tok.bos_id, *tok.encode(prompt)]
-    reply = _reply(session, ids, max_new_tokens, sampler, stream=not json_out)
+    reply = _reply(session, limit, ids, max_new_tokens, sampler, stream=not json_out)
     if json_out:
-        typer.echo(json.dumps(_parsed(session, text, reply), ensure_ascii=False))
+        typer.echo(json.dumps(_parsed(session, text, reply.tokens), ensure_ascii=False))
 
 
 def chat_command(
@@ -178,24 +177,32 @@ def chat_command(
     device: Device = None,
     numerics: Numerics = None,
     backend: Backend = "auto",
+    max_seq: MaxSeq = None,
+    threads: Threads = None,
     plan: PlanDir = None,
     cuda_graphs: CudaGraphs = True,
 ) -> None:
-    """An interactive chat: one user message a line, empty line or EOF to end. The reply is
-    kept as the message it parses to, so the history is the official one; a turn feeds
-    the engine only the tokens added where that history extends what the engine holds
-    (not in thinking mode, where the earlier reasoning is dropped from the history)."""
+    """An interactive chat: one user message a line; an empty line, EOF or Ctrl-C at the
+    prompt ends it, Ctrl-C during a reply stops that reply. The reply is kept as the message
+    it parses to, so the history is the official one; a turn feeds the engine only the
+    tokens added where that history extends what the engine holds (not in thinking mode,
+    where the earlier reasoning is dropped from the history)."""
+    session, limit = open_cli_session(
+        checkpoint, spec, device, numerics, backend, max_seq, threads, plan, cuda_graphs
+    )
     from v4c.runtime.chat import encode_chat
     from v4c.runtime.sampler import Sampler
 
     sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    session = _setup(checkpoint, spec, device, numerics, backend, plan, cuda_graphs)
     messages: list[dict] = []
     fed: list[int] = []  # the tokens the engine's sequence holds
     session.engine.reset(1)
     while True:
         typer.echo("> ", nl=False, err=True)
-        line = sys.stdin.readline()
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:  # Ctrl-C at the prompt ends the chat
+            line = ""
         if not line.strip():
             break
         messages.append({"role": "user", "content": line.strip()})
@@ -204,6 +211,8 @@ def chat_command(
         if ids[: len(fed)] != fed:  # the rendering of earlier turns changed: start again
             session.engine.reset(1)
             fed = []
-        reply = _reply(session, ids[len(fed) :], max_new_tokens, sampler, reset=False)
-        fed = ids + reply[:-1]  # the last new token was sampled, not fed
-        messages.append(_parsed(session, prompt, reply))
+        reply = _reply(session, limit, ids[len(fed) :], max_new_tokens, sampler, held=len(fed))
+        # the last new token was sampled, not fed; after Ctrl-C the caches may hold part of
+        # a step, so the next turn feeds the whole conversation again
+        fed = ids + reply.tokens[:-1] if reply.complete else []
+        messages.append(_parsed(session, prompt, reply.tokens))

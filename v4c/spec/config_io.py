@@ -86,13 +86,13 @@ _QUANT_KEYS = {
 }
 
 
-def detect_format(config: dict) -> Format:
+def detect_format(config: dict, source: str = "config.json") -> Format:
     if "compress_ratios" in config:
         return "official"
     if "layer_types" in config or "rope_parameters" in config:
         return "hf"
     raise SpecError(
-        ["config.json: neither the official layout (compress_ratios) nor the HF one (layer_types)"]
+        [f"{source}: neither the official layout (compress_ratios) nor the HF one (layer_types)"]
     )
 
 
@@ -104,13 +104,18 @@ def spec_from_config(config: Any, name: str, source: str = "config.json") -> Mod
         raise SpecError(
             [f"{source}: model_type: expected {MODEL_TYPE!r}, got {config['model_type']!r}"]
         )
-    reader = _from_official if detect_format(config) == "official" else _from_hf
+    reader = _from_official if detect_format(config, source) == "official" else _from_hf
     data, used, problems = reader(dict(config))
     data["name"] = name
     unknown = sorted(set(config) - used - {"model_type", "architectures"})
-    problems += [f"{source}: {key}: unknown config key" for key in unknown]
+    problems += [f"{key}: unknown config key" for key in unknown]
+    problems += [
+        f"{key}: required key is missing"
+        for path, key in _COMMON.items()
+        if key not in config and _required(path)
+    ]
     if problems:
-        raise SpecError(problems)
+        raise SpecError([f"{source}: {p}" for p in sorted(set(problems), key=problems.index)])
     return spec_from_data(data, source=source)
 
 
@@ -166,13 +171,16 @@ def _from_official(cfg: dict) -> tuple[dict, set[str], list[str]]:
     if scaling is not None:
         kind = scaling.get("type", scaling.get("rope_type"))
         if kind != "yarn":
-            problems.append(f"config.json: rope_scaling.type: expected 'yarn', got {kind!r}")
+            problems.append(f"rope_scaling.type: expected 'yarn', got {kind!r}")
         data["rope"]["yarn"] = {k: scaling.get(k) for k in _YARN_KEYS}
     ratios = cfg.get("compress_ratios")
     n, n_mtp = cfg.get("num_hidden_layers"), cfg.get("num_nextn_predict_layers", 0)
-    if not (isinstance(ratios, list) and type(n) is int and type(n_mtp) is int):
-        problems.append("config.json: compress_ratios: expected a list of per-layer ratios")
-    else:
+    if not isinstance(ratios, list):
+        problems.append("compress_ratios: expected a list of per-layer ratios")
+    for key, value in (("num_hidden_layers", n), ("num_nextn_predict_layers", n_mtp)):
+        if value is not None and type(value) is not int:
+            problems.append(f"{key}: expected an integer, got {value!r:.60}")
+    if isinstance(ratios, list) and type(n) is int and type(n_mtp) is int:
         problems += _pattern_from_ratios(ratios, n, n_mtp, data)
     data["quant"] = _quant_in(cfg, problems)
     data["meta"]["torch_dtype"] = cfg.get("torch_dtype", "bfloat16")
@@ -182,25 +190,22 @@ def _from_official(cfg: dict) -> tuple[dict, set[str], list[str]]:
 
 def _pattern_from_ratios(ratios: list, n: int, n_mtp: int, data: dict) -> list[str]:
     if not all(type(r) is int and r >= 0 for r in ratios):
-        return [f"config.json: compress_ratios: expected non-negative integers, got {ratios}"]
+        return [f"compress_ratios: expected non-negative integers, got {ratios}"]
     if len(ratios) != n + n_mtp:
         return [
-            f"config.json: compress_ratios: expected num_hidden_layers + num_nextn_predict_layers "
+            f"compress_ratios: expected num_hidden_layers + num_nextn_predict_layers "
             f"({n + n_mtp}) entries, got {len(ratios)}"
         ]
     hca = sorted({r for r in ratios if r not in (0, CSA_RATIO)})
     if len(hca) > 1:
-        return [
-            f"config.json: compress_ratios: expected 0, 4 and one HCA ratio, "
-            f"got {sorted(set(ratios))}"
-        ]
+        return [f"compress_ratios: expected 0, 4 and one HCA ratio, got {sorted(set(ratios))}"]
     hca_ratio = hca[0] if hca else 128
     kind = {0: "sliding", CSA_RATIO: "csa", hca_ratio: "hca"}
     data["attention"]["hca_ratio"] = hca_ratio
     data["layers"] = compact([kind[r] for r in ratios[:n]])
     mtp_kinds = {kind[r] for r in ratios[n:]}
     if len(mtp_kinds) > 1:
-        return [f"config.json: compress_ratios: MTP layers must share one ratio, got {ratios[n:]}"]
+        return [f"compress_ratios: MTP layers must share one ratio, got {ratios[n:]}"]
     data["mtp"]["attention"] = mtp_kinds.pop() if mtp_kinds else "sliding"
     return []
 
@@ -250,20 +255,18 @@ def _from_hf(cfg: dict) -> tuple[dict, set[str], list[str]]:
     by_hf = {v: k for k, v in HF_LAYER_TYPES.items()}
     types = _typed(cfg, "layer_types", list, problems) or []
     if any(not isinstance(t, str) or t not in by_hf for t in types):
-        problems.append(
-            f"config.json: layer_types: expected entries of {sorted(by_hf)}, got {types}"
-        )
+        problems.append(f"layer_types: expected entries of {sorted(by_hf)}, got {types}")
     else:
         data["layers"] = compact([by_hf[t] for t in types])
     mlp = _typed(cfg, "mlp_layer_types", list, problems) or []
     hash_layers = sum(1 for t in mlp if t == "hash_moe")
     if mlp[:hash_layers] != ["hash_moe"] * hash_layers:
-        problems.append(f"config.json: mlp_layer_types: hash_moe layers must come first, got {mlp}")
+        problems.append(f"mlp_layer_types: hash_moe layers must come first, got {mlp}")
     data["moe"]["hash_layers"] = hash_layers
     rates = _typed(cfg, "compress_rates", dict, problems) or {}
     data["attention"]["hca_ratio"] = rates.get(HF_LAYER_TYPES["hca"], 128)
     if rates.get(HF_LAYER_TYPES["csa"], CSA_RATIO) != CSA_RATIO:
-        problems.append(f"config.json: compress_rates: CSA must be {CSA_RATIO}, got {rates}")
+        problems.append(f"compress_rates: CSA must be {CSA_RATIO}, got {rates}")
     params = _typed(cfg, "rope_parameters", dict, problems) or {}
     main = _typed(params, "main", dict, problems, "rope_parameters.") or {}
     compress = _typed(params, "compress", dict, problems, "rope_parameters.") or {}
@@ -337,7 +340,7 @@ def _quant_in(cfg: dict, problems: list[str]) -> dict:
     else:
         if quant.get("quant_method") != "fp8":
             problems.append(
-                f"config.json: quantization_config.quant_method: expected 'fp8', got "
+                f"quantization_config.quant_method: expected 'fp8', got "
                 f"{quant.get('quant_method')!r}"
             )
         out = {"weights": "fp8"}
@@ -350,12 +353,20 @@ def _quant_in(cfg: dict, problems: list[str]) -> dict:
     return out
 
 
+def _required(path: tuple[str, ...]) -> bool:
+    """Whether the spec field at `path` has no default (its config key must be given)."""
+    model: Any = ModelSpec
+    for part in path[:-1]:
+        model = model.model_fields[part].annotation
+    return model.model_fields[path[-1]].is_required()
+
+
 def _typed(cfg: dict, key: str, kind: type, problems: list[str], prefix: str = "") -> Any:
     """cfg[key] if it is absent/None or of `kind`; else None and a problem naming the key."""
     value = cfg.get(key)
     if value is None or isinstance(value, kind):
         return value
-    problems.append(f"config.json: {prefix}{key}: expected a {kind.__name__}, got {value!r:.60}")
+    problems.append(f"{prefix}{key}: expected a {kind.__name__}, got {value!r:.60}")
     return None
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from v4c.errors import SpecError
-from v4c.spec.checks import check
+from v4c.spec.checks import Problem, Unjudged, check
 from v4c.spec.schema import ModelSpec
 
 Path_ = tuple[Any, ...]
@@ -89,13 +89,40 @@ def spec_from_data(data: Any, marks: Marks | None = None, source: str = "<spec>"
     try:
         spec = ModelSpec.model_validate(data)
     except ValidationError as err:
-        raise SpecError(_pydantic_problems(err, marks, source)) from None
+        # the cross-field rules whose fields are valid run too: every problem at once
+        rules = check(_ValidParts(data, err))
+        raise SpecError(_pydantic_problems(err, marks, source) + _located(rules, marks, source))
     except (RecursionError, OverflowError, ValueError, TypeError) as err:
         raise SpecError([f"{source}: {err}"]) from None
     problems = check(spec)
     if problems:
-        raise SpecError([_locate(source, marks, _split(p), p, msg) for p, msg in problems])
+        raise SpecError(_located(problems, marks, source))
     return spec
+
+
+def _located(problems: list[Problem], marks: Marks, source: str) -> list[str]:
+    return [_locate(source, marks, _split(p), p, msg) for p, msg in problems]
+
+
+class _ValidParts:
+    """A ModelSpec stand-in for `check` after validation failed: each top-level field is
+    validated alone (a section like `moe` as a whole); reading one that has an error
+    raises `Unjudged`, and `check` skips the rules that read it."""
+
+    def __init__(self, data: dict, err: ValidationError):
+        self._data = data
+        self._bad = {e["loc"][0] for e in err.errors() if e["loc"]}
+
+    def __getattr__(self, name: str) -> Any:
+        field = ModelSpec.model_fields.get(name)
+        if field is None or name in self._bad:
+            raise Unjudged(name)
+        if name not in self._data:
+            return field.get_default(call_default_factory=True)
+        try:
+            return TypeAdapter(field.annotation).validate_python(self._data[name])
+        except (ValidationError, ValueError, TypeError):
+            raise Unjudged(name) from None
 
 
 def _read_yaml(file: Path) -> tuple[dict, Marks]:

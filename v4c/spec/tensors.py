@@ -44,8 +44,7 @@ def checkpoint_tensors(spec: ModelSpec) -> list[TensorInfo]:
     out = [
         TensorInfo("embed.weight", (v, d), "bf16", "embedding"),
         TensorInfo("head.weight", (v, d), "bf16", "lm_head"),
-        TensorInfo("norm.weight", (d,), "bf16", "norms"),
-        *_hc_head("", n, d, "hc"),
+        *main_head_tensors(spec),
     ]
     for row in layer_table(spec):
         prefix = f"mtp.{row.index - spec.num_layers}." if row.mtp else f"layers.{row.index}."
@@ -64,6 +63,13 @@ def checkpoint_tensors(spec: ModelSpec) -> list[TensorInfo]:
             ]
         out += block
     return out
+
+
+def main_head_tensors(spec: ModelSpec) -> list[TensorInfo]:
+    """The final norm and HC head: only the main model's logits read them (each MTP block
+    has its own, and drafts from the hidden streams before them)."""
+    d, n = spec.hidden_size, spec.hc.mult
+    return [TensorInfo("norm.weight", (d,), "bf16", "norms"), *_hc_head("", n, d, "hc")]
 
 
 def _dense(spec: ModelSpec) -> Storage:

@@ -1,0 +1,91 @@
+"""The options `v4c run` and `v4c chat` share, each validated where it is parsed.
+
+Why here: a value the sampler or the engine would reject deep inside (a `--top-p 0`, a NaN
+temperature, a seed torch cannot hold) must fail as a usage error naming the option, with
+the range its `--help` states, before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _real(low: float, high: float | None, *, low_open: bool = False):
+    """A click callback: the value is a finite number in the interval, or a usage error."""
+    interval = f"{'(' if low_open else '['}{low:g}, {'∞)' if high is None else f'{high:g}]'}"
+
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return value
+        above = value > low if low_open else value >= low
+        if not (math.isfinite(value) and above and (high is None or value <= high)):
+            raise typer.BadParameter(f"must be a number in {interval}, got {value}")
+        return value
+
+    return check, interval
+
+
+_temperature, TEMPERATURE_RANGE = _real(0.0, None)
+_top_p, TOP_P_RANGE = _real(0.0, 1.0, low_open=True)
+
+Checkpoint = Annotated[
+    Path | None, typer.Option(help="Checkpoint folder (default: the embedded tiny model).")
+]
+SpecOpt = Annotated[
+    str | None, typer.Option("--spec", help="Spec to check the checkpoint's config.json against.")
+]
+Device = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when there is one).")]
+MaxNew = Annotated[int, typer.Option(min=1, help="Stop after this many new tokens.")]
+MaxSeq = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Longest sequence (prompt, conversation and reply) the caches hold. Default: "
+        "8192, or less if the model's positions or the device's free memory allow less.",
+    ),
+]
+Temperature = Annotated[
+    float, typer.Option(callback=_temperature, help=f"In {TEMPERATURE_RANGE}; 0: greedy.")
+]
+TopP = Annotated[
+    float,
+    typer.Option(callback=_top_p, help=f"Nucleus sampling mass, in {TOP_P_RANGE} (1: off)."),
+]
+TopK = Annotated[int, typer.Option(min=0, help="Keep the k most likely tokens (0: off).")]
+Seed = Annotated[
+    int | None,
+    typer.Option(min=0, max=2**64 - 1, help="Sampling seed, for reproducible output."),
+]
+Numerics = Annotated[
+    str | None, typer.Option(help="official or plain (default: official for official checkpoints).")
+]
+Backend = Annotated[
+    str,
+    typer.Option(
+        help="torch (reference semantics), triton (generated kernels, needs a CUDA GPU) "
+        "or auto: triton on CUDA with plain numerics, else torch."
+    ),
+]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="CPU threads for torch. Default: $V4C_THREADS, else one fewer than the cores "
+        "this process may use (at least 1): a pool as large as the machine stalls whenever "
+        "anything else runs, and decode speed then swings tenfold.",
+    ),
+]
+PlanDir = Annotated[
+    Path | None,
+    typer.Option("--plan", help="Run the plan `v4c compile` wrote into this folder, as it is."),
+]
+CudaGraphs = Annotated[
+    bool,
+    typer.Option(
+        "--cuda-graphs/--no-cuda-graphs", help="Replay each decode step from a CUDA graph (CUDA)."
+    ),
+]

@@ -1,0 +1,155 @@
+"""What `v4c run` and `v4c chat` decide before the first token, each choice checked and
+said at start with its reason: the device, the dtype, the CPU threads, the numerics, the
+backend and the longest sequence. torch is imported by the caller's command only.
+
+Why the CLI decides rather than `open_session`: a user must see what was picked and why,
+and a combination that cannot run (the Triton kernels without a GPU, or with the official
+rounding they do not implement) must be one line saying what to do, before the checkpoint
+is read. The rules themselves are `v4c.session`'s and `v4c.limits`'.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from v4c.envs import cache_dir, cpu_threads
+from v4c.errors import V4CError
+from v4c.spec import load_spec
+
+
+def log(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def default_threads() -> int:
+    """One fewer than the cores this process may use, at least one (see `--threads`)."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def open_cli_session(
+    checkpoint: Path | None,
+    spec_file: str | None,
+    device: str | None,
+    numerics: str | None,
+    backend: str,
+    max_seq: int | None,
+    threads: int | None,
+    plan: Path | None = None,
+    cuda_graphs: bool = True,
+):
+    """(session, max_seq) after every choice is checked and said; see the module doc. With
+    `plan` (a `v4c compile` folder) the spec, numerics, activation dtype and limits are the
+    plan's."""
+    if numerics not in (None, "official", "plain"):
+        raise V4CError(f"--numerics: expected official or plain, got {numerics!r}")
+    if backend not in ("auto", "torch", "triton"):
+        raise V4CError(f"--backend: expected auto, torch or triton, got {backend!r}")
+    if device not in (None, "cpu", "cuda"):
+        raise V4CError(f"--device: {device!r} is not available here (use cpu or cuda)")
+    if checkpoint is not None and not Path(checkpoint).is_dir():
+        raise V4CError(f"--checkpoint: {checkpoint}: no such checkpoint folder")
+    spec = load_spec(spec_file) if spec_file else None
+
+    import torch
+
+    from v4c.limits import choose_max_seq
+    from v4c.runtime.checkpoint_read import read_spec
+    from v4c.runtime.tiny_cache import tiny_checkpoint
+    from v4c.session import (
+        checkpoint_layout,
+        default_backend,
+        default_numerics,
+        load_plan,
+        open_session,
+    )
+
+    compiled = load_plan(plan) if plan is not None else None
+    if compiled is not None:
+        from v4c.spec import ModelSpec
+
+        spec, numerics = (
+            ModelSpec.model_validate(compiled.model),
+            numerics or compiled.options["numerics"],
+        )
+
+    device, device_why = _device(device, torch.cuda.is_available())
+    dtype, dtype_why = (
+        (torch.bfloat16, "bf16 on CUDA") if device == "cuda" else (torch.float32, "fp32 on CPU")
+    )
+    if compiled is not None:
+        held = compiled.options["dtype"]
+        dtype, dtype_why = {"bf16": torch.bfloat16, "fp32": torch.float32}[held], "the plan's"
+    if device == "cpu":
+        threads, threads_why = _threads(threads)
+        torch.set_num_threads(threads)
+        dtype_why += f", {threads} thread{'s' * (threads > 1)}: {threads_why}"
+    folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(cache_dir(), log)
+    spec = read_spec(folder, spec)
+    if numerics:
+        numerics_why = "the plan's" if compiled is not None else "--numerics"
+    else:
+        numerics, numerics_why = default_numerics(checkpoint_layout(folder, spec))
+    if backend == "auto":
+        backend, backend_why = default_backend(device, numerics)
+    else:
+        backend_why = "--backend"
+        _check_triton(backend, device, numerics)
+    if compiled is not None:
+        max_seq = max_seq or compiled.options["max_seq"]
+        if max_seq != compiled.options["max_seq"]:
+            raise V4CError(
+                f"--max-seq {max_seq}: the plan's caches hold {compiled.options['max_seq']} "
+                "tokens (compile again with --max-seq to change it)"
+            )
+    limit = choose_max_seq(spec, device, dtype, max_seq)
+    log(f"{spec.name} from {folder}")
+    log(f"device {device} ({device_why}); dtype {str(dtype).removeprefix('torch.')} ({dtype_why})")
+    log(f"backend {backend} ({backend_why}); numerics {numerics} ({numerics_why})")
+    log(f"max_seq {limit.max_seq} ({limit.why})")
+    session = open_session(
+        folder,
+        spec,
+        device=device,
+        dtype=dtype,
+        numerics=numerics,
+        backend=backend,
+        max_seq=limit.max_seq,
+        plan_dir=plan,
+        cuda_graphs=cuda_graphs,
+        log=log,
+    )
+    return session, limit.max_seq
+
+
+def _threads(requested: int | None) -> tuple[int, str]:
+    if requested:
+        return requested, "--threads"
+    if cpu_threads():
+        return cpu_threads(), "$V4C_THREADS"
+    return default_threads(), f"the {len(os.sched_getaffinity(0))} cores less one"
+
+
+def _device(device: str | None, has_cuda: bool) -> tuple[str, str]:
+    if device is None:
+        return ("cuda", "a CUDA GPU is present") if has_cuda else ("cpu", "no CUDA GPU")
+    if device == "cuda" and not has_cuda:
+        raise V4CError("--device: 'cuda' is not available here (no CUDA GPU); use cpu")
+    return device, "--device"
+
+
+def _check_triton(backend: str, device: str, numerics: str) -> None:
+    if backend != "triton":
+        return
+    if device != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise V4CError(
+            "--backend triton: the Triton kernels need a CUDA GPU and there is none here; "
+            "use --backend torch (or TRITON_INTERPRET=1 to run them, slowly, in the interpreter)"
+        )
+    if numerics == "official":
+        raise V4CError(
+            "--backend triton: the kernels do not implement --numerics official yet; "
+            "add --numerics plain, or use --backend torch"
+        )
