@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 from v4c.errors import CheckpointError
-from v4c.runtime.checkpoint_layout import FLOATS, TORCH_DTYPES, Stored, Unit
+from v4c.ir.types import torch_dtype
+from v4c.runtime.checkpoint_layout import FLOATS, Stored, Unit
 from v4c.spec import ModelSpec
 from v4c.spec.tensors import TensorInfo, checkpoint_tensors
 
@@ -102,7 +103,7 @@ def hf_units(spec: ModelSpec, dtype: torch.dtype = torch.bfloat16) -> list[Unit]
 
 
 def _written(t: TensorInfo, dtype: torch.dtype) -> torch.dtype:
-    return dtype if t.dtype == "bf16" else TORCH_DTYPES[t.dtype]
+    return torch_dtype(t.dtype, dtype)
 
 
 def _one(t: TensorInfo, name: str, dtype: torch.dtype) -> Unit:

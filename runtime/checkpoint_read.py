@@ -28,7 +28,8 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from v4c.errors import CheckpointError, SpecError
-from v4c.runtime.checkpoint_layout import TORCH_DTYPES, Unit, nbytes
+from v4c.ir.types import torch_dtype
+from v4c.runtime.checkpoint_layout import Unit, nbytes
 from v4c.spec import ModelSpec
 from v4c.spec.config_io import detect_format, spec_from_config, spec_to_config
 
@@ -182,7 +183,7 @@ def read_units(
             if unit.keep is not None and t0.name in keep:
                 out[t0.name] = unit.keep(xs)
                 continue
-            target = dtype if t0.dtype == "bf16" else TORCH_DTYPES[t0.dtype]
+            target = torch_dtype(t0.dtype, dtype)
             out.update((t.name, x) for t, x in zip(unit.logical, unit.decode(xs, target)))
     return out
 

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from v4c.ir.semantics.norm import rms_norm
 from v4c.ir.semantics.rope import apply_rope
-from v4c.spec.schema import CSA_RATIO
+from v4c.spec.schema import coff
 
 
 def _timeline(
@@ -69,15 +69,15 @@ def compress(
     """
     if 2 * rope_freqs.numel() != rope_dim:
         raise ValueError(f"rope_freqs has {rope_freqs.numel()} pairs, rope_dim is {rope_dim}")
-    m, coff = ratio, 2 if ratio == CSA_RATIO else 1
+    m, f = ratio, coff(ratio)  # f: the windows one entry pools
     k = x.float() @ wkv.float().T  # [B, T, coff*c]
     z = x.float() @ wgate.float().T + ape.float()[positions % m]  # [B, T, coff*c]
     for b in range(x.shape[0]):
         start = int(positions[b, 0])
         kv, score, n_filled = _timeline(state_kv[b], state_score[b], k[b], z[b], start, m)
-        entries = _pool(kv, score, n_filled // m, m, overlap=coff == 2)  # [n, c]
+        entries = _pool(kv, score, n_filled // m, m, overlap=f == 2)  # [n, c]
         _store(entries, start // m, cache[b], norm_weight, m, rope_freqs, eps)
-        tail = kv.shape[0] - coff * m
+        tail = kv.shape[0] - f * m
         state_kv[b], state_score[b] = kv[tail:], score[tail:]
 
 

@@ -38,12 +38,12 @@ def convert_command(
     """
     import torch
 
+    from v4c.ir.types import torch_dtype
     from v4c.runtime.checkpoint import load_checkpoint, write_hf, write_official
 
-    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     if to == "hf":
-        spec, weights = load_checkpoint(src, dtype=torch_dtype)
-        write_hf(dst, spec, weights, dtype=torch_dtype)
+        spec, weights = load_checkpoint(src, dtype=torch_dtype(dtype))
+        write_hf(dst, spec, weights, dtype=torch_dtype(dtype))
     else:
         spec, weights = load_checkpoint(src, dtype=torch.float32)
         write_official(dst, spec, weights)
