@@ -5,7 +5,7 @@ sequence in the step, `S` the longest sequence a cache holds. A dim may be a quo
 symbol, `S/128`: the number of complete ratio-128 windows in `S` tokens (floor division).
 
 This module owns the IR dtypes: their names, byte sizes and torch dtypes. The torch mapping
-imports torch when called, so that the spec side can import the IR without torch.
+imports torch when called, so that building and compiling a graph does not import torch.
 """
 
 from __future__ import annotations
