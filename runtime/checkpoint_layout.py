@@ -30,14 +30,15 @@ from v4c.ir.semantics.quant import (
 from v4c.spec import ModelSpec
 from v4c.spec.tensors import TensorInfo, checkpoint_tensors
 
-# safetensors dtype names; an unquantised float tensor may be stored in any of FLOATS
+# safetensors dtype names (the files' own, not the IR's: those are in ir/types.py); an
+# unquantised float tensor may be stored in any of FLOATS
 FLOATS = ("BF16", "F32", "F16")
-DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "I64": 8, "F8_E4M3": 1, "F8_E8M0": 1, "I8": 1}
+SAFETENSORS_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "I64": 8, "F8_E4M3": 1, "F8_E8M0": 1, "I8": 1}
 
 
 def nbytes(dtype: str, shape: tuple[int, ...]) -> int:
     """Bytes of a stored tensor of a safetensors `dtype`."""
-    return DTYPE_BYTES[dtype] * prod(shape)
+    return SAFETENSORS_BYTES[dtype] * prod(shape)
 
 
 @dataclass(frozen=True)
