@@ -21,6 +21,7 @@ from types import ModuleType
 
 from v4c.codegen import CODEGEN_VERSION
 from v4c.errors import V4CError
+from v4c.envs import triton_interpret
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def device_tag() -> str:
     """`sm90` for a CUDA device of capability 9.0, `cpu` for the interpreter."""
     import torch
 
-    if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+    if torch.cuda.is_available() and not triton_interpret():
         major, minor = torch.cuda.get_device_capability()
         return f"sm{major}{minor}"
     return "cpu"

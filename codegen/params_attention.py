@@ -10,17 +10,16 @@ import triton
 
 from v4c.codegen.params import Shapes, template
 from v4c.codegen.render import Params
+from v4c.ir.types import ir_dtype
 from v4c.spec.schema import CSA_RATIO
 
 Precision = Literal["tf32", "ieee"]
-_SHORT = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
 
 
 def dot_precision(dtypes: list[str]) -> Precision:
     """`tl.dot` input precision for fp32-cast operands of these types ('bf16' as the IR
-    writes them or 'torch.bfloat16'): TF32 holds 16-bit values exactly, not fp32 ones."""
-    short = {_SHORT.get(d.removeprefix("torch."), d.removeprefix("torch.")) for d in dtypes}
-    return "tf32" if short <= {"bf16", "fp16"} else "ieee"
+    writes them or 'torch.bfloat16'): TF32 holds bf16 values exactly, not fp32 ones."""
+    return "tf32" if {ir_dtype(d) for d in dtypes} == {"bf16"} else "ieee"
 
 
 def block(n: int, lo: int = 16, hi: int = 1 << 30) -> int:

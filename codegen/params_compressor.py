@@ -8,7 +8,7 @@ from pydantic import model_validator
 
 from v4c.codegen.params import Shapes, template
 from v4c.codegen.render import Params
-from v4c.spec.schema import CSA_RATIO
+from v4c.spec.schema import coff
 
 
 @template("compressor")
@@ -25,7 +25,7 @@ class Compressor(Params):
     def _pairs(self) -> Compressor:
         if self.rope_dim < 2 or self.rope_dim % 2 or self.width % 2 or self.rope_dim > self.width:
             raise ValueError(f"rope_dim {self.rope_dim}: even, >= 2, <= width {self.width} (even)")
-        if self.overlap != (self.ratio == CSA_RATIO):
+        if self.overlap != (coff(self.ratio) == 2):
             raise ValueError(f"overlap is {self.overlap} for ratio {self.ratio}")
         return self
 
@@ -35,6 +35,6 @@ class Compressor(Params):
             raise ValueError(f"compressor: no Triton template for sim={attrs['sim']!r} rounding")
         width = inputs[6][0][0]  # norm [c]
         return cls(
-            width=width, ratio=attrs["ratio"], overlap=attrs["ratio"] == CSA_RATIO,
+            width=width, ratio=attrs["ratio"], overlap=coff(attrs["ratio"]) == 2,
             rope_dim=attrs["rope_dim"], eps=attrs["eps"], theta=attrs["theta"], yarn=attrs["yarn"],
         )  # fmt: skip

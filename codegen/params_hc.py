@@ -7,11 +7,11 @@ with three flags; each kind fixes its flags here. hc_post alone is its own tiled
 
 from __future__ import annotations
 
-import os
 from typing import Any, ClassVar
 
 from v4c.codegen.params import Shapes, template
 from v4c.codegen.render import Params
+from v4c.envs import triton_interpret
 
 
 def pow2(x: int) -> int:
@@ -21,7 +21,7 @@ def pow2(x: int) -> int:
 
 # D-block of the per-token loops: fn tiles are [RP, NP, BLOCK_D] fp32. A GPU keeps the tile in
 # registers (64); the interpreter pays per loop step, not per lane, so it takes whole rows.
-MAX_BLOCK_D = 1024 if os.environ.get("TRITON_INTERPRET") == "1" else 64
+MAX_BLOCK_D = 1024 if triton_interpret() else 64
 
 
 class HcStreams(Params):

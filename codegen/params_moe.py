@@ -13,11 +13,11 @@ from typing import Any, Literal
 from v4c.codegen.jit import CodegenError
 from v4c.codegen.params import Shapes, template
 from v4c.codegen.render import Params
+from v4c.ir.types import ir_dtype
 
 Act = Literal["bf16", "fp32"]
 WeightFormat = Literal["bf16", "fp32", "fp8", "fp4"]
-# a launch may name dtypes as the IR does or as torch does
-DTYPES = {"bf16": "bf16", "fp32": "fp32", "torch.bfloat16": "bf16", "torch.float32": "fp32"}
+FLOATS = ("bf16", "fp32")  # a launch may name them as the IR does or as torch does
 
 
 def weight_format(dtypes: list[str]) -> tuple[WeightFormat, tuple[int, int]]:
@@ -25,8 +25,8 @@ def weight_format(dtypes: list[str]) -> tuple[WeightFormat, tuple[int, int]]:
     if len(set(dtypes)) != 1:
         raise CodegenError(f"expert weights in mixed formats {dtypes}")
     dtype = dtypes[0]
-    if dtype in DTYPES:
-        return DTYPES[dtype], (1, 1)
+    if ir_dtype(dtype) in FLOATS:
+        return ir_dtype(dtype), (1, 1)
     fmt, _, block = dtype.partition(":")
     out, _, inner = block.partition("x")
     if fmt == "fp8" and out.isdigit() and inner.isdigit():
@@ -39,9 +39,9 @@ def weight_format(dtypes: list[str]) -> tuple[WeightFormat, tuple[int, int]]:
 
 
 def activation(dtype: str) -> Act:
-    if dtype not in DTYPES:
+    if ir_dtype(dtype) not in FLOATS:
         raise CodegenError(f"unsupported activation dtype {dtype!r}: bf16 or fp32")
-    return DTYPES[dtype]
+    return ir_dtype(dtype)
 
 
 def block(n: int, lo: int = 16, hi: int = 64) -> int:

@@ -17,6 +17,7 @@ from v4c.ir.ops import attention as A
 from v4c.ir.ops import core as C
 from v4c.ir.ops import moe as M
 from v4c.spec import LayerInfo, ModelSpec, layer_table
+from v4c.spec.schema import CSA_RATIO, coff
 from v4c.spec.tensors import checkpoint_tensors
 
 BT = ("B", "T")
@@ -161,11 +162,11 @@ class _Builder:
         return self.add(f"{q}.wo_b", C.Linear(), [o, self.param(f"{at}wo_b.weight")], i)
 
     def compressor(self, row: LayerInfo, x: Value, id: str, w: str, c: int) -> Value:
-        m = row.compress_ratio if id.endswith(".attn.compressor") else A.CSA_RATIO
-        coff = 2 if m == A.CSA_RATIO else 1
+        m = row.compress_ratio if id.endswith(".attn.compressor") else CSA_RATIO
+        state = ("N", coff(m) * m, coff(m) * c)
         key = id.removesuffix(".compressor").replace(".attn", "")
-        kv = self.state(f"{key}.compressor_kv", ("N", coff * m, coff * c), "fp32")
-        score = self.state(f"{key}.compressor_score", ("N", coff * m, coff * c), "fp32", "-inf")
+        kv = self.state(f"{key}.compressor_kv", state, "fp32")
+        score = self.state(f"{key}.compressor_score", state, "fp32", "-inf")
         cache = self.state(f"{key}.compressed", ("N", f"S/{m}", c), "bf16")
         weights = [
             self.param(f"{w}{k}") for k in ("wkv.weight", "wgate.weight", "ape", "norm.weight")

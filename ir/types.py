@@ -5,14 +5,23 @@ sequence in the step, `N` cache rows (the sequences the caches hold; a step's `s
 names the cache row of each of its B rows, so a step may advance any subset of them), `S` the
 longest sequence a cache holds. A dim may be a quotient of a
 symbol, `S/128`: the number of complete ratio-128 windows in `S` tokens (floor division).
+
+This module owns the IR dtypes: their names, byte sizes and torch dtypes. The torch mapping
+imports torch when called, so that building and compiling a graph does not import torch.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-DTYPES = ("bf16", "fp32", "i64", "i32")
+if TYPE_CHECKING:
+    import torch
+
+DTYPE_BYTES = {"bf16": 2, "fp32": 4, "i64": 8, "i32": 4}
+DTYPES = tuple(DTYPE_BYTES)
+_TORCH_NAMES = {"bf16": "bfloat16", "fp32": "float32", "i64": "int64", "i32": "int32"}
 Dim = int | str
 _DIM = re.compile(r"^([A-Z])(?:/(\d+))?$")
 
@@ -32,6 +41,27 @@ def resolve_dim(dim: Dim, env: dict[str, int]) -> int:
     if symbol not in env:
         raise KeyError(f"dim {dim!r}: no value for {symbol}")
     return env[symbol] // int(divisor or 1)
+
+
+def torch_dtype(name: str, bf16_as: torch.dtype | None = None) -> torch.dtype:
+    """The torch dtype that holds values of IR dtype `name`. `bf16_as`: the dtype a run holds
+    IR-bf16 values in (fp32 in an fp32 reference run), default bfloat16."""
+    import torch
+
+    if name not in _TORCH_NAMES:
+        raise ValueError(f"bad dtype {name!r}, expected one of {DTYPES}")
+    if name == "bf16" and bf16_as is not None:
+        return bf16_as
+    return getattr(torch, _TORCH_NAMES[name])
+
+
+def ir_dtype(text: str) -> str | None:
+    """The IR name of a dtype written as the IR does (`bf16`) or as torch prints it
+    (`torch.bfloat16`); None for a dtype the IR does not have."""
+    if text in DTYPES:
+        return text
+    names = {f"torch.{torch_name}": name for name, torch_name in _TORCH_NAMES.items()}
+    return names.get(text)
 
 
 @dataclass(frozen=True)

@@ -3,32 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable
 
 from v4c.errors import IRError
 from v4c.ir.graph import Graph
+from v4c.passes.options import CompileOptions
 from v4c.spec import ModelSpec
-
-
-@dataclass(frozen=True)
-class CompileOptions:
-    """Runtime limits a plan is made for (static buffers are sized from these)."""
-
-    max_batch: int = 1  # sequences per step, and the cache rows that hold them
-    max_tokens: int = 1024  # tokens per sequence in one prefill step (longer prompts are chunked)
-    max_seq: int = 8192  # longest sequence the caches hold
-    outputs: tuple[str, ...] = ("logits",)  # graph outputs to compute (mtp_logits: the MTP block)
-    logits: Literal["all", "last"] = "last"  # lm_head on every token, or the last of each row
-    numerics: Literal["plain", "official"] = "plain"  # official: the §12 activation rounding
-    # FP8/FP4 weights: kept as stored where every reader's kernel reads them, or widened
-    weights: Literal["as-stored", "bf16"] = "as-stored"
-    dtype: Literal["bf16", "fp32"] = "bf16"  # what IR-bf16 activations are held in at run time
-
-    def env(self, entry: str) -> dict[str, int]:
-        """Values of the symbolic dims for an entry point."""
-        tokens = {"prefill": self.max_tokens, "decode": 1}[entry]
-        return {"B": self.max_batch, "N": self.max_batch, "T": tokens, "S": self.max_seq}
-
 
 ENTRIES = ("prefill", "decode")
 

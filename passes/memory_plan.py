@@ -12,10 +12,10 @@ from __future__ import annotations
 from math import prod
 
 from v4c.ir.graph import Graph, Value
+from v4c.ir.types import DTYPE_BYTES
 from v4c.passes.base import ENTRIES, PassContext, PassResult, register_pass
 
 ALIGN = 256
-DTYPE_BYTES = {"bf16": 2, "fp32": 4, "i64": 8, "i32": 4}
 
 
 def root_of(graph: Graph, value: Value) -> Value:

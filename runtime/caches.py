@@ -13,14 +13,7 @@ from typing import Mapping
 
 import torch
 
-from v4c.ir.types import Dim, resolve_dim
-
-_FIXED = {"fp32": torch.float32, "i64": torch.int64, "i32": torch.int32}
-
-
-def torch_dtype(ir_dtype: str, activations: torch.dtype) -> torch.dtype:
-    """The torch dtype of an IR dtype when bf16-typed values are held in `activations`."""
-    return _FIXED.get(ir_dtype, activations)
+from v4c.ir.types import Dim, resolve_dim, torch_dtype
 
 
 def new_caches(

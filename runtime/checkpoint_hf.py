@@ -22,9 +22,9 @@ from torch import Tensor
 
 from v4c.errors import CheckpointError
 from v4c.ir.semantics.quant import QuantWeight
+from v4c.ir.types import torch_dtype
 from v4c.runtime.checkpoint_layout import (
     FLOATS,
-    TORCH_DTYPES,
     Stored,
     Unit,
     codec_of,
@@ -133,7 +133,7 @@ def _hf_stored_name(name: str) -> str:
 
 
 def _written(t: TensorInfo, dtype: torch.dtype) -> torch.dtype:
-    return dtype if t.dtype == "bf16" else TORCH_DTYPES[t.dtype]
+    return torch_dtype(t.dtype, dtype)
 
 
 def _one(t: TensorInfo, name: str, dtype: torch.dtype) -> Unit:

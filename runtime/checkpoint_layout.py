@@ -20,6 +20,7 @@ from math import prod
 import torch
 from torch import Tensor
 
+from v4c.ir.types import torch_dtype
 from v4c.ir.semantics.quant import (
     QuantWeight,
     fp4_dequantize,
@@ -30,15 +31,15 @@ from v4c.ir.semantics.quant import (
 from v4c.spec import ModelSpec
 from v4c.spec.tensors import TensorInfo, checkpoint_tensors
 
-# safetensors dtype names; an unquantised float tensor may be stored in any of FLOATS
+# safetensors dtype names (the files' own, not the IR's: those are in ir/types.py); an
+# unquantised float tensor may be stored in any of FLOATS
 FLOATS = ("BF16", "F32", "F16")
-DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "I64": 8, "F8_E4M3": 1, "F8_E8M0": 1, "I8": 1}
-TORCH_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "i64": torch.int64}
+SAFETENSORS_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "I64": 8, "F8_E4M3": 1, "F8_E8M0": 1, "I8": 1}
 
 
 def nbytes(dtype: str, shape: tuple[int, ...]) -> int:
     """Bytes of a stored tensor of a safetensors `dtype`."""
-    return DTYPE_BYTES[dtype] * prod(shape)
+    return SAFETENSORS_BYTES[dtype] * prod(shape)
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ class _Plain:
         return [xs[0].to(dtype)]
 
     def encode(self, values: list[Tensor]) -> list[Tensor]:
-        return [values[0].to(TORCH_DTYPES[self.t.dtype]).contiguous()]
+        return [values[0].to(torch_dtype(self.t.dtype)).contiguous()]
 
 
 @dataclass(frozen=True)

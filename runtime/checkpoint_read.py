@@ -19,7 +19,8 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from v4c.errors import CheckpointError, SpecError
-from v4c.runtime.checkpoint_layout import TORCH_DTYPES, Unit, nbytes
+from v4c.ir.types import torch_dtype
+from v4c.runtime.checkpoint_layout import Unit, nbytes
 from v4c.runtime.progress import progress_bar
 from v4c.spec import ModelSpec
 from v4c.spec.config_io import detect_format, spec_from_config, spec_to_config
@@ -163,7 +164,7 @@ def read_units(
             if kept and all(n in keep for n in names):
                 out.update(zip(names, kept))
                 continue
-            target = dtype if t0.dtype == "bf16" else TORCH_DTYPES[t0.dtype]
+            target = torch_dtype(t0.dtype, dtype)
             decoded = unit.decode(xs, target)
             out.update(zip(names, decoded))
             out.update((n, q) for n, q in zip(names, kept) if n in keep)

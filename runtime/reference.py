@@ -16,7 +16,8 @@ import torch
 
 from v4c.errors import IRError
 from v4c.ir.graph import Graph, Value
-from v4c.runtime.caches import new_caches, torch_dtype
+from v4c.ir.types import torch_dtype
+from v4c.runtime.caches import new_caches
 
 
 class ReferenceExecutor:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from v4c.envs import CACHE_DIR
+
 
 def _has_cuda() -> bool:
     try:
@@ -25,6 +27,15 @@ if not _has_cuda():
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
 DATA = Path(__file__).resolve().parent / "spec" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_in_tmp(tmp_path_factory):
+    """Generated kernels and the tiny checkpoint go to a temporary folder for the session,
+    never into the user's ~/.cache; CLI subprocesses inherit it through the environment."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_DIR, str(tmp_path_factory.mktemp("v4c-cache")))
+        yield
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from tests.test_cli import v4c
 from v4c.compile import write_output
 from v4c.passes.pipeline import DEFAULT_PIPELINE
 from v4c.ir.plan import Plan
+from v4c.report import decode_read_bytes
 from v4c.spec import load_spec
 
 
@@ -104,3 +105,15 @@ def test_dump_ir_folder_and_mtp_output(tmp_path):
     plan = Plan.from_json((tmp_path / "o" / "plan.json").read_text())
     assert set(plan.entries["decode"].outputs) == {"logits", "mtp_logits"}
     assert plan.entries["prefill"].outputs["logits"].shape == (1, 1024, 129280)
+
+
+def test_bytes_read_per_decode_token_for_tiny():
+    """The active-per-token rule in bytes, counted by hand: 2 of the 8 FP4 routed experts
+    (two e2m1 per byte, one E8M0 scale per 32), one bf16 row of the embedding, one int64 row
+    of each hash layer's tid2eid [V, top-k 2], all of the bf16 lm_head [V, 256]."""
+    read, whole = decode_read_bytes(load_spec("tiny"))
+    per_expert = 3 * (64 * 256 // 2 + 64 * 256 // 32)  # w1, w2, w3 of 64x256
+    assert read["routed_experts"] == 4 * 2 * per_expert
+    assert whole["routed_experts"] == 4 * 8 * per_expert
+    assert read["embedding"] == 256 * 2 and read["tables"] == 2 * (2 * 8)
+    assert read["lm_head"] == whole["lm_head"] == 129280 * 256 * 2

@@ -7,12 +7,14 @@ from pathlib import Path
 
 from v4c.errors import V4CError
 
+CACHE_DIR = "V4C_CACHE_DIR"
+
 
 def cache_dir() -> Path:
     """V4C_CACHE_DIR: generated kernels and the embedded tiny checkpoint
     (default: $XDG_CACHE_HOME/v4c, else ~/.cache/v4c)."""
-    if os.environ.get("V4C_CACHE_DIR"):
-        return Path(os.environ["V4C_CACHE_DIR"])
+    if os.environ.get(CACHE_DIR):
+        return Path(os.environ[CACHE_DIR])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "v4c"
 
@@ -26,3 +28,9 @@ def cpu_threads() -> int | None:
     if not value.isdigit() or int(value) < 1:
         raise V4CError(f"V4C_THREADS: expected a positive integer, got {value!r}")
     return int(value)
+
+
+def triton_interpret() -> bool:
+    """TRITON_INTERPRET=1 (Triton's own switch): kernels run in Triton's interpreter on the
+    CPU, so block sizes and the device tag are chosen for it."""
+    return os.environ.get("TRITON_INTERPRET") == "1"

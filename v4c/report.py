@@ -8,8 +8,9 @@ from math import ceil, prod
 
 from v4c.ir.graph import Graph
 from v4c.ir.plan import Plan
-from v4c.passes.memory_plan import DTYPE_BYTES
+from v4c.ir.types import DTYPE_BYTES
 from v4c.spec import ModelSpec, layer_table
+from v4c.spec.params import active_share
 from v4c.spec.tensors import TensorInfo, checkpoint_tensors
 
 MILLION = 1 << 20  # "1M tokens of context" as the model card counts it (1048576)
@@ -32,14 +33,9 @@ def decode_read_bytes(spec: ModelSpec) -> tuple[Counter, Counter]:
     for t in checkpoint_tensors(spec):
         if t.name.startswith("mtp."):
             continue
-        size = stored_bytes(t, spec)
-        whole[t.part] += size * max(t.stack, 1)
-        if t.stack:  # routed experts: top_k of them
-            read[t.part] += size * spec.moe.top_k
-        elif t.part in ("embedding", "tables"):  # one row is gathered
-            read[t.part] += size // t.shape[0]
-        else:
-            read[t.part] += size
+        size = stored_bytes(t, spec) * max(t.stack, 1)
+        whole[t.part] += size
+        read[t.part] += int(size * active_share(t, spec))
     return read, whole
 
 

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from v4c.ir.op import Op, register
 from v4c.ir.ops.core import _Rotary
 from v4c.ir.types import TensorType
-
-CSA_RATIO = 4
+from v4c.spec.schema import CSA_RATIO, coff
 
 
 def _check_slots(op: Op, pos: TensorType, slots: TensorType, *caches: TensorType) -> None:
@@ -42,7 +41,7 @@ class Compressor(_Rotary):
     )  # fmt: skip
     aliases = {0: 9}  # returns the cache it appended to
     rounding_attrs = ("sim",)
-    ratio: int = 4
+    ratio: int = CSA_RATIO
     eps: float = 1e-6
     sim: str = (
         "none"  # numerics: official rounds new entries: "fp8" (non-RoPE dims), "fp4" (Hadamard)
@@ -51,13 +50,10 @@ class Compressor(_Rotary):
     def infer(self, ins):
         x, pos, slots, wkv, wgate, ape, norm, skv, sscore, cache = ins
         _check_slots(self, pos, slots, skv, sscore, cache)
-        coff = 2 if self.ratio == CSA_RATIO else 1
-        c = norm.shape[0]
-        self.expect(wkv.shape == wgate.shape == (coff * c, x.shape[-1]), f"wkv {wkv} for {x}")
-        self.expect(ape.shape == (self.ratio, coff * c), f"ape {ape}")
-        self.expect(
-            skv.shape[1:] == sscore.shape[1:] == (coff * self.ratio, coff * c), f"state {skv}"
-        )
+        k, c = coff(self.ratio), norm.shape[0]
+        self.expect(wkv.shape == wgate.shape == (k * c, x.shape[-1]), f"wkv {wkv} for {x}")
+        self.expect(ape.shape == (self.ratio, k * c), f"ape {ape}")
+        self.expect(skv.shape[1:] == sscore.shape[1:] == (k * self.ratio, k * c), f"state {skv}")
         self.expect(cache.shape[-1] == c, f"cache {cache} for width {c}")
         return (cache,)
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any, Sequence
 
 from v4c.ir.op import Op, register
-from v4c.ir.types import TensorType
+from v4c.ir.types import TensorType, torch_dtype
 
 Yarn = (
     tuple[float, int, float, float] | None
@@ -114,7 +114,8 @@ class Linear(Op):
 
     def run(self, ins):
         x, w = ins
-        return ((x.float() @ w.float().T).to(_torch_dtype(self.out_dtype, x)),)
+        held = x.dtype if x.dtype.is_floating_point else None  # the run's dtype for IR-bf16
+        return ((x.float() @ w.float().T).to(torch_dtype(self.out_dtype, held)),)
 
 
 @register
@@ -370,11 +371,3 @@ class HcHead(Op):
 
         X, fn, base, scale = ins
         return (hc_head(X, fn, base, scale, eps=self.eps, norm_eps=self.norm_eps),)
-
-
-def _torch_dtype(name: str, like: Any):
-    import torch
-
-    if name == "fp32":
-        return torch.float32
-    return like.dtype if like.dtype.is_floating_point else torch.bfloat16

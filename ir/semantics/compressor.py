@@ -25,7 +25,7 @@ from torch import Tensor
 from v4c.ir.semantics.norm import rms_norm
 from v4c.ir.semantics.quant import fp4_sim, fp8_sim, hadamard
 from v4c.ir.semantics.rope import apply_rope
-from v4c.spec.schema import CSA_RATIO
+from v4c.spec.schema import coff
 
 
 def _timeline(
@@ -76,7 +76,7 @@ def compress(
     """
     if 2 * rope_freqs.numel() != rope_dim:
         raise ValueError(f"rope_freqs has {rope_freqs.numel()} pairs, rope_dim is {rope_dim}")
-    m, coff = ratio, 2 if ratio == CSA_RATIO else 1
+    m, f = ratio, coff(ratio)  # f: the windows one entry pools
     k = x.float() @ wkv.float().T  # [B, T, coff*c]
     z = x.float() @ wgate.float().T + ape.float()[positions % m]  # [B, T, coff*c]
     finish = Finish(norm_weight, m, rope_freqs, eps, rope_dim, sim)
@@ -86,9 +86,9 @@ def compress(
     for b in range(x.shape[0]):
         start, row = int(positions[b, 0]), int(slots[b])
         kv, score, n_filled = _timeline(state_kv[row], state_score[row], k[b], z[b], start, m)
-        entries = _pool(kv, score, n_filled // m, m, overlap=coff == 2)  # [n, c]
+        entries = _pool(kv, score, n_filled // m, m, overlap=f == 2)  # [n, c]
         _store(entries, start // m, cache[row], finish)
-        tail = kv.shape[0] - coff * m
+        tail = kv.shape[0] - f * m
         state_kv[row], state_score[row] = kv[tail:], score[tail:]
 
 

@@ -17,6 +17,7 @@ import v4c.codegen.params_compressor  # noqa: F401  (registers the template)
 from tests.codegen.conftest import run_kernel
 from v4c.codegen import jit
 from v4c.ir.ops.attention import Compressor
+from v4c.spec.schema import coff
 
 DIM, WIDTH, ROPE = 64, 32, 8
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=1.6e-2, atol=1e-2)}
@@ -33,14 +34,14 @@ YARN = (4.0, 64, 32.0, 1.0)
 )
 def test_matches_reference_step_by_step(ratio, dtype, starts, steps, kernel_cache):
     gen = torch.Generator().manual_seed(ratio)
-    coff = 2 if ratio == 4 else 1
+    f = coff(ratio)
     op = Compressor(ROPE, 10000.0, YARN if ratio == 4 else None, ratio=ratio, eps=1e-6)
-    weights = [0.2 * torch.randn(coff * WIDTH, DIM, generator=gen).to(dtype) for _ in range(2)]
-    ape = torch.randn(ratio, coff * WIDTH, generator=gen)
+    weights = [0.2 * torch.randn(f * WIDTH, DIM, generator=gen).to(dtype) for _ in range(2)]
+    ape = torch.randn(ratio, f * WIDTH, generator=gen)
     norm = (1 + 0.1 * torch.randn(WIDTH, generator=gen)).to(dtype)
     rows, entries = len(starts), (max(starts) + sum(steps)) // ratio + 1
     slots = torch.tensor([2, 0])  # step rows 0, 1 -> cache rows 2, 0 of 3; row 1 is skipped
-    shape = (rows + 1, coff * ratio, coff * WIDTH)
+    shape = (rows + 1, f * ratio, f * WIDTH)
     state = [torch.zeros(shape), torch.full(shape, float("-inf"))]  # state_kv, state_score
     cache = torch.randn(rows + 1, entries, WIDTH, generator=gen).to(dtype)  # earlier entries
     mine, ref = [s.clone() for s in (*state, cache)], [s.clone() for s in (*state, cache)]

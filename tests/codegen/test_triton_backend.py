@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import SPECS
+from tests.steps import around
 from v4c.compile import compile_spec
 from v4c.passes.base import CompileOptions
 from v4c.runtime.engine import Engine
@@ -28,32 +29,38 @@ def engines(spec, weights, device, dtype, kernel_cache, **options):
     return ref, tri
 
 
-def compare(ref: Engine, tri: Engine, prompts: list[list[int]], steps: int, atol: float) -> None:
-    ref.reset(len(prompts))
-    tri.reset(len(prompts))
-    worst = (ref.forward(prompts) - tri.forward(prompts)).abs().max().item()
-    tokens = [[p[-1]] for p in prompts]
-    for _ in range(steps):
-        a, b = ref.forward(tokens), tri.forward(tokens)
-        worst = max(worst, (a - b).abs().max().item())
-        tokens = [[int(t)] for t in a.argmax(-1)]
+def compare(ref: Engine, tri: Engine, steps: list[list[list[int]]], atol: float) -> None:
+    """The same steps (each: the new tokens of every sequence) on both engines; every step's
+    logits and, at the end, every cache agree to `atol`."""
+    ref.reset(len(steps[0]))
+    tri.reset(len(steps[0]))
+    worst = max((ref.forward(s) - tri.forward(s)).abs().max().item() for s in steps)
     assert worst <= atol, f"max |torch - triton| = {worst:.3g}"
     for key in ref.state:  # the caches the two backends kept agree too
         torch.testing.assert_close(tri.state[key], ref.state[key], rtol=atol, atol=atol)
 
 
-def test_tiny_prefill_and_50_decode_steps(kernel_cache):
-    """A 10-token prefill then 50 decode steps: the window (16) and many CSA blocks are
-    crossed and the indexer's top-k (4) is smaller than the blocks; fp32, so the kernels must
-    agree to float rounding. (One sequence: the interpreter runs one program per token.)"""
+def decode_steps(gen: torch.Generator, vocab: int, rows: int, n: int) -> list[list[list[int]]]:
+    """`n` decode steps of random tokens for `rows` sequences."""
+    return [
+        [[t] for t in torch.randint(0, vocab, (rows,), generator=gen).tolist()] for _ in range(n)
+    ]
+
+
+def test_tiny_prefill_and_decode_across_boundaries(kernel_cache):
+    """A prefill that stops mid CSA window, 3 tokens before the window (16) wraps, decode
+    steps across the wrap while CSA entries complete (15, 19; by 19 the indexer's top-k 4 is
+    smaller than the 5 entries), then a prefill that continues the sequence across another
+    CSA boundary (23); fp32, so the kernels must agree to float rounding. The interpreter
+    runs one program per token, so the test is as short as that coverage allows."""
     spec = load_spec("tiny")
+    assert spec.attention.sliding_window == 16 and spec.attention.indexer.topk == 4
     ref, tri = engines(
         spec, random_weights(spec, seed=3), "cpu", torch.float32, kernel_cache, max_seq=128
     )
-    prompt = torch.randint(
-        0, spec.vocab_size, (10,), generator=torch.Generator().manual_seed(1)
-    ).tolist()
-    compare(ref, tri, [prompt], steps=50, atol=1e-4)
+    ids = torch.randint(0, spec.vocab_size, (24,), generator=torch.Generator().manual_seed(1))
+    steps = [*around([16], before=3, after=4), range(20, 24)]
+    compare(ref, tri, [[ids[s].tolist()] for s in steps], atol=1e-4)
 
 
 @pytest.mark.gpu
@@ -65,7 +72,8 @@ def test_flash_slice_end_to_end_on_gpu(kernel_cache):
     )
     gen = torch.Generator().manual_seed(1)
     prompts = [torch.randint(0, spec.vocab_size, (n,), generator=gen).tolist() for n in (300, 130)]
-    compare(ref, tri, prompts, steps=20, atol=0.25)  # bf16 activations through 2 Flash layers
+    steps = [prompts, *decode_steps(gen, spec.vocab_size, 2, 20)]
+    compare(ref, tri, steps, atol=0.25)  # bf16 activations through 2 Flash layers
 
 
 @pytest.mark.gpu
@@ -138,4 +146,6 @@ def test_quantised_experts_stay_quantised(tmp_path, kernel_cache):
     assert len(kept) == 4 * 6 and not any(
         isinstance(w, QuantWeight) for w in ref.engine.params.values()
     )
-    compare(ref.engine, tri.engine, [[0, 128803, 19923, 128804, 128822]], steps=2, atol=1e-4)
+    prompt = [[0, 128803, 19923, 128804, 128822]]
+    steps = [prompt, *decode_steps(torch.Generator().manual_seed(0), ref.spec.vocab_size, 1, 2)]
+    compare(ref.engine, tri.engine, steps, atol=1e-4)

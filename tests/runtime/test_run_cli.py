@@ -9,12 +9,15 @@ import sys
 
 import pytest
 
+from v4c.envs import CACHE_DIR
+
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    return {**os.environ, "V4C_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
+    """A cache folder of its own: the first run makes the tiny checkpoint, as on a fresh machine."""
+    return {**os.environ, CACHE_DIR: str(tmp_path_factory.mktemp("cache"))}
 
 
 def v4c(env, *args, stdin: str | None = None) -> subprocess.CompletedProcess:

@@ -41,8 +41,9 @@ def test_tiny_parts_counted_by_hand():
     assert count["hc"] == 4 * 2 * (24 * 1024 + 27) + (4 * 1024 + 5)
 
 
-def test_active_is_total_minus_embedding_and_unused_experts():
+def test_active_is_total_minus_unused_experts_and_embedding_rows():
     spec = load_spec("tiny")
     count = count_params(spec)
-    unused = spec.num_layers * (8 - 2) * 3 * 64 * 256
-    assert count.active == count.total - count.by_part["embedding"] - unused
+    unused = spec.num_layers * (8 - 2) * 3 * 64 * 256  # 6 of 8 experts, w1/w2/w3 of 64x256
+    gathered = 256  # one row of the 129280 x 256 embedding
+    assert count.active == count.total - count.by_part["embedding"] + gathered - unused

@@ -53,12 +53,12 @@ def convert_command(
     """
     import torch
 
+    from v4c.ir.types import torch_dtype
     from v4c.runtime.checkpoint import load_checkpoint, write_hf, write_official
 
     if to == "hf":
-        torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-        spec, weights = load_checkpoint(src, dtype=torch_dtype)
-        written = write_hf(dst, spec, weights, dtype=torch_dtype)
+        spec, weights = load_checkpoint(src, dtype=torch_dtype(dtype))
+        written = write_hf(dst, spec, weights, dtype=torch_dtype(dtype))
         note = "; no MTP block: the HF layout has none" if spec.mtp.num_layers else ""
         typer.echo(f"wrote {dst} (hf layout, {written} tensors{note})")
         return

@@ -8,7 +8,10 @@ from typing import Annotated
 import typer
 
 from v4c.errors import V4CError
+from v4c.passes.options import CompileOptions
 from v4c.spec import load_spec
+
+DEFAULTS = CompileOptions()
 
 Passes = Annotated[
     str | None,
@@ -27,14 +30,16 @@ def compile_command(
     disable_pass: Annotated[
         list[str] | None, typer.Option("--disable-pass", help="Skip a pass (repeatable).")
     ] = None,
-    max_batch: Annotated[int, typer.Option(min=1, help="Sequences per step.")] = 1,
+    max_batch: Annotated[int, typer.Option(min=1, help="Sequences per step.")] = DEFAULTS.max_batch,
     max_tokens: Annotated[
         int, typer.Option(min=1, help="Tokens per sequence in a prefill step.")
-    ] = 1024,
-    max_seq: Annotated[int, typer.Option(min=1, help="Longest sequence the caches hold.")] = 8192,
+    ] = DEFAULTS.max_tokens,
+    max_seq: Annotated[
+        int, typer.Option(min=1, help="Longest sequence the caches hold.")
+    ] = DEFAULTS.max_seq,
     outputs: Annotated[
         str, typer.Option(help="Outputs to compute: logits, mtp_logits.")
-    ] = "logits",
+    ] = ",".join(DEFAULTS.outputs),
     all_logits: Annotated[
         bool, typer.Option("--all-logits", help="Logits at every token, not the last.")
     ] = False,
@@ -44,20 +49,19 @@ def compile_command(
     ] = None,
     numerics: Annotated[
         str, typer.Option(help="plain, or official: the §12 activation rounding.")
-    ] = "plain",
+    ] = DEFAULTS.numerics,
     weights: Annotated[
         str,
         typer.Option(
             help="as-stored: FP8/FP4 weights stay so where the kernels read them; bf16: widen all."
         ),
-    ] = "as-stored",
+    ] = DEFAULTS.weights,
     dtype: Annotated[
         str, typer.Option(help="What activations are held in at run time: bf16 or fp32 (CPU).")
-    ] = "bf16",
+    ] = DEFAULTS.dtype,
 ) -> None:
     """Build the IR of a spec, run the passes, write plan.json, ir/ dumps and report.md."""
     from v4c.compile import write_output
-    from v4c.passes.base import CompileOptions
 
     spec = load_spec(spec_file)
     pipeline = [p.strip() for p in passes.split(",") if p.strip()] if passes else None

@@ -109,7 +109,7 @@ def _param_table(spec: ModelSpec) -> Table:
         title="parameters",
         title_justify="left",
         caption="active per token: every dense tensor, lm_head, the shared and the top-k routed "
-        "experts; not the embedding (a row gather) nor MTP",
+        "experts, one embedding row; MTP on its own line",
         caption_justify="left",
     )
     table.add_column("part")

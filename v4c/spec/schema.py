@@ -20,6 +20,12 @@ lightning indexer; hca: non-overlapping compressor with ratio `attention.hca_rat
 CSA_RATIO = 4  # the official code ties overlap and the indexer to exactly this ratio
 
 
+def coff(ratio: int) -> int:
+    """The compressor's overlap factor for a compress ratio (V4_REFERENCE §6): 2 for the
+    overlapping ratio-4 (CSA) compressor, whose entries pool two half windows, else 1."""
+    return 2 if ratio == CSA_RATIO else 1
+
+
 def spec_field(default: Any, official: str | None, doc: str, **kw: Any) -> Any:
     """A documented field; `official` is the config.json key (None: v4c only)."""
     return Field(default, description=doc, json_schema_extra={"official": official}, **kw)

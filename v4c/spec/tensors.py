@@ -15,7 +15,7 @@ from math import prod
 from typing import Literal
 
 from v4c.spec.layers import LayerInfo, layer_table
-from v4c.spec.schema import CSA_RATIO, ModelSpec
+from v4c.spec.schema import CSA_RATIO, ModelSpec, coff
 
 Part = Literal[
     "embedding", "lm_head", "attention", "compressors", "indexers", "hc", "router",
@@ -120,11 +120,11 @@ def _block(spec: ModelSpec, row: LayerInfo, p: str) -> list[TensorInfo]:
 
 
 def _compressor(p: str, d: int, c: int, m: int, part: Part) -> list[TensorInfo]:
-    coff = 2 if m == CSA_RATIO else 1
+    width = coff(m) * c  # an overlapping compressor projects both halves of its windows
     return [
-        TensorInfo(f"{p}wkv.weight", (coff * c, d), "bf16", part),
-        TensorInfo(f"{p}wgate.weight", (coff * c, d), "bf16", part),
-        TensorInfo(f"{p}ape", (m, coff * c), "fp32", part),
+        TensorInfo(f"{p}wkv.weight", (width, d), "bf16", part),
+        TensorInfo(f"{p}wgate.weight", (width, d), "bf16", part),
+        TensorInfo(f"{p}ape", (m, width), "fp32", part),
         TensorInfo(f"{p}norm.weight", (c,), "bf16", "norms"),
     ]
 

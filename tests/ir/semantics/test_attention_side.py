@@ -27,6 +27,7 @@ from v4c.ir.semantics.norm import rms_norm
 from v4c.ir.semantics.rope import apply_rope, rope_freqs
 from v4c.spec import load_spec
 from v4c.spec.config_io import spec_to_config
+from v4c.spec.schema import coff
 
 FP32 = {"rtol": 1e-5, "atol": 1e-5}  # fp32 rounding of reordered sums
 CHUNKED = {"rtol": 1e-6, "atol": 1e-6}  # same arithmetic, only the matmul blocking may differ
@@ -158,10 +159,10 @@ def test_apply_rope_matches_hf(config, kind):
 
 
 def _state(batch: int, ratio: int, c: int, entries: int) -> dict:
-    coff = 2 if ratio == 4 else 1
+    f = coff(ratio)
     return {
-        "state_kv": torch.zeros(batch, coff * ratio, coff * c),
-        "state_score": torch.full((batch, coff * ratio, coff * c), float("-inf")),
+        "state_kv": torch.zeros(batch, f * ratio, f * c),
+        "state_score": torch.full((batch, f * ratio, f * c), float("-inf")),
         "cache": torch.zeros(batch, entries, c),
     }
 
@@ -258,8 +259,8 @@ def test_compressor_prefill_matches_hf_without_cache(config):
 )
 def test_compressor_chunked_equals_one_shot(ratio, sizes):
     """Same cache and same state whatever the chunking."""
-    d, c, total, coff = 32, 16, sum(sizes), 2 if ratio == 4 else 1
-    weights = [torch.randn(coff * c, d), torch.randn(coff * c, d), torch.randn(ratio, coff * c)]
+    d, c, total, f = 32, 16, sum(sizes), coff(ratio)
+    weights = [torch.randn(f * c, d), torch.randn(f * c, d), torch.randn(ratio, f * c)]
     kw = {"ratio": ratio, "rope_freqs": COMPRESS_FREQS[:4], "rope_dim": 8, "eps": EPS}
     x = torch.randn(2, total, d)
     norm_weight = torch.rand(c) + 0.5
@@ -336,8 +337,8 @@ def test_compressor_entry_by_hand():
 @pytest.mark.parametrize("ratio, starts, step", [(4, (3, 10), 7), (128, (100, 250), 40)])
 def test_compressor_rows_at_different_positions(ratio, starts, step):
     """One call with rows at different start positions equals each row run alone."""
-    d, c, coff = 16, 8, 2 if ratio == 4 else 1
-    weights = [torch.randn(coff * c, d), torch.randn(coff * c, d), torch.randn(ratio, coff * c)]
+    d, c, f = 16, 8, coff(ratio)
+    weights = [torch.randn(f * c, d), torch.randn(f * c, d), torch.randn(ratio, f * c)]
     weights.append(torch.rand(c) + 0.5)
     total = max(starts) + step
     x = torch.randn(2, total, d)
