@@ -179,3 +179,31 @@ def test_bad_shapes_name_the_argument():
         accept(sampler, torch.zeros(2, 2, dtype=torch.int64), logits, torch.zeros(2, 2, 4))
     with pytest.raises(SamplingError, match="int64 draft"):
         accept(Sampler(), torch.zeros(2, 2), logits)
+
+
+@pytest.mark.gpu
+def test_cuda_acceptance_never_syncs_and_replays_in_a_cuda_graph():
+    sampler = Sampler(temperature=0.8, top_k=50, top_p=0.9, seed=0)
+    logits = torch.randn(4, 3, 1000, device="cuda")
+    draft = torch.randint(0, 1000, (4, 2), device="cuda")
+    q = torch.softmax(torch.randn(4, 2, 1000, device="cuda"), -1)
+    generator = sampler.generator("cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up on a side stream, as capture requires
+        accept(sampler, draft, logits, q)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    graph.register_generator_state(generator)
+    with torch.cuda.graph(graph):
+        captured = accept(sampler, draft, logits, q)
+    generator.manual_seed(1)
+    graph.replay()
+    replayed = (captured.accepted.clone(), captured.tokens.clone())
+    generator.manual_seed(1)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        eager = accept(sampler, draft, logits, q)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(eager.accepted, replayed[0]) and torch.equal(eager.tokens, replayed[1])
