@@ -83,6 +83,15 @@ def test_draft_equal_to_p_is_always_accepted_and_far_from_p_mostly_rejected():
     assert_fits(_counts(out.tokens[out.accepted == 0, 0], 5), [r / 0.9 for r in residual])
 
 
+def test_a_deterministic_drafter_passes_one_hot_q():
+    # the draft is token 1 whatever p is (a perfect drafter's tokens from an earlier run):
+    # kept with probability P0[1] = .4, else resampled from P0 without token 1
+    draft, q = _drafts([[0.0, 1.0, 0.0, 0.0, 0.0]], N, seed=11)
+    out = accept(Sampler(temperature=1.0, seed=12), draft, _logits([P0, P1], N), q)
+    assert_fits(_counts(out.accepted, 2), [0.6, 0.4])
+    assert_fits(_counts(out.tokens[:, 0], 5), P0)
+
+
 def test_two_drafts_chain():
     a0, a1 = _accept_mass(P0, Q0), _accept_mass(P1, Q1)
     draft, q = _drafts([Q0, Q1], N, seed=7)
