@@ -11,12 +11,9 @@ import pytest
 import torch
 
 from tests.helpers.dispatch import DispatchCounter
+from tests.helpers.stats import CHI2_999
 from v4c.errors import SamplingError, V4CError
 from v4c.runtime.sampler import Sampler
-
-# chi-square critical values at alpha = 0.001 by degrees of freedom (standard tables): at
-# a fixed seed a test is deterministic, and a correct sampler exceeds these 1 time in 1000
-CHI2_999 = {1: 10.828, 2: 13.816, 3: 16.266, 4: 18.467, 5: 20.515, 6: 22.458, 7: 24.322}
 
 
 def _logits(probs: list[float]) -> torch.Tensor:
