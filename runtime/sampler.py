@@ -146,7 +146,13 @@ class Sampler:
 
         A rank is in the nucleus when the mass ranked before it is still below p, so the
         most likely token always is; after top-k the mass is that of the k survivors."""
-        weights = bufs.weights.copy_(logits).div_(self.temperature)  # [B, V] scaled logits
+        # shifted so each row's largest is 0 before the division: a tiny temperature then
+        # gives 0 and -inf, where the scaled logits themselves would overflow to inf - inf
+        weights = bufs.weights.copy_(logits)
+        torch.amax(weights, dim=-1, keepdim=True, out=bufs.row)
+        # (a temperature below fp32's smallest normal would itself round to 0: 0 / 0)
+        temperature = max(self.temperature, torch.finfo(torch.float32).tiny)
+        weights.sub_(bufs.row).div_(temperature)  # [B, V] scaled logits, max 0
         if not self._ranks(logits.shape[-1]):
             return _softmax_(weights, bufs.row)
         ranked, order = torch.sort(
@@ -157,7 +163,9 @@ class Sampler:
         _softmax_(ranked, bufs.row)
         if self.top_p < 1.0:
             mass = torch.cumsum(ranked, dim=-1, out=bufs.mass).sub_(ranked)
-            ranked.masked_fill_(torch.ge(mass, self.top_p, out=bufs.cut), 0.0)
+            cut = torch.ge(mass, self.top_p, out=bufs.cut)
+            cut[:, :1].fill_(False)  # the top rank stays even for a p below fp32 resolution
+            ranked.masked_fill_(cut, 0.0)
         return weights.scatter_(-1, order, ranked)  # order is a permutation: all rewritten
 
     def _check(self, logits, out, bufs) -> None:
