@@ -21,7 +21,9 @@ from v4c.spec import load_spec
 def test_sub_batch_steps_use_their_rows_in_place():
     spec = load_spec("tiny")
     weights = random_weights(spec, seed=5)
-    plan = compile_spec(spec, CompileOptions(max_batch=3, max_tokens=16, max_seq=64)).plan
+    plan = compile_spec(
+        spec, CompileOptions(max_batch=3, max_tokens=16, max_seq=64, weights="bf16", dtype="fp32")
+    ).plan
     engines = [Engine(plan, weights, dtype=torch.float32) for _ in range(2)]
     three, two = engines
     three.reset(3)
@@ -38,7 +40,7 @@ def test_sub_batch_steps_use_their_rows_in_place():
     assert torch.isnan(got[1]).all() and three.lengths == [12, 12, 12]
     assert torch.equal(got[[0, 2]], want)
     for key, value in three.state.items():
-        assert torch.equal(value[[0, 2]], two.state[key]), key
+        assert torch.equal(value[[0, 2]], two.state[key][:2]), key  # (caches hold max_batch)
         assert torch.equal(value[1], waiting[key]), key
 
     others = {key: value[[0, 2]].clone() for key, value in three.state.items()}

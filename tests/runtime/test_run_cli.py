@@ -79,7 +79,7 @@ def test_chat_feeds_only_new_tokens(env):
         (("--checkpoint", "/nonexistent"), "error: --checkpoint: /nonexistent: no such checkpoint"),
         (("--temperature", "-1"), "Invalid value for '--temperature'"),
         (("--numerics", "exact"), "error: --numerics: expected official or plain"),
-        (("--top-p", "0"), "error: top_p must be in (0, 1], got 0.0"),
+        (("--top-p", "0"), "Invalid value for '--top-p': must be a number in (0, 1], got 0.0"),
     ],
 )
 def test_bad_input(env, args, message):
