@@ -5,8 +5,8 @@
         --json kernels.json
     python bench/kernels.py --spec tiny --device cpu --prompt-len 16 --json kernels.json
 
-It compiles the spec for batch 1, binds it with random weights (built on the host, placed on
-the device, quantised to the plan's formats there), prefills `--prompt-len` tokens so that
+It compiles the spec for batch 1, binds it with random weights (made on the device and
+quantised to the plan's formats there), prefills `--prompt-len` tokens so that
 the caches are full, then times every bound call of the decode step (T = 1) and of the
 prefill step (T = prompt length), in launch order (the plan's launches minus the `view` ones,
 which binding evaluates away).
@@ -68,8 +68,8 @@ def build_engine(spec, args, device: torch.device, dtype: torch.dtype):
         weights=args.weights, dtype="bf16" if dtype == torch.bfloat16 else "fp32",
     )  # fmt: skip
     plan = compile_spec(spec, options).plan
-    dense = random_weights(spec, seed=args.seed, dtype=dtype)
-    placed = {name: dense.pop(name).to(device) for name in plan.params}
+    dense = random_weights(spec, seed=args.seed, dtype=dtype, device=str(device))
+    placed = {name: dense[name] for name in plan.params}
     formats = {name: info["format"] for name, info in plan.params.items()}
     backend = args.backend or ("triton" if device.type == "cuda" else "torch")
     return Engine(
