@@ -105,7 +105,7 @@ def test_report_gathers_the_figures(tmp_path, kernels_json):
     result = BenchResult("tiny", "cpu", "torch", "fp32", "bf16", 1, 8, 2)
     result.prefill_tokens_per_s, result.decode_ms_per_token = 300.0, 4.0
     result.hf = {"prefill_tokens_per_s": 100.0, "decode_ms_per_token": 10.0}
-    write_json(result, tmp_path / "bench_bf16.json")
+    write_json(result, tmp_path / "bench_as_stored.json")
     (tmp_path / "stages.tsv").write_text("bench-bf16\t124\t60\tpython -m v4c bench\n")
     (tmp_path / "pytest_gpu.log").write_text(
         "tests/x.py ss\n===== 3 passed, 2 skipped, 900 deselected in 41.20s =====\n"
@@ -115,6 +115,9 @@ def test_report_gathers_the_figures(tmp_path, kernels_json):
     assert report["pytest_gpu"] == "3 passed, 2 skipped, 900 deselected in 41.20s"
     assert report["stages"][0]["status"] == "timed out"
     assert report["kernels"] == json.loads(kernels_json.read_text())
+    want = {t["target"]: (t["measured"], t["met"]) for t in report["targets"]}
+    assert want["decode, x transformers eager (as stored)"] == (2.5, False)  # 10 ms / 4 ms
+    assert want["prefill, x transformers eager (as stored)"] == (3.0, False)  # 300 / 100 tok/s
     md = (tmp_path / "gpu_check.md").read_text()
     assert "| 300 | 4.000 |" in md and "| 3.00 | 2.50 |" in md  # v4c / transformers
     for entry in report["kernels"]["entries"].values():
