@@ -17,10 +17,10 @@
 # skipped for want of time, 126 not run in a dry run). GPU_CHECK_FAIL=<stage>
 # makes that stage fail without running it (the CPU test of this plumbing uses it).
 #
-# Python: the checkout's .venv when it has one; otherwise the machine's python3 (>= 3.11,
-# with torch, triton, transformers and the project's other dependencies installed) reads
-# the sources through a throwaway tree of links that mirrors pyproject's package-dir
-# mapping, so nothing is installed. Weights are built on the device; caches (v4c kernels,
+# Python: the checkout's .venv when it has one that sees the GPU; otherwise the machine's
+# python3 (>= 3.11, with torch, triton, transformers and the project's other dependencies
+# installed) reads the sources through a throwaway tree of links that mirrors pyproject's
+# package-dir mapping, so nothing is installed. Weights are built on the device; caches (v4c kernels,
 # Triton's) live in a temporary folder, so nothing large lands in $OUT.
 set -u -o pipefail
 
@@ -43,8 +43,10 @@ for f in stages.tsv gpu_check.json gpu_check.md env.json env.log pytest_gpu.log 
   bench_bf16.log report.log; do rm -f "$OUT/$f"; done  # this script's files from a last run
 cd "$ROOT" || exit 1
 
-if [ -x "$ROOT/.venv/bin/python" ]; then
-  PY=$ROOT/.venv/bin/python
+VENV=$ROOT/.venv/bin/python  # used when it runs and (but for a dry run) sees the GPU
+if [ -x "$VENV" ] && { [ "$DRY" = 1 ] ||
+    "$VENV" -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; }; then
+  PY=$VENV
 else
   PY=python3
   "$PY" - "$ROOT" "$WORK/src" <<'EOF' || { echo "gpu_check: cannot build the source tree" >&2; exit 1; }

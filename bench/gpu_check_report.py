@@ -110,7 +110,9 @@ def _stage_lines(report: dict) -> list[str]:
     lines = ["| stage | status | seconds |", "| --- | --- | ---: |"]
     lines += [f"| {s['name']} | {s['status']} | {s['seconds']:.0f} |" for s in report["stages"]]
     lines += ["", f"GPU tests: {report['pytest_gpu'] or 'no summary line (see the log)'}", ""]
-    return lines + ["Commands:", ""] + [f"    {s['command']}" for s in report["stages"]]
+    if report["stages"]:
+        lines += ["Commands:", ""] + [f"    {s['command']}" for s in report["stages"]]
+    return lines
 
 
 def _kernel_lines(kernels: dict) -> list[str]:
