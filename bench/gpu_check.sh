@@ -20,7 +20,8 @@
 # Python: the checkout's .venv when it has one that sees the GPU; otherwise the machine's
 # python3 (>= 3.11, with torch, triton, transformers and the project's other dependencies
 # installed) reads the sources through a throwaway tree of links that mirrors pyproject's
-# package-dir mapping, so nothing is installed. Weights are built on the device; caches (v4c kernels,
+# package-dir mapping, so nothing is installed (GPU_CHECK_PYTHON=<python> picks another
+# interpreter, on the same tree). Weights are built on the device; caches (v4c kernels,
 # Triton's) live in a temporary folder, so nothing large lands in $OUT.
 set -u -o pipefail
 
@@ -44,11 +45,11 @@ for f in stages.tsv gpu_check.json gpu_check.md env.json env.log pytest_gpu.log 
 cd "$ROOT" || exit 1
 
 VENV=$ROOT/.venv/bin/python  # used when it runs and (but for a dry run) sees the GPU
-if [ -x "$VENV" ] && { [ "$DRY" = 1 ] ||
+if [ -z "${GPU_CHECK_PYTHON:-}" ] && [ -x "$VENV" ] && { [ "$DRY" = 1 ] ||
     "$VENV" -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; }; then
   PY=$VENV
 else
-  PY=python3
+  PY=${GPU_CHECK_PYTHON:-python3}
   "$PY" - "$ROOT" "$WORK/src" <<'EOF' || { echo "gpu_check: cannot build the source tree" >&2; exit 1; }
 import sys, tomllib
 from pathlib import Path

@@ -71,13 +71,23 @@ def test_kernels_reports_every_call_with_its_bytes_and_flops(kernels_json):
         assert mm["gb_per_s"] == pytest.approx(mm["bytes"] / mm["seconds"] / 1e9)
         assert mm["bandwidth_fraction"] == pytest.approx(mm["gb_per_s"] / figures["copy_gb_per_s"])
         assert mm["peak_fraction"] == pytest.approx(mm["tflops"] / 989.0)
-    # the decode step's experts read top_k of the 8 stacked experts; the prefill's all 8
+    # the decode step's experts read top_k of the 8 stacked experts (plus a few activations),
+    # the 8-token prefill's all 8
     decode, prefill = (_launch(figures, e, "L00.ffn.experts")["bytes"] for e in figures["entries"])
-    assert decode < prefill
+    per_expert = 3 * inter * d * fp32
+    assert top_k * per_expert <= decode < top_k * per_expert + 4 * d * fp32
+    assert spec.moe.num_experts * per_expert <= prefill
 
 
 def _dry_run(out, fail: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OUT": str(out), "GPU_CHECK_FAIL": fail}
+    # this interpreter, reading the sources through the script's tree of links (as on a
+    # machine without the .venv)
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "GPU_CHECK_FAIL": fail,
+        "GPU_CHECK_PYTHON": sys.executable,
+    }
     return subprocess.run(
         [str(ROOT / "bench" / "gpu_check.sh"), "--dry-run"],
         capture_output=True, text=True, timeout=120, env=env,
@@ -91,6 +101,7 @@ def test_dry_run_records_every_stage_and_the_failing_one(tmp_path):
     assert [s["name"] for s in report["stages"]] == STAGES
     status = {s["name"]: s["status"] for s in report["stages"]}
     assert status["env"] == "ok" and report["env"]["python"] == sys.version.split()[0]
+    assert "v4c-gpu-check" in report["env"]["v4c"]  # the tree, not an installed v4c
     assert status["kernels"] == "failed (exit 1)"
     assert status["pytest-gpu"] == status["bench-bf16"] == "dry run (not run)"
     md = (tmp_path / "gpu_check.md").read_text()
