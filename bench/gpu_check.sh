@@ -13,8 +13,8 @@
 #   bench-bf16       v4c bench, bf16 weights, --compare hf  -> bench_bf16.json
 #   report           bench/gpu_check_report.py             -> gpu_check.json, gpu_check.md
 # A failing or timed-out stage is recorded in stages.tsv and the next one runs; the script
-# exits 0 once the report is written (the report says what failed; rc 124 timed out, 125
-# skipped for want of time, 126 not run in a dry run). GPU_CHECK_FAIL=<stage>
+# exits 0 once the report is written and printed (the report says what failed: rc 124 timed
+# out, 125 skipped for want of time, 126 not run in a dry run). GPU_CHECK_FAIL=<stage>
 # makes that stage fail without running it (the CPU test of this plumbing uses it).
 #
 # Python: the checkout's .venv when it has one that sees the GPU; otherwise the machine's
@@ -50,7 +50,7 @@ if [ -z "${GPU_CHECK_PYTHON:-}" ] && [ -x "$VENV" ] && { [ "$DRY" = 1 ] ||
   PY=$VENV
 else
   PY=${GPU_CHECK_PYTHON:-python3}
-  "$PY" - "$ROOT" "$WORK/src" <<'EOF' || { echo "gpu_check: cannot build the source tree" >&2; exit 1; }
+  "$PY" - "$ROOT" "$WORK/src" <<'EOF' || echo "gpu_check: $PY cannot build the source tree" >&2
 import sys, tomllib
 from pathlib import Path
 
@@ -109,4 +109,11 @@ run_stage bench-bf16 60 bench_bf16.log "$PY" "${BENCH[@]}" --weights bf16 \
   --json "$OUT/bench_bf16.json"
 DEADLINE=$(( $(date +%s) + 60 ))  # the report always runs, whatever the budget left
 DRY=0 run_stage report 30 report.log "$PY" bench/gpu_check_report.py "$OUT"
-echo "gpu_check: $OUT/gpu_check.md"
+if [ -s "$OUT/gpu_check.md" ]; then
+  cat "$OUT/gpu_check.md"  # also on stdout: the tail of a device call's output shows it
+  echo "gpu_check: $OUT/gpu_check.md"
+else
+  cut -f1-3 "$OUT/stages.tsv"
+  echo "gpu_check: no report (see $OUT/report.log)" >&2
+  exit 1
+fi
