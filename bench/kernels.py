@@ -18,11 +18,13 @@ before each repetition. On CPU, each call's wall time. The median over `--repeat
 
 Bytes: the operands and results of a launch as the plan's refs give them, resolved at
 (B, T): arena values and step inputs at their shapes, weights as bound on the device (FP8/FP4
-ones with their scales), of which a step reads the units `v4c.report.units_read` says
-(top_k experts per token, one embedding row per token), caches as read in full (their
-in-place updates are not counted again). FLOPs: 2 per weight element per token it
-multiplies (every 2-D weight is a matrix the launch applies); attention's own score and
-value products are not counted, so its TFLOP/s is a lower bound.
+ones with their scales), of which a step of n tokens reads n times one token's share, at
+most all (`token_share`: top_k experts per token, one embedding row per token), caches as
+read in full (their in-place updates are not counted again).
+
+FLOPs: 2 per weight element per token it multiplies (every 2-D weight but a gathered table
+is a matrix the launch applies); attention's own score and value products are not counted,
+so its TFLOP/s is a lower bound.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from fractions import Fraction
 from math import prod
 from pathlib import Path
 
@@ -86,10 +89,21 @@ def _nbytes(weight) -> int:
     return weight.nbytes
 
 
+def token_share(t, spec) -> Fraction:
+    """The share of tensor `t` one token reads: `top_k` of the stacked routed experts, one
+    row of a gathered table (the embedding, the hash gate's `tid2eid`), all of the rest.
+    The rule of `decode_read_bytes` (v4c/report.py; `v4c.spec.params.active_share` on main,
+    which this should import once merged)."""
+    if t.stack:
+        return Fraction(spec.moe.top_k, t.stack)
+    if t.part in ("embedding", "tables"):
+        return Fraction(1, t.shape[0])
+    return Fraction(1)
+
+
 def launch_cost(launch, engine, spec, env: dict[str, int]) -> tuple[int, int]:
     """(bytes moved, weight FLOPs) of one launch at the step dims `env` (see the module doc)."""
     from v4c.ir.types import resolve_dim
-    from v4c.report import units_read
     from v4c.runtime.caches import torch_dtype
     from v4c.spec.tensors import checkpoint_tensors
 
@@ -99,11 +113,10 @@ def launch_cost(launch, engine, spec, env: dict[str, int]) -> tuple[int, int]:
     for ref in launch.inputs:
         if ref.kind == "param":
             info = infos[ref.name]
-            used, held = units_read(info, spec, tokens)
-            moved += _nbytes(engine.params[ref.name]) * used // held
-            if len(info.shape) == 2 and held == max(info.stack, 1):  # a matrix, not a gather
-                per_token = spec.moe.top_k if info.stack else 1
-                flops += 2 * tokens * per_token * prod(info.shape)
+            share = token_share(info, spec)
+            moved += int(_nbytes(engine.params[ref.name]) * min(Fraction(1), tokens * share))
+            if len(info.shape) == 2 and info.part not in ("embedding", "tables"):  # a matrix
+                flops += int(2 * tokens * prod(info.shape) * max(info.stack, 1) * share)
         elif ref.kind == "state":
             moved += engine.state[ref.name].nbytes
     for ref in launch.inputs + launch.outputs:

@@ -34,20 +34,13 @@ def decode_read_bytes(spec: ModelSpec) -> tuple[Counter, Counter]:
             continue
         size = stored_bytes(t, spec)
         whole[t.part] += size * max(t.stack, 1)
-        used, held = units_read(t, spec, tokens=1)
-        read[t.part] += size * used if t.stack else size // held * used
+        if t.stack:  # routed experts: top_k of them
+            read[t.part] += size * spec.moe.top_k
+        elif t.part in ("embedding", "tables"):  # one row is gathered
+            read[t.part] += size // t.shape[0]
+        else:
+            read[t.part] += size
     return read, whole
-
-
-def units_read(t: TensorInfo, spec: ModelSpec, tokens: int) -> tuple[int, int]:
-    """(units a step of `tokens` tokens reads, units held) of one tensor: a unit is an expert
-    of stacked routed experts (top_k per token), a row of the embedding and the hash tables
-    (one gathered per token), the whole tensor otherwise."""
-    if t.stack:
-        return min(t.stack, tokens * spec.moe.top_k), t.stack
-    if t.part in ("embedding", "tables"):
-        return min(t.shape[0], tokens), t.shape[0]
-    return 1, 1
 
 
 def cache_bytes(graph: Graph, spec: ModelSpec) -> dict[str, tuple[int, int, int]]:
