@@ -11,10 +11,12 @@ from v4c.spec.tensors import TensorInfo, checkpoint_tensors
 
 
 def random_weights(
-    spec: ModelSpec, seed: int = 0, dtype: torch.dtype = torch.float32
+    spec: ModelSpec, seed: int = 0, dtype: torch.dtype = torch.float32, device: str = "cpu"
 ) -> dict[str, torch.Tensor]:
-    """Official tensor names -> tensors (experts stacked [E, ...] under the `{e}` name)."""
-    gen = torch.Generator().manual_seed(seed)
+    """Official tensor names -> tensors (experts stacked [E, ...] under the `{e}` name), made
+    on `device` by its own generator (a GPU makes Flash-sized weights in a moment; the
+    numbers differ from the CPU's for the same seed)."""
+    gen = torch.Generator(device).manual_seed(seed)
     return {t.name: _one(t, spec, gen, dtype) for t in checkpoint_tensors(spec)}
 
 
@@ -36,19 +38,19 @@ def _one(t: TensorInfo, spec: ModelSpec, gen: torch.Generator, dtype: torch.dtyp
     parts = t.name.split(".")
     leaf = parts[-2] if parts[-1] == "weight" else parts[-1]
     if t.dtype == "i64":  # tid2eid: distinct experts per token
-        return torch.rand(t.shape[0], spec.moe.num_experts, generator=gen).argsort(-1)[
-            :, : t.shape[1]
-        ]
+        return torch.rand(
+            t.shape[0], spec.moe.num_experts, generator=gen, device=gen.device
+        ).argsort(-1)[:, : t.shape[1]]
     if "norm" in leaf:  # RMSNorm weights around 1
-        w = 1 + 0.1 * torch.randn(shape, generator=gen)
+        w = 1 + 0.1 * torch.randn(shape, generator=gen, device=gen.device)
     elif leaf.endswith("_fn") or leaf.endswith("_base") or leaf in ("ape", "bias", "attn_sink"):
-        w = 0.5 * torch.randn(shape, generator=gen)
+        w = 0.5 * torch.randn(shape, generator=gen, device=gen.device)
     elif leaf.endswith("_scale"):
-        w = 0.5 + 0.5 * torch.rand(shape, generator=gen)
+        w = 0.5 + 0.5 * torch.rand(shape, generator=gen, device=gen.device)
     elif leaf == "embed":
-        w = torch.randn(shape, generator=gen)
+        w = torch.randn(shape, generator=gen, device=gen.device)
     elif leaf in ("wo_b", "w2"):  # a sublayer's last projection: small updates to the residual
-        w = 0.25 * torch.randn(shape, generator=gen) / shape[-1] ** 0.5
+        w = 0.25 * torch.randn(shape, generator=gen, device=gen.device) / shape[-1] ** 0.5
     else:  # a linear layer [out, in]: unit-variance outputs for unit-variance inputs
-        w = torch.randn(shape, generator=gen) / shape[-1] ** 0.5
+        w = torch.randn(shape, generator=gen, device=gen.device) / shape[-1] ** 0.5
     return w.to(torch.float32 if t.dtype == "fp32" else dtype)

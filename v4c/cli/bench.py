@@ -54,7 +54,7 @@ def bench_command(
     if weights not in ("as-stored", "bf16"):
         raise V4CError(f"--weights: expected as-stored or bf16, got {weights!r}")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    spec, tensors = _weights(target, random_weights, dtype)
+    spec, tensors = _weights(target, random_weights, dtype, device)
     result = run_bench(
         spec, tensors, device=device, dtype=dtype, backend=backend, batch=batch,
         prompt_len=prompt_len, decode=decode, weight_formats=weights, cuda_graphs=cuda_graphs,
@@ -66,15 +66,16 @@ def bench_command(
         write_json(result, json_file)
 
 
-def _weights(target: str, random: bool, dtype):
-    """(spec, dense weights by official name) from a checkpoint or random for a spec."""
+def _weights(target: str, random: bool, dtype, device: str):
+    """(spec, dense weights by official name) from a checkpoint or random for a spec (made on
+    the device: Flash-sized weights take a moment there, minutes on a CPU)."""
     from v4c.spec import load_spec
 
     if random:
         from v4c.runtime.random_weights import random_weights
 
         spec = load_spec(target)
-        return spec, random_weights(spec, seed=0, dtype=dtype)
+        return spec, random_weights(spec, seed=0, dtype=dtype, device=device)
     folder = Path(target)
     if not folder.is_dir():
         raise V4CError(f"{target}: not a checkpoint folder (for a spec, add --random-weights)")
