@@ -40,6 +40,8 @@ from pathlib import Path
 
 import torch
 
+from v4c.spec.params import active_share
+
 # H200 SXM, dense (no sparsity): NVIDIA's H200 datasheet gives 1,979 TFLOP/s BF16 and 3,958
 # FP8 "with sparsity"; the dense figures are half of those.
 PEAK_TFLOPS = {"bf16": 989.0, "fp8": 1979.0}
@@ -89,18 +91,6 @@ def _nbytes(weight) -> int:
     return weight.nbytes
 
 
-def token_share(t, spec) -> Fraction:
-    """The share of tensor `t` one token reads: `top_k` of the stacked routed experts, one
-    row of a gathered table (the embedding, the hash gate's `tid2eid`), all of the rest.
-    The rule of `decode_read_bytes` (v4c/report.py; `v4c.spec.params.active_share` on main,
-    which this should import once merged)."""
-    if t.stack:
-        return Fraction(spec.moe.top_k, t.stack)
-    if t.part in ("embedding", "tables"):
-        return Fraction(1, t.shape[0])
-    return Fraction(1)
-
-
 def launch_cost(launch, engine, spec, env: dict[str, int]) -> tuple[int, int]:
     """(bytes moved, weight FLOPs) of one launch at the step dims `env` (see the module doc)."""
     from v4c.ir.types import resolve_dim
@@ -113,7 +103,7 @@ def launch_cost(launch, engine, spec, env: dict[str, int]) -> tuple[int, int]:
     for ref in launch.inputs:
         if ref.kind == "param":
             info = infos[ref.name]
-            share = token_share(info, spec)
+            share = active_share(info, spec)
             moved += int(_nbytes(engine.params[ref.name]) * min(Fraction(1), tokens * share))
             if len(info.shape) == 2 and info.part not in ("embedding", "tables"):  # a matrix
                 flops += int(2 * tokens * prod(info.shape) * max(info.stack, 1) * share)
