@@ -12,9 +12,21 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
+from pydantic import Field
+
 from v4c.codegen.render import Params
+from v4c.envs import triton_interpret
 
 Shapes = list[tuple[tuple[int, ...], str]]  # (shape, dtype) of each operand
+
+
+class Dots(Params):
+    """Base of the parameters of a template whose kernels call `tl.dot`. `upcast` (see
+    kernels/dots.py) is decided here, once, as the parameters are made: on under Triton's
+    interpreter, so its render differs from the GPU's by source (and so by cache key)."""
+
+    upcast: bool = Field(default_factory=triton_interpret)
+
 
 TEMPLATES: dict[str, type[Params]] = {}
 FAMILIES = (

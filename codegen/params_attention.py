@@ -8,8 +8,7 @@ from typing import Any, Literal
 
 import triton
 
-from v4c.codegen.params import Shapes, template
-from v4c.codegen.render import Params
+from v4c.codegen.params import Dots, Shapes, template
 from v4c.ir.types import ir_dtype
 from v4c.spec.schema import CSA_RATIO
 
@@ -28,7 +27,7 @@ def block(n: int, lo: int = 16, hi: int = 1 << 30) -> int:
 
 
 @template("sparse_attention")
-class SparseAttention(Params):
+class SparseAttention(Dots):
     dim: int  # d, the head dim (= the kv width)
     heads: int
     window: int
@@ -58,7 +57,7 @@ class SparseAttention(Params):
 
 
 @template("grouped_linear")
-class GroupedLinear(Params):
+class GroupedLinear(Dots):
     groups: int  # G
     group_in: int  # H*d/G, the inputs of one group
     rank: int  # R, the outputs of one group

@@ -6,12 +6,12 @@ from typing import Any
 
 from pydantic import model_validator
 
-from v4c.codegen.params import Shapes, template
-from v4c.codegen.render import Params
+from v4c.codegen.params import Dots, Shapes, template
+from v4c.codegen.params_attention import Precision, dot_precision
 
 
 @template("indexer_topk")
-class IndexerTopk(Params):
+class IndexerTopk(Dots):
     heads: int  # Hi
     head_dim: int  # di, also the width of a compressed key
     rope_dim: int
@@ -19,6 +19,7 @@ class IndexerTopk(Params):
     ratio: int
     theta: float
     yarn: tuple[float, int, float, float] | None
+    precision: Precision  # of the keys: "ieee" (fp32 keys) keeps the scores' dot fp32
 
     @model_validator(mode="after")
     def _pairs(self) -> IndexerTopk:
@@ -35,4 +36,5 @@ class IndexerTopk(Params):
         return cls(
             heads=heads, head_dim=head_dim, rope_dim=attrs["rope_dim"], topk=attrs["topk"],
             ratio=attrs["ratio"], theta=attrs["theta"], yarn=attrs["yarn"],
+            precision=dot_precision([inputs[6][1]]),
         )  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from v4c.codegen.jit import CodegenError
-from v4c.codegen.params import Shapes, template
+from v4c.codegen.params import Dots, Shapes, template
 from v4c.codegen.render import Params
 from v4c.ir.types import ir_dtype
 
@@ -80,7 +80,7 @@ class MoeSort(Params):
         return cls(experts=attrs["num_experts"])
 
 
-class _Swiglu(Params):
+class _Swiglu(Dots):
     dim: int  # D
     inter: int  # I
     limit: float

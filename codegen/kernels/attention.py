@@ -9,15 +9,17 @@ at least itself, so the final m is a real logit and the sink is measured against
 Keys are values (one shared kv head): a gathered tile [BN, BD] feeds both products. Masked
 lanes are loaded as 0 and their logits set to -inf.
 
-Products take fp32 operands with `tl.dot` input precision `PRECISION`: "tf32" when every
-operand came from a 16-bit type (exact in TF32, so q·k matches the fp32 reference; the
-probabilities are rounded to TF32, finer than the official bf16), "ieee" when one is fp32.
-16-bit operands would be faster on tensor cores but the Triton interpreter's `tl.dot`
-multiplies the raw bits of bf16 tensors, so the tested path is the fp32 one.
+Products take their operands as `dot_operand` gives them (kernels/dots.py): bf16 when every
+operand came from bf16 (PRECISION "tf32"; the probabilities are rounded to bf16 for p·v, as
+the official kernels do), fp32 with "ieee" when one is fp32. Under the interpreter (UPCAST)
+every operand is fp32 and "tf32" products are exact for bf16 inputs (q·k matches the fp32
+reference; the probabilities round to TF32).
 """
 
 import triton
 import triton.language as tl
+
+from v4c.codegen.kernels.dots import dot_operand
 
 
 @triton.jit
@@ -41,19 +43,24 @@ def fold_rows(
     D: tl.constexpr,
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """Fold key rows starting at `row_ptrs` [BN] (masked by `valid` [BN]) into the state of
-    q [BH, BD] fp32: logits q·k * scale, softmax-weighted sum of the same rows."""
+    q [BH, BD] (a dot operand already): logits q·k * scale, softmax-weighted sum of the same
+    rows."""
     cols = tl.arange(0, BLOCK_D)
     live = valid[:, None] & (cols[None, :] < D)
-    k = tl.load(row_ptrs[:, None] + cols[None, :], mask=live, other=0.0).to(tl.float32)  # [BN, BD]
+    k = tl.load(row_ptrs[:, None] + cols[None, :], mask=live, other=0.0)
+    k = dot_operand(k, UPCAST, PRECISION)  # [BN, BD]
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # [BH, BN]
     s = tl.where(valid[None, :], s, float("-inf"))
     m_new = tl.maximum(m, tl.max(s, axis=1))
     alpha = tl.exp(m - m_new)
     p = tl.exp(s - m_new[:, None])
     l = l * alpha + tl.sum(p, axis=1)
-    acc = acc * alpha[:, None] + tl.dot(p, k, input_precision=PRECISION)
+    acc = acc * alpha[:, None] + tl.dot(
+        dot_operand(p, UPCAST, PRECISION), k, input_precision=PRECISION
+    )
     return m_new, l, acc
 
 
@@ -73,6 +80,7 @@ def attend_ring(
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """Window keys written by earlier steps: positions p in (pos - W, start), p >= 0, which
     the ring holds at slot p % W (it holds exactly positions start-W .. start-1)."""
@@ -80,7 +88,17 @@ def attend_ring(
     for p0 in range(lo, start, BLOCK_N):
         p = p0 + tl.arange(0, BLOCK_N)
         m, l, acc = fold_rows(
-            q, ring_ptr + (p % W) * ring_stride, p < start, m, l, acc, scale, D, BLOCK_D, PRECISION
+            q,
+            ring_ptr + (p % W) * ring_stride,
+            p < start,
+            m,
+            l,
+            acc,
+            scale,
+            D,
+            BLOCK_D,
+            PRECISION,
+            UPCAST,
         )
     return m, l, acc
 
@@ -101,6 +119,7 @@ def attend_step(
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """Window keys of this step: token j of the row (kv_ptr, pos_ptr at the row's start) is
     seen by token t iff pos - W < pos_j <= pos. A row's positions are consecutive, so only
@@ -110,7 +129,7 @@ def attend_step(
         key_pos = tl.load(pos_ptr + j, mask=j <= t, other=0)
         valid = (j <= t) & (key_pos <= pos) & (key_pos > pos - W)
         m, l, acc = fold_rows(
-            q, kv_ptr + j.to(tl.int64) * D, valid, m, l, acc, scale, D, BLOCK_D, PRECISION
+            q, kv_ptr + j.to(tl.int64) * D, valid, m, l, acc, scale, D, BLOCK_D, PRECISION, UPCAST
         )
     return m, l, acc
 
@@ -131,6 +150,7 @@ def attend_visible(
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """HCA: every compressed entry w < (pos + 1) // RATIO (of the n_entries stored)."""
     hi = tl.minimum((pos + 1) // RATIO, n_entries)
@@ -147,6 +167,7 @@ def attend_visible(
             D,
             BLOCK_D,
             PRECISION,
+            UPCAST,
         )
     return m, l, acc
 
@@ -167,6 +188,7 @@ def attend_topk(
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """CSA: the compressed entries the indexer picked for this token (idx_ptr [TOPK]); -1 is
     no pick. Picks are distinct (the indexer's top-k), so none is counted twice."""
@@ -175,7 +197,7 @@ def attend_topk(
         w = tl.load(idx_ptr + k, mask=k < TOPK, other=-1).to(tl.int64)
         valid = (w >= 0) & (w < n_entries)
         m, l, acc = fold_rows(
-            q, comp_ptr + w * comp_stride, valid, m, l, acc, scale, D, BLOCK_D, PRECISION
+            q, comp_ptr + w * comp_stride, valid, m, l, acc, scale, D, BLOCK_D, PRECISION, UPCAST
         )
     return m, l, acc
 
@@ -200,10 +222,11 @@ def grouped_tile(
     BLOCK_R: tl.constexpr,
     BLOCK_K: tl.constexpr,
     PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """acc [BM, BR] = x[rows, 0:KG] @ w[out_rows, 0:KG]ᵀ for x rows `x_stride` apart starting
     at x_ptr (one group's slice) and w rows KG apart; rows [BM] < n_rows, out_rows [BR] < n_out.
-    Operands are cast to fp32 (see PRECISION above), accumulation is fp32."""
+    Operands as `dot_operand` gives them (see PRECISION above), accumulation is fp32."""
     acc = tl.zeros([BLOCK_M, BLOCK_R], tl.float32)
     for k0 in range(0, KG, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
@@ -217,5 +240,7 @@ def grouped_tile(
             mask=(out_rows[:, None] < n_out) & (k[None, :] < KG),
             other=0.0,
         )
-        acc = tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), acc, input_precision=PRECISION)
+        x = dot_operand(x, UPCAST, PRECISION)
+        w = dot_operand(w, UPCAST, PRECISION)
+        acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
     return acc

@@ -4,6 +4,7 @@ scores against a chunk of compressed keys, score(s) = Σ_h w_h ReLU(q_h · K_s).
 import triton
 import triton.language as tl
 
+from v4c.codegen.kernels.dots import dot_operand
 from v4c.codegen.kernels.topk import EMPTY, pack
 
 
@@ -47,10 +48,15 @@ def chunk_scores(
     BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr,
     SUBS: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """Packed scores [SUBS * BLOCK_N] of entries n0.. against rotated heads q [BLOCK_H, BLOCK_D]
     weighted by w [BLOCK_H] (0 on padding heads); EMPTY at entries >= n_visible. Keys are
-    scored BLOCK_N at a time (one fp32 dot) and gathered into one chunk for the top-k merge."""
+    scored BLOCK_N at a time (one dot) and gathered into one chunk for the top-k merge. The
+    dot is fp32 ("ieee": q is fp32) under UPCAST or fp32 keys (PRECISION "ieee"); on a GPU
+    with bf16 keys q is rounded to bf16 for a bf16 dot."""
+    q = dot_operand(q, UPCAST, PRECISION)
     d = tl.arange(0, BLOCK_D)
     sub = tl.arange(0, SUBS)[:, None]
     out = tl.full([SUBS, BLOCK_N], EMPTY, tl.int64)
@@ -61,7 +67,8 @@ def chunk_scores(
             keys_ptr + s[:, None] * key_stride + d[None, :],
             mask=ok[:, None] & (d < DIM)[None, :],
             other=0.0,
-        ).to(tl.float32)
+        )
+        k = dot_operand(k, UPCAST, PRECISION)
         dots = tl.dot(q, tl.trans(k), input_precision="ieee")  # [BLOCK_H, BLOCK_N]
         score = tl.sum(w[:, None] * tl.maximum(dots, 0.0), axis=0)  # [BLOCK_N]
         out = tl.where(sub == j, pack(score, s, ok)[None, :], out)

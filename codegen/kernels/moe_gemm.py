@@ -6,8 +6,10 @@ Weight formats (FMT): "bf16" / "fp32" plain tensors; "fp8" e4m3 with one E8M0 sc
 [SB_O, SB_I] block; "fp4" e2m1 packed two per byte (element 2k in the low nibble of byte k)
 with one E8M0 scale per SB_I inputs of a row. A weight matrix is [OUT, IN] and every
 product reduces over IN, as `x @ W.T` does. Only the tile a program needs is dequantised,
-straight into fp32 registers; fp8, fp4 and bf16 values are exact in tf32, so a tf32 dot of
-bf16 activations against them rounds no product.
+straight into fp32 registers, then given to the dot as `dot_operand` takes it (kernels/dots.py):
+bf16 on a GPU (fp8 and fp4 values times E8M0 scales are exact in bf16), fp32 under the
+interpreter, where fp8, fp4 and bf16 values are exact in tf32 and a tf32 dot of bf16
+activations against them rounds no product.
 
 Legend: BM rows (token slots), BN outputs, BK reduction chunk of one step.
 """
@@ -15,6 +17,8 @@ Legend: BM rows (token slots), BN outputs, BK reduction chunk of one step.
 import torch
 import triton
 import triton.language as tl
+
+from v4c.codegen.kernels.dots import dot_operand
 
 
 def weight_planes(w):
@@ -107,9 +111,11 @@ def linear_tile(
     BN: tl.constexpr,
     BK: tl.constexpr,
     PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """A[rows, :] @ W[n0:n0+BN, :]^T -> [BM, BN] fp32, A a row-major [*, IN] activation
-    (rows [BM] may gather), W one [OUT, IN] matrix; masked rows and outputs give 0."""
+    (rows [BM] may gather), W one [OUT, IN] matrix; masked rows and outputs give 0. An fp32 A
+    under bf16 activations (the scratch h) is rounded to bf16 for the dot on a GPU."""
     n = n0 + tl.arange(0, BN)
     k = tl.arange(0, BK)
     rows = rows.to(tl.int64)
@@ -133,7 +139,8 @@ def linear_tile(
             SB_O,
             SB_I,
         )  # [BK, BN]: W^T
-        acc = tl.dot(a.to(tl.float32), w, acc, input_precision=PRECISION)
+        a = dot_operand(a, UPCAST, PRECISION)
+        acc = tl.dot(a, dot_operand(w, UPCAST, PRECISION), acc, input_precision=PRECISION)
     return acc
 
 
