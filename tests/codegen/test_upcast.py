@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import ast
 import difflib
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,3 +84,42 @@ def test_no_dot_operand_is_cast_in_place():
             if isinstance(node, ast.Call) and ast.unparse(node.func) == "tl.dot":
                 for arg in node.args[:2]:
                     assert ".to(" not in ast.unparse(arg), f"{path.name}: {ast.unparse(node)}"
+
+
+ATTN_PTRS = {"q_ptr": "*bf16", "kv_ptr": "*bf16", "pos_ptr": "*i64", "slots_ptr": "*i64",
+             "sink_ptr": "*fp32", "ring_ptr": "*bf16", "comp_ptr": "*bf16", "idx_ptr": "*i64",
+             "out_ptr": "*bf16", "scale": "fp32"}  # fmt: skip
+IDX_PTRS = {"q_ptr": "*fp32", "w_ptr": "*fp32", "pos_ptr": "*i64", "slots_ptr": "*i64",
+            "keys_ptr": "*bf16", "freqs_ptr": "*fp32", "out_ptr": "*i64",
+            "scale": "fp32"}  # fmt: skip
+FP8_GATE_UP = {"x_ptr": "*bf16", "w1_ptr": "*fp8e4nv", "w3_ptr": "*fp8e4nv", "s1_ptr": "*u8",
+               "s3_ptr": "*u8", "h_ptr": "*fp32"}  # fmt: skip
+FP32_DOWN = {"h_ptr": "*fp32", "offsets_ptr": "*i64", "w2_ptr": "*u8", "s2_ptr": "*u8",
+             "y_ptr": "*fp32"}  # fmt: skip
+BF16_MMA = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
+# (launch, kernel, argument types, constexprs the module names otherwise, MMA of the GPU build)
+BUILDS = [
+    ("window", "attend", ATTN_PTRS, {"W": 8}, [BF16_MMA]),
+    ("wo_a", "kernel", {"o_ptr": "*bf16", "w_ptr": "*bf16", "out_ptr": "*bf16"}, {}, [BF16_MMA]),
+    ("indexer", "kernel", IDX_PTRS, {"NOPE": 48}, [BF16_MMA]),
+    ("shared_fp8", "gate_up_kernel", FP8_GATE_UP, {"BN": 64, "BK": 64}, [BF16_MMA]),
+    ("experts_fp32", "down_kernel", FP32_DOWN, {"BN": 64, "BK": 64, "BLOCK_E": 4}, []),
+]
+
+
+def test_gpu_renders_build_for_sm90_with_bf16_tensor_cores(tmp_path):
+    """Compiled ahead of time for sm_90 (no GPU needed): each helper's dot is a bf16 MMA
+    with the switch off, and an fp32 run's stays an fp32 (FMA) product."""
+    jobs = []
+    for name, kernel, types, consts, _ in BUILDS:
+        path = tmp_path / f"{name}.py"
+        path.write_text(renders(name)[1])
+        jobs.append([str(path), kernel, types, consts])
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path / "triton")
+    script = Path(__file__).with_name("sm90_build.py")
+    done = subprocess.run(
+        [sys.executable, str(script), json.dumps(jobs)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == [mma for *_, mma in BUILDS]
