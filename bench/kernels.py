@@ -40,6 +40,7 @@ from pathlib import Path
 
 import torch
 
+from v4c.ir.types import ir_dtype
 from v4c.spec.params import active_share
 
 # H200 SXM, dense (no sparsity): NVIDIA's H200 datasheet gives 1,979 TFLOP/s BF16 and 3,958
@@ -70,7 +71,7 @@ def build_engine(spec, args, device: torch.device, dtype: torch.dtype):
 
     options = CompileOptions(
         max_batch=1, max_tokens=args.prompt_len, max_seq=args.prompt_len + 2,
-        weights=args.weights, dtype="bf16" if dtype == torch.bfloat16 else "fp32",
+        weights=args.weights, dtype=ir_dtype(str(dtype)),
     )  # fmt: skip
     plan = compile_spec(spec, options).plan
     dense = random_weights(spec, seed=args.seed, dtype=dtype, device=str(device))
@@ -94,7 +95,7 @@ def _nbytes(weight) -> int:
 def launch_cost(launch, engine, spec, env: dict[str, int]) -> tuple[int, int]:
     """(bytes moved, weight FLOPs) of one launch at the step dims `env` (see the module doc)."""
     from v4c.ir.types import resolve_dim
-    from v4c.runtime.caches import torch_dtype
+    from v4c.ir.types import torch_dtype
     from v4c.spec.tensors import checkpoint_tensors
 
     infos = {t.name: t for t in checkpoint_tensors(spec)}

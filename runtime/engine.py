@@ -25,8 +25,8 @@ import torch
 from v4c.errors import V4CError
 from v4c.ir.plan import Plan
 from v4c.ir.semantics.quant import QuantWeight
-from v4c.ir.types import resolve_dim
-from v4c.runtime.caches import new_caches, torch_dtype
+from v4c.ir.types import resolve_dim, torch_dtype
+from v4c.runtime.caches import new_caches
 from v4c.runtime.program import Program, Step
 
 

@@ -32,8 +32,7 @@ from v4c.errors import V4CError
 from v4c.ir.op import Op, make_op
 from v4c.ir.plan import Launch, Plan, Ref
 from v4c.ir.semantics.quant import QuantWeight
-from v4c.ir.types import resolve_dim
-from v4c.runtime.caches import torch_dtype
+from v4c.ir.types import ir_dtype, resolve_dim, torch_dtype
 
 BACKENDS = ("torch", "triton")
 Call = Callable[[], None]
@@ -89,7 +88,7 @@ class Program:
         self.params, self.states, self.inputs = params, states, inputs
         self.device, self.dtype, self.backend = device, dtype, backend
         self.kernel_root = kernel_root or cache_dir()
-        held = {torch.bfloat16: "bf16", torch.float32: "fp32"}.get(dtype)
+        held = ir_dtype(str(dtype))
         if held != plan.options["dtype"]:
             raise BindError(
                 f"the plan's buffers hold activations in {plan.options['dtype']}, not {dtype}: "

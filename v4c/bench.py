@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from v4c.compile import compile_spec
+from v4c.ir.types import ir_dtype
 from v4c.passes.base import CompileOptions
 from v4c.report import decode_read_bytes
 from v4c.runtime.engine import Engine
@@ -208,7 +209,7 @@ def run_bench(
     options = CompileOptions(
         max_batch=batch, max_tokens=prompt_len, max_seq=prompt_len + decode + 2,
         numerics=numerics, weights=weight_formats,
-        dtype="bf16" if dtype == torch.bfloat16 else "fp32",
+        dtype=ir_dtype(str(dtype)),
     )  # fmt: skip
     plan = compile_spec(spec, options).plan
     formats = {name: info["format"] for name, info in plan.params.items()}

@@ -19,7 +19,7 @@ import torch
 from v4c.errors import V4CError
 from v4c.ir.build import build
 from v4c.passes.base import CompileOptions
-from v4c.runtime.caches import torch_dtype
+from v4c.ir.types import torch_dtype
 from v4c.spec import ModelSpec
 from v4c.spec.params import count_params
 

@@ -14,6 +14,7 @@ from v4c.compile import compile_spec
 from v4c.errors import CheckpointError, V4CError
 from v4c.envs import cache_dir
 from v4c.ir.plan import Plan
+from v4c.ir.types import ir_dtype, torch_dtype
 from v4c.passes.base import CompileOptions
 from v4c.runtime.checkpoint import load_checkpoint
 from v4c.runtime.checkpoint_detect import detect_layout
@@ -65,7 +66,7 @@ def open_session(
     checkpoint: Path | None = None,
     spec: ModelSpec | None = None,
     *,
-    plan_dir: Path | None = None,
+    plan: Plan | None = None,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     numerics: str | None = None,
@@ -78,21 +79,20 @@ def open_session(
     progress: bool = True,
     log=print,
 ) -> Session:
-    """Compile the checkpoint's spec for these limits, or with `plan_dir` run the plan
-    compiled there as it is (its spec, limits, numerics, dtype and weight formats)."""
+    """Compile the checkpoint's spec for these limits, or run `plan` (what `v4c compile`
+    wrote, `load_plan`) as it is: its spec, limits, numerics, dtype and weight formats."""
     folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(cache_dir(), log)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such checkpoint folder")
-    if plan_dir is not None:
-        plan = load_plan(plan_dir)
+    if plan is not None:
         spec = read_spec(folder, ModelSpec.model_validate(plan.model))
         if numerics not in (None, plan.options["numerics"]):
             raise V4CError(
-                f"--numerics {numerics}: the plan in {plan_dir} was compiled with numerics "
+                f"--numerics {numerics}: the plan was compiled with numerics "
                 f"{plan.options['numerics']} (compile again to change it)"
             )
         numerics = plan.options["numerics"]
-        dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[plan.options["dtype"]]
+        dtype = torch_dtype(plan.options["dtype"])
     else:
         spec = read_spec(folder, spec)
     layout = checkpoint_layout(folder, spec)
@@ -100,12 +100,12 @@ def open_session(
         numerics = default_numerics(layout)[0]
     if backend == "auto":
         backend = default_backend(device, numerics)[0]
-    if plan_dir is None:
+    if plan is None:
         # the reference backend reads dense weights: widen them once at load, not every step
         weights = "as-stored" if backend == "triton" and layout == "official" else "bf16"
         options = CompileOptions(
             max_batch, max_tokens, max_seq, numerics=numerics, weights=weights,
-            dtype="bf16" if dtype == torch.bfloat16 else "fp32",
+            dtype=ir_dtype(str(dtype)),
         )  # fmt: skip
         plan = compile_spec(spec, options).plan
     _, tensors = load_checkpoint(

@@ -10,6 +10,7 @@ import torch
 from tests.conftest import SPECS
 from tests.steps import around
 from v4c.compile import compile_spec
+from v4c.ir.types import ir_dtype
 from v4c.passes.base import CompileOptions
 from v4c.runtime.engine import Engine
 from v4c.runtime.random_weights import random_weights
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def engines(spec, weights, device, dtype, kernel_cache, **options):
-    held = {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
+    held = ir_dtype(str(dtype))
     options = CompileOptions(max_batch=2, weights="bf16", dtype=held, **options)
     plan = compile_spec(spec, options).plan
     ref = Engine(plan, weights, device=device, dtype=dtype)

@@ -15,7 +15,7 @@ from tests.helpers.dispatch import DispatchCounter
 from v4c.compile import compile_spec, write_output
 from v4c.ir.types import resolve_dim
 from v4c.passes.base import CompileOptions
-from v4c.runtime.caches import torch_dtype
+from v4c.ir.types import torch_dtype
 from v4c.runtime.engine import Engine, EngineError
 from v4c.runtime.program import BindError
 from v4c.runtime.random_weights import as_stored, random_weights

@@ -55,6 +55,7 @@ def open_cli_session(
 
     import torch
 
+    from v4c.ir.types import torch_dtype
     from v4c.limits import choose_max_seq
     from v4c.runtime.checkpoint_read import read_spec
     from v4c.runtime.tiny_cache import tiny_checkpoint
@@ -81,7 +82,7 @@ def open_cli_session(
     )
     if compiled is not None:
         held = compiled.options["dtype"]
-        dtype, dtype_why = {"bf16": torch.bfloat16, "fp32": torch.float32}[held], "the plan's"
+        dtype, dtype_why = torch_dtype(held), "the plan's"
     if device == "cpu":
         threads, threads_why = _threads(threads)
         torch.set_num_threads(threads)
@@ -117,7 +118,7 @@ def open_cli_session(
         numerics=numerics,
         backend=backend,
         max_seq=limit.max_seq,
-        plan_dir=plan,
+        plan=compiled,
         cuda_graphs=cuda_graphs,
         log=log,
     )
