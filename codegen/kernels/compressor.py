@@ -1,9 +1,9 @@
 """The KV compressor's pieces (V4_REFERENCE §6) on one row's timeline of raw (K, Z + ape).
 
 A row's timeline is the carried state followed by this step's tokens: a position p before the
-step's first position `start` lives in state slot p - base (base = the position of slot 0, the
-first token of the window coff - 1 windows before start's), a position in [start, end) is token
-p - start of the step (its gate gets ape[p % m] here), and a later one is empty (0, -inf).
+step's first position `start` lives in the state's ring slot p % (coff*m) (positions before 0
+are empty), a position in [start, end) is token p - start of the step (its gate gets
+ape[p % m] here), and a later one is empty (0, -inf).
 Reading slots through positions lets one formula serve pooling (any entry a step completes)
 and the state update (the tail of the timeline), from any start and for any step length.
 """
@@ -26,9 +26,9 @@ def timeline(
     ok,
     start,
     end,
-    base,
     W: tl.constexpr,
     M: tl.constexpr,
+    SLOTS: tl.constexpr,
 ):
     """(kv, score) [S, N] fp32 of positions p [S] at feature columns col ([S, N] or [1, N]).
 
@@ -40,8 +40,8 @@ def timeline(
     kv = tl.load(k_ptr + at, mask=step, other=0.0)
     gate = tl.load(z_ptr + at, mask=step, other=0.0)
     gate += tl.load(ape_ptr + (p % M)[:, None] * W + col, mask=step, other=0.0).to(tl.float32)
-    held = ok & (p < start)[:, None]
-    slot = (p - base)[:, None]
+    held = ok & ((p < start) & (p >= 0))[:, None]
+    slot = (p % SLOTS)[:, None]
     kv = tl.where(held, tl.load(skv_ptr + slot * skv_slot + col, mask=held, other=0.0), kv)
     old = tl.load(ssc_ptr + slot * ssc_slot + col, mask=held, other=float("-inf"))
     return kv, tl.where(step, gate, old)
@@ -59,7 +59,6 @@ def pool(
     first,
     start,
     end,
-    base,
     ch,
     ch_ok,
     C: tl.constexpr,
@@ -95,9 +94,9 @@ def pool(
             ok,
             start,
             end,
-            base,
             W,
             M,
+            SLOTS,
         )
         top = tl.maximum(mx, tl.max(gate, axis=0))
         ref = tl.where(top == float("-inf"), 0.0, top)  # an all-empty prefix adds nothing

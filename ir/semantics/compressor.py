@@ -5,14 +5,17 @@ for HCA (coff = 1, one window per entry) and CSA (ratio 4, coff = 2: entry w poo
 of window w-1 with the "b" half of window w). It runs from any start position and any number of
 tokens, so prefill, chunked prefill and decode are one code path: each row's tokens are laid on
 a timeline that begins with the carried state, every completed entry is pooled from it, and the
-tail of the timeline becomes the new state.
+step's tokens are written to the state's ring.
 
-State layout (the official decode state, §6.5), per row, fp32, coff*m slots of coff*c features:
-- slots [(coff-1)*m, coff*m): the current (incomplete) window; the token at position p sits in
-  slot (coff-1)*m + p % m as raw (K_p, Z_p + ape[p % m]); slots of positions not yet seen hold
-  (0, -inf) (the official code leaves stale values there; they are never read).
-- overlap only, slots [0, m): the previous complete window's raw (K, Z + ape), (0, -inf) before
-  the first window completes.
+State layout, per row, fp32, coff*m slots of coff*c features: a ring of the last coff*m
+positions' raw (K_p, Z_p + ape[p % m]), position p in slot p % (coff*m) (so, overlapping, the
+current window and the previous one are the ring's two halves). The official decode state
+(§6.5) shifts the current window down when it completes; a ring never moves a value, so every
+cache a token writes (this state, the sliding window, the compressed entries) is a slot indexed
+by its position alone, and speculative decoding undoes a rejected token by restoring the slots
+its position maps to (`runtime/rollback.py`). Slots of positions not yet seen in the current
+window hold the value of the position coff*m earlier, or the initial fill; they are never read
+(a window is pooled once all its positions are written; positions before 0 read as (0, -inf)).
 The caller initialises state_kv to 0 and state_score to -inf. State and cache hold N
 sequences; step row b reads and writes row slots[b] of each, in place.
 """
@@ -31,16 +34,27 @@ from v4c.spec.schema import coff
 def _timeline(
     state_kv: Tensor, state_score: Tensor, k: Tensor, z: Tensor, start: int, m: int
 ) -> tuple[Tensor, Tensor, int]:
-    """One row's raw (K, Z) from the state's first slot to the end of the window of the next
-    position, padded with (0, -inf); returns (kv, score, n_filled), each [L, coff*c], L % m == 0."""
-    carried = state_kv.shape[0] - m + start % m  # valid state slots before this step's tokens
+    """One row's raw (K, Z) from the first position of the window coff - 1 windows before
+    `start`'s to the end of the window of the next position, padded with (0, -inf); returns
+    (kv, score, n_filled), each [L, coff*c], L % m == 0."""
+    slots = state_kv.shape[0]
+    base = (start // m + 1) * m - slots  # the timeline's first position
+    carried = start - base  # positions read from the ring, before this step's tokens
     n_filled = carried + k.shape[0]
     length = (n_filled // m + 1) * m
     kv = k.new_zeros(length, k.shape[1])
     score = k.new_full((length, k.shape[1]), float("-inf"))
-    kv[:carried], score[:carried] = state_kv[:carried], state_score[:carried]
+    held = torch.arange(max(base, 0), start, device=k.device)  # positions before 0 stay empty
+    kv[held - base], score[held - base] = state_kv[held % slots], state_score[held % slots]
     kv[carried:n_filled], score[carried:n_filled] = k, z
     return kv, score, n_filled
+
+
+def _write_ring(state: Tensor, values: Tensor, positions: Tensor) -> None:
+    """Store one row's last min(T, slots) step values at ring slots position % slots."""
+    slots = state.shape[0]
+    last = slice(max(0, values.shape[0] - slots), values.shape[0])
+    state[positions[last] % slots] = values[last]
 
 
 def _pool(kv: Tensor, score: Tensor, n_windows: int, m: int, overlap: bool) -> Tensor:
@@ -88,8 +102,8 @@ def compress(
         kv, score, n_filled = _timeline(state_kv[row], state_score[row], k[b], z[b], start, m)
         entries = _pool(kv, score, n_filled // m, m, overlap=f == 2)  # [n, c]
         _store(entries, start // m, cache[row], finish)
-        tail = kv.shape[0] - f * m
-        state_kv[row], state_score[row] = kv[tail:], score[tail:]
+        _write_ring(state_kv[row], k[b], positions[b])
+        _write_ring(state_score[row], z[b], positions[b])
 
 
 class Finish:
@@ -136,17 +150,20 @@ def _decode(
     state_kv: Tensor, state_score: Tensor, cache: Tensor, finish: Finish,
 ) -> None:  # fmt: skip
     """One token per row: k, z [B, coff*c] (z with ape), p [B] its positions. The token
-    takes its slot of the state (later slots are cleared, as the timeline pads them); when
-    it closes a window the entry is pooled, written where `complete`, and the state shifts
-    by one window. Writes are selections, so no value is read on the host."""
+    takes its ring slot; when it closes a window the entry is pooled from the ring (read in
+    position order, positions after p or before 0 as (0, -inf), as the timeline pads them)
+    and written where `complete`. Writes are selections, so no value is read on the host."""
     m = finish.m
     length, width = state_kv.shape[1:]  # coff*m, coff*c
     coff = length // m
-    slot = (coff - 1) * m + p % m  # [B]
-    order = torch.arange(length, device=p.device)[None, :]  # [1, coff*m]
-    at, after = (order == slot[:, None])[..., None], (order > slot[:, None])[..., None]
-    kv = torch.where(at, k[:, None], torch.where(after, 0.0, state_kv[slots]))  # [B, L, W]
-    score = torch.where(at, z[:, None], torch.where(after, float("-inf"), state_score[slots]))
+    state_kv[slots, p % length] = k
+    state_score[slots, p % length] = z
+    # the ring in position order, from the first position of the entry p's window closes
+    order = (p // m + 1)[:, None] * m - length + torch.arange(length, device=p.device)  # [B, L]
+    ring = (order % length)[..., None].expand(-1, -1, width)
+    empty = ((order < 0) | (order > p[:, None]))[..., None]
+    kv = torch.where(empty, 0.0, state_kv[slots].gather(1, ring))  # [B, L, W]
+    score = torch.where(empty, float("-inf"), state_score[slots].gather(1, ring))
     windows_kv, windows_score = kv.unflatten(1, (coff, m)), score.unflatten(1, (coff, m))
     if coff == 2:  # entry w pools the "a" half of window w-1 with the "b" half of window w
         c = width // 2
@@ -160,7 +177,3 @@ def _decode(
         index = (p // m).clamp(max=cache.shape[1] - 1)  # an entry completes inside the cache
         new = finish(entry[:, None], index[:, None], cache.dtype)[:, 0]  # [B, c]
         cache[slots, index] = torch.where(complete, new, cache[slots, index])
-    shifted_kv = torch.cat((kv[:, m:], torch.zeros_like(kv[:, :m])), dim=1)
-    shifted_score = torch.cat((score[:, m:], torch.full_like(score[:, :m], float("-inf"))), dim=1)
-    state_kv[slots] = torch.where(complete[..., None], shifted_kv, kv)
-    state_score[slots] = torch.where(complete[..., None], shifted_score, score)
