@@ -7,6 +7,11 @@ cache row of each of the step's rows, so a step over any subset of the sequences
 writes their rows in place. Node ids follow the spec: `L03.attn.wq_a`, `L03.ffn.moe`,
 `M00.e_proj` (MTP), `w.<checkpoint name>` (params), `cache.L03.window` (states), `in.ids`,
 `in.slots`, `out.logits`.
+
+The MTP blocks are a component of their own: they read the main model's last-block streams
+from the `hidden` input (what the main model gives as its `hidden` output), so the draft
+entry point runs them alone, fed a verify step's hidden states or their own `mtp_hidden`
+when drafts are chained (V4_REFERENCE §11).
 """
 
 from __future__ import annotations
@@ -42,11 +47,17 @@ class _Builder:
         for row in rows[: spec.num_layers]:
             X = self.block(row, X, f"L{row.index:02d}", f"layers.{row.index}.")
         self.head(X, "head", "", "norm.weight", "logits")
-        mtp_ids = None
-        for row in rows[spec.num_layers :]:
+        mtp = rows[spec.num_layers :]
+        if not mtp:
+            return
+        self.graph.add("out.hidden", C.Output(key="hidden"), [X])
+        streams = ("B", "T", spec.hc.mult, spec.hidden_size)
+        X = self.source("in.hidden", C.Input(streams, "bf16", key="hidden"))
+        mtp_ids = self.source("in.mtp_ids", C.Input(BT, "i64", key="mtp_ids"))
+        for row in mtp:
             k = row.index - spec.num_layers
-            mtp_ids = mtp_ids or self.source("in.mtp_ids", C.Input(BT, "i64", key="mtp_ids"))
             X = self.mtp(row, X, mtp_ids, f"M{k:02d}", f"mtp.{k}.")
+        self.graph.add("out.mtp_hidden", C.Output(key="mtp_hidden"), [X])
 
     # -- nodes ----------------------------------------------------------------------------
 
@@ -94,7 +105,8 @@ class _Builder:
         self.graph.add(f"out.{key}", C.Output(key=key), [logits])
 
     def mtp(self, row: LayerInfo, X: Value, ids: Value, p: str, w: str) -> Value:
-        """MTP block: embed(next tokens) and the main model's streams -> one more block."""
+        """MTP block: embed(next tokens) and the streams before it (the main model's, or the
+        previous MTP block's) -> one more block."""
         eps, i = self.spec.norm_eps, row.index
         e = self.add(f"{p}.embed", C.Embed(), [ids, self.param("embed.weight")], i)
         e = self.add(f"{p}.enorm", C.RmsNorm(eps), [e, self.param(f"{w}enorm.weight")], i)

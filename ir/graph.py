@@ -154,6 +154,13 @@ class Graph:
     def nodes(self) -> list[Node]:
         return [self.node(id) for id in self.toposort()]
 
+    def needed_by(self, ids: list[str]) -> set[str]:
+        """`ids` and every node they depend on: what an entry point with these outputs runs."""
+        needed = set(ids)
+        for id in ids:
+            needed |= nx.ancestors(self._g, id)
+        return needed
+
     def ids(self) -> Iterator[str]:
         """Every node id, in no particular order: for whole-graph checks that need no order."""
         return iter(self._g.nodes)

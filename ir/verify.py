@@ -56,8 +56,9 @@ def _check_params(graph: Graph, spec: ModelSpec) -> list[str]:
     """Every implied tensor bound once; the MTP block's only while an MTP output is kept,
     the main head's only while the logits are."""
     keys = [n.op.key for n in graph.nodes() if n.op.kind == "output"]
-    with_mtp = any(key.startswith("mtp") for key in keys)
-    head = set() if "logits" in keys else {t.name for t in main_head_tensors(spec)}
+    with_mtp = any("mtp" in key for key in keys)
+    main_logits = {"logits", "last_logits"} & set(keys)
+    head = set() if main_logits else {t.name for t in main_head_tensors(spec)}
     expected = {t.name: t for t in checkpoint_tensors(spec)}
     required = [n for n in expected if (with_mtp or not n.startswith("mtp.")) and n not in head]
     bound: Counter[str] = Counter()

@@ -10,8 +10,6 @@ from v4c.ir.graph import Graph
 from v4c.passes.options import CompileOptions
 from v4c.spec import ModelSpec
 
-ENTRIES = ("prefill", "decode")
-
 
 @dataclass
 class PassContext:

@@ -16,8 +16,9 @@ from dataclasses import asdict
 
 from v4c.ir.graph import Graph, Node, Value
 from v4c.ir.plan import EntryPlan, Launch, LaunchKind, Plan, Ref
-from v4c.passes.base import ENTRIES, PassContext, PassResult, register_pass
-from v4c.passes.memory_plan import root_of
+from v4c.passes.base import PassContext, PassResult, register_pass
+from v4c.passes.entries import entry_outputs
+from v4c.passes.memory_plan import entry_nodes, graph_outputs, root_of
 from v4c.spec import ModelSpec
 from v4c.spec.tensors import checkpoint_tensors
 
@@ -91,13 +92,18 @@ def lower_graph(graph: Graph, ctx: PassContext) -> Plan:
     memory = graph.meta["memory_plan"]
     formats = storage_formats(graph, ctx.spec, ctx.options.weights)
     entries = {}
-    for entry in ENTRIES:
+    for entry, outputs in entry_outputs(ctx.options, ctx.spec).items():
         env, buffers = memory[entry]["env"], memory[entry]["buffers"]
         plan = EntryPlan(env, memory[entry]["peak_bytes"])
+        runs = entry_nodes(graph, outputs)
+        returned = {graph_key: key for key, graph_key in graph_outputs(graph, outputs).items()}
         for node in graph.nodes():
+            if node.id not in runs:
+                continue
             if node.op.kind == "output":
                 value = graph.operands(node.id)[0]
-                plan.outputs[node.op.key] = _ref(graph, value, env, buffers, formats)
+                ref = _ref(graph, value, env, buffers, formats)
+                plan.outputs[returned[node.op.key]] = ref
             elif not node.op.source:
                 plan.launches.append(_launch(graph, node, env, buffers, formats))
         entries[entry] = plan

@@ -15,8 +15,10 @@ class CompileOptions:
     max_batch: int = 1  # sequences per step, and the cache rows that hold them
     max_tokens: int = 1024  # tokens per sequence in one prefill step (longer prompts are chunked)
     max_seq: int = 8192  # longest sequence the caches hold
-    outputs: tuple[str, ...] = ("logits",)  # graph outputs to compute (mtp_logits: the MTP block)
-    logits: Literal["all", "last"] = "last"  # lm_head on every token, or the last of each row
+    logits: Literal["all", "last"] = "last"  # prefill/decode/draft logits: every token, or the last
+    # the most draft tokens one verify step checks; 0 (or a spec without MTP): no draft and
+    # verify entry points, so no speculative decoding
+    max_draft: int = 3
     numerics: Literal["plain", "official"] = "plain"  # official: the §12 activation rounding
     # FP8/FP4 weights: kept as stored where every reader's kernel reads them, or widened
     weights: Literal["as-stored", "bf16"] = "as-stored"
@@ -24,5 +26,6 @@ class CompileOptions:
 
     def env(self, entry: str) -> dict[str, int]:
         """Values of the symbolic dims for an entry point."""
-        tokens = {"prefill": self.max_tokens, "decode": 1}[entry]
+        steps = {"prefill": self.max_tokens, "decode": 1, "verify": self.max_draft + 1}
+        tokens = steps.get(entry, self.max_tokens)  # draft: an MTP prefill of a prompt chunk
         return {"B": self.max_batch, "N": self.max_batch, "T": tokens, "S": self.max_seq}

@@ -1,46 +1,68 @@
-"""select_outputs: keep the outputs the plan is for, and compute logits only where needed.
+"""select_outputs: keep the outputs the plan's entry points return, and compute logits only
+where they are needed.
 
-The builder makes every output of the model (logits and, per MTP block, mtp_logits). A
-plain generation plan needs the logits alone, and only at the last token of each row: the
-lm_head is a [D, V] GEMM per token, the largest one in the model. Outputs not asked for are
-dropped (dce then removes what only they used); with `logits="last"` a take_last is put in
-front of every lm_head.
+The builder makes every output of the model (the main logits and last-block streams
+`hidden`; the MTP block's `mtp_logits` and `mtp_hidden`). The entry table
+(`passes/entries.py`) names the ones a plan returns; a `last_<key>` is `<key>` at the last
+token of each row. For logits the take_last goes in front of the lm_head, a [D, V] GEMM per
+token and the largest in the model: the lm_head is narrowed in place, or, when another entry
+(verify) also needs every token's logits, a second lm_head on the last tokens is added.
+Outputs no entry returns are dropped (dce then removes what only they used).
 """
 
 from __future__ import annotations
 
 from v4c.errors import IRError
-from v4c.ir.graph import Graph
-from v4c.ir.ops.core import TakeLast
+from v4c.ir.graph import Graph, Node
+from v4c.ir.ops.core import Output, TakeLast
 from v4c.passes.base import PassContext, PassResult, register_pass
+from v4c.passes.entries import entry_outputs
 
 NAME = "select_outputs"
+LAST = "last_"
 
 
 @register_pass(NAME)
 def select_outputs(graph: Graph, ctx: PassContext) -> PassResult:
-    wanted = set(ctx.options.outputs)
+    wanted = {
+        key for keys in entry_outputs(ctx.options, ctx.spec).values() for key in keys.values()
+    }
     outputs = {n.op.key: n for n in graph.nodes() if n.op.kind == "output"}
-    if not wanted <= set(outputs):
-        raise IRError(
-            f"unknown output(s) {sorted(wanted - set(outputs))}; the graph has {sorted(outputs)}"
-        )
+    unknown = {key.removeprefix(LAST) for key in wanted} - set(outputs)
+    if unknown:
+        raise IRError(f"unknown output(s) {sorted(unknown)}; the graph has {sorted(outputs)}")
+    narrowed = 0
+    for key in sorted(k for k in wanted if k.startswith(LAST)):
+        whole = outputs[key.removeprefix(LAST)]
+        _last(graph, whole, key, keep_whole=whole.op.key in wanted)
+        narrowed += 1
     dropped = 0
     for key, node in outputs.items():
         if key not in wanted:
             graph.erase(node.id)
             dropped += 1
-    narrowed = 0
-    if ctx.options.logits == "last":
-        for node in graph.nodes():
-            if node.op.kind == "linear" and node.id.endswith(".lm_head"):
-                y = graph.operands(node.id)[0]
-                last = graph.add(
-                    f"{node.id}_last", TakeLast(), [y], layer=node.layer, origin=(NAME, (node.id,))
-                )
-                graph.replace_uses(y, last.out(0), only={node.id})
-                graph.retype(node.id)  # its result is [B,1,V] now
-                narrowed += 1
-    return PassResult(
-        bool(dropped or narrowed), {"outputs_dropped": dropped, "lm_heads_narrowed": narrowed}
-    )
+    return PassResult(bool(dropped or narrowed), {"outputs_dropped": dropped, "narrowed": narrowed})
+
+
+def _last(graph: Graph, whole: Node, key: str, keep_whole: bool) -> None:
+    """Add output `key`: the value of output `whole` at the last token of each row."""
+    value = graph.operands(whole.id)[0]
+    origin = (NAME, (whole.id,))
+    producer = graph.node(value.node)
+    if producer.op.kind == "linear" and producer.id.endswith(".lm_head"):
+        y, weight = graph.operands(producer.id)
+        last = graph.add(
+            f"{producer.id}_last", TakeLast(), [y], layer=producer.layer, origin=origin
+        )
+        if keep_whole:  # verify needs every token's logits: a second head on the last tokens
+            head = graph.add(
+                f"{producer.id}_on_last", producer.op, [last.out(), weight],
+                layer=producer.layer, origin=origin,
+            )  # fmt: skip
+            value = head.out()
+        else:
+            graph.replace_uses(y, last.out(), only={producer.id})
+            graph.retype(producer.id)  # its result is [B,1,V] now
+    else:
+        value = graph.add(f"{value.node}_last", TakeLast(), [value], origin=origin).out()
+    graph.add(f"out.{key}", Output(key=key), [value])

@@ -30,6 +30,21 @@ from v4c.runtime.caches import new_caches
 from v4c.runtime.program import Program, Step
 
 
+def input_buffers(plan: Plan, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """One flat zeroed buffer per step input key of `plan`, sized for its largest use."""
+    sizes: dict[str, tuple[int, str]] = {}
+    for entry in plan.entries.values():
+        for launch in entry.launches:
+            for ref in launch.inputs:
+                if ref.kind == "input":
+                    n = prod(resolve_dim(d, entry.env) for d in ref.dims)
+                    sizes[ref.name] = (max(sizes.get(ref.name, (0, ""))[0], n), ref.dtype)
+    return {
+        key: torch.zeros(n, dtype=torch_dtype(ir, dtype), device=device)
+        for key, (n, ir) in sizes.items()
+    }
+
+
 class EngineError(V4CError):
     """A request the engine cannot serve (too long, too many sequences, missing weights)."""
 
@@ -102,15 +117,9 @@ class Engine:
         return placed
 
     def _input_buffers(self) -> dict[str, torch.Tensor]:
-        """One flat int64 buffer per step input, as large as any entry needs at its limits."""
-        sizes: dict[str, int] = {}
-        for entry in self.plan.entries.values():
-            for launch in entry.launches:
-                for ref in launch.inputs:
-                    if ref.kind == "input":
-                        n = prod(resolve_dim(d, entry.env) for d in ref.dims)
-                        sizes[ref.name] = max(sizes.get(ref.name, 0), n)
-        return {k: torch.zeros(n, dtype=torch.int64, device=self.device) for k, n in sizes.items()}
+        """One flat buffer per step input (int64 ids, positions, slots; the draft's `hidden`
+        streams in the activation dtype), as large as any entry needs at its limits."""
+        return input_buffers(self.plan, self.device, self.dtype)
 
     # -- sequences ------------------------------------------------------------------------
 

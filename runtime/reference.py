@@ -53,12 +53,21 @@ class ReferenceExecutor:
 
     @torch.no_grad()
     def run(
-        self, inputs: Mapping[str, torch.Tensor], state: dict[str, torch.Tensor]
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        state: dict[str, torch.Tensor],
+        outputs: tuple[str, ...] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """One step: `inputs` by input key (ids, positions, slots, ...); returns outputs by key."""
+        """One step: `inputs` by input key (ids, positions, slots, ...); returns outputs by key.
+        `outputs` (default: all) runs only the nodes they need, as an entry point does: the
+        main model alone (logits, hidden), or the MTP block alone fed `hidden`."""
         values: dict[Value, object] = {}
-        outputs = {}
+        results_by_key = {}
+        ids = {n.op.key: n.id for n in self.order if n.op.kind == "output"}
+        runs = self.graph.needed_by([ids[k] for k in outputs]) if outputs is not None else None
         for node in self.order:
+            if runs is not None and node.id not in runs:
+                continue
             op = node.op
             if op.source == "input":
                 if op.key not in inputs:
@@ -72,7 +81,7 @@ class ReferenceExecutor:
                 args = [values[v] for v in self.graph.operands(node.id)]
                 results = op.run(args)
                 if op.kind == "output":
-                    outputs[op.key] = args[0]
+                    results_by_key[op.key] = args[0]
             for index, result in enumerate(results):
                 values[Value(node.id, index)] = result
-        return outputs
+        return results_by_key

@@ -6,14 +6,14 @@ from __future__ import annotations
 import torch
 
 from v4c.ir.plan import Plan
+from v4c.runtime.engine import input_buffers
 from v4c.runtime.program import Program
 
 
 class PlanRunner:
     def __init__(self, plan: Plan, params, state, *, dtype=torch.float32, backend="torch", **kw):
         device = next(iter(state.values())).device
-        size = max(e.env["B"] * e.env["T"] for e in plan.entries.values())
-        inputs = {k: torch.zeros(size, dtype=torch.int64, device=device) for k in INPUTS}
+        inputs = input_buffers(plan, device, dtype)
         self.programs = {
             entry: Program(
                 plan,
@@ -29,13 +29,12 @@ class PlanRunner:
             for entry in plan.entries
         }
 
-    def run(self, step_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One step (decode when T = 1); returns copies of its outputs."""
-        batch, tokens = step_inputs["ids"].shape
-        step = self.programs["decode" if tokens == 1 else "prefill"].bind(batch, tokens)
+    def run(self, step_inputs: dict[str, torch.Tensor], entry: str | None = None):
+        """One step of `entry` (default: decode when T = 1, else prefill); returns copies of
+        its outputs by the entry's keys."""
+        batch, tokens = step_inputs["positions"].shape
+        entry = entry or ("decode" if tokens == 1 else "prefill")
+        step = self.programs[entry].bind(batch, tokens)
         for key, view in step.inputs.items():
             view.copy_(step_inputs[key].reshape(view.shape))
         return {key: value.clone() for key, value in step.run().items()}
-
-
-INPUTS = ("ids", "positions", "mtp_ids", "slots")

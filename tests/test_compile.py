@@ -20,7 +20,7 @@ def test_compile_real_specs(name, tmp_path):
     out = v4c("compile", name, "-o", str(tmp_path))
     assert out.returncode == 0, out.stderr
     plan = Plan.from_json((tmp_path / "plan.json").read_text())
-    assert set(plan.entries) == {"prefill", "decode"}
+    assert set(plan.entries) == {"prefill", "decode", "verify", "draft"}  # both ship MTP
     assert (tmp_path / "ir" / "000_build.ir").exists() and (
         tmp_path / "ir" / f"{len(DEFAULT_PIPELINE):03d}_lower.ir"
     ).exists()
@@ -97,14 +97,22 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     assert out.stderr.startswith(message) and out.stderr.count("\n") == 1, out.stderr
 
 
-def test_dump_ir_folder_and_mtp_output(tmp_path):
+def test_dump_ir_folder_and_the_draft_entries(tmp_path):
     out = v4c("compile", "tiny", "-o", str(tmp_path / "o"), "--dump-ir", str(tmp_path / "dumps"),
-              "--outputs", "logits,mtp_logits", "--all-logits")  # fmt: skip
+              "--max-draft", "2", "--all-logits")  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "dumps" / "000_build.ir").exists() and not (tmp_path / "o" / "ir").exists()
     plan = Plan.from_json((tmp_path / "o" / "plan.json").read_text())
-    assert set(plan.entries["decode"].outputs) == {"logits", "mtp_logits"}
+    assert set(plan.entries) == {"prefill", "decode", "verify", "draft"}
+    assert set(plan.entries["decode"].outputs) == {"logits"}
     assert plan.entries["prefill"].outputs["logits"].shape == (1, 1024, 129280)
+    assert plan.entries["verify"].outputs["logits"].shape == (1, 3, 129280)
+    assert plan.entries["draft"].outputs["hidden"].shape == (1, 1024, 4, 256)
+    out = v4c("compile", "tiny", "-o", str(tmp_path / "none"), "--max-draft", "0")
+    assert set(Plan.from_json((tmp_path / "none" / "plan.json").read_text()).entries) == {
+        "prefill",
+        "decode",
+    }
 
 
 def test_bytes_read_per_decode_token_for_tiny():

@@ -60,11 +60,13 @@ def check_out(kernel, launch, args: list) -> None:
             assert torch.equal(a, b), f"{launch.node}: an operand updated in place differs"
 
 
-def walk_decode(plan, weights, root, done: frozenset[str] = frozenset()) -> set[str]:
-    """Check each distinct kernel of the decode entry (a template rendered for one set of
-    constants) at its first launch, but those of the templates `done`; returns the
+def walk_decode(
+    plan, weights, root, done: frozenset[str] = frozenset(), entry: str = "decode"
+) -> set[str]:
+    """Check each distinct kernel of a one-token step of `entry` (a template rendered for one
+    set of constants) at its first launch, but those of the templates `done`; returns the
     templates checked."""
-    plan = replace(plan, entries={"decode": plan.entries["decode"]})  # load no prefill kernels
+    plan = replace(plan, entries={"decode": plan.entries[entry]})  # load no other kernels
     engine = Engine(
         plan, weights, device=DEVICE, dtype=torch.float32, backend="triton", kernel_root=root
     )
@@ -76,6 +78,7 @@ def walk_decode(plan, weights, root, done: frozenset[str] = frozenset()) -> set[
     values = {
         "ids": torch.tensor([[7], [11]]),
         "mtp_ids": torch.tensor([[8], [12]]),  # the MTP block's next tokens
+        "hidden": torch.randn(2, 1, 4, 256, generator=gen),  # and the streams it continues
         "positions": torch.tensor(POSITIONS)[:, None],
         "slots": torch.tensor([1, 0]),  # step rows in another order than the cache rows
     }
@@ -111,7 +114,8 @@ def test_every_template_writes_into_out(tiny, tmp_path):
     formats = {name: info["format"] for name, info in fused.params.items()}
     stored = as_stored({n: weights[n] for n in fused.params}, formats)
     checked = walk_decode(fused, stored, tmp_path)
-    more = replace(options, weights="bf16", outputs=("logits", "mtp_logits"))  # mtp: an add
+    more = replace(options, weights="bf16")
     unfused = compile_spec(spec, more, disabled={"fuse_hc_norm"}).plan
     checked |= walk_decode(unfused, weights, tmp_path, done=frozenset(checked))
+    checked |= walk_decode(unfused, weights, tmp_path, frozenset(checked), "draft")  # mtp: an add
     assert checked == set(load_templates()), set(load_templates()) - checked

@@ -39,7 +39,9 @@ def test_build_structure(tiny):
     assert kinds.count("indexer_topk") == 2
     assert {n.op.gate for n in graph.nodes() if n.op.kind == "moe"} == {"hash", "score"}
     assert sorted(n.op.key for n in graph.nodes() if n.op.kind == "output") == [
+        "hidden",
         "logits",
+        "mtp_hidden",
         "mtp_logits",
     ]
     core = graph.node("L02.attn.core")

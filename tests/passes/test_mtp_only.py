@@ -1,33 +1,33 @@
-"""`--outputs mtp_logits` alone: the verifier does not ask for the main head's tensors (the
-final norm and HC head, which only the main logits read), and the MTP logits are the ones
-the full graph computes, on the same random weights and inputs."""
+"""The draft entry point runs the MTP block alone: it binds no main-model tensor but the
+shared embedding and head (§11), and its logits and streams are the built graph's MTP outputs
+on the same random weights and inputs (the `hidden` streams given, as the engine gives them)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tests.passes.conftest import FULL, assert_same_outputs, steps
+from tests.plan_runner import PlanRunner
+from v4c.compile import compile_spec
 from v4c.ir.build import build
-from v4c.passes.base import CompileOptions, PassContext
-from v4c.passes.manager import run_pipeline
-from v4c.passes.pipeline import DEFAULT_PIPELINE
 from v4c.runtime.reference import ReferenceExecutor
-from v4c.spec.tensors import main_head_tensors
 
 
-def test_mtp_logits_alone_compiles_and_matches_the_full_graph(tiny, tiny_weights):
-    full = build(tiny)
-    run_pipeline(full, PassContext(tiny, FULL), DEFAULT_PIPELINE[:2])
-    alone = build(tiny)
-    options = CompileOptions(outputs=("mtp_logits",), logits="all")
-    run_pipeline(alone, PassContext(tiny, options), DEFAULT_PIPELINE)  # verified after each
-    bound = {n.op.tensor for n in alone.nodes() if n.op.kind == "param"}
-    assert not bound & {t.name for t in main_head_tensors(tiny)}
-    pruned = build(tiny)
-    run_pipeline(pruned, PassContext(tiny, options), DEFAULT_PIPELINE[:2])
-    before, after = (first_step(g, tiny_weights) for g in (full, pruned))
-    assert_same_outputs([{"mtp_logits": before["mtp_logits"]}], [after])
-
-
-def first_step(graph, weights):
-    """The outputs of the first (prefill) step of `steps()`, on the reference executor."""
-    executor = ReferenceExecutor(graph, weights)
-    return executor.run(steps()[0], executor.new_state(batch=2, max_seq=64))
+def test_the_draft_entry_is_the_mtp_block_alone(tiny, tiny_weights):
+    options = replace(FULL, max_batch=2, max_tokens=32, max_seq=64, weights="bf16", dtype="fp32")
+    plan = compile_spec(tiny, options).plan
+    draft = plan.entries["draft"]
+    bound = {r.name for launch in draft.launches for r in launch.inputs if r.kind == "param"}
+    assert bound and all(n.startswith("mtp.") for n in bound - {"embed.weight", "head.weight"})
+    assert {r.name for launch in draft.launches for r in launch.inputs if r.kind == "state"} == {
+        "M00.window"
+    }
+    executor = ReferenceExecutor(build(tiny), tiny_weights)
+    state = executor.new_state(batch=2, max_seq=64)
+    runner = PlanRunner(plan, {n: tiny_weights[n] for n in plan.params}, {
+        k: v.clone() for k, v in state.items()
+    })  # fmt: skip
+    for step in steps():
+        want = executor.run(step, state, outputs=("mtp_logits", "mtp_hidden"))
+        got = runner.run(step, "draft")
+        assert_same_outputs([want], [{"mtp_" + k: v for k, v in got.items()}])

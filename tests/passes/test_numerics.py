@@ -14,7 +14,7 @@ from v4c.ir.semantics.quant import act_quant_fp8, fp4_sim, fp8_sim, hadamard
 from v4c.passes.base import CompileOptions, PassContext
 from v4c.passes.simulate_numerics import simulate_numerics
 
-OFFICIAL = CompileOptions(outputs=("logits", "mtp_logits"), logits="all", numerics="official")
+OFFICIAL = CompileOptions(logits="all", numerics="official")
 
 
 def official_graph(spec):

@@ -13,6 +13,8 @@ from v4c.ir.ops import core as C
 from v4c.ir.plan import Plan, Ref
 from v4c.passes import load_passes
 from v4c.passes.base import PASSES, PassContext
+from v4c.passes.entries import entry_outputs
+from v4c.passes.memory_plan import entry_nodes
 from v4c.passes.pipeline import DEFAULT_PIPELINE
 
 load_passes()
@@ -99,9 +101,18 @@ def test_lower_makes_a_plan_that_round_trips(tiny):
     PASSES["lower"](graph, PassContext(tiny, FULL))
     plan = graph.meta["plan"]
     assert Plan.from_json(plan.to_json()).to_json() == plan.to_json()
+    for name, outputs in entry_outputs(FULL, tiny).items():
+        runs = entry_nodes(graph, outputs)
+        compute = [
+            n.id
+            for n in graph.nodes()
+            if n.id in runs and not n.op.source and n.op.kind != "output"
+        ]
+        assert [launch.node for launch in plan.entries[name].launches] == compute
     decode = plan.entries["decode"]
-    compute = [n.id for n in graph.nodes() if not n.op.source and n.op.kind != "output"]
-    assert [launch.node for launch in decode.launches] == compute
+    main = {n.id for n in graph.nodes() if not n.id.startswith(("M00.", "in.", "w.", "cache."))}
+    draft = {launch.node for launch in plan.entries["draft"].launches}
+    assert draft and not draft & main  # the MTP block alone
     kinds = {launch.op: launch.kind for launch in decode.launches}
     assert kinds["split_heads"] == "view" and kinds["linear"] == "library"
     assert kinds["sparse_attention"] == "kernel"
@@ -122,7 +133,9 @@ def test_lower_makes_a_plan_that_round_trips(tiny):
     assert (experts["dtype"], experts["format"]) == ("bf16", "fp4:32")
     shared = plan.params["layers.1.ffn.shared_experts.w1.weight"]
     assert shared["format"] == "fp8:128x128"
-    assert set(decode.outputs) == {"logits", "mtp_logits"}
+    assert set(decode.outputs) == {"logits"}
+    assert set(plan.entries["verify"].outputs) == set(plan.entries["draft"].outputs)
+    assert plan.entries["verify"].env["T"] == FULL.max_draft + 1
 
 
 def test_default_pipeline_is_registered():
@@ -130,17 +143,37 @@ def test_default_pipeline_is_registered():
 
 
 def test_select_outputs_drops_mtp_and_narrows_logits(tiny, tiny_weights):
+    """Without drafts the MTP block goes and the one lm_head is narrowed to the last token."""
+    from v4c.passes.base import CompileOptions
+
+    full = graph_before(tiny, "select_outputs")
+    pruned = full.copy()
+    options = CompileOptions(max_draft=0)
+    PASSES["select_outputs"](pruned, PassContext(tiny, options))
+    PASSES["dce"](pruned, PassContext(tiny, options))
+    assert not any(n.id.startswith("M00.") for n in pruned.nodes())
+    assert pruned.type_of(Value("head.lm_head")).shape == ("B", 1, 129280)
+    for b, a in zip(run_steps(full, tiny_weights), run_steps(pruned, tiny_weights), strict=True):
+        assert set(a) == {"last_logits"}
+        assert_same_outputs([{"last_logits": b["logits"][:, -1:]}], [a])
+
+
+def test_select_outputs_keeps_every_token_for_verify_and_the_last_for_the_rest(tiny, tiny_weights):
+    """With drafts: verify's every-token logits beside a second head on the last tokens, and
+    the MTP block's logits and streams at the last token."""
     from v4c.passes.base import CompileOptions
 
     full = graph_before(tiny, "select_outputs")
     pruned = full.copy()
     PASSES["select_outputs"](pruned, PassContext(tiny, CompileOptions()))
     PASSES["dce"](pruned, PassContext(tiny, CompileOptions()))
-    assert not any(n.id.startswith("M00.") for n in pruned.nodes())
-    assert pruned.type_of(Value("head.lm_head")).shape == ("B", 1, 129280)
+    assert pruned.type_of(Value("head.lm_head")).shape == ("B", "T", 129280)
+    assert pruned.type_of(Value("head.lm_head_on_last")).shape == ("B", 1, 129280)
+    assert pruned.type_of(Value("M00.lm_head")).shape == ("B", 1, 129280)
     for b, a in zip(run_steps(full, tiny_weights), run_steps(pruned, tiny_weights), strict=True):
-        assert set(a) == {"logits"}
-        assert_same_outputs([{"logits": b["logits"][:, -1:]}], [a])
+        assert set(a) == {"logits", "last_logits", "hidden", "last_mtp_logits", "last_mtp_hidden"}
+        last = {k: b[k.removeprefix("last_")][:, -1:] for k in a if k.startswith("last_")}
+        assert_same_outputs([{**last, "logits": b["logits"], "hidden": b["hidden"]}], [a])
 
 
 def test_lowered_plan_computes_what_the_graph_computes(tiny, tiny_weights):
@@ -159,5 +192,11 @@ def test_lowered_plan_computes_what_the_graph_computes(tiny, tiny_weights):
     params = {name: tiny_weights[name] for name in plan.params}
     state = ReferenceExecutor(graph, tiny_weights).new_state(batch=2, max_seq=64)
     runner = PlanRunner(plan, params, state)
-    plan_out = [runner.run(step) for step in steps()]
-    assert_same_outputs(run_steps(graph, tiny_weights), plan_out)
+    plan_out, graph_out = [], run_steps(graph, tiny_weights)
+    for step, want in zip(steps(), graph_out):
+        got = runner.run(step)  # the main model: prefill or decode
+        got.update({f"mtp_{k}": v for k, v in runner.run(step, "draft").items()})
+        plan_out.append(got)
+        for key in set(want) - set(got):  # decode returns no hidden
+            del want[key]
+    assert_same_outputs(graph_out, plan_out)

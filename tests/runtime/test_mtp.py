@@ -129,12 +129,16 @@ def _bounds():
 
 
 def test_reference_graph_mtp_logits_match_section_11(setup, hf_steps):
+    """The main model's component first (its `hidden` streams), then the MTP block's fed them,
+    as the verify and draft entry points run."""
     spec, weights, *_, ids = setup
     executor = ReferenceExecutor(build(spec), weights)
     state = executor.new_state(batch=1, max_seq=64)
     for (lo, hi), (logits, mtp_logits) in zip(_bounds(), hf_steps, strict=True):
-        ours = executor.run(_step_inputs(ids, lo, hi), state)
-        assert (ours["logits"][0] - logits).abs().max().item() <= ATOL
+        step = _step_inputs(ids, lo, hi)
+        main = executor.run(step, state, outputs=("logits", "hidden"))
+        assert (main["logits"][0] - logits).abs().max().item() <= ATOL
+        ours = executor.run({**step, "hidden": main["hidden"]}, state, outputs=("mtp_logits",))
         err = (ours["mtp_logits"][0] - mtp_logits).abs().max().item()
         assert err <= ATOL, f"step at {lo}: mtp_logits differ by {err:.3g}"
 
@@ -142,17 +146,14 @@ def test_reference_graph_mtp_logits_match_section_11(setup, hf_steps):
 def test_compiled_plan_mtp_logits_match_section_11(setup, hf_steps):
     spec, weights, *_, ids = setup
     options = CompileOptions(
-        max_tokens=PREFILL,
-        max_seq=64,
-        outputs=("logits", "mtp_logits"),
-        logits="all",
-        weights="bf16",
-        dtype="fp32",
+        max_tokens=PREFILL, max_seq=64, logits="all", weights="bf16", dtype="fp32"
     )
     plan = compile_spec(spec, options).plan
     engine = Engine(plan, weights, dtype=torch.float32)
     engine.reset(1)
     runner = PlanRunner(plan, engine.params, engine.state)
     for (lo, hi), (_, mtp_logits) in zip(_bounds(), hf_steps, strict=True):
-        ours = runner.run(_step_inputs(ids, lo, hi))["mtp_logits"][0]
+        step = _step_inputs(ids, lo, hi)
+        hidden = runner.run(step, "prefill")["hidden"]  # prefill returns the streams, decode not
+        ours = runner.run({**step, "hidden": hidden}, "draft")["logits"][0]
         assert (ours - mtp_logits).abs().max().item() <= ATOL, f"step at {lo}"

@@ -37,9 +37,14 @@ def compile_command(
     max_seq: Annotated[
         int, typer.Option(min=1, help="Longest sequence the caches hold.")
     ] = DEFAULTS.max_seq,
-    outputs: Annotated[
-        str, typer.Option(help="Outputs to compute: logits, mtp_logits.")
-    ] = ",".join(DEFAULTS.outputs),
+    max_draft: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Most draft tokens a verify step checks (speculative decoding with the MTP "
+            "block); 0: no draft and verify entry points.",
+        ),
+    ] = DEFAULTS.max_draft,
     all_logits: Annotated[
         bool, typer.Option("--all-logits", help="Logits at every token, not the last.")
     ] = False,
@@ -65,7 +70,6 @@ def compile_command(
 
     spec = load_spec(spec_file)
     pipeline = [p.strip() for p in passes.split(",") if p.strip()] if passes else None
-    keys = tuple(k.strip() for k in outputs.split(",") if k.strip())
     if numerics not in ("plain", "official"):
         raise V4CError(f"--numerics: expected plain or official, got {numerics!r}")
     if weights not in ("as-stored", "bf16"):
@@ -73,7 +77,7 @@ def compile_command(
     if dtype not in ("bf16", "fp32"):
         raise V4CError(f"--dtype: expected bf16 or fp32, got {dtype!r}")
     options = CompileOptions(
-        max_batch, max_tokens, max_seq, keys, "all" if all_logits else "last", numerics,
+        max_batch, max_tokens, max_seq, "all" if all_logits else "last", max_draft, numerics,
         weights, dtype,
     )  # fmt: skip
     compiled = write_output(
