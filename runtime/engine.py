@@ -28,6 +28,7 @@ from v4c.ir.semantics.quant import QuantWeight
 from v4c.ir.types import resolve_dim, torch_dtype
 from v4c.runtime.caches import new_caches
 from v4c.runtime.program import Program, Step
+from v4c.runtime.rollback import Rollback
 
 
 def input_buffers(plan: Plan, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -43,6 +44,12 @@ def input_buffers(plan: Plan, device: torch.device, dtype: torch.dtype) -> dict[
         key: torch.zeros(n, dtype=torch_dtype(ir, dtype), device=device)
         for key, (n, ir) in sizes.items()
     }
+
+
+def entry_states(plan: Plan, entry: str) -> list[str]:
+    """The caches an entry's steps read and write."""
+    launches = plan.entries[entry].launches
+    return sorted({r.name for launch in launches for r in launch.inputs if r.kind == "state"})
 
 
 class EngineError(V4CError):
@@ -86,6 +93,16 @@ class Engine:
             )  # fmt: skip
             for entry in plan.entries
         }
+        self.rollbacks = {  # what undoes the tokens a verify or chained draft step rejects
+            entry: Rollback(
+                {key: self.state[key] for key in entry_states(plan, entry)},
+                {key: plan.states[key]["shape"] for key in entry_states(plan, entry)},
+            )
+            for entry in ("verify", "draft")
+            if entry in plan.entries
+        }
+        self.track_hidden = 0  # positions of `hidden` kept per sequence (the drafter sets it)
+        self.hidden_tail: list[torch.Tensor | None] = []
         on_cuda = self.device.type == "cuda"
         self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs and on_cuda
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -132,6 +149,7 @@ class Engine:
         for key, cache in self.state.items():
             cache.fill_(float("-inf") if self.fills[key] == "-inf" else 0.0)
         self.lengths = [0] * batch
+        self.hidden_tail = [None] * batch
 
     @torch.no_grad()
     def forward(self, tokens: list[list[int]]) -> torch.Tensor:
@@ -159,36 +177,57 @@ class Engine:
                 if n:
                     chunks.setdefault(n, []).append(b)
             for n, rows in sorted(chunks.items()):
-                out = self._step(rows, [tokens[b][done[b] : done[b] + n] for b in rows])
+                ids = [tokens[b][done[b] : done[b] + n] for b in rows]
+                entry = "decode" if n == 1 and not self.track_hidden else "prefill"
+                outputs = self.feed(entry, rows, {"ids": torch.tensor(ids)})
+                out = outputs["logits"][:, -1]
                 if logits is None:
                     shape = (len(tokens), out.shape[-1])
                     logits = torch.full(shape, float("nan"), device=self.device)
                 logits[rows] = out.float()
+                if self.track_hidden:
+                    self.keep_hidden(rows, outputs["hidden"])
                 for b in rows:
                     done[b] += n
+                    self.lengths[b] += n
         return logits
 
-    def _step(self, rows: list[int], ids: list[list[int]]) -> torch.Tensor:
-        """Advance `rows` by len(ids[0]) tokens; returns their logits [b, V] at the last one
-        (a view of the step's output buffer, valid until the next step). The step reads and
-        writes the caches of `rows` in place: they are its `slots`."""
-        batch, n = len(rows), len(ids[0])
-        step = self.programs["decode" if n == 1 else "prefill"].bind(batch, n)
+    def feed(
+        self,
+        entry: str,
+        rows: list[int],
+        host: dict[str, torch.Tensor],
+        starts: list[int] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """One step of `entry` over cache rows `rows` (its `slots`), the positions of row b
+        from starts[b] (default: where the sequence stands) on; `host` holds the other
+        inputs, [b, T, ...] each. Returns the step's outputs (views of its buffers, valid
+        until its next step). Sequence lengths are the caller's to advance."""
+        batch, n = next(iter(host.values())).shape[:2]
+        step = self.programs[entry].bind(batch, n)
+        starts = [self.lengths[b] for b in rows] if starts is None else starts
         host = {
-            "ids": torch.tensor(ids),
-            "positions": torch.tensor([self.lengths[b] for b in rows])[:, None] + torch.arange(n),
+            **host,
+            "positions": torch.tensor(starts)[:, None] + torch.arange(n),
             "slots": torch.tensor(rows),
         }
         for key, view in step.inputs.items():
             view.copy_(host[key].view(view.shape), non_blocking=True)
-        self._run(step, batch, n)
-        for b in rows:
-            self.lengths[b] += n
-        return step.outputs["logits"][:, -1]
+        self._run(step, batch, n, graphed=entry == "decode")
+        return step.outputs
 
-    def _run(self, step: Step, batch: int, tokens: int) -> None:
+    def keep_hidden(self, rows: list[int], hidden: torch.Tensor, counts: list[int] | None = None):
+        """Append hidden[i, :counts[i]] (default: all) to sequence rows[i]'s tail of main-model
+        streams, keeping its last `track_hidden` positions (what a draft starts from)."""
+        for i, b in enumerate(rows):
+            new = hidden[i, : hidden.shape[1] if counts is None else counts[i]]
+            old = self.hidden_tail[b]
+            tail = new if old is None else torch.cat((old, new))
+            self.hidden_tail[b] = tail[-self.track_hidden :].clone()
+
+    def _run(self, step: Step, batch: int, tokens: int, graphed: bool) -> None:
         """Run a step; a CUDA decode step is captured on first use, then replayed."""
-        if not (self.cuda_graphs and tokens == 1):
+        if not (self.cuda_graphs and graphed and tokens == 1):
             step.run()
             return
         if batch not in self.graphs:

@@ -9,6 +9,11 @@ One `forward` with all prompts produces each sequence's first token; each later
 `forward` feeds every live sequence its last token ([] for finished ones) and yields the
 next. A sequence stops after producing a stop id (kept as its last token, reason "eos")
 or `max_new_tokens` tokens (reason "length"); no `forward` follows the final token.
+
+With a `drafter` (`runtime/drafting.py`) each decode round instead verifies drafted tokens
+and may emit several per sequence; the sequence takes them in order until it stops, and the
+drafter undoes what it fed past the tokens taken, so the engine ends where the plain loop
+would.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from v4c.runtime.sampler import Sampler
+
+if TYPE_CHECKING:  # the loop only calls them; it stays free of engines and plans
+    from v4c.runtime.drafting import DraftStats, MtpDrafter
 
 
 class StepEngine(Protocol):
@@ -39,6 +47,7 @@ class GenerationResult:
     prompt_tokens: list[int]  # prompt length per sequence
     prefill_s: float  # the prefill forward and the first tokens' sampling
     decode_s: float  # every later step
+    speculation: DraftStats | None = None  # what the drafter did, when there was one
 
     @property
     def generated_tokens(self) -> list[int]:
@@ -69,6 +78,11 @@ class _Batch:
 
     def accept(self, seqs: Sequence[int], ids: list[int]) -> None:
         for seq, token in zip(seqs, ids, strict=True):
+            self.take(seq, [token])
+
+    def take(self, seq: int, ids: list[int]) -> int:
+        """Append ids to `seq` in order until it stops; returns how many it took."""
+        for n, token in enumerate(ids, start=1):
             self.tokens[seq].append(token)
             if self._on_token is not None:
                 self._on_token(seq, token)
@@ -76,6 +90,9 @@ class _Batch:
                 self.reasons[seq] = "eos"
             elif len(self.tokens[seq]) >= self._max:
                 self.reasons[seq] = "length"
+            if self.reasons[seq] is not None:
+                return n
+        return len(ids)
 
 
 def generate(
@@ -87,10 +104,13 @@ def generate(
     stop_ids: set[int],
     on_token: Callable[[int, int], None] | None = None,
     reset: bool = True,
+    drafter: MtpDrafter | None = None,
 ) -> GenerationResult:
     """Generate for every prompt; `on_token(seq_index, token_id)` streams each new token.
     `reset=False` continues the engine's sequences: each prompt is appended to what its
-    sequence already holds (a chat's next turn). The last new token is not fed back."""
+    sequence already holds (a chat's next turn). The last new token is not fed back.
+    `drafter`: decode speculatively with it (the same tokens greedy, the same distribution
+    sampled)."""
     _check(prompts, max_new_tokens)
     batch = _Batch(len(prompts), max_new_tokens, set(stop_ids), on_token)
     if reset:
@@ -98,11 +118,16 @@ def generate(
 
     start = time.perf_counter()
     everyone = list(range(len(prompts)))
-    logits = _forward(engine, [list(p) for p in prompts])
+    if drafter is None:
+        logits = _forward(engine, [list(p) for p in prompts])
+    else:
+        logits = drafter.prefill([list(p) for p in prompts], reset)
     batch.accept(everyone, sampler.sample(logits).tolist())
     prefill_s = time.perf_counter() - start
 
     start = time.perf_counter()
+    if drafter is not None:
+        _speculate(drafter, batch)
     while live := batch.live():
         step = [[batch.tokens[i][-1]] if i in live else [] for i in everyone]
         logits = _forward(engine, step)
@@ -116,7 +141,19 @@ def generate(
         prompt_tokens=[len(p) for p in prompts],
         prefill_s=prefill_s,
         decode_s=decode_s,
+        speculation=None if drafter is None else drafter.stats,
     )
+
+
+def _speculate(drafter: MtpDrafter, batch: _Batch) -> None:
+    """The decode rounds with a drafter: verify, take what each sequence keeps, commit. Near
+    the caches' end, where K + 1 positions no longer fit, the plain loop finishes."""
+    if live := batch.live():
+        drafter.start(live, [batch.tokens[i][-1] for i in live])
+    while (live := batch.live()) and drafter.fits(live):
+        emitted = drafter.propose(live, [batch.tokens[i][-1] for i in live])
+        taken = [batch.take(i, ids) for i, ids in zip(live, emitted)]
+        drafter.commit(taken, [batch.reasons[i] is None for i in live], emitted)
 
 
 def _check(prompts: list[list[int]], max_new_tokens: int) -> None:

@@ -40,6 +40,12 @@ def checkpoint_layout(folder: Path, spec: ModelSpec) -> str:
         return detect_layout(open_shards(folder, stack), spec)
 
 
+def has_mtp_weights(folder: Path) -> bool:
+    """Whether the checkpoint holds the MTP block (`mtp.*`; transformers' layout has none)."""
+    with ExitStack() as stack:
+        return any(name.startswith("mtp.") for name in open_shards(folder, stack).headers)
+
+
 def default_numerics(layout: str) -> tuple[str, str]:
     """(numerics, why): the official release is run as the official code runs it."""
     if layout == "official":
@@ -96,6 +102,12 @@ def open_session(
     else:
         spec = read_spec(folder, spec)
     layout = checkpoint_layout(folder, spec)
+    mtp = has_mtp_weights(folder)
+    if plan is not None and "draft" in plan.entries and not mtp:
+        raise V4CError(
+            f"{folder}: the plan drafts with the MTP block, the checkpoint has no mtp.* "
+            f"weights (compile with --max-draft 0)"
+        )
     if numerics is None:
         numerics = default_numerics(layout)[0]
     if backend == "auto":
@@ -105,7 +117,7 @@ def open_session(
         weights = "as-stored" if backend == "triton" and layout == "official" else "bf16"
         options = CompileOptions(
             max_batch, max_tokens, max_seq, numerics=numerics, weights=weights,
-            dtype=ir_dtype(str(dtype)),
+            dtype=ir_dtype(str(dtype)), max_draft=CompileOptions.max_draft if mtp else 0,
         )  # fmt: skip
         plan = compile_spec(spec, options).plan
     _, tensors = load_checkpoint(

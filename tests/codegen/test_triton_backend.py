@@ -144,7 +144,7 @@ def test_quantised_experts_stay_quantised(tmp_path, kernel_cache):
     kept = {name: w.fmt for name, w in tri.engine.params.items() if isinstance(w, QuantWeight)}
     assert kept["layers.0.ffn.experts.{e}.w1.weight"] == "fp4"
     assert kept["layers.3.ffn.shared_experts.w2.weight"] == "fp8"
-    assert len(kept) == 4 * 6 and not any(
+    assert len(kept) == 5 * 6 and not any(  # 4 layers and the MTP block
         isinstance(w, QuantWeight) for w in ref.engine.params.values()
     )
     prompt = [[0, 128803, 19923, 128804, 128822]]

@@ -89,3 +89,19 @@ CudaGraphs = Annotated[
         "--cuda-graphs/--no-cuda-graphs", help="Replay each decode step from a CUDA graph (CUDA)."
     ),
 ]
+Speculative = Annotated[
+    str | None,
+    typer.Option(
+        help="mtp: draft tokens with the MTP block and verify them in one step of the main "
+        "model (the same output as off); off. Default: mtp when the plan has the draft entry "
+        "point (the checkpoint has MTP weights), else off."
+    ),
+]
+DraftTokens = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Draft tokens per verify step with --speculative mtp (1..the plan's "
+        "--max-draft; more than one chains the MTP block on its own output).",
+    ),
+]

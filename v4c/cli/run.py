@@ -15,18 +15,20 @@ from v4c.cli.options import (
     Checkpoint,
     CudaGraphs,
     Device,
+    DraftTokens,
     MaxNew,
     MaxSeq,
     Numerics,
     PlanDir,
     Seed,
     SpecOpt,
+    Speculative,
     Temperature,
     Threads,
     TopK,
     TopP,
 )
-from v4c.cli.setup import open_cli_session
+from v4c.cli.setup import cli_drafter, open_cli_session
 from v4c.errors import V4CError
 
 
@@ -44,6 +46,7 @@ def _reply(
     sampler,
     held: int = 0,
     stream: bool = True,
+    drafter=None,
 ) -> Reply:
     """Generate after `prompt_ids`, streaming text to stdout (unless `stream` is off).
     `held`: the tokens the engine's
@@ -68,7 +71,7 @@ def _reply(
     try:
         result = generate(session.engine, [prompt_ids], sampler, max_new_tokens=budget,
                           stop_ids={session.tokenizer.eos_id}, on_token=show,
-                          reset=not held)  # fmt: skip
+                          reset=not held, drafter=drafter)  # fmt: skip
     except KeyboardInterrupt:
         if stream:
             sys.stdout.write(decoder.flush() + "\n")
@@ -84,6 +87,12 @@ def _reply(
         if result.decode_tokens
         else "no decode step (the one token came from the prefill)"
     )
+    spec = result.speculation
+    if spec is not None and spec.rounds:
+        decode += (
+            f", {spec.acceptance:.0%} of {spec.drafted} drafts accepted, "
+            f"{spec.tokens_per_step:.2f} tokens per main-model step"
+        )
     typer.echo(
         f"[{_count(result.prompt_tokens[0], 'prompt token')}, {result.generated_tokens[0]} new "
         f"({reason}); prefill {result.prefill_s:.2f} s, {decode}]",
@@ -134,6 +143,8 @@ def run_command(
     threads: Threads = None,
     plan: PlanDir = None,
     cuda_graphs: CudaGraphs = True,
+    speculative: Speculative = None,
+    draft_tokens: DraftTokens = 1,
     json_out: Annotated[
         bool,
         typer.Option(
@@ -154,13 +165,16 @@ def run_command(
     from v4c.runtime.sampler import Sampler
 
     sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    drafter = cli_drafter(session, speculative, draft_tokens, sampler)
     tok = session.tokenizer
     if chat:
         text = encode_chat(conversation, thinking=thinking)
         ids = tok.encode(text)
     else:
         text, ids = prompt, [tok.bos_id, *tok.encode(prompt)]
-    reply = _reply(session, limit, ids, max_new_tokens, sampler, stream=not json_out)
+    reply = _reply(
+        session, limit, ids, max_new_tokens, sampler, stream=not json_out, drafter=drafter
+    )
     if json_out:
         typer.echo(json.dumps(_parsed(session, text, reply.tokens), ensure_ascii=False))
 
@@ -181,6 +195,8 @@ def chat_command(
     threads: Threads = None,
     plan: PlanDir = None,
     cuda_graphs: CudaGraphs = True,
+    speculative: Speculative = None,
+    draft_tokens: DraftTokens = 1,
 ) -> None:
     """An interactive chat: one user message a line; an empty line, EOF or Ctrl-C at the
     prompt ends it, Ctrl-C during a reply stops that reply. The reply is kept as the message
@@ -194,6 +210,7 @@ def chat_command(
     from v4c.runtime.sampler import Sampler
 
     sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    drafter = cli_drafter(session, speculative, draft_tokens, sampler)
     messages: list[dict] = []
     fed: list[int] = []  # the tokens the engine's sequence holds
     session.engine.reset(1)
@@ -211,7 +228,10 @@ def chat_command(
         if ids[: len(fed)] != fed:  # the rendering of earlier turns changed: start again
             session.engine.reset(1)
             fed = []
-        reply = _reply(session, limit, ids[len(fed) :], max_new_tokens, sampler, held=len(fed))
+        reply = _reply(
+            session, limit, ids[len(fed) :], max_new_tokens, sampler, held=len(fed),
+            drafter=drafter,
+        )  # fmt: skip
         # the last new token was sampled, not fed; after Ctrl-C the caches may hold part of
         # a step, so the next turn feeds the whole conversation again
         fed = ids + reply.tokens[:-1] if reply.complete else []

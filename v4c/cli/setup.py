@@ -154,3 +154,27 @@ def _check_triton(backend: str, device: str, numerics: str) -> None:
             "--backend triton: the kernels do not implement --numerics official yet; "
             "add --numerics plain, or use --backend torch"
         )
+
+
+def cli_drafter(session, speculative: str | None, draft_tokens: int, sampler):
+    """The drafter `--speculative` asks for (said at start with why), or None. Default: the
+    MTP block with `draft_tokens` drafts when the plan has the draft entry point (it is
+    compiled with one when the checkpoint holds MTP weights), else off."""
+    from v4c.runtime.drafting import MtpDrafter
+
+    if speculative not in (None, "off", "mtp"):
+        raise V4CError(f"--speculative: expected off or mtp, got {speculative!r}")
+    has_draft = "draft" in session.engine.programs
+    if speculative == "mtp" and not has_draft:
+        raise V4CError(
+            "--speculative mtp: the plan has no draft entry point (the checkpoint has no MTP "
+            "weights, or the plan was compiled with --max-draft 0)"
+        )
+    if speculative == "off" or not has_draft:
+        why = "--speculative" if speculative == "off" else "the plan has no draft entry point"
+        log(f"speculative off ({why})")
+        return None
+    drafter = MtpDrafter(session.engine, sampler, draft_tokens)
+    why = "--speculative" if speculative else "the plan drafts with the MTP block"
+    log(f"speculative mtp, {draft_tokens} draft token{'s' * (draft_tokens > 1)} ({why})")
+    return drafter

@@ -1,0 +1,141 @@
+"""Speculative decoding end to end on the tiny model (vocabulary 1024, fp32, torch backend):
+greedy with a drafter emits exactly the tokens of plain greedy decoding, and leaves the main
+model's caches as plain decoding leaves them.
+
+The oracle of every check is the plain `generate` loop on the same engine and weights. The
+runs decode 200 tokens after prompts of 40 and 13 tokens, so they cross the sliding window
+(16), the CSA windows (4) and the HCA window (128) many times. Three drafters:
+- the MTP block (random weights: it almost never agrees with the main model, so this covers
+  rejection, the MTP's own rounds and its chained steps);
+- the perfect drafter (every draft accepted: verify steps of K+1 tokens kept whole);
+- the perfect drafter on a corrupted oracle (every 3rd/5th token wrong, rows at different
+  places): rows keep different numbers of drafts in one step, and rejected tokens are undone
+  mid-window, mid-entry and across window boundaries.
+Caches are compared within fp32 rounding (a verify step's GEMMs have another shape than a
+decode step's); a token left behind would differ by the size of a value, not by 1e-6.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from v4c.compile import compile_spec
+from v4c.ir.build import build
+from v4c.passes.base import CompileOptions
+from v4c.runtime.drafting import MtpDrafter
+from v4c.runtime.engine import Engine
+from v4c.runtime.generate import generate
+from v4c.runtime.random_weights import random_weights
+from v4c.runtime.reference import ReferenceExecutor
+from v4c.runtime.sampler import Sampler
+from v4c.spec import load_spec
+
+pytestmark = pytest.mark.slow
+NEW = 200
+PROMPTS = [[(7 * i + 3) % 1024 for i in range(40)], [(11 * i + 5) % 1024 for i in range(13)]]
+CACHE_RTOL = 1e-5  # fp32, of the cache's largest value: verify and decode steps round their
+# GEMMs differently
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("drafting")
+    (folder / "spec.yaml").write_text("extends: tiny.yaml\nname: tiny-draft\nvocab_size: 1024\n")
+    spec = load_spec(folder / "spec.yaml")
+    weights = random_weights(spec, seed=4)
+    options = CompileOptions(max_batch=2, max_tokens=64, max_seq=320, weights="bf16", dtype="fp32")
+    plan = compile_spec(spec, options).plan
+    engine = Engine(plan, {n: weights[n] for n in plan.params}, dtype=torch.float32)
+    plain = {}
+    for name, prompts in (("single", PROMPTS[:1]), ("batch", PROMPTS)):
+        result = generate(engine, prompts, Sampler(), max_new_tokens=NEW, stop_ids=set())
+        plain[name] = (result.tokens, _main_caches(engine), list(engine.lengths))
+    return spec, weights, engine, plain
+
+
+def _main_caches(engine):
+    return {k: v.clone() for k, v in engine.state.items() if not k.startswith("M")}
+
+
+def _assert_same_caches(engine, want):
+    for key, cache in _main_caches(engine).items():
+        assert torch.equal(torch.isinf(cache), torch.isinf(want[key])), key
+        finite = torch.isfinite(want[key])
+        if finite.any():
+            scale = want[key][finite].abs().max().item()
+            err = (cache[finite] - want[key][finite]).abs().max().item()
+            assert err <= CACHE_RTOL * scale, f"{key}: {err:.3g} of {scale:.3g}"
+
+
+def _speculate(engine, prompts, k, oracle=None):
+    drafter = MtpDrafter(engine, Sampler(), k, oracle=oracle)
+    result = generate(
+        engine, prompts, Sampler(), max_new_tokens=NEW, stop_ids=set(), drafter=drafter
+    )
+    return result, drafter.stats
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("case", ["single", "batch"])
+def test_mtp_drafts_give_the_plain_greedy_tokens_and_caches(setup, case, k):
+    _, _, engine, plain = setup
+    tokens, caches, lengths = plain[case]
+    prompts = PROMPTS[:1] if case == "single" else PROMPTS
+    result, stats = _speculate(engine, prompts, k)
+    assert result.tokens == tokens
+    assert engine.lengths == lengths
+    _assert_same_caches(engine, caches)
+    assert stats.rounds >= (NEW - 1) // (k + 1) and stats.drafted == stats.rounds * k * len(prompts)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_a_perfect_drafter_keeps_every_draft(setup, k):
+    _, _, engine, plain = setup
+    tokens, caches, lengths = plain["batch"]
+    result, stats = _speculate(engine, PROMPTS, k, oracle=tokens)
+    assert result.tokens == tokens and engine.lengths == lengths
+    _assert_same_caches(engine, caches)
+    assert stats.accepted == stats.drafted  # the last round's surplus is cut, not rejected
+    assert stats.rounds == -(-(NEW - 1) // (k + 1))
+
+
+def test_rows_that_keep_different_numbers_of_drafts(setup):
+    _, _, engine, plain = setup
+    tokens, caches, lengths = plain["batch"]
+    wrong = [
+        [t if i % every else (t + 1) % 1024 for i, t in enumerate(row)]
+        for row, every in zip(tokens, (3, 5))
+    ]
+    result, stats = _speculate(engine, PROMPTS, 3, oracle=wrong)
+    assert result.tokens == tokens and engine.lengths == lengths
+    _assert_same_caches(engine, caches)
+    assert 0 < stats.accepted < stats.drafted
+
+
+def test_drafts_are_the_mtp_blocks_argmax_on_the_committed_sequence(setup):
+    """The first draft after a prefill and the second (chained), by the reference semantics:
+    the main model over prompt + first token, then the MTP block with each position's
+    streams paired with the token after it (§11); the chained step feeds the block its own
+    streams at the last position and the first draft."""
+    spec, weights, engine, _ = setup
+    drafter = MtpDrafter(engine, Sampler(), 2)
+    prompt = PROMPTS[0]
+    engine.reset(1)
+    first = int(drafter.prefill([prompt], reset=True).argmax())
+    drafter.start([0], [first])
+    executor = ReferenceExecutor(build(spec), weights)
+    state = executor.new_state(batch=1, max_seq=320)
+    n = len(prompt)
+    step = {"ids": torch.tensor([prompt]), "positions": torch.arange(n)[None]}
+    step["slots"] = torch.tensor([0])
+    main = executor.run(step, state, outputs=("logits", "hidden"))
+    assert int(main["logits"][0, -1].argmax()) == first
+    step["mtp_ids"] = torch.tensor([prompt[1:] + [first]])
+    step["hidden"] = main["hidden"]
+    mtp = executor.run(step, state, outputs=("mtp_logits", "mtp_hidden"))
+    d1 = int(mtp["mtp_logits"][0, -1].argmax())
+    chained = {"mtp_ids": torch.tensor([[d1]]), "positions": torch.tensor([[n]])}
+    chained.update(slots=torch.tensor([0]), hidden=mtp["mtp_hidden"][:, -1:])
+    d2 = int(executor.run(chained, state, outputs=("mtp_logits",))["mtp_logits"][0, -1].argmax())
+    assert drafter.drafts[0][0] == [d1, d2]
