@@ -44,7 +44,7 @@ class DraftStats:
     """What speculation did in one generation."""
 
     rounds: int = 0  # verify steps (main-model steps after the prefill)
-    drafted: int = 0  # draft tokens verified
+    drafted: int = 0  # draft tokens verified (but those after a sequence's last token)
     accepted: int = 0  # draft tokens the main model kept
     emitted: int = 0  # tokens the verify steps produced (taken by the caller)
 
@@ -76,7 +76,6 @@ class MtpDrafter:
             rollback.check(draft_tokens + 1)
         shapes = engine.plan.states
         self.window = max(shapes[key]["shape"][1] for key in engine.rollbacks["draft"].caches)
-        engine.track_hidden = self.window
         self.stats = DraftStats()
         self.fed: list[list[int]] = []  # per sequence: its last `window` fed tokens
         self.drafts: dict[int, tuple[list[int], torch.Tensor | None]] = {}  # row -> (d, q)
@@ -92,7 +91,7 @@ class MtpDrafter:
             self.stats = DraftStats()
         for b, prompt in enumerate(prompts):
             self.fed[b] = (self.fed[b] + list(prompt))[-self.window :]
-        logits = self.engine.forward([list(p) for p in prompts])
+        logits = self.engine.forward([list(p) for p in prompts], hidden=self.window)
         self.prompt_lengths = list(self.engine.lengths)
         return logits
 
@@ -138,28 +137,25 @@ class MtpDrafter:
             q = torch.zeros(*draft.shape, logits.shape[-1], device=logits.device)
             q.scatter_(-1, draft[..., None], 1.0)
         verdict = accept(self.sampler, draft, logits, q)
-        self._pending = (rows, snap, outputs["hidden"], fed)
         counts = verdict.accepted.tolist()
         tokens = verdict.tokens.tolist()
-        self.stats.rounds += 1
-        self.stats.drafted += self.k * len(rows)
-        self.stats.accepted += sum(counts)
+        self._pending = (rows, snap, outputs["hidden"], fed, counts)
         return [row[: a + 1] for row, a in zip(tokens, counts)]
 
     def commit(self, taken: list[int], live: list[bool], emitted: list[list[int]]) -> None:
         """Row i of the last `propose` took `taken[i]` tokens `emitted[i]`; undo the rest
         of what it fed, then draft again for the rows still `live`."""
-        rows, snap, hidden, fed = self._pending
+        rows, snap, hidden, fed, counts = self._pending
         self._pending = None
+        self._count(taken, counts)
         engine = self.engine
         keep = torch.tensor(taken, device=engine.device)
         engine.rollbacks["verify"].restore(snap, keep)
-        engine.keep_hidden(rows, hidden, taken)
+        engine.keep_hidden(rows, hidden, self.window, taken)
         starts = [engine.lengths[b] for b in rows]
         for b, n, ids in zip(rows, taken, fed):
             engine.lengths[b] += n
             self.fed[b] = (self.fed[b] + ids[:n])[-self.window :]
-        self.stats.emitted += sum(taken)
         going = [i for i, ok in enumerate(live) if ok]
         if self.oracle is not None:
             self._oracle_drafts([rows[i] for i in going])
@@ -171,6 +167,17 @@ class MtpDrafter:
             picked = [rows[i] for i in members]
             ids = [emitted[i][:n] for i in members]
             self._draft(picked, ids, hidden[members, :n], [starts[i] for i in members])
+
+    def _count(self, taken: list[int], accepted: list[int]) -> None:
+        """Drafts the rows could use: a row that stopped at its n-th token (n <= a, all
+        drafts) never needed the drafts after it, which count as neither kept nor rejected."""
+        stats = self.stats
+        stats.rounds += 1
+        stats.emitted += sum(taken)
+        for n, a in zip(taken, accepted):
+            used = n if n <= a else self.k
+            stats.drafted += used
+            stats.accepted += min(a, used)
 
     # -- drafting -----------------------------------------------------------------------------
 

@@ -101,7 +101,8 @@ class Engine:
             for entry in ("verify", "draft")
             if entry in plan.entries
         }
-        self.track_hidden = 0  # positions of `hidden` kept per sequence (the drafter sets it)
+        # per sequence, the main model's last-block streams at its last positions, which a
+        # draft starts from: kept by `forward(..., hidden=W)` and `keep_hidden`
         self.hidden_tail: list[torch.Tensor | None] = []
         on_cuda = self.device.type == "cuda"
         self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs and on_cuda
@@ -152,10 +153,12 @@ class Engine:
         self.hidden_tail = [None] * batch
 
     @torch.no_grad()
-    def forward(self, tokens: list[list[int]]) -> torch.Tensor:
+    def forward(self, tokens: list[list[int]], hidden: int = 0) -> torch.Tensor:
         """Append `tokens[b]` to sequence b (lists may differ in length or be empty);
         returns fp32 logits [B, V] on the engine's device at each sequence's last new
-        token (NaN where none)."""
+        token (NaN where none). `hidden` > 0: also keep the last `hidden` positions of the
+        main model's streams in `hidden_tail` (every step then runs the prefill entry,
+        which returns them)."""
         if len(tokens) != len(self.lengths):
             raise EngineError(
                 f"{len(tokens)} token lists for {len(self.lengths)} sequences (call reset)"
@@ -178,15 +181,15 @@ class Engine:
                     chunks.setdefault(n, []).append(b)
             for n, rows in sorted(chunks.items()):
                 ids = [tokens[b][done[b] : done[b] + n] for b in rows]
-                entry = "decode" if n == 1 and not self.track_hidden else "prefill"
+                entry = "decode" if n == 1 and not hidden else "prefill"
                 outputs = self.feed(entry, rows, {"ids": torch.tensor(ids)})
                 out = outputs["logits"][:, -1]
                 if logits is None:
                     shape = (len(tokens), out.shape[-1])
                     logits = torch.full(shape, float("nan"), device=self.device)
                 logits[rows] = out.float()
-                if self.track_hidden:
-                    self.keep_hidden(rows, outputs["hidden"])
+                if hidden:
+                    self.keep_hidden(rows, outputs["hidden"], hidden)
                 for b in rows:
                     done[b] += n
                     self.lengths[b] += n
@@ -216,14 +219,16 @@ class Engine:
         self._run(step, batch, n, graphed=entry == "decode")
         return step.outputs
 
-    def keep_hidden(self, rows: list[int], hidden: torch.Tensor, counts: list[int] | None = None):
+    def keep_hidden(
+        self, rows: list[int], hidden: torch.Tensor, keep: int, counts: list[int] | None = None
+    ) -> None:
         """Append hidden[i, :counts[i]] (default: all) to sequence rows[i]'s tail of main-model
-        streams, keeping its last `track_hidden` positions (what a draft starts from)."""
+        streams, keeping its last `keep` positions (what a draft starts from)."""
         for i, b in enumerate(rows):
             new = hidden[i, : hidden.shape[1] if counts is None else counts[i]]
             old = self.hidden_tail[b]
             tail = new if old is None else torch.cat((old, new))
-            self.hidden_tail[b] = tail[-self.track_hidden :].clone()
+            self.hidden_tail[b] = tail[-keep:].clone()
 
     def _run(self, step: Step, batch: int, tokens: int, graphed: bool) -> None:
         """Run a step; a CUDA decode step is captured on first use, then replayed."""

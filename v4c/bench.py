@@ -6,6 +6,14 @@ bandwidth that achieves, against the device's own copy bandwidth measured in the
 process. `compare="hf"` runs transformers' `DeepseekV4ForCausalLM` (eager) on the same
 weights and reports both and the ratio. Speed is measured here, never in unit tests.
 
+With speculation (`speculative="mtp"`) it also generates greedily `decode` tokens after the
+prompts three ways, each after a warm-up run: plainly, with the MTP block drafting K tokens,
+and with the perfect drafter (the plain run's own tokens as drafts, so every draft is
+accepted: what verification costs when drafting is free) for K = 1, 2, 3; it reports
+tokens/s, the acceptance rate and the tokens per main-model step of each, and the ratios to
+the plain run. Random weights accept almost no MTP draft; the perfect drafter shows the
+mechanism's speed.
+
 Host time: on CUDA, the wall time to enqueue one step's launches (no synchronisation) and
 the step's device time (synchronised); on CPU, where the host runs the kernels too, the
 step's wall time minus the time spent inside its calls, i.e. the program's own dispatch.
@@ -49,6 +57,7 @@ class BenchResult:
     copy_gb_per_s: float = 0.0
     bandwidth_fraction: float = 0.0
     hf: dict[str, float] = field(default_factory=dict)  # the same figures for transformers
+    speculation: dict[str, dict] = field(default_factory=dict)  # mode -> figures (see above)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,6 +152,36 @@ def bench_engine(
     return result
 
 
+def bench_speculation(engine: Engine, prompts: list[list[int]], new: int, k: int) -> dict:
+    """Greedy generation of `new` tokens: plain, MTP with `k` drafts, perfect K = 1..3."""
+    from v4c.runtime.drafting import MtpDrafter
+    from v4c.runtime.generate import generate
+    from v4c.runtime.sampler import Sampler
+
+    sampler = Sampler()
+
+    def run(k=0, oracle=None):
+        figures = {}
+        for _ in range(2):  # the first binds the steps of every length (and captures graphs)
+            drafter = MtpDrafter(engine, sampler, k, oracle) if k else None
+            out = generate(engine, prompts, sampler, max_new_tokens=new, stop_ids=set(),
+                           drafter=drafter)  # fmt: skip
+            figures = {"tokens_per_s": out.tokens_per_s, "draft_tokens": k}
+            if drafter is not None:
+                stats = drafter.stats
+                figures.update(acceptance=stats.acceptance, tokens_per_step=stats.tokens_per_step)
+        return figures, out.tokens
+
+    plain, tokens = run()
+    modes = {"off": plain, "mtp": run(k)[0]}
+    limit = engine.plan.options["max_draft"]
+    for j in range(1, min(3, limit) + 1):
+        modes[f"perfect_k{j}"] = run(j, tokens)[0]
+    for figures in modes.values():
+        figures["speedup"] = figures["tokens_per_s"] / plain["tokens_per_s"]
+    return modes
+
+
 def bench_hf(spec: ModelSpec, weights: dict, device, dtype, *, batch, prompt_len, decode) -> dict:
     """transformers' DeepseekV4ForCausalLM, eager, on the same (dense) weights."""
     model = hf_model(spec, weights, device=device, dtype=dtype)
@@ -200,16 +239,18 @@ def run_bench(
     weight_formats: str = "bf16",
     cuda_graphs: bool = True,
     compare: str | None = None,
+    speculative: str = "off",
+    draft_tokens: int = 1,
 ) -> BenchResult:
     """Compile `spec` for this run's limits, bind it to `weights` (dense tensors: the ones the
     plan keeps FP8/FP4 are quantised to their stored format first) and measure it."""
     from v4c.runtime.random_weights import as_stored
 
     device = torch.device(device)
+    drafts = CompileOptions.max_draft if speculative == "mtp" else 0
     options = CompileOptions(
-        max_batch=batch, max_tokens=prompt_len, max_seq=prompt_len + decode + 2,
-        numerics=numerics, weights=weight_formats,
-        dtype=ir_dtype(str(dtype)),
+        max_batch=batch, max_tokens=prompt_len, max_seq=prompt_len + decode + 2 + drafts,
+        numerics=numerics, weights=weight_formats, dtype=ir_dtype(str(dtype)), max_draft=drafts,
     )  # fmt: skip
     plan = compile_spec(spec, options).plan
     formats = {name: info["format"] for name, info in plan.params.items()}
@@ -219,6 +260,10 @@ def run_bench(
         cuda_graphs=cuda_graphs,
     )  # fmt: skip
     result = bench_engine(engine, spec, batch=batch, prompt_len=prompt_len, decode=decode)
+    if speculative == "mtp":
+        gen = torch.Generator().manual_seed(1)
+        prompts = torch.randint(0, spec.vocab_size, (batch, prompt_len), generator=gen).tolist()
+        result.speculation = bench_speculation(engine, prompts, decode, draft_tokens)
     if compare == "hf":
         del engine
         result.hf = bench_hf(
@@ -245,6 +290,17 @@ def format_result(r: BenchResult) -> list[str]:
         f"{r.achieved_gb_per_s:.1f} GB/s = {100 * r.bandwidth_fraction:.1f} % of the "
         f"measured copy bandwidth ({r.copy_gb_per_s:.1f} GB/s)",
     ]
+    for mode, f in r.speculation.items():
+        rate = (
+            f", {100 * f['acceptance']:.0f} % accepted, {f['tokens_per_step']:.2f} tokens/step"
+            if "acceptance" in f
+            else ""
+        )
+        k = f" K={f['draft_tokens']}" if f["draft_tokens"] else ""
+        lines.append(
+            f"  greedy {mode:<10}{k:<5} {f['tokens_per_s']:,.1f} tokens/s "
+            f"({f['speedup']:.2f}x off){rate}"
+        )
     if r.hf:
         lines += [
             f"  transformers (eager): prefill {r.hf['prefill_tokens_per_s']:,.1f} tokens/s, "

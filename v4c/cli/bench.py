@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from v4c.cli.options import DraftTokens, Speculative
 from v4c.errors import V4CError
 
 
@@ -34,6 +35,8 @@ def bench_command(
     compare: Annotated[
         str | None, typer.Option(help="hf: also run transformers (eager) on the same weights.")
     ] = None,
+    speculative: Speculative = None,
+    draft_tokens: DraftTokens = 1,
     json_file: Annotated[
         Path | None, typer.Option("--json", help="Write the figures here.")
     ] = None,
@@ -53,12 +56,18 @@ def bench_command(
         raise V4CError(f"--compare: expected hf, got {compare!r}")
     if weights not in ("as-stored", "bf16"):
         raise V4CError(f"--weights: expected as-stored or bf16, got {weights!r}")
+    if speculative not in (None, "off", "mtp"):
+        raise V4CError(f"--speculative: expected off or mtp, got {speculative!r}")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     spec, tensors = _weights(target, random_weights, dtype, device)
+    has_mtp = spec.mtp.num_layers > 0 and any(n.startswith("mtp.") for n in tensors)
+    if speculative == "mtp" and not has_mtp:
+        raise V4CError("--speculative mtp: the weights have no MTP block")
+    speculative = speculative or ("mtp" if has_mtp else "off")
     result = run_bench(
         spec, tensors, device=device, dtype=dtype, backend=backend, batch=batch,
         prompt_len=prompt_len, decode=decode, weight_formats=weights, cuda_graphs=cuda_graphs,
-        compare=compare,
+        compare=compare, speculative=speculative, draft_tokens=draft_tokens,
     )  # fmt: skip
     for line in format_result(result):
         typer.echo(line)
