@@ -56,8 +56,6 @@ def bench_command(
         raise V4CError(f"--compare: expected hf, got {compare!r}")
     if weights not in ("as-stored", "bf16"):
         raise V4CError(f"--weights: expected as-stored or bf16, got {weights!r}")
-    if speculative not in (None, "off", "mtp"):
-        raise V4CError(f"--speculative: expected off or mtp, got {speculative!r}")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     spec, tensors = _weights(target, random_weights, dtype, device)
     has_mtp = spec.mtp.num_layers > 0 and any(n.startswith("mtp.") for n in tensors)

@@ -89,12 +89,21 @@ CudaGraphs = Annotated[
         "--cuda-graphs/--no-cuda-graphs", help="Replay each decode step from a CUDA graph (CUDA)."
     ),
 ]
+
+
+def _speculative(value: str | None) -> str | None:
+    if value not in (None, "off", "mtp"):
+        raise typer.BadParameter(f"expected off or mtp, got {value!r}")
+    return value
+
+
 Speculative = Annotated[
     str | None,
     typer.Option(
+        callback=_speculative,
         help="mtp: draft tokens with the MTP block and verify them in one step of the main "
         "model (the same output as off); off. Default: mtp when the plan has the draft entry "
-        "point (the checkpoint has MTP weights), else off."
+        "point (the checkpoint has MTP weights), else off.",
     ),
 ]
 DraftTokens = Annotated[
