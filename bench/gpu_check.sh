@@ -11,6 +11,8 @@
 #   kernels          bench/kernels.py, 2-layer Flash slice  -> kernels.json, kernels.log
 #   bench-as-stored  v4c bench, FP8/FP4 weights, --compare hf -> bench_as_stored.json
 #   bench-bf16       v4c bench, bf16 weights, --compare hf  -> bench_bf16.json
+#   bench-speculative v4c bench tiny: greedy off, MTP K=2, perfect drafter K=1..3
+#                                                           -> bench_speculative.json
 #   report           bench/gpu_check_report.py             -> gpu_check.json, gpu_check.md
 # A failing or timed-out stage is recorded in stages.tsv and the next one runs; the script
 # exits 0 once the report is written and printed (the report says what failed: rc 124 timed
@@ -41,7 +43,7 @@ trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT"
 for f in stages.tsv gpu_check.json gpu_check.md env.json env.log pytest_gpu.log pytest_gpu.xml \
   kernels.json kernels.log bench_as_stored.json bench_as_stored.log bench_bf16.json \
-  bench_bf16.log report.log; do rm -f "$OUT/$f"; done  # this script's files from a last run
+  bench_bf16.log bench_speculative.json bench_speculative.log report.log; do rm -f "$OUT/$f"; done  # this script's files from a last run
 cd "$ROOT" || exit 1
 
 VENV=$ROOT/.venv/bin/python  # used when it runs and (but for a dry run) sees the GPU
@@ -107,6 +109,8 @@ run_stage bench-as-stored 60 bench_as_stored.log "$PY" "${BENCH[@]}" --weights a
   --json "$OUT/bench_as_stored.json"
 run_stage bench-bf16 60 bench_bf16.log "$PY" "${BENCH[@]}" --weights bf16 \
   --json "$OUT/bench_bf16.json"
+run_stage bench-speculative 45 bench_speculative.log "$PY" -m v4c bench tiny --random-weights \
+  --prompt-len 256 --decode 64 --draft-tokens 2 --json "$OUT/bench_speculative.json"
 DEADLINE=$(( $(date +%s) + 60 ))  # the report always runs, whatever the budget left
 DRY=0 run_stage report 30 report.log "$PY" bench/gpu_check_report.py "$OUT"
 if [ -s "$OUT/gpu_check.md" ]; then

@@ -17,7 +17,11 @@ import re
 import sys
 from pathlib import Path
 
-BENCH_FILES = {"bench-as-stored": "bench_as_stored.json", "bench-bf16": "bench_bf16.json"}
+BENCH_FILES = {
+    "bench-as-stored": "bench_as_stored.json",
+    "bench-bf16": "bench_bf16.json",
+    "bench-speculative": "bench_speculative.json",
+}
 # issue 10's targets on one H200 (fractions and ratios: measured >= want)
 TARGETS = {
     "decode, % of the copy bandwidth (as stored)": 0.60,
@@ -164,6 +168,22 @@ def _bench_lines(bench: dict) -> list[str]:
     return lines
 
 
+def _speculation_lines(bench: dict) -> list[str]:
+    lines = [
+        "| run | mode | K | tokens/s | × off | accepted | tokens / main step |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in bench.items():
+        for mode, f in (r.get("speculation") or {}).items():
+            rate = f"{100 * f['acceptance']:.0f} %" if "acceptance" in f else "–"
+            per_step = f"{f['tokens_per_step']:.2f}" if "tokens_per_step" in f else "1"
+            lines.append(
+                f"| {name} | {mode} | {f['draft_tokens']} | {f['tokens_per_s']:,.1f} "
+                f"| {f['speedup']:.2f} | {rate} | {per_step} |"
+            )
+    return lines if len(lines) > 2 else ["No speculation figures."]
+
+
 def markdown(report: dict) -> str:
     env = report["env"] or {}
     lines = [
@@ -184,6 +204,8 @@ def markdown(report: dict) -> str:
         lines.append("No kernel figures (see the kernels stage).")
     lines += ["", "### v4c bench vs transformers (eager, bf16)", ""]
     lines += _bench_lines(report["bench"]) if report["bench"] else ["No bench figures."]
+    lines += ["", "### Speculative decoding (greedy, the same tokens in every mode)", ""]
+    lines += _speculation_lines(report["bench"] or {})
     lines += [
         "",
         "### Targets",

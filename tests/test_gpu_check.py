@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import ROOT
 from v4c.spec import load_spec
 
-STAGES = ["env", "pytest-gpu", "kernels", "bench-as-stored", "bench-bf16"]
+STAGES = ["env", "pytest-gpu", "kernels", "bench-as-stored", "bench-bf16", "bench-speculative"]
 
 
 def _bench_module(name: str):
@@ -117,6 +117,14 @@ def test_report_gathers_the_figures(tmp_path, kernels_json):
     result.prefill_tokens_per_s, result.decode_ms_per_token = 300.0, 4.0
     result.hf = {"prefill_tokens_per_s": 100.0, "decode_ms_per_token": 10.0}
     write_json(result, tmp_path / "bench_as_stored.json")
+    drafted = BenchResult("tiny", "cpu", "torch", "fp32", "bf16", 1, 8, 2)
+    drafted.prefill_tokens_per_s, drafted.decode_ms_per_token = 300.0, 4.0
+    drafted.speculation = {
+        "off": {"tokens_per_s": 50.0, "draft_tokens": 0, "speedup": 1.0},
+        "perfect_k2": {"tokens_per_s": 100.0, "draft_tokens": 2, "speedup": 2.0,
+                       "acceptance": 1.0, "tokens_per_step": 2.9},
+    }  # fmt: skip
+    write_json(drafted, tmp_path / "bench_speculative.json")
     (tmp_path / "stages.tsv").write_text("bench-bf16\t124\t60\tpython -m v4c bench\n")
     (tmp_path / "pytest_gpu.log").write_text(
         "tests/x.py ss\n===== 3 passed, 2 skipped, 900 deselected in 41.20s =====\n"
@@ -130,6 +138,8 @@ def test_report_gathers_the_figures(tmp_path, kernels_json):
     assert want["decode, x transformers eager (as stored)"] == (2.5, False)  # 10 ms / 4 ms
     assert want["prefill, x transformers eager (as stored)"] == (3.0, False)  # 300 / 100 tok/s
     md = (tmp_path / "gpu_check.md").read_text()
+    assert "| bench-speculative | perfect_k2 | 2 | 100.0 | 2.00 | 100 % | 2.90 |" in md
+    assert "| bench-speculative | off | 0 | 50.0 | 1.00 | – | 1 |" in md
     assert "| 300 | 4.000 |" in md and "| 3.00 | 2.50 |" in md  # v4c / transformers
     for entry in report["kernels"]["entries"].values():
         for g in entry["by_kernel"]:

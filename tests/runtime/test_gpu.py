@@ -41,3 +41,28 @@ def test_bf16_on_cuda_tracks_fp32(name, n, steps, tol):
     assert torch.isfinite(bf16).all()
     rel = ((bf16 - fp32).norm(dim=-1) / fp32.norm(dim=-1)).max().item()
     assert rel < tol, f"relative logit error {rel:.3g}"
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_speculation_keeps_the_greedy_tokens_on_cuda(backend):
+    """The tiny model, fp32 activations on the GPU (bf16 verify and decode steps may round a
+    near-tie differently): 96 greedy tokens with MTP drafts (K = 2) and with the perfect
+    drafter (K = 3) equal plain decoding's, for a batch of two lengths."""
+    from v4c.runtime.drafting import MtpDrafter
+    from v4c.runtime.generate import generate
+    from v4c.runtime.sampler import Sampler
+
+    spec = load_spec("tiny")
+    weights = random_weights(spec, seed=0)
+    options = CompileOptions(max_batch=2, max_tokens=64, max_seq=256, weights="bf16", dtype="fp32")
+    plan = compile_spec(spec, options).plan
+    engine = Engine(plan, weights, device="cuda", dtype=torch.float32, backend=backend)
+    prompts = [list(range(100, 140)), list(range(300, 313))]
+
+    def greedy(drafter=None):
+        return generate(engine, prompts, Sampler(), max_new_tokens=96, stop_ids=set(),
+                        drafter=drafter).tokens  # fmt: skip
+
+    plain = greedy()
+    assert greedy(MtpDrafter(engine, Sampler(), 2)) == plain
+    assert greedy(MtpDrafter(engine, Sampler(), 3, oracle=plain)) == plain
