@@ -76,6 +76,11 @@ class MtpDrafter:
             rollback.check(draft_tokens + 1)
         shapes = engine.plan.states
         self.window = max(shapes[key]["shape"][1] for key in engine.rollbacks["draft"].caches)
+        if self.window > engine.max_tokens:  # the MTP block's first step covers its window
+            raise V4CError(
+                f"the MTP block's window is {self.window} tokens, one step of the plan at most "
+                f"{engine.max_tokens}: compile with --max-tokens {self.window} or more"
+            )
         self.stats = DraftStats()
         self.fed: list[list[int]] = []  # per sequence: its last `window` fed tokens
         self.drafts: dict[int, tuple[list[int], torch.Tensor | None]] = {}  # row -> (d, q)

@@ -248,8 +248,10 @@ def run_bench(
 
     device = torch.device(device)
     drafts = CompileOptions.max_draft if speculative == "mtp" else 0
+    # a draft's first step covers the MTP block's window
+    steps = max(prompt_len, spec.attention.sliding_window if drafts else 1)
     options = CompileOptions(
-        max_batch=batch, max_tokens=prompt_len, max_seq=prompt_len + decode + 2 + drafts,
+        max_batch=batch, max_tokens=steps, max_seq=prompt_len + decode + 2 + drafts,
         numerics=numerics, weights=weight_formats, dtype=ir_dtype(str(dtype)), max_draft=drafts,
     )  # fmt: skip
     plan = compile_spec(spec, options).plan

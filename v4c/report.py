@@ -109,7 +109,15 @@ def _ops_section(built: Graph, final: Graph, plan: Plan, kernels: dict) -> list[
     out = ["## Ops and kernels per decode step", ""]
     out += [f"- ops before fusion: {compute_ops(built)}; after the passes: {compute_ops(final)}"]
     out += [f"- kernel launches per decode step: {len(decode)} ({len(decode) - library} generated "
-            f"kernels, {library} dense GEMMs left to torch/cuBLAS)", ""]  # fmt: skip
+            f"kernels, {library} dense GEMMs left to torch/cuBLAS)"]  # fmt: skip
+    others = [
+        f"{entry} {sum(1 for launch in plan.entries[entry].launches if launch.kind != 'view')}"
+        for entry in plan.entries
+        if entry not in ("prefill", "decode")
+    ]
+    if others:  # speculative decoding's entry points (draft: the MTP block alone)
+        out += [f"- launches per step of the other entry points: {', '.join(others)}"]
+    out += [""]
     out += ["| kernel | launches | fuses | sources in kernels/ |", "| --- | ---: | --- | --- |"]
 
     def name(launch) -> str:  # a library call is shown as the call, e.g. library:torch.matmul

@@ -19,6 +19,8 @@ from v4c.runtime.chat import encode_chat
 
 
 class ScriptedEngine:
+    programs: dict = {}  # no draft entry point: speculation is off
+
     def __init__(self, vocab: int, script: list[int]):
         self.vocab, self.script = vocab, list(script)
         self.held: list[int] = []  # the sequence since the last reset
