@@ -90,10 +90,11 @@ class MtpDrafter:
     # -- the steps generate() calls ----------------------------------------------------------
 
     def prefill(self, prompts: list[list[int]], reset: bool) -> torch.Tensor:
-        """The main model's prefill (keeping its streams); returns the last logits."""
+        """The main model's prefill (keeping its streams); returns the last logits. Starts
+        the statistics of a new generation."""
+        self.stats = DraftStats()
         if reset:
             self.fed = [[] for _ in prompts]
-            self.stats = DraftStats()
         for b, prompt in enumerate(prompts):
             self.fed[b] = (self.fed[b] + list(prompt))[-self.window :]
         logits = self.engine.forward([list(p) for p in prompts], hidden=self.window)
