@@ -3,7 +3,8 @@
 Checks: the graph is acyclic; every node has exactly the operands its op declares, each a
 real result of its producer; the stored result types are what the op's type rule infers;
 inputs, states and outputs have unique keys; and, given the spec, every checkpoint tensor
-the spec implies is bound by exactly one `param` node with the implied shape and dtype.
+the spec implies is bound by exactly one `param` node with the implied shape (of the piece
+it holds, for a param split over ranks) and dtype.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import Counter
 from v4c.errors import IRError
 from v4c.ir.graph import Graph
 from v4c.spec import ModelSpec
+from v4c.spec.parallel import local_shape
 from v4c.spec.tensors import checkpoint_tensors, main_head_tensors
 
 
@@ -71,11 +73,12 @@ def _check_params(graph: Graph, spec: ModelSpec) -> list[str]:
         if t is None:
             problems.append(f"{node.id}: binds {name!r}, which the spec does not imply")
             continue
-        shape = ((t.stack,) if t.stack else ()) + t.shape
+        shape = local_shape(((t.stack,) if t.stack else ()) + t.shape, node.op.split)
         if (tuple(node.op.shape), node.op.dtype, node.op.stack) != (shape, t.dtype, t.stack):
+            piece = f" (its piece {list(node.op.split)})" if node.op.split else ""
             problems.append(
                 f"{node.id}: {name} is {list(node.op.shape)} {node.op.dtype}, the spec implies "
-                f"{list(shape)} {t.dtype}"
+                f"{list(shape)} {t.dtype}{piece}"
             )
     problems += [f"checkpoint tensor {n!r} bound {c} times" for n, c in bound.items() if c > 1]
     problems += [f"checkpoint tensor {n!r} is not bound" for n in required if n not in bound]

@@ -34,3 +34,22 @@ def triton_interpret() -> bool:
     """TRITON_INTERPRET=1 (Triton's own switch): kernels run in Triton's interpreter on the
     CPU, so block sizes and the device tag are chosen for it."""
     return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+DIST_TIMEOUT = "V4C_DIST_TIMEOUT"
+
+
+def dist_timeout() -> float:
+    """V4C_DIST_TIMEOUT: seconds a rank waits in a collective (or to join the others)
+    before it gives up with an error, so a failed or stalled rank never hangs the rest
+    (default 1800: the first collective waits for the slowest rank to read its weights)."""
+    value = os.environ.get(DIST_TIMEOUT, "").strip()
+    if not value:
+        return 1800.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise V4CError(f"{DIST_TIMEOUT}: expected a positive number of seconds, got {value!r}")
+    return seconds
