@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 
 from v4c.errors import IRError
-from v4c.ir.graph import Graph
+from v4c.ir.graph import Graph, Node
 from v4c.spec import ModelSpec
 from v4c.spec.parallel import local_shape
 from v4c.spec.tensors import checkpoint_tensors, main_head_tensors
@@ -24,14 +24,15 @@ def verify(graph: Graph, spec: ModelSpec | None = None) -> None:
         raise IRError("verify: the graph has a cycle")
     problems: list[str] = []
     keys: Counter[tuple[str, str]] = Counter()
-    for node in graph.nodes():
+    nodes = graph.nodes()  # one topological sort: problems are listed in graph order
+    for node in nodes:
         problems += _check_node(graph, node.id)
         op = node.op
         if op.kind in ("input", "state", "output"):
             keys[(op.kind, op.key)] += 1
     problems += [f"{kind} key {key!r} used {n} times" for (kind, key), n in keys.items() if n > 1]
     if spec is not None:
-        problems += _check_params(graph, spec)
+        problems += _check_params(nodes, spec)
     if problems:
         raise IRError("verify: " + "\n  ".join(problems))
 
@@ -54,17 +55,17 @@ def _check_node(graph: Graph, id: str) -> list[str]:
     return []
 
 
-def _check_params(graph: Graph, spec: ModelSpec) -> list[str]:
+def _check_params(nodes: list[Node], spec: ModelSpec) -> list[str]:
     """Every implied tensor bound once; the MTP block's only while an MTP output is kept,
     the main head's only while the logits are."""
-    keys = [n.op.key for n in graph.nodes() if n.op.kind == "output"]
+    keys = [n.op.key for n in nodes if n.op.kind == "output"]
     with_mtp = any(key.startswith("mtp") for key in keys)
     head = set() if "logits" in keys else {t.name for t in main_head_tensors(spec)}
     expected = {t.name: t for t in checkpoint_tensors(spec)}
     required = [n for n in expected if (with_mtp or not n.startswith("mtp.")) and n not in head]
     bound: Counter[str] = Counter()
     problems = []
-    for node in graph.nodes():
+    for node in nodes:
         if node.op.kind != "param":
             continue
         name = node.op.tensor

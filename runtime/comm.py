@@ -16,15 +16,11 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
-from v4c.errors import V4CError
+from v4c.errors import CommError
 from v4c.ir.ops.collective import Collective
 from v4c.spec.parallel import Grid
 
 T = TypeVar("T")
-
-
-class CommError(V4CError):
-    """A collective failed: another rank ended or stopped answering (the timeout)."""
 
 
 class Communicator(Protocol):

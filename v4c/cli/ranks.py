@@ -3,7 +3,7 @@
 Three ways a run starts:
 - alone with tp = ep = 1: one process, as before;
 - alone with `--tp N` / `--ep M` (or a plan or spec that says so): this process is the
-  launcher; it starts N×M rank processes on this machine (`runtime.distributed.spawn`),
+  launcher; it starts N×M rank processes on this machine (`runtime.launch.spawn`),
   each running the same command as a rank, and reports the first failure as its error;
 - under torchrun (RANK/WORLD_SIZE in the environment): this process is one rank; without
   `--tp/--ep` the grid is all tensor-parallel (tp = WORLD_SIZE / ep).
@@ -39,7 +39,7 @@ Ep = Annotated[
 def resolve_grid(tp: int | None, ep: int | None, spec_file: str | None, plan: Path | None):
     """The grid of this run: --tp/--ep, else the plan's, else the spec's `parallel`, else
     what torchrun started (all TP), else one rank."""
-    from v4c.runtime.distributed import place_from_env
+    from v4c.runtime.launch import place_from_env
     from v4c.spec.parallel import Grid
 
     default = (1, 1)
@@ -68,7 +68,7 @@ def resolve_grid(tp: int | None, ep: int | None, spec_file: str | None, plan: Pa
 def start_ranks(grid, target, kwargs: dict) -> bool:
     """Start the ranks here if this process is the launcher of a multi-rank run (True: they
     ran, the caller is done); False: run on (one rank, or one process)."""
-    from v4c.runtime.distributed import place_from_env, spawn
+    from v4c.runtime.launch import place_from_env, spawn
 
     if grid.world == 1 or place_from_env() is not None:
         return False
@@ -80,7 +80,7 @@ def start_ranks(grid, target, kwargs: dict) -> bool:
 def join_ranks(grid, device: str | None):
     """This process's communicator (None on one process); cuda ranks take GPU LOCAL_RANK."""
     from v4c.envs import dist_timeout
-    from v4c.runtime.distributed import join, place_from_env
+    from v4c.runtime.launch import place_from_env
 
     place = place_from_env()
     if place is None:
@@ -88,6 +88,8 @@ def join_ranks(grid, device: str | None):
             raise V4CError("internal: a multi-rank run outside its ranks")
         return None
     import torch
+
+    from v4c.runtime.distributed import join
 
     kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return join(grid, place, kind, dist_timeout())

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from v4c.spec.schema import ModelSpec
 
 AXES = ("tp", "ep", "world")
+DEVICE_GB = 141.0  # an H200's memory: what one rank's memory is checked against by default
 Split = tuple[int, int, str]  # (dim, parts, axis)
 
 
