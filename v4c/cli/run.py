@@ -207,6 +207,10 @@ def chat_command(
     it parses to, so the history is the official one; a turn feeds the engine only the
     tokens added where that history extends what the engine holds (not in thinking mode,
     where the earlier reasoning is dropped from the history)."""
+    from v4c.runtime.launch import place_from_env
+
+    if place_from_env() is not None:
+        raise V4CError("v4c chat runs in one process; for several ranks use v4c run --tp/--ep")
     session, limit = open_cli_session(
         checkpoint, spec, device, numerics, backend, max_seq, threads, plan, cuda_graphs
     )
