@@ -65,16 +65,53 @@ def resolve_grid(tp: int | None, ep: int | None, spec_file: str | None, plan: Pa
     return Grid(tp or default[0], ep or default[1])
 
 
-def start_ranks(grid, target, kwargs: dict) -> bool:
+def start_ranks(grid, target, kwargs: dict, spec=None) -> bool:
     """Start the ranks here if this process is the launcher of a multi-rank run (True: they
-    ran, the caller is done); False: run on (one rank, or one process)."""
+    ran, the caller is done); False: run on (one rank, or one process). `spec`, when known,
+    is checked first: a split it cannot take is refused before any rank starts."""
     from v4c.runtime.launch import place_from_env, spawn
 
     if grid.world == 1 or place_from_env() is not None:
         return False
+    if spec is not None:
+        check_grid(spec, grid)
     typer.echo(f"starting {grid.world} ranks (tp={grid.tp} x ep={grid.ep}) here", err=True)
     spawn(grid.world, target, (kwargs,))
     return True
+
+
+def check_grid(spec, grid) -> None:
+    """A V4CError naming every field the split does not divide, one line each."""
+    from v4c.spec.parallel import grid_problems
+
+    problems = grid_problems(spec, grid.tp, grid.ep)
+    if problems:
+        raise V4CError("\n".join(f"--tp {grid.tp} --ep {grid.ep}: {p}" for p in problems))
+
+
+def run_spec(spec_file: str | None, checkpoint: Path | None, plan: Path | None):
+    """The spec a run will use, found without reading weights (None: not known here)."""
+    import json
+
+    from v4c.spec import ModelSpec, load_spec
+
+    if plan is not None:
+        from v4c.session import load_plan
+
+        return ModelSpec.model_validate(load_plan(plan).model)
+    if spec_file is not None:
+        return load_spec(spec_file)
+    if checkpoint is None:
+        return load_spec("tiny")  # the embedded default
+    config = Path(checkpoint) / "config.json"
+    if not config.is_file():
+        return None
+    from v4c.spec.config_io import spec_from_config
+
+    try:
+        return spec_from_config(json.loads(config.read_text()), Path(checkpoint).name)
+    except (ValueError, V4CError):
+        return None  # the rank that reads it reports the problem
 
 
 def join_ranks(grid, device: str | None):

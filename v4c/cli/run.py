@@ -26,7 +26,15 @@ from v4c.cli.options import (
     TopK,
     TopP,
 )
-from v4c.cli.ranks import Ep, Tp, join_ranks, only_rank0_speaks, resolve_grid, start_ranks
+from v4c.cli.ranks import (
+    Ep,
+    Tp,
+    join_ranks,
+    only_rank0_speaks,
+    resolve_grid,
+    run_spec,
+    start_ranks,
+)
 from v4c.cli.setup import open_cli_session
 from v4c.errors import V4CError
 
@@ -150,7 +158,7 @@ def run_command(
         raise V4CError("give --prompt, or --messages FILE (chat encoding only)")
     grid = resolve_grid(tp, ep, spec, plan)
     kwargs = {k: v for k, v in locals().items() if k != "grid"}
-    if start_ranks(grid, _run_rank, kwargs):
+    if start_ranks(grid, _run_rank, kwargs, run_spec(spec, checkpoint, plan)):
         return
     from v4c.runtime.chat_messages import read_messages
 
