@@ -60,8 +60,8 @@ class TorchComm:
 
     def run(self, op: Collective, args: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         index = self.grid.index(op.group, self.rank)
-        if op.kind == "shard_start":
-            return (torch.tensor([index * op.size], dtype=torch.int64, device=self.device),)
+        if op.kind == "shard_start":  # a fill, no host copy: a captured step may hold it
+            return (torch.full((1,), index * op.size, dtype=torch.int64, device=self.device),)
         group, x = self.groups[op.group], args[0].contiguous()
         try:
             if op.kind == "all_reduce":
@@ -99,6 +99,12 @@ def join(grid: Grid, place: Place, device: str, timeout_s: float) -> TorchComm:
         )
     on_gpu = torch.device(device).type == "cuda"
     if on_gpu:
+        gpus = torch.cuda.device_count()
+        if place.local_rank >= gpus:
+            raise V4CError(
+                f"rank {place.rank}: its GPU is cuda:{place.local_rank}, this node has {gpus}: "
+                "start at most that many ranks per node (--nproc-per-node)"
+            )
         torch.cuda.set_device(place.local_rank)
     where = torch.device("cuda", place.local_rank) if on_gpu else torch.device("cpu")
     if not dist.is_initialized():

@@ -1,7 +1,8 @@
 """A rank of a split plan reads its pieces of each weight: the same values as cutting the
 whole weight, FP8 weights with their block scales and FP4 experts (whole experts per EP
 rank, inner dims per TP rank) kept quantised or dequantised; from the official layout it
-reads only the parts of the files that hold them (memory-mapped slices)."""
+reads only the parts of the files that hold them (memory-mapped slices), and so it does
+from the HF one except for its merged expert gate_up_proj (read whole, then cut)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def official(spec, weights, tmp_path_factory):
 @pytest.mark.parametrize("layout", ["official", "hf"])
 def test_each_rank_reads_the_pieces_of_the_whole(layout, spec, weights, plan, official, tmp_path):
     folder = official
-    if layout == "hf":  # no piece is where the official one is: read whole, then cut
+    if layout == "hf":  # pieces of tensors stored as they are; gate_up_proj read whole, cut
         folder = tmp_path
         write_hf(folder, spec, weights, dtype=torch.float32)
     kw = dict(
