@@ -7,9 +7,11 @@ piece a rank loads, `shard_start`). No-op on one process (tp = ep = 1).
 The grid (`v4c.spec.parallel`): rank = ep_index * tp + tp_index, so the TP groups are
 consecutive ranks inside each EP slot (the per-layer TP all-reduces stay among
 neighbouring GPUs), an EP group is one rank of each TP group, and `world` is everyone.
-What a rank holds and computes, as the official code shards over its ranks
-(V4_REFERENCE §13.3: wq_b, wo_a, attn_sink, weights_proj, w1, w3 on dim 0, wo_b, w2 on
-dim 1, experts by index, embed and head by vocabulary rows):
+What a rank holds and computes follows the official code's splits (V4_REFERENCE §13.3:
+wq_b, wo_a, attn_sink, weights_proj, w1, w3 on dim 0, wo_b, w2 on dim 1, experts by index,
+embed and head by vocabulary rows) and its collectives, with one difference of axes: the
+official code has one (all its ranks split the heads and the experts alike); here the heads
+follow tp, the experts ep and tp, so a grid may keep the attention's all-reduces in a node:
 
 - attention, over tp: its H/tp heads (wq_b rows, attn_sink, the o-groups of those heads:
   wo_a rows) and wo_b's matching columns, whose partial sums an all_reduce(tp) adds. The
@@ -21,7 +23,10 @@ dim 1, experts by index, embed and head by vocabulary rows):
   rank: the gate is small; picks of another rank's experts weigh 0 here), and over tp each
   expert's inner dim (w1/w3 rows, w2 columns);
 - the shared expert's inner dim over world, its partial output added to the routed
-  experts' before one all_reduce(world) per MoE layer;
+  experts' before one all_reduce(world) per MoE layer (the official code keeps the shared
+  expert whole on every rank and all-reduces the fp32 routed sum alone; split, no rank
+  holds all of it, and one collective does; in bf16 the rank's partial sum is rounded
+  once before the reduction);
 - embedding rows over world (masked lookups, all_reduce(world)) and lm_head rows over
   world (each rank's vocabulary piece of the logits, all_gather(world)).
 With tp = 1 (experts split only) the attention runs whole on every rank.

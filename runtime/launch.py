@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from v4c.envs import TORCHRUN, torchrun_place
 from v4c.errors import CommError, V4CError
 
 
@@ -33,14 +34,8 @@ class Place:
 
 def place_from_env() -> Place | None:
     """The rank torchrun (or `spawn`) gave this process; None when started alone."""
-    if "WORLD_SIZE" not in os.environ:
-        return None
-    try:
-        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        local = int(os.environ.get("LOCAL_RANK", rank))
-    except (KeyError, ValueError) as err:
-        raise V4CError(f"torchrun's environment is incomplete or not numbers: {err}") from None
-    return Place(rank, world, local)
+    place = torchrun_place()
+    return None if place is None else Place(*place)
 
 
 def free_port() -> int:
@@ -100,10 +95,8 @@ def _cause(messages, rank: int, code: int) -> str:
 
 
 def _rank_entry(rank, world, port, target, args, messages) -> None:
-    os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-    )  # fmt: skip
+    values = (rank, world, rank, "127.0.0.1", port)  # one machine: local rank = rank
+    os.environ.update({key: str(value) for key, value in zip(TORCHRUN, values)})
     try:
         target(*args)
     except CommError as err:  # a consequence: another rank failed or stalled

@@ -53,3 +53,19 @@ def dist_timeout() -> float:
     if not seconds > 0:
         raise V4CError(f"{DIST_TIMEOUT}: expected a positive number of seconds, got {value!r}")
     return seconds
+
+
+TORCHRUN = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def torchrun_place() -> tuple[int, int, int] | None:
+    """RANK, WORLD_SIZE, LOCAL_RANK (default RANK) as torchrun sets them for each process it
+    starts (and `runtime.launch.spawn` does); None when WORLD_SIZE is unset (one process).
+    torch.distributed reads MASTER_ADDR and MASTER_PORT itself."""
+    if "WORLD_SIZE" not in os.environ:
+        return None
+    try:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        return rank, world, int(os.environ.get("LOCAL_RANK", rank))
+    except (KeyError, ValueError) as err:
+        raise V4CError(f"torchrun's environment is incomplete or not numbers: {err}") from None
