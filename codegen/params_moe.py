@@ -57,6 +57,7 @@ class MoeGate(Params):
     route_scale: float
     scoring_func: Literal["sqrtsoftplus", "sigmoid", "softmax"]
     normalize: bool  # the weights are normalised over the K picks
+    local_experts: int = 0  # expert parallelism: this rank's experts, from `first` on
 
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> MoeGate:
@@ -67,6 +68,7 @@ class MoeGate(Params):
             gate=attrs["gate"], experts=weight[0], top_k=top_k,
             route_scale=attrs["route_scale"], scoring_func=attrs["scoring_func"],
             normalize=attrs["norm_topk_prob"] and attrs["scoring_func"] != "softmax",
+            local_experts=attrs.get("local_experts", 0),
         )  # fmt: skip
 
 
@@ -112,12 +114,16 @@ class _Swiglu(Dots):
 class GroupedSwiglu(_Swiglu):
     experts: int
     top_k: int
+    others: bool = False  # offsets end with a group for other ranks' experts: rows of 0
 
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> GroupedSwiglu:
-        x, order, _, _, w1, w2, w3 = inputs
-        ws = [w1[1], w2[1], w3[1]]
-        return cls.from_operands(attrs, x, w1, ws, experts=w1[0][0], top_k=order[0][-1])
+        x, order, offsets, _, w1, w2, w3 = inputs
+        ws, experts = [w1[1], w2[1], w3[1]], w1[0][0]
+        others = offsets[0][0] == experts + 2
+        return cls.from_operands(
+            attrs, x, w1, ws, experts=experts, top_k=order[0][-1], others=others
+        )
 
 
 @template("swiglu")

@@ -98,6 +98,19 @@ class Graph:
         self._g.nodes[id]["node"] = node
         return node
 
+    def replace_op(self, id: str, op: Op, operands: list[Value] | None = None) -> Node:
+        """Give node `id` another op (of any kind) and, if given, other operands; its users
+        keep reading it, its types are inferred again (callers retype the users)."""
+        operands = self.operands(id) if operands is None else operands
+        types = tuple(op.infer([self.type_of(v) for v in operands]))
+        for u, _, key in list(self._g.in_edges(id, keys=True)):
+            self._g.remove_edge(u, id, key=key)
+        for index, value in enumerate(operands):
+            self._g.add_edge(value.node, id, key=index, out=value.index)
+        node = replace(self.node(id), op=op, types=types)
+        self._g.nodes[id]["node"] = node
+        return node
+
     def retype(self, id: str) -> Node:
         """Infer `id`'s result types again after its operands changed shape."""
         node = self.node(id)

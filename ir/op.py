@@ -33,6 +33,9 @@ class Op:
     side_effects: ClassVar[bool] = False  # never dead (outputs)
     source: ClassVar[str | None] = None  # "input" | "param" | "state": value comes from outside
     aliases: ClassVar[dict[int, int]] = {}  # result index -> operand index it is a view of
+    # its result depends on other ranks' operands or this rank's place in the grid: an
+    # executor runs it through a communicator (`communicate`), not `run`
+    collective: ClassVar[bool] = False
     # operand roles whose weights the op's kernel reads as stored (FP8/FP4, dequantised on
     # the fly); a weight read by any other op is widened at load
     quantised_operands: ClassVar[frozenset[str]] = frozenset()

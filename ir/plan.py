@@ -1,7 +1,8 @@
 """The `Plan`: what `lower` makes of an optimised graph, and what the runtime executes.
 
 For each entry point (prefill, decode) an ordered list of launches. A launch is typed
-(`kind`: a generated kernel, a library call for a dense GEMM, or a view that costs nothing),
+(`kind`: a generated kernel, a library call for a dense GEMM (or an op's torch semantics),
+a view that costs nothing, or a collective the rank's communicator runs),
 names its template or call (`kernel`), the node it computes and the nodes that node fused,
 its constants (op attributes), and where each operand and result lives: an arena offset, a
 parameter, a cache state or a step input, with its symbolic dims (`dims`, resolved again
@@ -17,8 +18,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-LaunchKind = Literal["kernel", "library", "view"]
-LAUNCH_KINDS: tuple[LaunchKind, ...] = ("kernel", "library", "view")
+LaunchKind = Literal["kernel", "library", "view", "collective"]
+LAUNCH_KINDS: tuple[LaunchKind, ...] = ("kernel", "library", "view", "collective")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Ref:
 @dataclass(frozen=True)
 class Launch:
     kind: LaunchKind
-    kernel: str  # kernel: the template; library: the call (torch.matmul); view: the op
+    kernel: str  # kernel: the template; library: the call (torch.matmul); view, collective: the op
     node: str
     op: str
     fuses: tuple[str, ...]  # the nodes of the unfused graph this launch computes
@@ -57,7 +58,7 @@ class EntryPlan:
 class Plan:
     spec: str  # the spec's name
     options: dict  # the CompileOptions it was made for
-    params: dict[str, dict]  # checkpoint tensor -> {shape, dtype, stack, format}
+    params: dict[str, dict]  # checkpoint tensor -> {shape, dtype, stack, format, split}
     states: dict[str, dict]  # cache key -> {shape (symbolic), dtype, fill}
     entries: dict[str, EntryPlan]
     model: dict = field(default_factory=dict)  # the whole ModelSpec, as JSON data

@@ -36,6 +36,8 @@ def print_node(graph: Graph, node: Node) -> str:
     attrs = dict(node.op.attrs())
     if node.op.source:
         attrs.pop("shape"), attrs.pop("dtype")
+    if attrs.get("split") == ():  # a whole param (one process) shows no split
+        attrs.pop("split")
     if node.layer is not None:
         attrs["layer"] = node.layer
     body = ", ".join(f"{k}={attrs[k]!r}" for k in sorted(attrs))

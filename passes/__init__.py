@@ -15,5 +15,6 @@ def load_passes() -> None:
         memory_plan,
         schedule_moe,
         select_outputs,
+        shard,
         simulate_numerics,
     )

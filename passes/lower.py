@@ -2,8 +2,10 @@
 each naming its template, constants and buffers (from `memory_plan`).
 
 Every compute op is one launch of the template named after the op (kind `kernel`), except
-views (kind `view`: no kernel, the program makes the view once when it binds) and dense GEMMs
-(`linear`, kind `library`: torch/cuBLAS). The storage format of every weight is decided here,
+views (kind `view`: no kernel, the program makes the view once when it binds), dense GEMMs
+(`linear`, kind `library`: torch/cuBLAS), the small ops of a rank's piece of a split
+computation (kind `library`, call `torch`: their reference semantics), and collectives
+(kind `collective`: the rank's communicator). The storage format of every weight is decided here,
 once: a weight the checkpoint stores FP8/FP4 stays so (`weights="as-stored"`) when every op
 that reads it has a kernel that reads that format (`Op.quantised_operands`), else it is
 widened to its logical dtype at load. The plan is stored in `graph.meta["plan"]`; the graph
@@ -14,7 +16,9 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+import v4c.ir.ops  # noqa: F401  (registers every op)
 from v4c.ir.graph import Graph, Node, Value
+from v4c.ir.op import OPS
 from v4c.ir.plan import EntryPlan, Launch, LaunchKind, Plan, Ref
 from v4c.passes.base import PassContext, PassResult, register_pass
 from v4c.passes.entries import entry_outputs
@@ -23,7 +27,12 @@ from v4c.spec import ModelSpec
 from v4c.spec.tensors import checkpoint_tensors
 
 VIEWS = {"split_heads", "take_last"}
-LIBRARY = {"linear": "torch.matmul"}
+LIBRARY = {
+    "linear": "torch.matmul",
+    "masked_embed": "torch",
+    "indexer_score": "torch",
+    "indexer_select": "torch",
+}
 
 
 def launch_kind(op: str) -> tuple[LaunchKind, str]:
@@ -32,6 +41,8 @@ def launch_kind(op: str) -> tuple[LaunchKind, str]:
         return "view", op
     if op in LIBRARY:
         return "library", LIBRARY[op]
+    if OPS[op].collective:
+        return "collective", op
     return "kernel", op
 
 
@@ -116,6 +127,7 @@ def lower_graph(graph: Graph, ctx: PassContext) -> Plan:
                 "dtype": t.dtype,
                 "stack": node.op.stack,
                 "format": formats[node.op.tensor],
+                "split": [list(s) for s in node.op.split],
             }
         elif node.op.source == "state":
             states[node.op.key] = {"shape": list(t.shape), "dtype": t.dtype, "fill": node.op.fill}

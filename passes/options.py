@@ -23,6 +23,13 @@ class CompileOptions:
     # FP8/FP4 weights: kept as stored where every reader's kernel reads them, or widened
     weights: Literal["as-stored", "bf16"] = "as-stored"
     dtype: Literal["bf16", "fp32"] = "bf16"  # what IR-bf16 activations are held in at run time
+    # the TP x EP grid the plan is one rank of (the `shard` pass; 1 x 1: one process)
+    tp: int = 1  # attention and indexer heads, and each routed expert's inner dim
+    ep: int = 1  # routed experts
+
+    @property
+    def world(self) -> int:
+        return self.tp * self.ep
 
     def env(self, entry: str) -> dict[str, int]:
         """Values of the symbolic dims for an entry point."""

@@ -6,6 +6,10 @@ DEFAULT_PIPELINE = [
     # -- what to compute: first, so no later pass works on what will not run
     "select_outputs",  # drop unrequested outputs (the MTP block by default); last-token logits
     "dce",  # remove what only the dropped outputs used
+    # -- one rank of a TP x EP grid (tp * ep > 1): before numerics, fusion and scheduling,
+    # so roundings land on the split ops, no fusion spans a collective, and the MoE
+    # schedule is sized for the rank's experts
+    "shard",
     "simulate_numerics",  # numerics official: the §12 roundings as ops; before fusion sees them
     # -- fusion: rewrite rules to a fixpoint; they only change which op computes a value
     "fuse_hc_norm",  # HC post + next HC pre + RMSNorm: one pass over the 4 streams per boundary

@@ -39,12 +39,16 @@ def schedule(graph: Graph, moe: Node) -> bool:
     origin = (NAME, (moe.id,))
     gate = graph.add(
         f"{base}.gate",
-        MoeGate(op.gate, op.top_k, op.route_scale, op.scoring_func, op.norm_topk_prob),
+        MoeGate(
+            op.gate, op.top_k, op.route_scale, op.scoring_func, op.norm_topk_prob,
+            op.local_experts,
+        ),
         gate_operands, layer=layer, origin=origin,
     )  # fmt: skip
+    groups = graph.type_of(w1).shape[0] + (1 if op.local_experts else 0)  # + other ranks'
     sort = graph.add(
         f"{base}.sort",
-        MoeSort(graph.type_of(w1).shape[0]),
+        MoeSort(groups),
         [gate.out(1)],
         layer=layer,
         origin=origin,

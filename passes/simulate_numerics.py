@@ -35,6 +35,7 @@ FLAGS = {
     "swiglu": "act_quant",
     "grouped_swiglu": "act_quant",
     "indexer_topk": "sim",
+    "indexer_score": "sim",
 }
 Q_NORMS = ("rms_norm", "rms_norm_rope")  # the weightless one is the per-head q norm
 

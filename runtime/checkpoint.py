@@ -18,6 +18,7 @@ experts stacked [E, ...] under the `{e}` name: the keys of `checkpoint_tensors(s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from v4c.errors import CheckpointError
 from v4c.runtime.checkpoint_detect import Layout, detect_units
 from v4c.runtime.checkpoint_read import check_units, open_shards, read_spec, read_units
 from v4c.runtime.checkpoint_write import write_hf, write_official
+from v4c.runtime.pieces import Ranges
 from v4c.runtime.random_weights import random_weights
 from v4c.spec import ModelSpec, load_spec
 from v4c.spec.tensors import checkpoint_tensors
@@ -46,6 +48,7 @@ def load_checkpoint(
     progress: bool = True,
     names: set[str] | None = None,
     keep_quantised: frozenset[str] = frozenset(),
+    pieces: Mapping[str, Ranges] | None = None,
 ) -> tuple[ModelSpec, dict[str, Tensor]]:
     """(spec, official name -> tensor). The spec comes from config.json unless given; a
     given spec must agree with config.json (compared as config.json in the file's layout).
@@ -53,7 +56,9 @@ def load_checkpoint(
     Every header is checked before any data is read; every problem is a CheckpointError.
     `names`: read only the stored tensors these logical tensors need (a plan's params).
     `keep_quantised`: these FP8/FP4 tensors come back as `QuantWeight`s, not dequantised
-    (for kernels that dequantise on the fly); in other layouts they are plain tensors."""
+    (for kernels that dequantise on the fly); in other layouts they are plain tensors.
+    `pieces`: tensor -> the ranges of it to return (one rank's piece of a split plan,
+    `runtime.pieces.rank_ranges`), read alone from the files wherever the layout allows."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such checkpoint folder")
@@ -64,7 +69,7 @@ def load_checkpoint(
         check_units(units, shards)
         if names is not None:
             units = [u for u in units if any(t.name in names for t in u.logical)]
-        weights = read_units(units, shards, dtype, device, progress, keep_quantised)
+        weights = read_units(units, shards, dtype, device, progress, keep_quantised, pieces)
     wanted = names if names is not None else {t.name for t in checkpoint_tensors(spec)}
     return spec, {
         t.name: weights[t.name]

@@ -31,6 +31,7 @@ from v4c.runtime.checkpoint_layout import (
     official_unit,
     renamed,
 )
+from v4c.runtime.pieces import Index, Ranges, dense_index
 from v4c.spec import ModelSpec
 from v4c.spec.tensors import TensorInfo, checkpoint_tensors
 
@@ -147,7 +148,10 @@ def _one(t: TensorInfo, name: str, dtype: torch.dtype) -> Unit:
     def encode(values: list[Tensor]) -> list[Tensor]:
         return [values[0].to(_written(t, dtype)).contiguous()]
 
-    return Unit((stored,), (t,), decode, encode)
+    def piece(ranges: Ranges) -> list[tuple[int, Index]]:  # stored as the logical tensor is
+        return [(0, dense_index(ranges))]
+
+    return Unit((stored,), (t,), decode, encode, piece=piece)
 
 
 def _gate_up(name: str, w1: TensorInfo, w3: TensorInfo, dtype: torch.dtype) -> Unit:

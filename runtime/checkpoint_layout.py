@@ -4,7 +4,9 @@ files hold, and the codec between them and the logical tensors of `checkpoint_te
 A layout is a list of `Unit`s. A unit is the smallest group of stored tensors that decodes
 on its own (a weight and its `.scale`; all experts of one projection; HF's merged
 `gate_up_proj`) together with the logical tensors it yields. Reader and writers share the
-units, so what one writes the other reads by construction.
+units, so what one writes the other reads by construction. The official-name units also
+say which parts of their stored tensors hold a piece of the logical one (`piece`), so a
+rank of a TP × EP grid reads its piece alone.
 
 This module holds the official-name layouts (quantised per the spec's `storage`, and plain);
 `checkpoint_hf` transformers' module names, `checkpoint_saved` what transformers writes.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from math import prod
 
 import torch
@@ -28,6 +31,7 @@ from v4c.ir.semantics.quant import (
     fp8_block_dequantize,
     fp8_block_quantize,
 )
+from v4c.runtime.pieces import Index, Ranges, dense_index, quant_index
 from v4c.spec import ModelSpec
 from v4c.spec.tensors import TensorInfo, checkpoint_tensors
 
@@ -58,6 +62,9 @@ Encode = Callable[[list[Tensor]], list[Tensor]]  # logical -> stored
 
 
 Keep = Callable[[list[Tensor]], list[QuantWeight]]  # stored -> each logical tensor as stored
+# a piece (ranges per logical dim) -> the stored tensors that hold it, by position in the
+# unit's `stored`, and the part of each: read those, and `decode`/`keep` give the piece
+Piece = Callable[[Ranges], list[tuple[int, Index]]]
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class Unit:
     decode: Decode
     encode: Encode
     keep: Keep | None = None  # quantised units: the logical tensors as QuantWeights
+    piece: Piece | None = None  # one logical tensor whose pieces can be read on their own
 
 
 def renamed(unit: Unit, rename: Callable[[str], str]) -> Unit:
@@ -95,9 +103,16 @@ def official_unit(t: TensorInfo, spec: ModelSpec, quantised: bool = True) -> Uni
     quant = hasattr(codec, "keep")
     if not t.stack:
         keep = (lambda xs: [codec.keep(xs)]) if quant else None
-        return Unit(codec.stored(t.name), (t,), codec.decode, codec.encode, keep)
+        whole = partial(codec.piece, t.name)
+        return Unit(codec.stored(t.name), (t,), codec.decode, codec.encode, keep, whole)
     names = [t.name.format(e=e) for e in range(t.stack)]
     per = len(codec.stored(names[0]))  # stored tensors per expert
+
+    def piece(ranges: Ranges) -> list[tuple[int, Index]]:
+        """The experts of ranges[0], each one's part ranges[1:]."""
+        (first, stop), inner = ranges[0], ranges[1:]
+        parts = codec.piece(t.name, inner)
+        return [(e * per + j, index) for e in range(first, stop) for j, index in parts]
 
     def decode(xs: list[Tensor], dtype: torch.dtype) -> list[Tensor]:
         # expert-major [w0, s0, w1, s1, ...] -> one stack per part, decoded at once
@@ -111,7 +126,7 @@ def official_unit(t: TensorInfo, spec: ModelSpec, quantised: bool = True) -> Uni
         return [codec.keep([torch.stack(xs[j::per]) for j in range(per)])]
 
     stored = tuple(s for n in names for s in codec.stored(n))
-    return Unit(stored, (t,), decode, encode, keep if quant else None)
+    return Unit(stored, (t,), decode, encode, keep if quant else None, piece)
 
 
 def codec_of(t: TensorInfo, spec: ModelSpec) -> _Plain | _FP8 | _FP4:
@@ -139,6 +154,9 @@ class _Plain:
     def encode(self, values: list[Tensor]) -> list[Tensor]:
         return [values[0].to(torch_dtype(self.t.dtype)).contiguous()]
 
+    def piece(self, name: str, ranges: Ranges) -> list[tuple[int, Index]]:
+        return [(0, dense_index(ranges))]
+
 
 @dataclass(frozen=True)
 class _FP8:
@@ -160,6 +178,9 @@ class _FP8:
 
     def keep(self, xs: list[Tensor]) -> QuantWeight:
         return QuantWeight(xs[0], xs[1], "fp8", self.block)
+
+    def piece(self, name: str, ranges: Ranges) -> list[tuple[int, Index]]:
+        return list(enumerate(quant_index("fp8", self.block, ranges, name)))
 
     def encode(self, values: list[Tensor]) -> list[Tensor]:
         return list(fp8_block_quantize(values[0], self.block))
@@ -184,6 +205,9 @@ class _FP4:
 
     def keep(self, xs: list[Tensor]) -> QuantWeight:
         return QuantWeight(xs[0], xs[1], "fp4")
+
+    def piece(self, name: str, ranges: Ranges) -> list[tuple[int, Index]]:
+        return list(enumerate(quant_index("fp4", (1, self.block), ranges, name)))
 
     def encode(self, values: list[Tensor]) -> list[Tensor]:
         return list(fp4_quantize(values[0], self.block))

@@ -9,6 +9,7 @@ All header problems of a folder are reported together, one line each as
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from torch import Tensor
 
 from v4c.errors import CheckpointError, SpecError
 from v4c.ir.types import torch_dtype
-from v4c.runtime.checkpoint_layout import Unit, nbytes
+from v4c.runtime.checkpoint_layout import Stored, Unit, nbytes
+from v4c.runtime.pieces import Index, Ranges, take
 from v4c.runtime.progress import progress_bar
 from v4c.spec import ModelSpec
 from v4c.spec.config_io import detect_format, spec_from_config, spec_to_config
@@ -143,32 +145,54 @@ def read_units(
     device: str | torch.device,
     progress: bool,
     keep: frozenset[str] = frozenset(),
+    pieces: Mapping[str, Ranges] | None = None,
 ) -> dict[str, Tensor]:
     """Read each stored tensor once, decode each unit: official name -> tensor, logical bf16
     in `dtype`, logical fp32 in fp32, tid2eid int64; quantised tensors named in `keep` stay
-    in their stored format (a QuantWeight)."""
+    in their stored format (a QuantWeight). `pieces`: for these tensors only that piece
+    (ranges per logical dim; a rank's), read alone from the memory-mapped files where the
+    layout says where it lies (`Unit.piece`), else cut from the whole after decoding."""
+    pieces = pieces or {}
     rank = {file: k + 1 for k, file in enumerate(sorted(shards.handles))}
-    total = sum(shards.headers[s.name].nbytes for u in units for s in u.stored)
+    plans = [(unit, _reads(unit, pieces, shards.headers)) for unit in units]
+    total = sum(nbytes for _, reads in plans for _, _, nbytes in reads)
     out = {}
     with progress_bar(progress) as bar:
         task = bar.add_task("reading", total=total)
-        for unit in units:
+        for unit, reads in plans:
             xs = []
-            for s in unit.stored:
+            for s, index, size in reads:
                 h = shards.headers[s.name]
-                xs.append(_tensor(shards.handles[h.file], s.name, h.file).to(device))
+                xs.append(_tensor(shards.handles[h.file], s.name, h.file, index).to(device))
                 label = f"{h.file.name} ({rank[h.file]}/{len(rank)})"
-                bar.update(task, advance=h.nbytes, description=label)
+                bar.update(task, advance=size, description=label)
             names, t0 = [t.name for t in unit.logical], unit.logical[0]
+            cut = [n for n in names if n in pieces and unit.piece is None]
             kept = unit.keep(xs) if unit.keep and any(n in keep for n in names) else []
             if kept and all(n in keep for n in names):
                 out.update(zip(names, kept))
-                continue
-            target = torch_dtype(t0.dtype, dtype)
-            decoded = unit.decode(xs, target)
-            out.update(zip(names, decoded))
-            out.update((n, q) for n, q in zip(names, kept) if n in keep)
+            else:
+                target = torch_dtype(t0.dtype, dtype)
+                decoded = unit.decode(xs, target)
+                out.update(zip(names, decoded))
+                out.update((n, q) for n, q in zip(names, kept) if n in keep)
+            out.update((n, take(out[n], pieces[n], n)) for n in cut)
     return out
+
+
+def _reads(
+    unit: Unit, pieces: Mapping[str, Ranges], headers: dict[str, Header]
+) -> list[tuple[Stored, Index | None, int]]:
+    """(stored tensor, the part to read or None: all, its bytes) for one unit."""
+    name = unit.logical[0].name
+    if unit.piece is None or name not in pieces:
+        return [(s, None, headers[s.name].nbytes) for s in unit.stored]
+    reads = []
+    for position, index in unit.piece(pieces[name]):
+        s = unit.stored[position]
+        shape = tuple(len(range(*part.indices(n))) for part, n in zip(index, s.shape))
+        reads.append((s, index, nbytes(headers[s.name].dtype, shape)))
+    return reads
 
 
 def _find_files(folder: Path) -> tuple[list[Path], dict[str, Path] | None, Path]:
@@ -220,10 +244,13 @@ def _headers(file: Path, handle: Any) -> list[tuple[str, Header]]:
     return out
 
 
-def _tensor(handle: Any, name: str, file: Path) -> Tensor:
+def _tensor(handle: Any, name: str, file: Path, index: Index | None = None) -> Tensor:
+    """The stored tensor, or only its part `index` (the memory-mapped slice)."""
     try:
-        return handle.get_tensor(name)
-    except (SafetensorError, OSError, RuntimeError) as err:
+        if index is None:
+            return handle.get_tensor(name)
+        return handle.get_slice(name)[index]
+    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
         raise CheckpointError(f"{file}: {name}: cannot read: {err}") from None
 
 

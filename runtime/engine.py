@@ -67,6 +67,7 @@ class Engine:
         backend: str = "torch",
         cuda_graphs: bool | None = None,
         kernel_root: Path | None = None,
+        comm=None,  # the rank's communicator, for a plan sharded over ranks (runtime.comm)
     ) -> None:
         self.plan, self.device, self.dtype = plan, torch.device(device), dtype
         self.max_batch = plan.options["max_batch"]
@@ -90,6 +91,7 @@ class Engine:
                 dtype=dtype,
                 backend=backend,
                 kernel_root=kernel_root,
+                comm=comm,
             )  # fmt: skip
             for entry in plan.entries
         }

@@ -7,8 +7,9 @@ whose results are written into arena views (a generated kernel or a GEMM writes 
 itself, `out=`; the torch backend's reference ops allocate and are copied); each generated
 kernel is rendered, validated and loaded then. View launches (`split_heads`, `take_last`)
 are evaluated once at binding: a view of a static buffer is itself static, so a step never
-runs them. A step is a flat loop over the bound calls: no lookups by name, no validation,
-no kernel-cache access.
+runs them. A collective launch (a plan sharded over ranks) runs through the rank's
+communicator, its result written into its arena view like any other. A step is a flat loop
+over the bound calls: no lookups by name, no validation, no kernel-cache access.
 
 One `Program` per entry owns one arena tensor sized by the memory plan (its peak at the
 entry's limits); `bind(B, T)` makes the `Step` of one batch size and step length, with
@@ -79,9 +80,11 @@ class Program:
         dtype: torch.dtype,
         backend: str = "torch",
         kernel_root: Path | None = None,
+        comm=None,
     ) -> None:
         """`inputs`: one flat static buffer per step input key, large enough for the entry's
-        limits; a step views its first B*T elements."""
+        limits; a step views its first B*T elements. `comm`: the rank's communicator
+        (`v4c.runtime.comm`), which a plan sharded over several ranks needs."""
         if backend not in BACKENDS:
             raise V4CError(f"backend {backend!r} is not available; backends: {', '.join(BACKENDS)}")
         self.plan, self.entry = plan, plan.entries[entry]
@@ -94,6 +97,8 @@ class Program:
                 f"the plan's buffers hold activations in {plan.options['dtype']}, not {dtype}: "
                 f"compile it with --dtype {held or 'bf16'}"
             )
+        self.comm = comm
+        _check_comm(plan, comm)
         self.ops = [plan_op(launch) for launch in self.entry.launches]
         self.arena = torch.empty(self.entry.peak_bytes, dtype=torch.uint8, device=device)
         self.kernels = self._load_kernels() if backend == "triton" else {}
@@ -178,15 +183,35 @@ class Program:
     def _call(self, i: int, launch: Launch, op: Op, args: list, outs: list) -> Call:
         """The bound call of one compute launch: it writes its results into `outs` (None:
         the result is a cache the op updated in place)."""
-        if launch.kind == "library":
+        if launch.kind == "collective":
+            comm = self.comm
+            return _writing(lambda: comm.run(op, args), outs)
+        if launch.kind == "library" and launch.op == "linear":
             return _matmul(*args, *outs)
-        if self.backend == "triton":  # the kernel writes straight into the arena views
+        if self.backend == "triton" and launch.kind == "kernel":  # writes into the arena
             run, out = self.kernels[i].run, tuple(o for o in outs if o is not None)
             return lambda: run(*args, out=out)
         if any(isinstance(a, QuantWeight) for a in args):  # the reference reads dense weights
             activation = next(a.dtype for a in args if isinstance(a, torch.Tensor))
             return _writing(lambda: op.run(_dequantized(args, activation)), outs)
         return _writing(lambda: op.run(args), outs)
+
+
+def _check_comm(plan: Plan, comm) -> None:
+    """A plan split over ranks runs with a communicator of its grid; one process, without."""
+    tp, ep = plan.options.get("tp", 1), plan.options.get("ep", 1)
+    if tp * ep == 1:
+        return
+    if comm is None:
+        raise BindError(
+            f"the plan is one rank of tp={tp} x ep={ep} = {tp * ep} ranks: run it with "
+            f"`v4c run --tp {tp} --ep {ep}` or torchrun --nproc-per-node {tp * ep}"
+        )
+    if (comm.grid.tp, comm.grid.ep) != (tp, ep):
+        raise BindError(
+            f"the plan is for tp={tp} x ep={ep}, the ranks are tp={comm.grid.tp} x "
+            f"ep={comm.grid.ep}"
+        )
 
 
 def _check_dense(launch: Launch, outs: list) -> None:

@@ -5,7 +5,8 @@ Values typed bf16 in the IR are held in `dtype` (fp32 for the oracle, bf16 to ma
 official activations); fp32 and integer values keep their type. Caches are a dict of
 tensors keyed by the graph's state keys, made by `new_state` and updated in place by the
 ops that own them, so consecutive `run` calls continue the same sequences; a step's `slots`
-input says which of the caches' rows (sequences) it advances.
+input says which of the caches' rows (sequences) it advances. A sharded graph (one rank of a
+TP x EP grid) runs its collectives through `comm` (`v4c.runtime.comm`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ class ReferenceExecutor:
         *,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        comm=None,
     ) -> None:
-        self.graph, self.device, self.dtype = graph, torch.device(device), dtype
+        self.graph, self.device, self.dtype, self.comm = graph, torch.device(device), dtype, comm
         self.order = graph.nodes()
         self.params: dict[str, torch.Tensor] = {}
         for node in self.order:
@@ -79,7 +81,9 @@ class ReferenceExecutor:
                 results = (state[op.key],)
             else:
                 args = [values[v] for v in self.graph.operands(node.id)]
-                results = op.run(args)
+                if op.collective and self.comm is None:
+                    raise IRError(f"{node.id}: a collective ({op.kind}) needs a communicator")
+                results = self.comm.run(op, args) if op.collective else op.run(args)
                 if op.kind == "output":
                     results_by_key[op.key] = args[0]
             for index, result in enumerate(results):

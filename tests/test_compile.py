@@ -15,10 +15,14 @@ from v4c.report import decode_read_bytes
 from v4c.spec import load_spec
 
 
-@pytest.mark.parametrize("name", ["flash", "pro"])
-def test_compile_real_specs(name, tmp_path):
-    out = v4c("compile", name, "-o", str(tmp_path))
+# each real spec compiled for the grid it runs on: Flash on 2 H200s, Pro on 8 (one rank's
+# plan; one process holds Flash's ~150 GiB, Pro's ~810 GiB, neither fits one)
+@pytest.mark.parametrize("name, tp", [("flash", 2), ("pro", 8)])
+def test_compile_real_specs(name, tp, tmp_path):
+    out = v4c("compile", name, "--tp", str(tp), "-o", str(tmp_path))
     assert out.returncode == 0, out.stderr
+    fits = f"per rank (tp={tp} x ep=1 = {tp} ranks): weights "
+    assert fits in out.stdout and out.stdout.rstrip().endswith(": fits a 141 GB device")
     plan = Plan.from_json((tmp_path / "plan.json").read_text())
     assert set(plan.entries) == {"prefill", "decode", "verify", "draft"}  # both ship MTP
     assert (tmp_path / "ir" / "000_build.ir").exists() and (
@@ -34,6 +38,8 @@ def test_compile_real_specs(name, tmp_path):
         assert heading in report
     kernels = [launch for launch in plan.entries["decode"].launches if launch.kind != "view"]
     assert f"kernel launches per decode step: {len(kernels)} " in report
+    assert "## Memory per rank" in report and "| yes (141 GB) |" in report
+    assert plan.options["tp"] == tp and plan.params["head.weight"]["split"] == [[0, tp, "world"]]
 
 
 def test_compiling_twice_is_byte_identical(tmp_path):
@@ -125,3 +131,13 @@ def test_bytes_read_per_decode_token_for_tiny():
     assert whole["routed_experts"] == 4 * 8 * per_expert
     assert read["embedding"] == 256 * 2 and read["tables"] == 2 * (2 * 8)
     assert read["lm_head"] == whole["lm_head"] == 129280 * 256 * 2
+
+
+def test_a_split_the_spec_cannot_take_names_each_field(tmp_path):
+    out = v4c("compile", "tiny", "--tp", "4", "-o", str(tmp_path))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        "error: --tp 4 --ep 1: attention.o_groups (2) is not divisible by tp = 4",
+        "error: --tp 4 --ep 1: moe.intermediate_size / tp = 16 is not a multiple of the FP4 "
+        "scale block (32): each expert's slice needs whole blocks",
+    ]

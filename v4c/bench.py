@@ -241,25 +241,37 @@ def run_bench(
     compare: str | None = None,
     speculative: str = "off",
     draft_tokens: int = 1,
+    comm=None,
 ) -> BenchResult:
     """Compile `spec` for this run's limits, bind it to `weights` (dense tensors: the ones the
-    plan keeps FP8/FP4 are quantised to their stored format first) and measure it."""
+    plan keeps FP8/FP4 are quantised to their stored format first) and measure it. `comm`:
+    this process is one rank of a TP x EP grid (`runtime.distributed`), and every rank runs
+    the same steps; `weights` may also be a function of the plan giving what it needs (a
+    rank's pieces read from a checkpoint), else the whole weights are cut to the rank's."""
+    from v4c.runtime.pieces import rank_weights
     from v4c.runtime.random_weights import as_stored
 
     device = torch.device(device)
     drafts = CompileOptions.max_draft if speculative == "mtp" else 0
     # a draft's first step covers the MTP block's window
     steps = max(prompt_len, spec.attention.sliding_window if drafts else 1)
+    grid = (comm.grid.tp, comm.grid.ep) if comm is not None else (1, 1)
     options = CompileOptions(
         max_batch=batch, max_tokens=steps, max_seq=prompt_len + decode + 2 + drafts,
         numerics=numerics, weights=weight_formats, dtype=ir_dtype(str(dtype)), max_draft=drafts,
+        tp=grid[0], ep=grid[1],
     )  # fmt: skip
     plan = compile_spec(spec, options).plan
     formats = {name: info["format"] for name, info in plan.params.items()}
-    needed = {name: weights[name] for name in plan.params}
+    if callable(weights):
+        needed = weights(plan)
+    else:
+        needed = {name: weights[name] for name in plan.params}
+        if comm is not None:
+            needed = rank_weights(needed, plan.params, comm.grid, comm.rank)
     engine = Engine(
         plan, as_stored(needed, formats), device=device, dtype=dtype, backend=backend,
-        cuda_graphs=cuda_graphs,
+        cuda_graphs=cuda_graphs and comm is None, comm=comm,
     )  # fmt: skip
     result = bench_engine(engine, spec, batch=batch, prompt_len=prompt_len, decode=decode)
     if speculative == "mtp":

@@ -3,7 +3,8 @@
     DIR/plan.json        the Plan (launches, buffers, params, states)
     DIR/ir/NNN_<pass>.ir the graph after each pass, and ir/manifest.json
     DIR/kernels/*.py     every Triton kernel the plan launches, rendered
-    DIR/report.md        bytes per token, cache sizes, op and kernel counts, memory peak
+    DIR/report.md        bytes per token, cache sizes, op and kernel counts, memory peak, and
+                         what one rank holds (weights, caches, activations) against a device
 Compiling the same spec with the same options twice writes byte-identical files.
 """
 
@@ -21,6 +22,7 @@ from v4c.passes.manager import PassRecord, check_pipeline, run_pipeline
 from v4c.passes.pipeline import DEFAULT_PIPELINE
 from v4c.report import render
 from v4c.spec import ModelSpec
+from v4c.spec.parallel import DEVICE_GB
 
 
 class OutputError(V4CError):
@@ -56,9 +58,16 @@ def compile_spec(
     return Compiled(spec, built, graph, graph.meta["plan"], records, names)
 
 
-def write_output(spec: ModelSpec, out: Path, dump_ir: Path | None = None, **kwargs) -> Compiled:
+def write_output(
+    spec: ModelSpec,
+    out: Path,
+    dump_ir: Path | None = None,
+    device_gb: float = DEVICE_GB,
+    **kwargs,
+) -> Compiled:
     """Compile into `out` (made if missing); the IR dumps go to `dump_ir` (default out/ir),
-    whose earlier *.ir files and manifest are replaced."""
+    whose earlier *.ir files and manifest are replaced. `device_gb`: the device size the
+    report checks one rank's memory against."""
     ir_dir = dump_ir or out / "ir"
     for folder in (out, ir_dir):
         try:
@@ -78,7 +87,7 @@ def write_output(spec: ModelSpec, out: Path, dump_ir: Path | None = None, **kwar
     (out / "plan.json").write_text(compiled.plan.to_json())
     kernels, where = _write_kernels(out / "kernels", compiled.plan)
     active = [r.name for r in compiled.records if not r.skipped]
-    report = render(spec, compiled.built, compiled.graph, compiled.plan, active, where)
+    report = render(spec, compiled.built, compiled.graph, compiled.plan, active, where, device_gb)
     (out / "report.md").write_text(report)
     return compiled
 

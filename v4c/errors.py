@@ -31,3 +31,7 @@ class CheckpointError(V4CError):
 class SamplingError(V4CError, ValueError):
     """Sampling settings out of range, or logits / output / buffers of the wrong shape,
     dtype or device. Also a `ValueError`: it is a bad argument to a library call."""
+
+
+class CommError(V4CError):
+    """A collective failed: another rank ended, or did not answer within the timeout."""

@@ -34,11 +34,12 @@ class SeqLimit:
 
 
 def choose_max_seq(
-    spec: ModelSpec, device: str, dtype: torch.dtype, requested: int | None
+    spec: ModelSpec, device: str, dtype: torch.dtype, requested: int | None, ranks: int = 1
 ) -> SeqLimit:
-    """`requested` checked against the model and the memory, or the default with its reason."""
+    """`requested` checked against the model and the memory, or the default with its reason.
+    `ranks`: the weights are split over that many (each holds about its share)."""
     per_token = cache_bytes_per_token(spec, dtype)
-    weights = count_params(spec).total * torch.empty((), dtype=dtype).element_size()
+    weights = count_params(spec).total * torch.empty((), dtype=dtype).element_size() // ranks
     spare = max(0, free_memory(device) - weights)
     fits = max(1, int(spare * MEMORY_SHARE) // max(per_token, 1))
     model = spec.max_position_embeddings

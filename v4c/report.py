@@ -4,12 +4,14 @@ the passes did to the op count, and what the plan launches. Deterministic: no ti
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from math import ceil, prod
 
 from v4c.ir.graph import Graph
 from v4c.ir.plan import Plan
-from v4c.ir.types import DTYPE_BYTES
+from v4c.ir.types import DTYPE_BYTES, resolve_dim
 from v4c.spec import ModelSpec, layer_table
+from v4c.spec.parallel import DEVICE_GB
 from v4c.spec.params import active_share
 from v4c.spec.tensors import TensorInfo, checkpoint_tensors
 
@@ -56,18 +58,82 @@ def cache_bytes(graph: Graph, spec: ModelSpec) -> dict[str, tuple[int, int, int]
     return {k: (n, fixed[k] // n, growing[k] // n // MILLION) for k, n in sorted(layers.items())}
 
 
+@dataclass(frozen=True)
+class RankMemory:
+    """What one rank holds on its device, in bytes: the weights in the plan's formats,
+    the caches at the plan's limits, and the activation arena (the larger entry's peak)."""
+
+    params: int
+    caches: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.params + self.caches + self.activations
+
+
+def rank_memory(plan: Plan) -> RankMemory:
+    """One rank's bytes (every rank's: the plan is the same for all), IR-bf16 values held in
+    the plan's activation dtype as the engine holds them."""
+    held = DTYPE_BYTES[plan.options["dtype"]]
+
+    def size(dtype: str, n: int) -> int:
+        return n * (held if dtype == "bf16" else DTYPE_BYTES[dtype])
+
+    params = 0
+    for info in plan.params.values():
+        shape, fmt = info["shape"], info["format"]
+        kind, _, block = fmt.partition(":")
+        n = prod(shape)
+        if kind == "fp8":  # e4m3 + one E8M0 per [bo, bi] block of each matrix
+            bo, bi = map(int, block.split("x"))
+            params += n + prod(shape[:-2]) * ceil(shape[-2] / bo) * ceil(shape[-1] / bi)
+        elif kind == "fp4":  # two e2m1 per byte + one E8M0 per block inputs
+            params += n // 2 + n // int(block)
+        else:
+            params += size(fmt, n)
+    env = {"N": plan.options["max_batch"], "S": plan.options["max_seq"]}
+    caches = sum(
+        size(s["dtype"], prod(resolve_dim(d, env) for d in s["shape"]))
+        for s in plan.states.values()
+    )
+    activations = max(e.peak_bytes for e in plan.entries.values())
+    return RankMemory(params, caches, activations)
+
+
+def fits_line(plan: Plan, device_gb: float) -> str:
+    """One line: what a rank holds and whether it fits a device of `device_gb` GB."""
+    m, o = rank_memory(plan), plan.options
+    tp, ep = o.get("tp", 1), o.get("ep", 1)
+    verdict = "fits" if m.total <= device_gb * 1e9 else "does NOT fit"
+    ranks = f"{tp * ep} rank{'s' * (tp * ep > 1)}"
+    return (
+        f"per rank (tp={tp} x ep={ep} = {ranks}): weights {_bytes(m.params)}, caches "
+        f"{_bytes(m.caches)} (batch {o['max_batch']} x {o['max_seq']} tokens), activations "
+        f"{_bytes(m.activations)}; total {_bytes(m.total)}: {verdict} a {device_gb:g} GB device"
+    )
+
+
 def compute_ops(graph: Graph) -> int:
     return sum(1 for n in graph.nodes() if not n.op.source and n.op.kind != "output")
 
 
 def render(
-    spec: ModelSpec, built: Graph, final: Graph, plan: Plan, pipeline: list[str], kernels: dict
+    spec: ModelSpec,
+    built: Graph,
+    final: Graph,
+    plan: Plan,
+    pipeline: list[str],
+    kernels: dict,
+    device_gb: float = DEVICE_GB,
 ) -> str:
-    """`kernels`: (entry, node) -> the file in kernels/ holding that launch's kernel."""
+    """`kernels`: (entry, node) -> the file in kernels/ holding that launch's kernel;
+    `device_gb`: the device size the per-rank memory is checked against."""
     lines = [f"# v4c compile report: {spec.name}", ""]
     lines += [f"Options: {_kv(plan.options)}. Passes: {', '.join(pipeline)}.", ""]
     lines += _weights_section(spec) + _cache_section(final, spec)
     lines += _ops_section(built, final, plan, kernels) + _memory_section(plan)
+    lines += _rank_section(plan, device_gb)
     return "\n".join(lines) + "\n"
 
 
@@ -105,11 +171,16 @@ def _cache_section(graph: Graph, spec: ModelSpec) -> list[str]:
 
 def _ops_section(built: Graph, final: Graph, plan: Plan, kernels: dict) -> list[str]:
     decode = [launch for launch in plan.entries["decode"].launches if launch.kind != "view"]
-    library = sum(1 for launch in decode if launch.kind == "library")
+    kinds = Counter(launch.kind for launch in decode)
+    gemms = sum(1 for launch in decode if launch.op == "linear")
+    torch_ops = kinds["library"] - gemms
     out = ["## Ops and kernels per decode step", ""]
     out += [f"- ops before fusion: {compute_ops(built)}; after the passes: {compute_ops(final)}"]
-    out += [f"- kernel launches per decode step: {len(decode)} ({len(decode) - library} generated "
-            f"kernels, {library} dense GEMMs left to torch/cuBLAS)"]  # fmt: skip
+    out += [f"- kernel launches per decode step: {len(decode)} ({kinds['kernel']} generated "
+            f"kernels, {gemms} dense GEMMs left to torch/cuBLAS"
+            + (f", {torch_ops} torch ops" if torch_ops else "")
+            + (f", {kinds['collective']} collectives" if kinds["collective"] else "")
+            + ")"]  # fmt: skip
     others = [
         f"{entry} {sum(1 for launch in plan.entries[entry].launches if launch.kind != 'view')}"
         for entry in plan.entries
@@ -121,14 +192,18 @@ def _ops_section(built: Graph, final: Graph, plan: Plan, kernels: dict) -> list[
     out += ["| kernel | launches | fuses | sources in kernels/ |", "| --- | ---: | --- | --- |"]
 
     def name(launch) -> str:  # a library call is shown as the call, e.g. library:torch.matmul
-        return f"library:{launch.kernel}" if launch.kind == "library" else launch.kernel
+        if launch.kind == "library":
+            return f"library:{launch.kernel}"
+        return f"collective:{launch.kernel}" if launch.kind == "collective" else launch.kernel
 
     by_kernel = Counter(name(launch) for launch in decode)
     fused: dict[str, set[str]] = {}
     files: dict[str, set[str]] = {}
     for launch in decode:  # the unfused nodes each kernel computes, by their local name
         fused.setdefault(name(launch), set()).update(f.rsplit(".", 1)[-1] for f in launch.fuses)
-        default = "torch" if launch.kind == "library" else "no template yet (torch)"
+        default = {"library": "torch", "collective": "torch.distributed"}.get(
+            launch.kind, "no template yet (torch)"
+        )
         files.setdefault(name(launch), set()).add(kernels.get(("decode", launch.node), default))
     for kernel in sorted(by_kernel):
         shown = ", ".join(sorted(files[kernel]))
@@ -142,6 +217,30 @@ def _memory_section(plan: Plan) -> list[str]:
     out = ["## Memory plan (activations)", "", "| entry | env | peak |", "| --- | --- | ---: |"]
     for name, entry in plan.entries.items():
         out.append(f"| {name} | {_kv(entry.env)} | {_bytes(entry.peak_bytes)} |")
+    return out + [""]
+
+
+def _rank_section(plan: Plan, device_gb: float) -> list[str]:
+    m = rank_memory(plan)
+    out = ["## Memory per rank", ""]
+    out += ["What each rank's device holds: the weights in the formats the plan reads them in",
+            "(FP8/FP4 kept as stored where the kernels read them, else widened), its caches for",
+            "the plan's batch and sequence limits, and the activation arena.", ""]  # fmt: skip
+    out += [
+        "| weights | caches | activations | total | fits |",
+        "| ---: | ---: | ---: | ---: | --- |",
+    ]  # noqa: E501
+    verdict = "yes" if m.total <= device_gb * 1e9 else "no"
+    out.append(
+        f"| {_bytes(m.params)} | {_bytes(m.caches)} | {_bytes(m.activations)} | "
+        f"{_bytes(m.total)} | {verdict} ({device_gb:g} GB) |"
+    )
+    collectives = Counter(
+        launch.op for launch in plan.entries["decode"].launches if launch.kind == "collective"
+    )
+    if collectives:
+        shown = ", ".join(f"{n} {op}" for op, n in sorted(collectives.items()))
+        out += ["", f"Collectives per decode step: {shown}."]
     return out + [""]
 
 

@@ -20,6 +20,7 @@ from v4c.runtime.checkpoint import load_checkpoint
 from v4c.runtime.checkpoint_detect import detect_layout
 from v4c.runtime.checkpoint_read import open_shards, read_spec
 from v4c.runtime.engine import Engine
+from v4c.runtime.pieces import rank_ranges
 from v4c.runtime.tiny_cache import tiny_checkpoint
 from v4c.runtime.tokenizer import V4Tokenizer, load_tokenizer
 from v4c.spec import ModelSpec
@@ -33,6 +34,7 @@ class Session:
     checkpoint: Path
     numerics: str
     backend: str
+    comm: object = None  # this rank's communicator when the plan is split over ranks
 
 
 def checkpoint_layout(folder: Path, spec: ModelSpec) -> str:
@@ -84,9 +86,12 @@ def open_session(
     kernel_root: Path | None = None,
     progress: bool = True,
     log=print,
+    comm=None,
 ) -> Session:
     """Compile the checkpoint's spec for these limits, or run `plan` (what `v4c compile`
-    wrote, `load_plan`) as it is: its spec, limits, numerics, dtype and weight formats."""
+    wrote, `load_plan`) as it is: its spec, limits, numerics, dtype and weight formats.
+    `comm` (`runtime.distributed.join`): this process is one rank of a TP x EP grid; the
+    plan is compiled for that grid, and the rank reads only its pieces of the weights."""
     folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(cache_dir(), log)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such checkpoint folder")
@@ -115,14 +120,17 @@ def open_session(
     if plan is None:
         # the reference backend reads dense weights: widen them once at load, not every step
         weights = "as-stored" if backend == "triton" and layout == "official" else "bf16"
+        grid = (comm.grid.tp, comm.grid.ep) if comm is not None else (1, 1)
         options = CompileOptions(
             max_batch, max_tokens, max_seq, numerics=numerics, weights=weights,
             dtype=ir_dtype(str(dtype)), max_draft=CompileOptions.max_draft if mtp else 0,
+            tp=grid[0], ep=grid[1],
         )  # fmt: skip
         plan = compile_spec(spec, options).plan
+    pieces = rank_ranges(plan.params, comm.grid, comm.rank) if comm is not None else None
     _, tensors = load_checkpoint(
         folder, spec, dtype=dtype, device=device, progress=progress,
-        names=set(plan.params), keep_quantised=quantised_weights(plan),
+        names=set(plan.params), keep_quantised=quantised_weights(plan), pieces=pieces,
     )  # fmt: skip
     engine = Engine(
         plan,
@@ -132,8 +140,9 @@ def open_session(
         backend=backend,
         cuda_graphs=cuda_graphs,
         kernel_root=kernel_root,
+        comm=comm,
     )
-    return Session(spec, engine, load_tokenizer(folder), folder, numerics, backend)
+    return Session(spec, engine, load_tokenizer(folder), folder, numerics, backend, comm)
 
 
 def load_plan(folder: Path) -> Plan:

@@ -44,12 +44,15 @@ class Input(_Source):
 @register
 @dataclass(frozen=True)
 class Param(_Source):
-    """A checkpoint tensor (official name); `stack` > 0: one per expert, stacked on dim 0."""
+    """A checkpoint tensor (official name); `stack` > 0: one per expert, stacked on dim 0.
+    `split`: the piece of it one rank holds, `(dim, parts, axis)` each (`v4c.spec.parallel`;
+    `shape` is the piece's); empty: the whole tensor."""
 
     kind = "param"
     source = "param"
     tensor: str = ""
     stack: int = 0
+    split: tuple = ()
 
 
 @register

@@ -21,17 +21,23 @@ class _Gate(Op):
     route_scale: float = 1.0
     scoring_func: str = "sqrtsoftplus"
     norm_topk_prob: bool = True
+    # each gate op ends with `local_experts: int = 0` (after its own fields, which callers
+    # pass by position): with expert parallelism, the experts this rank holds, from the
+    # `first` operand on (routing is over all experts, then mapped to local ids:
+    # `semantics.moe.local_experts`); 0: all
 
     def gate_roles(self) -> tuple[str, ...]:
-        return (
+        roles = (
             ("x", "ids", "gate_weight", "tid2eid")
             if self.gate == "hash"
             else ("x", "gate_weight", "bias")
         )
+        return roles + ("first",) if self.local_experts else roles
 
     def route(self, ins):
-        """(weights [N,K] fp32, idx [N,K]) from this op's gate operands."""
-        from v4c.ir.semantics.moe import hash_gate, score_gate
+        """(weights [N,K] fp32, idx [N,K]) from this op's gate operands; with
+        `local_experts`, idx are this rank's expert ids (`local_experts` for another's)."""
+        from v4c.ir.semantics.moe import hash_gate, local_experts, score_gate
 
         kw = dict(
             route_scale=self.route_scale,
@@ -40,8 +46,12 @@ class _Gate(Op):
         )
         x = ins[0].flatten(0, -2)
         if self.gate == "hash":
-            return hash_gate(x, ins[1].flatten(), ins[2], ins[3], **kw)
-        return score_gate(x, ins[1], ins[2], top_k=self.top_k, **kw)
+            routed = hash_gate(x, ins[1].flatten(), ins[2], ins[3], **kw)
+        else:
+            routed = score_gate(x, ins[1], ins[2], top_k=self.top_k, **kw)
+        if self.local_experts:
+            return local_experts(*routed, ins[len(self.gate_roles()) - 1], self.local_experts)
+        return routed
 
 
 @register
@@ -53,6 +63,7 @@ class Moe(_Gate):
     rounding_attrs = ("act_quant",)
     limit: float = 10.0
     act_quant: bool = False  # numerics: official: FP8 GEMM inputs, GEMM outputs in bf16
+    local_experts: int = 0  # see _Gate
 
     def operand_roles(self):
         return self.gate_roles() + ("w1", "w2", "w3")
@@ -60,6 +71,8 @@ class Moe(_Gate):
     def infer(self, ins):
         x, w1 = ins[0], ins[-3]
         self.expect(len(w1.shape) == 3 and w1.shape[2] == x.shape[-1], f"w1 {w1} for {x}")
+        local = self.local_experts
+        self.expect(local in (0, w1.shape[0]), f"w1 {w1} holds {local} local experts")
         return (x,)
 
     def run(self, ins):
@@ -112,6 +125,7 @@ class MoeGate(_Gate):
 
     kind = "moe_gate"
     results = ("weights", "idx")
+    local_experts: int = 0  # see _Gate
 
     def operand_roles(self):
         return self.gate_roles()

@@ -27,7 +27,7 @@ from v4c.ir.semantics.rope import apply_rope
 
 def indexer_scores(
     qr: Tensor, x: Tensor, positions: Tensor, wq_b: Tensor, weights_proj: Tensor, keys: Tensor,
-    *, rope_freqs: Tensor, sim: bool = False,
+    *, rope_freqs: Tensor, sim: bool = False, heads: int = 0,
 ) -> Tensor:  # fmt: skip
     """score[b, t, s] = sum_h w[b,t,h] * ReLU(q[b,t,h] · keys[b,s]), fp32 [B, T, C], unmasked.
 
@@ -36,8 +36,11 @@ def indexer_scores(
     qr rounded as the FP8 wq_b GEMM rounds its input; q Hadamard-rotated and rounded to FP4
     (the keys were, by their compressor); and, with activations in bf16, the official bf16
     rounding points, each marked `# official:` below. Without `sim` everything after the
-    inputs stays fp32. Activations in fp32 make the bf16 points no-ops."""
+    inputs stays fp32. Activations in fp32 make the bf16 points no-ops.
+    `heads`: the layer's indexer heads when wq_b and weights_proj hold a slice of them (one
+    TP rank's, whose partial scores sum over the ranks to the whole); 0: all are here."""
     n_heads, head_dim = weights_proj.shape[0], keys.shape[-1]
+    scale = (head_dim * (heads or n_heads)) ** -0.5
     act = x.dtype  # the activation dtype: where the official code holds a bf16 tensor
     if sim:
         qr = act_quant_fp8(qr)
@@ -49,9 +52,9 @@ def indexer_scores(
         q = fp4_sim(hadamard(q))
     w = x.float() @ weights_proj.float().T  # [B, T, Hi]
     if sim:  # official: weights_proj writes bf16, and its product with the scale is bf16
-        w = round_to(round_to(w, act) * (head_dim * n_heads) ** -0.5, act)
+        w = round_to(round_to(w, act) * scale, act)
     else:
-        w = w * (head_dim * n_heads) ** -0.5
+        w = w * scale
     dots = torch.einsum("bthd,bsd->bths", q.float(), keys.float())  # [B, T, Hi, C]
     if not sim:
         return torch.einsum("bth,bths->bts", w, dots.relu())
@@ -76,7 +79,13 @@ def indexer_topk(
     scores = indexer_scores(
         qr, x, positions, wq_b, weights_proj, keys, rope_freqs=rope_freqs, sim=sim
     )
-    entry = torch.arange(keys.shape[1], device=keys.device)  # [C]
+    return indexer_select(scores, positions, topk=topk, ratio=ratio)
+
+
+def indexer_select(scores: Tensor, positions: Tensor, *, topk: int, ratio: int) -> Tensor:
+    """The top-`topk` visible entries of `scores` [B, T, C] per query: [B, T, topk] int64, -1
+    past the visible ones (the selection rule of the module doc)."""
+    entry = torch.arange(scores.shape[-1], device=scores.device)  # [C]
     visible = entry < ((positions + 1) // ratio)[..., None]  # [B, T, C]
     scores = scores.masked_fill(~visible, float("-inf"))
     order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :topk]

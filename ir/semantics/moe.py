@@ -88,6 +88,18 @@ def hash_gate(
     return _route_weights(scores, idx, route_scale, scoring_func, norm_topk_prob), idx
 
 
+def local_experts(
+    weights: torch.Tensor, idx: torch.Tensor, first: torch.Tensor, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Routing on one expert-parallel rank, which holds experts first .. first+count-1:
+    (weights [N,K], idx [N,K] local ids) with every pick of another rank's expert sent to
+    the empty group `count` at weight 0, so this rank adds nothing for it (the other rank
+    does, and the all-reduce after the MoE sums them). first: [1] int64."""
+    local = idx - first
+    mine = (local >= 0) & (local < count)
+    return weights * mine, torch.where(mine, local, count)
+
+
 def swiglu(
     x: torch.Tensor,
     w1: torch.Tensor,
@@ -181,21 +193,25 @@ def grouped_swiglu(
     """Every expert group of the sorted slots through its SwiGLU, routing weight before w2.
 
     x [N,D], order [N*K], offsets [E+1], weights [N,K], w1 [E,I,D], w2 [E,D,I], w3 [E,I,D].
-    Returns y_sorted [N*K,D] in x's dtype: row i is the output of slot order[i].
+    Returns y_sorted [N*K,D] in x's dtype: row i is the output of slot order[i]. Rows past
+    the E experts' groups (offsets may end with one more group: the slots of experts another
+    expert-parallel rank holds, `local_experts`) are 0.
 
     With no more slots than experts (a decode step) each slot gathers its expert's weights
     by index, so nothing is read on the host (a CUDA graph can hold the step); otherwise
     each expert's contiguous group runs at once, its bounds read from `offsets`.
     """
-    k = weights.shape[1]
+    k, experts = weights.shape[1], w1.shape[0]
     flat_w = weights.reshape(-1)  # [N*K]
-    y = torch.empty((order.numel(), x.shape[1]), dtype=x.dtype, device=x.device)  # [N*K,D]
-    if order.numel() <= w1.shape[0]:
+    y = torch.zeros((order.numel(), x.shape[1]), dtype=x.dtype, device=x.device)  # [N*K,D]
+    if order.numel() <= experts:
         positions = torch.arange(order.numel(), device=order.device)
         expert = torch.searchsorted(offsets[1:], positions, right=True)  # [N*K] sorted slot's
+        mine = (expert < experts).to(x.dtype)  # [N*K] 0 on the other ranks' slots
+        expert = expert.clamp(max=experts - 1)
         for i in range(order.numel()):
             e, slot = expert[i : i + 1], order[i : i + 1]
-            y[i : i + 1] = swiglu(
+            out = swiglu(
                 x.index_select(0, slot // k),
                 w1.index_select(0, e)[0],
                 w2.index_select(0, e)[0],
@@ -204,8 +220,9 @@ def grouped_swiglu(
                 scale=flat_w.index_select(0, slot),
                 act_quant=act_quant,
             )
+            y[i : i + 1] = out * mine[i : i + 1, None]
         return y
-    for e in range(w1.shape[0]):
+    for e in range(experts):
         lo, hi = int(offsets[e]), int(offsets[e + 1])
         slots = order[lo:hi]
         y[lo:hi] = swiglu(

@@ -191,3 +191,33 @@ def test_weight_format_from_launch():
     mixed = shapes[:-1] + [((E, I, D), "bf16")]
     with pytest.raises(CodegenError, match="mixed formats"):
         jit.params_for("grouped_swiglu", GroupedSwiglu().attrs(), mixed)
+
+
+@pytest.mark.parametrize("gate", ["score", "hash"])
+def test_expert_parallel_rank(gate, kernel_cache):
+    """One of two expert-parallel ranks (experts 4..7): its gate maps the picks to local ids
+    (other ranks' to an empty group at weight 0), the grouped SwiGLU leaves 0 in that
+    group's rows, and the chain equals the rank's share of the unfused MoE."""
+    gen = torch.Generator().manual_seed(8)
+    n, local = 9, E // 2
+    x = 2 * torch.randn(1, n, D, generator=gen)
+    weight, first = 0.2 * torch.randn(E, D, generator=gen), torch.tensor([local])
+    if gate == "hash":
+        ids = torch.randint(0, 16, (1, n), generator=gen)
+        table = torch.stack([torch.randperm(E, generator=gen)[:K] for _ in range(16)])
+        gate_ins = [x, ids, weight, table, first]
+    else:
+        gate_ins = [x, weight, torch.randn(E, generator=gen), first]
+    attrs = dict(gate=gate, top_k=K, route_scale=1.5, local_experts=local)
+    weights, idx = run_kernel(MoeGate(**attrs), gate_ins, kernel_cache)
+    want_w, want_idx = MoeGate(**attrs).run(gate_ins)
+    assert torch.equal(idx, want_idx) and (idx == local).any() and (idx < local).any()
+    torch.testing.assert_close(weights, want_w, rtol=1e-5, atol=1e-6)
+    order, offsets = run_kernel(MoeSort(num_experts=local + 1), [idx], kernel_cache)
+    ws = experts("fp32", gen, lead=(local,))
+    ins = [x, order, offsets, weights, *ws]
+    (y,) = run_kernel(GroupedSwiglu(limit=LIMIT), ins, kernel_cache)
+    torch.testing.assert_close(y, GroupedSwiglu(limit=LIMIT).run(ins)[0], **TOL[torch.float32])
+    (got,) = run_kernel(MoeCombine(with_shared=False), [y, order], kernel_cache)
+    (want,) = Moe(**attrs, limit=LIMIT).run([*gate_ins, *ws])
+    torch.testing.assert_close(got, want, **TOL[torch.float32])

@@ -31,13 +31,22 @@ def v4c(env, *args, stdin: str | None = None) -> subprocess.CompletedProcess:
     )
 
 
-def test_run_with_no_arguments_but_the_prompt(env):
-    out = v4c(env, "run", "--prompt", "Hello", "--max-new-tokens", "6", "--seed", "3")
+HELLO = ("run", "--prompt", "Hello", "--max-new-tokens", "6", "--seed", "3")
+
+
+@pytest.fixture(scope="module")
+def hello(env):
+    """The first run in the fresh cache (it makes the tiny checkpoint)."""
+    return v4c(env, *HELLO)
+
+
+def test_run_with_no_arguments_but_the_prompt(env, hello):
+    out = hello
     assert out.returncode == 0, out.stderr
     assert "making the tiny default checkpoint" in out.stderr
     assert "[" in out.stderr and "6 new (length)" in out.stderr and "tokens/s" in out.stderr
     assert out.stdout.strip()  # streamed text
-    again = v4c(env, "run", "--prompt", "Hello", "--max-new-tokens", "6", "--seed", "3")
+    again = v4c(env, *HELLO)
     assert again.stdout == out.stdout  # same seed, same text; the checkpoint is reused
     assert "making the tiny" not in again.stderr
 
@@ -81,6 +90,7 @@ def test_chat_feeds_only_new_tokens(env):
         (("--numerics", "exact"), "error: --numerics: expected official or plain"),
         (("--top-p", "0"), "Invalid value for '--top-p': must be a number in (0, 1], got 0.0"),
         (("--speculative", "eagle"), "Invalid value for '--speculative': expected off or mtp"),
+        (("--tp", "4"), "error: --tp 4 --ep 1: attention.o_groups (2) is not divisible by tp"),
     ],
 )
 def test_bad_input(env, args, message):
@@ -132,3 +142,14 @@ def test_run_a_compiled_plan_as_it_is(env, tmp_path):
     refused = v4c(env, "run", "--plan", str(tmp_path / "other"), "--prompt", "Hi")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "hidden_size" in refused.stderr, refused.stderr
+
+
+def test_two_ranks_say_what_one_process_says(env, hello):
+    """`v4c run --tp 2` starts its ranks (gloo), each reads its pieces of the checkpoint;
+    rank 0 alone prints, and samples: the same seed gives the same text."""
+    out = v4c(env, *HELLO, "--tp", "2")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == hello.stdout and out.stdout.strip()
+    assert out.stderr.count("starting 2 ranks (tp=2 x ep=1) here") == 1
+    assert out.stderr.count("2 ranks: tp=2 x ep=1 over torch.distributed (gloo)") == 1
+    assert out.stderr.count("6 new (length)") == 1  # one rank's summary, not two

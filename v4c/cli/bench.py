@@ -8,6 +8,15 @@ from typing import Annotated
 import typer
 
 from v4c.cli.options import DraftTokens, Speculative
+from v4c.cli.ranks import (
+    Ep,
+    Tp,
+    join_ranks,
+    only_rank0_speaks,
+    resolve_grid,
+    run_spec,
+    start_ranks,
+)
 from v4c.errors import V4CError
 
 
@@ -40,8 +49,16 @@ def bench_command(
     json_file: Annotated[
         Path | None, typer.Option("--json", help="Write the figures here.")
     ] = None,
+    tp: Tp = None,
+    ep: Ep = None,
 ) -> None:
-    """Measure prefill and decode of a plan: launches, host time, tokens/s, bandwidth."""
+    """Measure prefill and decode of a plan: launches, host time, tokens/s, bandwidth. With
+    --tp/--ep every rank runs its piece (started here, or by torchrun); rank 0 reports."""
+    grid = resolve_grid(tp, ep, None, None)
+    kwargs = {k: v for k, v in locals().items() if k != "grid"}
+    spec = run_spec(target, None, None) if random_weights else run_spec(None, Path(target), None)
+    if start_ranks(grid, _bench_rank, kwargs, spec):
+        return
     import torch
 
     from v4c.bench import format_result, run_bench, write_json
@@ -57,25 +74,41 @@ def bench_command(
     if weights not in ("as-stored", "bf16"):
         raise V4CError(f"--weights: expected as-stored or bf16, got {weights!r}")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    spec, tensors = _weights(target, random_weights, dtype, device)
-    has_mtp = spec.mtp.num_layers > 0 and any(n.startswith("mtp.") for n in tensors)
-    if speculative == "mtp" and not has_mtp:
-        raise V4CError("--speculative mtp: the weights have no MTP block")
-    speculative = speculative or ("mtp" if has_mtp else "off")
-    result = run_bench(
-        spec, tensors, device=device, dtype=dtype, backend=backend, batch=batch,
-        prompt_len=prompt_len, decode=decode, weight_formats=weights, cuda_graphs=cuda_graphs,
-        compare=compare, speculative=speculative, draft_tokens=draft_tokens,
-    )  # fmt: skip
-    for line in format_result(result):
-        typer.echo(line)
-    if json_file is not None:
-        write_json(result, json_file)
+    comm = join_ranks(grid, device)
+    if comm is not None and compare:
+        raise V4CError("--compare: transformers runs in one process, not with --tp/--ep")
+    with only_rank0_speaks(comm):
+        if comm is not None:
+            device = str(comm.device)
+        spec, tensors = _weights(target, random_weights, dtype, device, comm)
+        has_mtp = spec.mtp.num_layers > 0 and any(n.startswith("mtp.") for n in tensors)
+        if speculative == "mtp" and (not has_mtp or comm is not None):
+            why = "not yet with --tp/--ep" if has_mtp else "the weights have no MTP block"
+            raise V4CError(f"--speculative mtp: {why}")
+        speculative = speculative or ("mtp" if has_mtp and comm is None else "off")
+        result = run_bench(
+            spec, tensors, device=device, dtype=dtype, backend=backend, batch=batch,
+            prompt_len=prompt_len, decode=decode, weight_formats=weights,
+            cuda_graphs=cuda_graphs, compare=compare, comm=comm, speculative=speculative,
+            draft_tokens=draft_tokens,
+        )  # fmt: skip
+        if comm is not None:
+            typer.echo(f"{comm.grid.world} ranks: tp={comm.grid.tp} x ep={comm.grid.ep}; rank 0:")
+        for line in format_result(result):
+            typer.echo(line)
+        if json_file is not None:
+            write_json(result, json_file)
 
 
-def _weights(target: str, random: bool, dtype, device: str):
+def _bench_rank(kwargs: dict) -> None:
+    """One rank of `v4c bench --tp/--ep` started on this machine."""
+    bench_command(**kwargs)
+
+
+def _weights(target: str, random: bool, dtype, device: str, comm=None):
     """(spec, dense weights by official name) from a checkpoint or random for a spec (made on
-    the device: Flash-sized weights take a moment there, minutes on a CPU)."""
+    the device: Flash-sized weights take a moment there, minutes on a CPU). A rank reads
+    only its pieces of a checkpoint (a function of the plan, see `run_bench`)."""
     from v4c.spec import load_spec
 
     if random:
@@ -88,4 +121,17 @@ def _weights(target: str, random: bool, dtype, device: str):
         raise V4CError(f"{target}: not a checkpoint folder (for a spec, add --random-weights)")
     from v4c.runtime.checkpoint import load_checkpoint
 
-    return load_checkpoint(folder, dtype=dtype, progress=False)
+    if comm is None:
+        return load_checkpoint(folder, dtype=dtype, progress=False)
+    from v4c.runtime.checkpoint_read import read_spec
+    from v4c.runtime.pieces import rank_ranges
+
+    spec = read_spec(folder, None)
+
+    def pieces(plan):
+        return load_checkpoint(
+            folder, spec, dtype=dtype, device=device, progress=False, names=set(plan.params),
+            pieces=rank_ranges(plan.params, comm.grid, comm.rank),
+        )[1]  # fmt: skip
+
+    return spec, pieces

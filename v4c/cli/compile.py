@@ -10,6 +10,7 @@ import typer
 from v4c.errors import V4CError
 from v4c.passes.options import CompileOptions
 from v4c.spec import load_spec
+from v4c.spec.parallel import DEVICE_GB
 
 DEFAULTS = CompileOptions()
 
@@ -64,11 +65,34 @@ def compile_command(
     dtype: Annotated[
         str, typer.Option(help="What activations are held in at run time: bf16 or fp32 (CPU).")
     ] = DEFAULTS.dtype,
+    tp: Annotated[
+        int | None,
+        typer.Option(
+            "--tp",
+            min=1,
+            help="Tensor-parallel ranks: the plan is one rank's (default: the "
+            "spec's parallel.tp, else 1).",
+        ),
+    ] = None,  # fmt: skip
+    ep: Annotated[
+        int | None,
+        typer.Option("--ep", min=1, help="Expert-parallel ranks (default: parallel.ep, else 1)."),
+    ] = None,
+    device_gb: Annotated[
+        float,
+        typer.Option("--device-gb", min=0.001, help="Device memory (GB) one rank must fit in."),
+    ] = DEVICE_GB,
 ) -> None:
     """Build the IR of a spec, run the passes, write plan.json, ir/ dumps and report.md."""
     from v4c.compile import write_output
+    from v4c.report import fits_line
+    from v4c.spec.parallel import grid_problems
 
     spec = load_spec(spec_file)
+    tp, ep = tp or spec.parallel.tp, ep or spec.parallel.ep
+    problems = grid_problems(spec, tp, ep)
+    if problems:
+        raise V4CError("\n".join(f"--tp {tp} --ep {ep}: {p}" for p in problems))
     pipeline = [p.strip() for p in passes.split(",") if p.strip()] if passes else None
     if numerics not in ("plain", "official"):
         raise V4CError(f"--numerics: expected plain or official, got {numerics!r}")
@@ -77,12 +101,14 @@ def compile_command(
     if dtype not in ("bf16", "fp32"):
         raise V4CError(f"--dtype: expected bf16 or fp32, got {dtype!r}")
     options = CompileOptions(
-        max_batch, max_tokens, max_seq, "all" if all_logits else "last", max_draft, numerics,
-        weights, dtype,
+        max_batch=max_batch, max_tokens=max_tokens, max_seq=max_seq,
+        logits="all" if all_logits else "last", max_draft=max_draft, numerics=numerics,
+        weights=weights, dtype=dtype, tp=tp, ep=ep,
     )  # fmt: skip
     compiled = write_output(
-        spec, out, dump_ir, options=options, pipeline=pipeline, disabled=set(disable_pass or [])
-    )
+        spec, out, dump_ir, device_gb, options=options, pipeline=pipeline,
+        disabled=set(disable_pass or []),
+    )  # fmt: skip
     for r in compiled.records:
         state = "skipped" if r.skipped else ("changed" if r.changed else "unchanged")
         typer.echo(f"  {r.name:<14} {state:<9} {r.nodes:>6} nodes {r.ms:8.1f} ms")
@@ -92,3 +118,4 @@ def compile_command(
         f"wrote {out}/plan.json, {out}/report.md and the IR after each pass "
         f"({kernels} kernel launches per decode step)"
     )
+    typer.echo(fits_line(compiled.plan, device_gb))

@@ -28,6 +28,15 @@ from v4c.cli.options import (
     TopK,
     TopP,
 )
+from v4c.cli.ranks import (
+    Ep,
+    Tp,
+    join_ranks,
+    only_rank0_speaks,
+    resolve_grid,
+    run_spec,
+    start_ranks,
+)
 from v4c.cli.setup import cli_drafter, open_cli_session
 from v4c.errors import V4CError
 
@@ -151,32 +160,51 @@ def run_command(
             "--json", help="Print the reply as the parsed message (JSON), not streamed text."
         ),
     ] = False,
+    tp: Tp = None,
+    ep: Ep = None,
 ) -> None:
-    """Generate a reply to one prompt, streaming tokens; prints tokens/s at the end."""
+    """Generate a reply to one prompt, streaming tokens; prints tokens/s at the end. With
+    --tp/--ep (or under torchrun) every rank runs its piece of the model (v4c.cli.ranks)."""
     if (prompt is None) == (messages is None) or (messages is not None and not chat):
         raise V4CError("give --prompt, or --messages FILE (chat encoding only)")
+    grid = resolve_grid(tp, ep, spec, plan)
+    kwargs = {k: v for k, v in locals().items() if k != "grid"}
+    if start_ranks(grid, _run_rank, kwargs, run_spec(spec, checkpoint, plan)):
+        return
     from v4c.runtime.chat_messages import read_messages
 
     conversation = read_messages(messages) if messages else [{"role": "user", "content": prompt}]
-    session, limit = open_cli_session(
-        checkpoint, spec, device, numerics, backend, max_seq, threads, plan, cuda_graphs
-    )
-    from v4c.runtime.chat import encode_chat
-    from v4c.runtime.sampler import Sampler
+    comm = join_ranks(grid, device)
+    with only_rank0_speaks(comm):
+        session, limit = open_cli_session(
+            checkpoint, spec, device, numerics, backend, max_seq, threads, plan, cuda_graphs,
+            comm=comm,
+        )  # fmt: skip
+        from v4c.runtime.chat import encode_chat
+        from v4c.runtime.sampler import Sampler
 
-    sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    drafter = cli_drafter(session, speculative, draft_tokens, sampler)
-    tok = session.tokenizer
-    if chat:
-        text = encode_chat(conversation, thinking=thinking)
-        ids = tok.encode(text)
-    else:
-        text, ids = prompt, [tok.bos_id, *tok.encode(prompt)]
-    reply = _reply(
-        session, limit, ids, max_new_tokens, sampler, stream=not json_out, drafter=drafter
-    )
-    if json_out:
-        typer.echo(json.dumps(_parsed(session, text, reply.tokens), ensure_ascii=False))
+        sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        if comm is not None:
+            from v4c.runtime.distributed import BroadcastSampler
+
+            sampler = BroadcastSampler(sampler, comm)
+        drafter = cli_drafter(session, speculative, draft_tokens, sampler, comm)
+        tok = session.tokenizer
+        if chat:
+            text = encode_chat(conversation, thinking=thinking)
+            ids = tok.encode(text)
+        else:
+            text, ids = prompt, [tok.bos_id, *tok.encode(prompt)]
+        reply = _reply(
+            session, limit, ids, max_new_tokens, sampler, stream=not json_out, drafter=drafter
+        )
+        if json_out:
+            typer.echo(json.dumps(_parsed(session, text, reply.tokens), ensure_ascii=False))
+
+
+def _run_rank(kwargs: dict) -> None:
+    """One rank of `v4c run --tp/--ep` started on this machine (`start_ranks`)."""
+    run_command(**kwargs)
 
 
 def chat_command(
@@ -203,6 +231,10 @@ def chat_command(
     it parses to, so the history is the official one; a turn feeds the engine only the
     tokens added where that history extends what the engine holds (not in thinking mode,
     where the earlier reasoning is dropped from the history)."""
+    from v4c.runtime.launch import place_from_env
+
+    if place_from_env() is not None:
+        raise V4CError("v4c chat runs in one process; for several ranks use v4c run --tp/--ep")
     session, limit = open_cli_session(
         checkpoint, spec, device, numerics, backend, max_seq, threads, plan, cuda_graphs
     )

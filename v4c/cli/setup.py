@@ -39,10 +39,12 @@ def open_cli_session(
     threads: int | None,
     plan: Path | None = None,
     cuda_graphs: bool = True,
+    comm=None,
 ):
     """(session, max_seq) after every choice is checked and said; see the module doc. With
     `plan` (a `v4c compile` folder) the spec, numerics, activation dtype and limits are the
-    plan's."""
+    plan's. `comm`: this process is a rank of a TP x EP grid (`v4c.cli.ranks`); it runs on
+    the rank's device."""
     if numerics not in (None, "official", "plain"):
         raise V4CError(f"--numerics: expected official or plain, got {numerics!r}")
     if backend not in ("auto", "torch", "triton"):
@@ -77,6 +79,7 @@ def open_cli_session(
         )
 
     device, device_why = _device(device, torch.cuda.is_available())
+    ranks = comm.grid.world if comm is not None else 1
     dtype, dtype_why = (
         (torch.bfloat16, "bf16 on CUDA") if device == "cuda" else (torch.float32, "fp32 on CPU")
     )
@@ -84,7 +87,7 @@ def open_cli_session(
         held = compiled.options["dtype"]
         dtype, dtype_why = torch_dtype(held), "the plan's"
     if device == "cpu":
-        threads, threads_why = _threads(threads)
+        threads, threads_why = _threads(threads, ranks)
         torch.set_num_threads(threads)
         dtype_why += f", {threads} thread{'s' * (threads > 1)}: {threads_why}"
     folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(cache_dir(), log)
@@ -105,8 +108,14 @@ def open_cli_session(
                 f"--max-seq {max_seq}: the plan's caches hold {compiled.options['max_seq']} "
                 "tokens (compile again with --max-seq to change it)"
             )
-    limit = choose_max_seq(spec, device, dtype, max_seq)
+    if comm is not None and device == "cuda":
+        device, device_why = str(comm.device), f"{device_why}; rank {comm.rank}'s GPU"
+    limit = choose_max_seq(spec, device, dtype, max_seq, ranks)
     log(f"{spec.name} from {folder}")
+    if comm is not None:
+        backend_name = "nccl" if device.startswith("cuda") else "gloo"
+        g = comm.grid
+        log(f"{g.world} ranks: tp={g.tp} x ep={g.ep} over torch.distributed ({backend_name})")
     log(f"device {device} ({device_why}); dtype {str(dtype).removeprefix('torch.')} ({dtype_why})")
     log(f"backend {backend} ({backend_why}); numerics {numerics} ({numerics_why})")
     log(f"max_seq {limit.max_seq} ({limit.why})")
@@ -119,17 +128,21 @@ def open_cli_session(
         backend=backend,
         max_seq=limit.max_seq,
         plan=compiled,
-        cuda_graphs=cuda_graphs,
+        # a captured decode step holding NCCL collectives is not verified yet: eager
+        cuda_graphs=cuda_graphs and comm is None,
         log=log,
+        comm=comm,
     )
     return session, limit.max_seq
 
 
-def _threads(requested: int | None) -> tuple[int, str]:
+def _threads(requested: int | None, ranks: int = 1) -> tuple[int, str]:
     if requested:
         return requested, "--threads"
     if cpu_threads():
         return cpu_threads(), "$V4C_THREADS"
+    if ranks > 1:  # the ranks share this machine's cores
+        return max(1, default_threads() // ranks), f"the cores less one, shared by {ranks} ranks"
     return default_threads(), f"the {len(os.sched_getaffinity(0))} cores less one"
 
 
@@ -156,12 +169,18 @@ def _check_triton(backend: str, device: str, numerics: str) -> None:
         )
 
 
-def cli_drafter(session, speculative: str | None, draft_tokens: int, sampler):
+def cli_drafter(session, speculative: str | None, draft_tokens: int, sampler, comm=None):
     """The drafter `--speculative` asks for (said at start with why), or None. Default: the
     MTP block with `draft_tokens` drafts when the plan has the draft entry point (it is
-    compiled with one when the checkpoint holds MTP weights), else off."""
+    compiled with one when the checkpoint holds MTP weights), else off. Not yet across
+    ranks (`comm`): the acceptance draws would have to be the same on every rank."""
     from v4c.runtime.drafting import MtpDrafter
 
+    if comm is not None:
+        if speculative == "mtp":
+            raise V4CError("--speculative mtp: not yet with --tp/--ep (use --speculative off)")
+        log("speculative off (not yet across ranks)")
+        return None
     has_draft = "draft" in session.engine.programs
     if speculative == "mtp" and not has_draft:
         raise V4CError(

@@ -17,7 +17,7 @@ def check(spec: ModelSpec) -> list[Problem]:
     """Every failing rule. `spec` may be a stand-in whose invalid fields raise on reading
     (after a field error, see `load._ValidParts`): a rule group that reads one is skipped."""
     out = []
-    for rules in (_layers, _attention, _moe, _quant):
+    for rules in (_layers, _attention, _moe, _quant, _parallel):
         try:
             out += rules(spec)
         except Unjudged:
@@ -101,3 +101,10 @@ def _quant(spec: ModelSpec) -> list[Problem]:
                     (path, f"must be a multiple of {q.expert_block} for FP4 experts, got {dim}")
                 )
     return out
+
+
+def _parallel(spec: ModelSpec) -> list[Problem]:
+    from v4c.spec.parallel import grid_problems
+
+    p = spec.parallel
+    return [("parallel", msg) for msg in grid_problems(spec, p.tp, p.ep)] if p.tp * p.ep > 1 else []

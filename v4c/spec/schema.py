@@ -195,6 +195,13 @@ class Meta(_Node):
     attention_dropout: float = spec_field(0.0, "attention_dropout", "Training only.", ge=0)
 
 
+class Parallel(_Node):
+    """The default TP × EP split of `v4c compile` and `v4c run` (`--tp/--ep` override it)."""
+
+    tp: int = spec_field(1, None, "Tensor-parallel ranks: attention and indexer heads.", gt=0)
+    ep: int = spec_field(1, None, "Expert-parallel ranks: the routed experts.", gt=0)
+
+
 class ModelSpec(_Node):
     """A whole DeepSeek-V4 model: `v4c spec show` prints it expanded per layer."""
 
@@ -224,6 +231,9 @@ class ModelSpec(_Node):
     mtp: MTP = spec_field(..., None, "Multi-token prediction.")
     quant: Quant = spec_field(..., None, "Stored-weight quantisation.")
     meta: Meta = spec_field(Meta(), None, "Keys kept for lossless round trips.")
+    parallel: Parallel = spec_field(
+        Parallel(), None, "Default tensor x expert parallel split (v4c only)."
+    )
     pipeline: tuple[str, ...] | None = spec_field(
         None, None, "Pass pipeline for `v4c compile` (null: the default one)."
     )
