@@ -160,13 +160,19 @@ def _gate_up(name: str, w1: TensorInfo, w3: TensorInfo, dtype: torch.dtype) -> U
     stored = Stored(name, FLOATS, (e, 2 * i, d))
 
     def decode(xs: list[Tensor], target: torch.dtype) -> list[Tensor]:
-        gate, up = xs[0].split(i, dim=1)  # [E, I, D] each
+        gate, up = xs[0].split(i, dim=1) if len(xs) == 1 else xs  # the whole, or two pieces
         return [gate.to(target).contiguous(), up.to(target).contiguous()]
 
     def encode(values: list[Tensor]) -> list[Tensor]:
         return [torch.cat(values, dim=1).to(_written(w1, dtype)).contiguous()]
 
-    return Unit((stored,), (w1, w3), decode, encode)
+    def piece(ranges: Ranges) -> list[tuple[int, Index]]:
+        """w1 and w3 are split alike (experts, inner rows): the same rows of each half."""
+        (e0, e1), (a, b), (c0, c1) = ranges
+        experts, cols = slice(e0, e1), slice(c0, c1)
+        return [(0, (experts, slice(a, b), cols)), (0, (experts, slice(i + a, i + b), cols))]
+
+    return Unit((stored,), (w1, w3), decode, encode, piece=piece)
 
 
 def _experts_as_stored(name: str, parts: list[TensorInfo], spec: ModelSpec) -> Unit:

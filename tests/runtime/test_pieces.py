@@ -2,7 +2,7 @@
 whole weight, FP8 weights with their block scales and FP4 experts (whole experts per EP
 rank, inner dims per TP rank) kept quantised or dequantised; from the official layout it
 reads only the parts of the files that hold them (memory-mapped slices), and so it does
-from the HF one except for its merged expert gate_up_proj (read whole, then cut)."""
+from the HF one too (its merged expert gate_up_proj as two row pieces, one per half)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def official(spec, weights, tmp_path_factory):
 @pytest.mark.parametrize("layout", ["official", "hf"])
 def test_each_rank_reads_the_pieces_of_the_whole(layout, spec, weights, plan, official, tmp_path):
     folder = official
-    if layout == "hf":  # pieces of tensors stored as they are; gate_up_proj read whole, cut
+    if layout == "hf":  # pieces of tensors stored as they are, gate_up_proj's two halves
         folder = tmp_path
         write_hf(folder, spec, weights, dtype=torch.float32)
     kw = dict(
@@ -96,6 +96,29 @@ def test_the_official_layout_is_read_in_pieces(spec, plan, official, monkeypatch
     assert by_name["layers.1.attn.wq_b.scale"] == (slice(2, 4), slice(0, 1))
     assert by_name["embed.weight"] == (slice(3 * 2048, 4 * 2048), slice(0, 256))
     assert by_name["layers.1.attn.wkv.weight"] is None  # not split: read whole
+
+
+def test_the_hf_layout_reads_the_two_halves_of_gate_up_proj(
+    spec, weights, plan, tmp_path, monkeypatch
+):
+    write_hf(tmp_path, spec, weights, dtype=torch.float32)
+    reads = []
+    read = checkpoint_read._tensor
+
+    def spy(handle, name, file, index=None):
+        reads.append((name, index))
+        return read(handle, name, file, index)
+
+    monkeypatch.setattr(checkpoint_read, "_tensor", spy)
+    pieces = rank_ranges(plan.params, GRID, 3)
+    load_checkpoint(tmp_path, spec, progress=False, names=set(plan.params), pieces=pieces)
+    gate_up = [index for name, index in reads if name == "model.layers.1.mlp.experts.gate_up_proj"]
+    inner = spec.moe.intermediate_size
+    # rank 3: experts 4..7, the second half of each expert's inner rows, in w1 and in w3
+    assert gate_up == [
+        (slice(4, 8), slice(inner // 2, inner), slice(0, spec.hidden_size)),
+        (slice(4, 8), slice(inner + inner // 2, 2 * inner), slice(0, spec.hidden_size)),
+    ]
 
 
 def test_a_piece_that_cuts_a_scale_block_is_refused():
