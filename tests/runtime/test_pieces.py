@@ -76,7 +76,8 @@ def test_each_rank_reads_the_pieces_of_the_whole(layout, spec, weights, plan, of
             assert list(mine[name].shape) == plan.params[name]["shape"], name
 
 
-def test_the_official_layout_is_read_in_pieces(spec, plan, official, monkeypatch):
+def spy_reads(monkeypatch) -> list:
+    """(stored name, index or None: whole) of every tensor read from the files, in order."""
     reads = []
     read = checkpoint_read._tensor
 
@@ -85,6 +86,11 @@ def test_the_official_layout_is_read_in_pieces(spec, plan, official, monkeypatch
         return read(handle, name, file, index)
 
     monkeypatch.setattr(checkpoint_read, "_tensor", spy)
+    return reads
+
+
+def test_the_official_layout_is_read_in_pieces(spec, plan, official, monkeypatch):
+    reads = spy_reads(monkeypatch)
     pieces = rank_ranges(plan.params, GRID, 3)
     load_checkpoint(official, spec, progress=False, names=set(plan.params), pieces=pieces)
     by_name = dict(reads)
@@ -102,14 +108,7 @@ def test_the_hf_layout_reads_the_two_halves_of_gate_up_proj(
     spec, weights, plan, tmp_path, monkeypatch
 ):
     write_hf(tmp_path, spec, weights, dtype=torch.float32)
-    reads = []
-    read = checkpoint_read._tensor
-
-    def spy(handle, name, file, index=None):
-        reads.append((name, index))
-        return read(handle, name, file, index)
-
-    monkeypatch.setattr(checkpoint_read, "_tensor", spy)
+    reads = spy_reads(monkeypatch)
     pieces = rank_ranges(plan.params, GRID, 3)
     load_checkpoint(tmp_path, spec, progress=False, names=set(plan.params), pieces=pieces)
     gate_up = [index for name, index in reads if name == "model.layers.1.mlp.experts.gate_up_proj"]
