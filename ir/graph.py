@@ -48,6 +48,7 @@ class Graph:
         self._g = nx.MultiDiGraph()
         self.name = name
         self.meta: dict[str, object] = {}
+        self._order: list[str] | None = None  # the topological order, until an edge changes
 
     # -- building ----------------------------------------------------------------------
 
@@ -70,6 +71,7 @@ class Graph:
         if types is None:
             types = op.infer([self.type_of(v) for v in operands])
         node = Node(id, op, tuple(types), layer, origin)
+        self._order = None
         self._g.add_node(id, node=node)
         for index, value in enumerate(operands):
             self._g.add_edge(value.node, id, key=index, out=value.index)
@@ -78,6 +80,7 @@ class Graph:
     def replace_uses(self, old: Value, new: Value, *, only: set[str] | None = None) -> int:
         """Make every user of `old` (or those in `only`) use `new`; returns the count."""
         changed = 0
+        self._order = None
         for user, index, out in list(self.users(old.node)):
             if out != old.index or (only is not None and user not in only):
                 continue
@@ -103,6 +106,7 @@ class Graph:
         keep reading it, its types are inferred again (callers retype the users)."""
         operands = self.operands(id) if operands is None else operands
         types = tuple(op.infer([self.type_of(v) for v in operands]))
+        self._order = None
         for u, _, key in list(self._g.in_edges(id, keys=True)):
             self._g.remove_edge(u, id, key=key)
         for index, value in enumerate(operands):
@@ -122,6 +126,7 @@ class Graph:
     def erase(self, id: str) -> None:
         if any(True for _ in self.users(id)):
             raise IRError(f"cannot erase {id}: it still has users")
+        self._order = None
         self._g.remove_node(id)
 
     # -- reading -----------------------------------------------------------------------
@@ -158,11 +163,14 @@ class Graph:
             yield user, key, data["out"]
 
     def toposort(self) -> list[str]:
-        """Topological order, ties broken by node id: stable across runs and processes."""
-        try:
-            return list(nx.lexicographical_topological_sort(self._g))
-        except nx.NetworkXUnfeasible:
-            raise IRError("the graph has a cycle") from None
+        """Topological order, ties broken by node id: stable across runs and processes.
+        Computed once per graph structure (passes ask for it often; it is the slowest query)."""
+        if self._order is None:
+            try:
+                self._order = list(nx.lexicographical_topological_sort(self._g))
+            except nx.NetworkXUnfeasible:
+                raise IRError("the graph has a cycle") from None
+        return list(self._order)
 
     def nodes(self) -> list[Node]:
         return [self.node(id) for id in self.toposort()]

@@ -24,6 +24,13 @@ def _has_cuda() -> bool:
 if not _has_cuda():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# The suite runs in one worker per core (pytest-xdist, README): a worker's torch keeps to
+# one thread, or two workers' thread pools contend for the cores and a step can take 20x.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    torch.set_num_threads(1)
+
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
 DATA = Path(__file__).resolve().parent / "spec" / "data"

@@ -48,7 +48,7 @@ class Session:
 def chat(monkeypatch, tok, replies: list[str], *args: str) -> tuple[ScriptedEngine, str]:
     script = [t for text in replies for t in [*tok.encode(text), tok.eos_id]]
     engine = ScriptedEngine(tok.vocab_size, script)
-    monkeypatch.setattr(run_cli, "open_cli_session", lambda *_: (Session(engine, tok), 4096))
+    monkeypatch.setattr(run_cli, "open_cli_session", lambda *_, **__: (Session(engine, tok), 4096))
     lines = "".join(f"{line}\n" for line in ("Hi", "Again", ""))
     out = CliRunner().invoke(app, ["chat", "--temperature", "0", *args], input=lines)
     assert out.exit_code == 0, out.output
@@ -104,7 +104,7 @@ def test_run_json_prints_the_parsed_tool_call(monkeypatch, tok, tmp_path):
     reply = '\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="f">\n<｜DSML｜parameter name="x" '
     reply += 'string="false">1</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>'
     engine = ScriptedEngine(tok.vocab_size, [*tok.encode(reply), tok.eos_id])
-    monkeypatch.setattr(run_cli, "open_cli_session", lambda *_: (Session(engine, tok), 4096))
+    monkeypatch.setattr(run_cli, "open_cli_session", lambda *_, **__: (Session(engine, tok), 4096))
     conversation = [
         {
             "role": "system",

@@ -139,3 +139,12 @@ def test_drafts_are_the_mtp_blocks_argmax_on_the_committed_sequence(setup):
     chained.update(slots=torch.tensor([0]), hidden=mtp["mtp_hidden"][:, -1:])
     d2 = int(executor.run(chained, state, outputs=("mtp_logits",))["mtp_logits"][0, -1].argmax())
     assert drafter.drafts[0][0] == [d1, d2]
+
+
+def test_draft_tokens_beyond_the_plan_are_refused(setup):
+    from v4c.errors import V4CError
+
+    _, _, engine, _ = setup
+    for k in (0, 4):
+        with pytest.raises(V4CError, match=f"--draft-tokens {k}: the plan verifies 1..3"):
+            MtpDrafter(engine, Sampler(), k)

@@ -31,7 +31,8 @@ def v4c(env, *args, stdin: str | None = None) -> subprocess.CompletedProcess:
     )
 
 
-HELLO = ("run", "--prompt", "Hello", "--max-new-tokens", "6", "--seed", "3")
+# sampled: speculation off, so that ranks (which do not draft yet) draw the same tokens
+HELLO = ("run", "--prompt", "Hello", "--max-new-tokens", "6", "--seed", "3", "--speculative", "off")
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +101,7 @@ def test_bad_input(env, args, message):
 
 def test_speculation_is_on_by_default_and_changes_no_token(env):
     """The tiny checkpoint has the MTP block: `run` drafts with it (said at start, acceptance
-    in the summary) and prints the text `--speculative off` prints; K beyond the plan's
-    `--max-draft` is refused."""
+    in the summary) and prints the text `--speculative off` prints."""
     greedy = ("run", "--prompt", "Hi", "--temperature", "0", "--max-new-tokens", "6")
     on = v4c(env, *greedy, "--draft-tokens", "2")
     off = v4c(env, *greedy, "--speculative", "off")
@@ -110,8 +110,6 @@ def test_speculation_is_on_by_default_and_changes_no_token(env):
     assert "speculative mtp, 2 draft tokens (the plan drafts with the MTP block)" in on.stderr
     assert "drafts accepted" in on.stderr and "tokens per main-model step" in on.stderr
     assert "speculative off (--speculative)" in off.stderr and "drafts" not in off.stderr
-    many = v4c(env, *greedy, "--draft-tokens", "4")
-    assert many.returncode == 2 and "the plan verifies 1..3 draft tokens" in many.stderr
 
 
 def test_run_a_compiled_plan_as_it_is(env, tmp_path):
