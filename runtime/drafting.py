@@ -74,8 +74,8 @@ class MtpDrafter:
         self.engine, self.sampler, self.k, self.oracle = engine, sampler, draft_tokens, oracle
         for rollback in engine.rollbacks.values():
             rollback.check(draft_tokens + 1)
-        shapes = engine.plan.states
-        self.window = max(shapes[key]["shape"][1] for key in engine.rollbacks["draft"].caches)
+        # the MTP block's sliding window: its caches are rings of that many slots
+        self.window = max(layout.period for layout in engine.rollbacks["draft"].layouts.values())
         if self.window > engine.max_tokens:  # the MTP block's first step covers its window
             raise V4CError(
                 f"the MTP block's window is {self.window} tokens, one step of the plan at most "
@@ -108,10 +108,7 @@ class MtpDrafter:
             return
         engine = self.engine
         tails = [engine.hidden_tail[b] for b in rows]
-        groups: dict[int, list[int]] = {}
-        for i, tail in enumerate(tails):
-            groups.setdefault(tail.shape[0], []).append(i)
-        for n, members in groups.items():
+        for n, members in _by_count([tail.shape[0] for tail in tails]).items():
             picked = [rows[i] for i in members]
             ids = [(self.fed[b] + [first[i]])[-n:] for i, b in zip(members, picked)]
             starts = [engine.lengths[b] - n for b in picked]
@@ -144,14 +141,14 @@ class MtpDrafter:
             q.scatter_(-1, draft[..., None], 1.0)
         verdict = accept(self.sampler, draft, logits, q)
         counts = verdict.accepted.tolist()
-        tokens = verdict.tokens.tolist()
-        self._pending = (rows, snap, outputs["hidden"], fed, counts)
-        return [row[: a + 1] for row, a in zip(tokens, counts)]
+        emitted = [row[: a + 1] for row, a in zip(verdict.tokens.tolist(), counts)]
+        self._pending = (rows, snap, outputs["hidden"], fed, counts, emitted)
+        return emitted
 
-    def commit(self, taken: list[int], live: list[bool], emitted: list[list[int]]) -> None:
-        """Row i of the last `propose` took `taken[i]` tokens `emitted[i]`; undo the rest
-        of what it fed, then draft again for the rows still `live`."""
-        rows, snap, hidden, fed, counts = self._pending
+    def commit(self, taken: list[int], live: list[bool]) -> None:
+        """Row i of the last `propose` took the first `taken[i]` of the tokens it emitted;
+        undo the rest of what it fed, then draft again for the rows still `live`."""
+        rows, snap, hidden, fed, counts, emitted = self._pending
         self._pending = None
         self._count(taken, counts)
         engine = self.engine
@@ -162,14 +159,10 @@ class MtpDrafter:
         for b, n, ids in zip(rows, taken, fed):
             engine.lengths[b] += n
             self.fed[b] = (self.fed[b] + ids[:n])[-self.window :]
-        going = [i for i, ok in enumerate(live) if ok]
         if self.oracle is not None:
-            self._oracle_drafts([rows[i] for i in going])
+            self._oracle_drafts([b for b, ok in zip(rows, live) if ok])
             return
-        groups: dict[int, list[int]] = {}
-        for i in going:
-            groups.setdefault(taken[i], []).append(i)
-        for n, members in groups.items():
+        for n, members in _by_count([t if ok else 0 for t, ok in zip(taken, live)]).items():
             picked = [rows[i] for i in members]
             ids = [emitted[i][:n] for i in members]
             self._draft(picked, ids, hidden[members, :n], [starts[i] for i in members])
@@ -223,3 +216,13 @@ class MtpDrafter:
             ahead = self.oracle[b][done : done + self.k]
             ahead += [0] * (self.k - len(ahead))  # past its end: any id (the run stops first)
             self.drafts[b] = (ahead, None)
+
+
+def _by_count(counts: list[int]) -> dict[int, list[int]]:
+    """count -> the indices with it, but those of count 0: rows that draft from as many
+    positions run in one step."""
+    groups: dict[int, list[int]] = {}
+    for i, n in enumerate(counts):
+        if n:
+            groups.setdefault(n, []).append(i)
+    return groups

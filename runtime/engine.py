@@ -32,7 +32,8 @@ from v4c.runtime.rollback import Rollback
 
 
 def input_buffers(plan: Plan, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """One flat zeroed buffer per step input key of `plan`, sized for its largest use."""
+    """One flat zeroed buffer per step input key of `plan`, sized for its largest use (int64
+    ids, positions, slots; the draft's `hidden` streams in the activation dtype)."""
     sizes: dict[str, tuple[int, str]] = {}
     for entry in plan.entries.values():
         for launch in entry.launches:
@@ -79,7 +80,7 @@ class Engine:
             states, self.max_batch, self.max_seq, device=self.device, dtype=dtype
         )
         self.fills = {k: s["fill"] for k, s in plan.states.items()}
-        self.inputs = self._input_buffers()
+        self.inputs = input_buffers(plan, self.device, dtype)
         self.programs = {
             entry: Program(
                 plan,
@@ -95,14 +96,13 @@ class Engine:
             )  # fmt: skip
             for entry in plan.entries
         }
-        self.rollbacks = {  # what undoes the tokens a verify or chained draft step rejects
-            entry: Rollback(
-                {key: self.state[key] for key in entry_states(plan, entry)},
-                {key: plan.states[key]["shape"] for key in entry_states(plan, entry)},
-            )
-            for entry in ("verify", "draft")
-            if entry in plan.entries
-        }
+        self.rollbacks: dict[str, Rollback] = {}  # undo what verify / chained drafts reject
+        for entry in ("verify", "draft"):
+            if entry in plan.entries:
+                keys = entry_states(plan, entry)
+                caches = {key: self.state[key] for key in keys}
+                shapes = {key: plan.states[key]["shape"] for key in keys}
+                self.rollbacks[entry] = Rollback(caches, shapes)
         # per sequence, the main model's last-block streams at its last positions, which a
         # draft starts from: kept by `forward(..., hidden=W)` and `keep_hidden`
         self.hidden_tail: list[torch.Tensor | None] = []
@@ -135,11 +135,6 @@ class Engine:
             else:
                 placed[name] = weight.to(self.device, torch_dtype(info["dtype"], self.dtype))
         return placed
-
-    def _input_buffers(self) -> dict[str, torch.Tensor]:
-        """One flat buffer per step input (int64 ids, positions, slots; the draft's `hidden`
-        streams in the activation dtype), as large as any entry needs at its limits."""
-        return input_buffers(self.plan, self.device, self.dtype)
 
     # -- sequences ------------------------------------------------------------------------
 

@@ -153,7 +153,7 @@ def _speculate(drafter: MtpDrafter, batch: _Batch) -> None:
     while (live := batch.live()) and drafter.fits(live):
         emitted = drafter.propose(live, [batch.tokens[i][-1] for i in live])
         taken = [batch.take(i, ids) for i, ids in zip(live, emitted)]
-        drafter.commit(taken, [batch.reasons[i] is None for i in live], emitted)
+        drafter.commit(taken, [batch.reasons[i] is None for i in live])
 
 
 def _check(prompts: list[list[int]], max_new_tokens: int) -> None:

@@ -32,7 +32,7 @@ class Collective(Op):
 
     def combine(self, parts: Sequence[Sequence[Any]], index: int) -> tuple[Any, ...]:
         """The results of member `index`, from the operands of every member (`parts[i]`)."""
-        raise NotImplementedError
+        raise self.fail("no combine rule")
 
 
 @register
