@@ -106,8 +106,9 @@ def lower_graph(graph: Graph, ctx: PassContext) -> Plan:
     for entry, outputs in entry_outputs(ctx.options, ctx.spec).items():
         env, buffers = memory[entry]["env"], memory[entry]["buffers"]
         plan = EntryPlan(env, memory[entry]["peak_bytes"])
+        outputs = graph_outputs(graph, outputs)
         runs = entry_nodes(graph, outputs)
-        returned = {graph_key: key for key, graph_key in graph_outputs(graph, outputs).items()}
+        returned = {graph_key: key for key, graph_key in outputs.items()}
         for node in graph.nodes():
             if node.id not in runs:
                 continue

@@ -74,9 +74,10 @@ def plan_entry(
 
 
 def entry_nodes(graph: Graph, outputs: dict[str, str]) -> set[str]:
-    """The nodes an entry point returning graph outputs `outputs.values()` runs."""
+    """The nodes an entry point returning graph outputs `outputs.values()` (as
+    `graph_outputs` resolves them) runs."""
     ids = {n.op.key: n.id for n in graph.nodes() if n.op.kind == "output"}
-    return graph.needed_by([ids[key] for key in graph_outputs(graph, outputs).values()])
+    return graph.needed_by([ids[key] for key in outputs.values()])
 
 
 def graph_outputs(graph: Graph, outputs: dict[str, str]) -> dict[str, str]:
@@ -90,7 +91,12 @@ def graph_outputs(graph: Graph, outputs: dict[str, str]) -> dict[str, str]:
 def memory_plan(graph: Graph, ctx: PassContext) -> PassResult:
     options = ctx.options
     plans = {
-        entry: plan_entry(graph, options.env(entry), options.dtype, entry_nodes(graph, outputs))
+        entry: plan_entry(
+            graph,
+            options.env(entry),
+            options.dtype,
+            entry_nodes(graph, graph_outputs(graph, outputs)),
+        )  # fmt: skip
         for entry, outputs in entry_outputs(options, ctx.spec).items()
     }
     graph.meta["memory_plan"] = plans
