@@ -38,7 +38,7 @@ def plan_kernels(plan: Plan) -> tuple[dict[str, str], dict[tuple[str, str], str]
                 continue
             shapes = kernel_operands(launch, activations)
             try:
-                source = render(launch.op, params_for(launch.op, launch.constants, shapes))
+                source = render(params_for(launch.op, launch.constants, shapes))
             except (V4CError, ValueError):
                 continue
             name = f"{launch.op}_{hashlib.sha256(source.encode()).hexdigest()[:8]}.py"

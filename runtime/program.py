@@ -125,7 +125,7 @@ class Program:
                 continue
             try:
                 params = jit.params_for(launch.op, op.attrs(), kernel_operands(launch, activations))
-                kernels[i] = jit.load(launch.op, params, self.kernel_root)
+                kernels[i] = jit.load(params, self.kernel_root)
             except (V4CError, ValueError) as err:
                 problems.append(f"{launch.node}: {err}")
         if problems:

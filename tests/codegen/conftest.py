@@ -21,4 +21,4 @@ def one_thread():
 def run_kernel(op, ins, root, params=None):
     """The kernel of `op`'s template on `ins` (rendered, cached under `root`, imported)."""
     params = params or jit.params_for(op.kind, op.attrs(), [describe(t) for t in ins])
-    return jit.load(op.kind, params, root).run(*ins)
+    return jit.load(params, root).run(*ins)

@@ -15,7 +15,6 @@ import itertools
 import pytest
 import torch
 
-import v4c.codegen.params_attention  # noqa: F401  (registers the templates)
 from tests.codegen.conftest import run_kernel
 from v4c.ir.ops.attention import GroupedLinear, SparseAttention
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import v4c.codegen.params_compressor  # noqa: F401  (registers the template)
 from tests.codegen.conftest import run_kernel
 from v4c.codegen import jit
 from v4c.ir.ops.attention import Compressor
@@ -67,4 +66,4 @@ def test_official_rounding_is_refused():
     """`sim` (numerics: official) rounds new entries; the template does not, so it says so."""
     op = Compressor(ROPE, 10000.0, None, ratio=16, sim="fp8")
     with pytest.raises(ValueError, match="sim='fp8'"):
-        jit.params_for(op.kind, op.attrs(), [])
+        jit.params_for(op.kind, op.attrs(), [((1,), "bf16")] * len(op.operand_roles()))

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from tests.codegen.conftest import run_kernel
-from v4c.codegen import params_elementwise  # noqa: F401  (registers the templates)
 from v4c.ir.ops.core import Add, Embed, HcExpand, RmsNorm, Rope
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=1.6e-2, atol=1e-2)}

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from tests.codegen.conftest import run_kernel
-from v4c.codegen import params_hc  # noqa: F401  (registers the templates)
 from v4c.ir.ops.core import HcHead, HcPost, HcPre
 from v4c.ir.ops.fused import HcPostHeadNorm, HcPostPreNorm, HcPreNorm
 

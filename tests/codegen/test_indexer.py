@@ -12,7 +12,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import v4c.codegen.params_indexer  # noqa: F401  (registers the template)
 from tests.codegen.conftest import run_kernel
 from v4c.codegen import jit
 from v4c.ir.ops.attention import IndexerTopk
@@ -88,4 +87,4 @@ def test_official_rounding_is_refused():
     """`sim` (numerics: official) rounds q to FP8/FP4; the template does not, so it says so."""
     op = IndexerTopk(ROPE, 10000.0, None, topk=4, ratio=4, sim=True)
     with pytest.raises(ValueError, match="FP8/FP4"):
-        jit.params_for(op.kind, op.attrs(), [])
+        jit.params_for(op.kind, op.attrs(), [((1,), "bf16")] * len(op.operand_roles()))

@@ -15,7 +15,7 @@ import torch
 from tests.codegen.conftest import run_kernel
 from v4c.codegen import jit
 from v4c.codegen.jit import CodegenError
-from v4c.codegen.params_moe import MoeSort as MoeSortParams  # registers the MoE templates
+from v4c.codegen.ops.moe import MoeSort as MoeSortParams
 from v4c.ir.ops.moe import GroupedSwiglu, Moe, MoeCombine, MoeGate, MoeSort, Swiglu
 from v4c.ir.semantics.quant import QuantWeight, fp4_quantize, fp8_block_quantize
 

@@ -39,4 +39,4 @@ def test_experts_with_act_quant_are_refused():
 )
 def test_official_bf16_points_are_refused(op, message):
     with pytest.raises(ValueError, match=message):
-        jit.params_for(op.kind, op.attrs(), [])
+        jit.params_for(op.kind, op.attrs(), [((1,), "bf16")] * len(op.operand_roles()))

@@ -35,7 +35,7 @@ EXPERTS = [((1, 2, 256), "bf16"), ((1, 2, 2), "i64"), ((5,), "i64"), ((1, 2, 2),
 FP4 = [((4, 512, 256), "fp4:32"), ((4, 256, 512), "fp4:32"), ((4, 512, 256), "fp4:32")]
 
 LAUNCHES = {
-    "window": ("sparse_attention", {**SPARSE, "ratio": 0, "topk": 0}, BF16_ATTN[:6]),
+    "window": ("sparse_attention", {**SPARSE, "ratio": 0}, BF16_ATTN[:6]),
     "csa": ("sparse_attention", {**SPARSE, "ratio": 4}, BF16_ATTN),
     "hca": ("sparse_attention", {**SPARSE, "ratio": 128}, BF16_ATTN[:7]),
     "wo_a": ("grouped_linear", {"groups": 2}, [((1, 2, 16, 64), "bf16"), ((64, 512), "bf16")]),
@@ -52,7 +52,7 @@ def renders(name: str) -> tuple[str, str]:
     params = jit.params_for(kind, attrs, shapes)
     assert params.upcast  # the tests run under TRITON_INTERPRET=1
     gpu = type(params)(**{**params.model_dump(), "upcast": False})
-    return render(kind, params), render(kind, gpu)
+    return render(params), render(gpu)
 
 
 @pytest.mark.parametrize("name", sorted(LAUNCHES))

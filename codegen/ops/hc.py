@@ -1,7 +1,7 @@
 """Parameters of the hyper-connection templates (V4_REFERENCE §3).
 
 The five kinds that read all n streams of a token (hc_pre, hc_head and their fusions with the
-hc_post before and the RMSNorm after them) share one template, `_hc_streams.py.j2`, rendered
+hc_post before and the RMSNorm after them) share one template, `hc_streams.py.j2`, rendered
 with three flags; each kind fixes its flags here. hc_post alone is its own tiled template.
 """
 
@@ -9,22 +9,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from v4c.codegen.params import Shapes, template
-from v4c.codegen.render import Params
+from v4c.codegen.params import Operands, Template, pow2, template
 from v4c.envs import triton_interpret
 
-
-def pow2(x: int) -> int:
-    """The smallest power of two >= x (Triton block shapes)."""
-    return 1 << (x - 1).bit_length()
-
+MAX_BLOCK = 1024  # columns per program of the copy kernel (hc_expand)
 
 # D-block of the per-token loops: fn tiles are [RP, NP, BLOCK_D] fp32. A GPU keeps the tile in
 # registers (64); the interpreter pays per loop step, not per lane, so it takes whole rows.
 MAX_BLOCK_D = 1024 if triton_interpret() else 64
 
 
-class HcStreams(Params):
+class HcStreams(Template):
     post: bool  # operands start with (a, X, post, comb) and X' = hc_post(...) is the first result
     head: bool  # hc_head: the pre gate only (fn has n rows), no Sinkhorn
     norm: bool  # the RMSNorm (operand `norm`) applied to the collapsed row
@@ -39,11 +34,12 @@ class HcStreams(Params):
     block_d: int
 
     FLAGS: ClassVar[tuple[bool, bool, bool]]  # (post, head, norm) of the kind
+    TEMPLATE = "hc_streams"
 
     @classmethod
-    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> HcStreams:
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> HcStreams:
         post, head, norm = cls.FLAGS
-        *_, n, d = inputs[1 if post else 0][0]
+        *_, n, d = ops["X"].shape
         rows = n if head else (2 + n) * n
         return cls(
             post=post, head=head, norm=norm, streams=n, dim=d,
@@ -80,13 +76,25 @@ class HcPostHeadNorm(HcStreams):
 
 
 @template("hc_post")
-class HcPost(Params):
+class HcPost(Template):
     streams: int
     dim: int
     streams_p: int
     block_d: int
 
     @classmethod
-    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> HcPost:
-        *_, n, d = inputs[1][0]
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> HcPost:
+        *_, n, d = ops["X"].shape
         return cls(streams=n, dim=d, streams_p=pow2(n), block_d=min(256, pow2(d)))
+
+
+@template("hc_expand")
+class HcExpand(Template):
+    mult: int
+    dim: int
+    block_d: int
+
+    @classmethod
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> HcExpand:
+        dim = ops["h"].shape[-1]
+        return cls(mult=attrs["mult"], dim=dim, block_d=min(MAX_BLOCK, pow2(dim)))

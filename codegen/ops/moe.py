@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from v4c.codegen.jit import CodegenError
-from v4c.codegen.params import Dots, Shapes, template
-from v4c.codegen.render import Params
+from v4c.codegen.params import Dots, Operands, Template, template, tile
 from v4c.ir.types import ir_dtype
 
 Act = Literal["bf16", "fp32"]
@@ -44,13 +43,8 @@ def activation(dtype: str) -> Act:
     return ir_dtype(dtype)
 
 
-def block(n: int, lo: int = 16, hi: int = 64) -> int:
-    """A power-of-two tile covering n, within [lo, hi] (tl.dot needs 16 on each dim)."""
-    return min(hi, max(lo, 1 << (n - 1).bit_length()))
-
-
 @template("moe_gate")
-class MoeGate(Params):
+class MoeGate(Template):
     gate: Literal["score", "hash"]
     experts: int
     top_k: int
@@ -60,12 +54,11 @@ class MoeGate(Params):
     local_experts: int = 0  # expert parallelism: this rank's experts, from `first` on
 
     @classmethod
-    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> MoeGate:
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> MoeGate:
         hashed = attrs["gate"] == "hash"
-        weight = inputs[2][0] if hashed else inputs[1][0]  # [E, D]
-        top_k = inputs[3][0][1] if hashed else attrs["top_k"]  # hash: tid2eid [V, K]
+        top_k = ops["tid2eid"].shape[1] if hashed else attrs["top_k"]  # tid2eid [V, K]
         return cls(
-            gate=attrs["gate"], experts=weight[0], top_k=top_k,
+            gate=attrs["gate"], experts=ops["gate_weight"].shape[0], top_k=top_k,
             route_scale=attrs["route_scale"], scoring_func=attrs["scoring_func"],
             normalize=attrs["norm_topk_prob"] and attrs["scoring_func"] != "softmax",
             local_experts=attrs.get("local_experts", 0),
@@ -73,12 +66,12 @@ class MoeGate(Params):
 
 
 @template("moe_sort")
-class MoeSort(Params):
+class MoeSort(Template):
     experts: int
     block: int = 128  # token slots per chunk of the counting sort
 
     @classmethod
-    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> MoeSort:
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> MoeSort:
         return cls(experts=attrs["num_experts"])
 
 
@@ -94,19 +87,18 @@ class _Swiglu(Dots):
     block_d: int  # tile of D: the reduction of w1/w3, the outputs of w2
 
     @classmethod
-    def from_operands(
-        cls, attrs: dict[str, Any], x: tuple, w1: tuple, ws: list[str], **extra: Any
-    ) -> _Swiglu:
-        """From the launch's attributes, x's and w1's (shape, dtype), the dtypes of w1, w2, w3."""
+    def from_operands(cls, attrs: dict[str, Any], ops: Operands, **extra: Any) -> _Swiglu:
+        """From the launch's attributes and its x, w1, w2, w3."""
         if attrs.get("act_quant"):
             raise CodegenError(
                 "swiglu: no Triton template rounds the expert GEMMs as numerics official does"
             )
-        limit, (inter, dim) = attrs["limit"], w1[0][-2:]
-        fmt, scale_block = weight_format(ws)
+        limit, (inter, dim) = attrs["limit"], ops["w1"].shape[-2:]
+        fmt, scale_block = weight_format([ops[w].dtype for w in ("w1", "w2", "w3")])
         return cls(
-            dim=dim, inter=inter, limit=limit, act=activation(x[1]), weights=fmt,
-            scale_block=scale_block, block_i=block(inter), block_d=block(dim), **extra,
+            dim=dim, inter=inter, limit=limit, act=activation(ops["x"].dtype), weights=fmt,
+            scale_block=scale_block, block_i=tile(inter, hi=64), block_d=tile(dim, hi=64),
+            **extra,
         )  # fmt: skip
 
 
@@ -117,25 +109,23 @@ class GroupedSwiglu(_Swiglu):
     others: bool = False  # offsets end with a group for other ranks' experts: rows of 0
 
     @classmethod
-    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> GroupedSwiglu:
-        x, order, offsets, _, w1, w2, w3 = inputs
-        ws, experts = [w1[1], w2[1], w3[1]], w1[0][0]
-        others = offsets[0][0] == experts + 2
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> GroupedSwiglu:
+        experts = ops["w1"].shape[0]
+        others = ops["offsets"].shape[0] == experts + 2
         return cls.from_operands(
-            attrs, x, w1, ws, experts=experts, top_k=order[0][-1], others=others
+            attrs, ops, experts=experts, top_k=ops["order"].shape[-1], others=others
         )
 
 
 @template("swiglu")
 class Swiglu(_Swiglu):
     @classmethod
-    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> Swiglu:
-        x, w1, w2, w3 = inputs
-        return cls.from_operands(attrs, x, w1, [w1[1], w2[1], w3[1]])
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> Swiglu:
+        return cls.from_operands(attrs, ops)
 
 
 @template("moe_combine")
-class MoeCombine(Params):
+class MoeCombine(Template):
     dim: int
     top_k: int
     with_shared: bool
@@ -143,9 +133,9 @@ class MoeCombine(Params):
     block_d: int
 
     @classmethod
-    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> MoeCombine:
-        dim = inputs[0][0][-1]  # y_sorted [B,T,K,D]
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> MoeCombine:
+        dim = ops["y_sorted"].shape[-1]  # [B,T,K,D]
         return cls(
-            dim=dim, top_k=inputs[1][0][-1], with_shared=attrs["with_shared"],
-            block_d=block(dim, 16, 256),
+            dim=dim, top_k=ops["order"].shape[-1], with_shared=attrs["with_shared"],
+            block_d=tile(dim, 16, 256),
         )  # fmt: skip

@@ -6,8 +6,7 @@ from typing import Any
 
 from pydantic import model_validator
 
-from v4c.codegen.params import Dots, Shapes, template
-from v4c.codegen.params_attention import Precision, dot_precision
+from v4c.codegen.params import Dots, Operands, Precision, dot_precision, template
 
 
 @template("indexer_topk")
@@ -29,12 +28,12 @@ class IndexerTopk(Dots):
         return self
 
     @classmethod
-    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> IndexerTopk:
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> IndexerTopk:
         if attrs.get("sim"):
             raise ValueError("indexer_topk: no Triton template simulates the official FP8/FP4 q")
-        heads, head_dim = inputs[5][0][0], inputs[6][0][-1]  # weights_proj [Hi, D], keys [N, C, di]
+        heads, head_dim = ops["weights_proj"].shape[0], ops["keys"].shape[-1]  # [Hi, D], [N, C, di]
         return cls(
             heads=heads, head_dim=head_dim, rope_dim=attrs["rope_dim"], topk=attrs["topk"],
             ratio=attrs["ratio"], theta=attrs["theta"], yarn=attrs["yarn"],
-            precision=dot_precision([inputs[6][1]]),
+            precision=dot_precision([ops["keys"].dtype]),
         )  # fmt: skip

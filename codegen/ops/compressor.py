@@ -6,13 +6,12 @@ from typing import Any
 
 from pydantic import model_validator
 
-from v4c.codegen.params import Shapes, template
-from v4c.codegen.render import Params
+from v4c.codegen.params import Operands, Template, template
 from v4c.spec.schema import coff
 
 
 @template("compressor")
-class Compressor(Params):
+class Compressor(Template):
     width: int  # c, channels of one compressed entry
     ratio: int  # m, tokens per window
     overlap: bool  # ratio 4 (CSA): an entry pools two half windows
@@ -30,10 +29,10 @@ class Compressor(Params):
         return self
 
     @classmethod
-    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> Compressor:
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> Compressor:
         if attrs.get("sim", "none") != "none":
             raise ValueError(f"compressor: no Triton template for sim={attrs['sim']!r} rounding")
-        width = inputs[6][0][0]  # norm [c]
+        (width,) = ops["norm"].shape  # [c]
         return cls(
             width=width, ratio=attrs["ratio"], overlap=coff(attrs["ratio"]) == 2,
             rope_dim=attrs["rope_dim"], eps=attrs["eps"], theta=attrs["theta"], yarn=attrs["yarn"],

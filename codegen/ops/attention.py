@@ -4,26 +4,10 @@ small head counts and row blocks are padded up to 16 and masked."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-import triton
-
-from v4c.codegen.params import Dots, Shapes, template
-from v4c.ir.types import ir_dtype
+from v4c.codegen.params import Dots, Operands, Precision, dot_precision, template, tile
 from v4c.spec.schema import CSA_RATIO
-
-Precision = Literal["tf32", "ieee"]
-
-
-def dot_precision(dtypes: list[str]) -> Precision:
-    """`tl.dot` input precision for fp32-cast operands of these types ('bf16' as the IR
-    writes them or 'torch.bfloat16'): TF32 holds bf16 values exactly, not fp32 ones."""
-    return "tf32" if {ir_dtype(d) for d in dtypes} == {"bf16"} else "ieee"
-
-
-def block(n: int, lo: int = 16, hi: int = 1 << 30) -> int:
-    """A power-of-two block covering n, clamped to [lo, hi]."""
-    return max(lo, min(hi, triton.next_power_of_2(n)))
 
 
 @template("sparse_attention")
@@ -41,18 +25,18 @@ class SparseAttention(Dots):
     num_warps: int  # 8 for wide heads: q, the running output and a key tile are [., d] fp32
 
     @classmethod
-    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> SparseAttention:
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> SparseAttention:
         if attrs.get("round_probs"):
             raise ValueError("sparse_attention: no Triton template rounds P to bf16 (official)")
-        (_, _, heads, dim), ratio = inputs[0][0], attrs["ratio"]
-        # q, kv, window_cache (after positions, slots, sink), compressed
-        keys = [inputs[i][1] for i in (0, 1, 5)] + ([inputs[6][1]] if ratio else [])
+        (_, _, heads, dim), ratio = ops["q"].shape, attrs["ratio"]
+        keys = ("q", "kv", "window_cache") + (("compressed",) if ratio else ())
         return cls(
             dim=dim, heads=heads, window=attrs["window"], ratio=ratio,
-            topk=inputs[7][0][-1] if ratio == CSA_RATIO else 0,
+            topk=ops["topk_idx"].shape[-1] if ratio == CSA_RATIO else 0,
             softmax_scale=attrs["softmax_scale"],
-            precision=dot_precision(keys), block_h=block(heads, hi=16 if dim >= 256 else 32),
-            block_n=16 if dim >= 256 else 32, block_d=block(dim), num_warps=8 if dim >= 256 else 4,
+            precision=dot_precision([ops[k].dtype for k in keys]),
+            block_h=tile(heads, hi=16 if dim >= 256 else 32),
+            block_n=16 if dim >= 256 else 32, block_d=tile(dim), num_warps=8 if dim >= 256 else 4,
         )  # fmt: skip
 
 
@@ -67,11 +51,10 @@ class GroupedLinear(Dots):
     block_k: int
 
     @classmethod
-    def from_launch(cls, attrs: dict[str, Any], inputs: Shapes) -> GroupedLinear:
-        (_, o_dtype), (w_shape, w_dtype) = inputs
-        groups = attrs["groups"]
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> GroupedLinear:
+        (w_shape, w_dtype), groups = ops["weight"], attrs["groups"]
         return cls(
             groups=groups, group_in=w_shape[1], rank=w_shape[0] // groups,
-            precision=dot_precision([o_dtype, w_dtype]), block_m=16,
-            block_r=block(w_shape[0] // groups, hi=64), block_k=block(w_shape[1], hi=64),
+            precision=dot_precision([ops["o"].dtype, w_dtype]), block_m=16,
+            block_r=tile(w_shape[0] // groups, hi=64), block_k=tile(w_shape[1], hi=64),
         )  # fmt: skip
