@@ -20,7 +20,7 @@ def main() -> None:
     from v4c.compile import compile_spec
     from v4c.passes.base import CompileOptions
     from v4c.runtime.engine import Engine
-    from v4c.runtime.random_weights import random_weights
+    from v4c.runtime.checkpoint.random_weights import random_weights
     from v4c.spec import load_spec
 
     spec = load_spec("tiny")

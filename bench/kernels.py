@@ -67,7 +67,7 @@ def build_engine(spec, args, device: torch.device, dtype: torch.dtype):
     from v4c.compile import compile_spec
     from v4c.passes.base import CompileOptions
     from v4c.runtime.engine import Engine
-    from v4c.runtime.random_weights import as_stored, random_weights
+    from v4c.runtime.checkpoint.random_weights import as_stored, random_weights
 
     options = CompileOptions(
         max_batch=1, max_tokens=args.prompt_len, max_seq=args.prompt_len + 2,

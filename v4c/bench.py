@@ -212,7 +212,7 @@ def hf_model(spec: ModelSpec, weights: dict, *, device, dtype):
     """transformers' model of `spec` holding `weights` (official names, dense), in memory."""
     from transformers import DeepseekV4Config, DeepseekV4ForCausalLM
 
-    from v4c.runtime.checkpoint_hf import hf_units
+    from v4c.runtime.checkpoint.hf import hf_units
     from v4c.spec.config_io import spec_to_config
 
     with torch.device(device):
@@ -248,8 +248,8 @@ def run_bench(
     this process is one rank of a TP x EP grid (`runtime.distributed`), and every rank runs
     the same steps; `weights` may also be a function of the plan giving what it needs (a
     rank's pieces read from a checkpoint), else the whole weights are cut to the rank's."""
-    from v4c.runtime.pieces import rank_weights
-    from v4c.runtime.random_weights import as_stored
+    from v4c.runtime.checkpoint.pieces import rank_weights
+    from v4c.runtime.checkpoint.random_weights import as_stored
 
     device = torch.device(device)
     drafts = CompileOptions.max_draft if speculative == "mtp" else 0

@@ -17,11 +17,11 @@ from v4c.ir.plan import Plan
 from v4c.ir.types import ir_dtype, torch_dtype
 from v4c.passes.base import CompileOptions
 from v4c.runtime.checkpoint import load_checkpoint
-from v4c.runtime.checkpoint_detect import detect_layout
-from v4c.runtime.checkpoint_read import open_shards, read_spec
+from v4c.runtime.checkpoint.detect import detect_layout
+from v4c.runtime.checkpoint.read import open_shards, read_spec
 from v4c.runtime.engine import Engine
-from v4c.runtime.pieces import rank_ranges
-from v4c.runtime.tiny_cache import tiny_checkpoint
+from v4c.runtime.checkpoint.pieces import rank_ranges
+from v4c.runtime.checkpoint.tiny_cache import tiny_checkpoint
 from v4c.runtime.tokenizer import V4Tokenizer, load_tokenizer
 from v4c.spec import ModelSpec
 

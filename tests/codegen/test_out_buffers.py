@@ -21,7 +21,7 @@ from v4c.compile import compile_spec
 from v4c.ir.semantics.quant import QuantWeight
 from v4c.passes.base import CompileOptions
 from v4c.runtime.engine import Engine
-from v4c.runtime.random_weights import as_stored, random_weights
+from v4c.runtime.checkpoint.random_weights import as_stored, random_weights
 from v4c.spec import load_spec
 
 POSITIONS = (127, 18)  # row 0 completes a ratio-128 and a ratio-4 entry; row 1 neither

@@ -13,7 +13,7 @@ from v4c.compile import compile_spec
 from v4c.ir.types import ir_dtype
 from v4c.passes.base import CompileOptions
 from v4c.runtime.engine import Engine
-from v4c.runtime.random_weights import random_weights
+from v4c.runtime.checkpoint.random_weights import random_weights
 from v4c.spec import load_spec
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from v4c.runtime.tiny_cache import tiny_checkpoint
+from v4c.runtime.checkpoint.tiny_cache import tiny_checkpoint
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from v4c.ir.build import build
 from v4c.passes.base import CompileOptions, PassContext
 from v4c.passes.manager import run_pipeline
 from v4c.passes.pipeline import DEFAULT_PIPELINE
-from v4c.runtime.random_weights import random_weights
+from v4c.runtime.checkpoint.random_weights import random_weights
 from v4c.runtime.reference import ReferenceExecutor
 from v4c.spec import load_spec
 

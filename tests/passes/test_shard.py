@@ -17,7 +17,7 @@ from v4c.ir.verify import verify
 from v4c.passes import load_passes
 from v4c.passes.base import PASSES, PassContext
 from v4c.runtime.comm import LocalGroup
-from v4c.runtime.pieces import graph_params, rank_weights
+from v4c.runtime.checkpoint.pieces import graph_params, rank_weights
 from v4c.runtime.reference import ReferenceExecutor
 from v4c.spec.parallel import Grid
 

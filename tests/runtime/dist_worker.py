@@ -24,7 +24,7 @@ from v4c.runtime.comm import CommError
 from v4c.runtime.distributed import BroadcastSampler, TorchComm, join
 from v4c.runtime.launch import place_from_env
 from v4c.runtime.engine import Engine
-from v4c.runtime.pieces import rank_ranges
+from v4c.runtime.checkpoint.pieces import rank_ranges
 from v4c.runtime.sampler import Sampler
 from v4c.spec import load_spec
 from v4c.spec.parallel import Grid

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from v4c.runtime.chat import REASONING_EFFORT_MAX, ChatError, encode_chat
+from v4c.runtime.chat.encode import REASONING_EFFORT_MAX, ChatError, encode_chat
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"

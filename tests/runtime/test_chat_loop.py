@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import v4c.cli.run as run_cli
 from v4c.cli import app, main
-from v4c.runtime.chat import encode_chat
+from v4c.runtime.chat.encode import encode_chat
 
 
 class ScriptedEngine:

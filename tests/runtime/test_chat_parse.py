@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from v4c.runtime.chat import ChatError, encode_chat
-from v4c.runtime.chat_parse import parse_completion, parse_reply, starts_in_reasoning
+from v4c.runtime.chat.encode import ChatError, encode_chat
+from v4c.runtime.chat.parse import parse_completion, parse_reply, starts_in_reasoning
 
 EOS = "<｜end▁of▁sentence｜>"
 QUESTION = [{"role": "user", "content": "Q"}]

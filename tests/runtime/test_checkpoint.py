@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from tests.runtime.checkpoint_helpers import one_thread, rounded, small_spec_with
 from v4c.cli import app
 from v4c.runtime.checkpoint import load_checkpoint, make_tiny, write_hf, write_official
-from v4c.runtime.random_weights import random_weights
+from v4c.runtime.checkpoint.random_weights import random_weights
 from v4c.spec import load_spec
 from v4c.spec.config_io import spec_to_config
 from v4c.spec.tensors import checkpoint_tensors

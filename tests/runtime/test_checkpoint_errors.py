@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from tests.runtime.checkpoint_helpers import one_thread, small_spec_with
 from v4c.errors import CheckpointError
 from v4c.runtime.checkpoint import load_checkpoint, write_hf, write_official
-from v4c.runtime.random_weights import random_weights
+from v4c.runtime.checkpoint.random_weights import random_weights
 
 FILE = "model.safetensors"
 

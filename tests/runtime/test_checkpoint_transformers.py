@@ -27,10 +27,10 @@ from v4c.cli import app
 from v4c.errors import CheckpointError
 from v4c.ir.semantics.quant import QuantWeight
 from v4c.runtime.checkpoint import load_checkpoint, write_hf, write_official
-from v4c.runtime.checkpoint_detect import LAYOUTS, detect_layout
-from v4c.runtime.checkpoint_read import open_shards
+from v4c.runtime.checkpoint.detect import LAYOUTS, detect_layout
+from v4c.runtime.checkpoint.read import open_shards
 from v4c.runtime.generate import generate
-from v4c.runtime.random_weights import random_weights
+from v4c.runtime.checkpoint.random_weights import random_weights
 from v4c.runtime.sampler import Sampler
 from v4c.session import open_session
 from v4c.spec.tensors import checkpoint_tensors

@@ -21,7 +21,7 @@ from v4c.errors import V4CError
 from v4c.runtime.checkpoint import load_checkpoint, write_official
 from v4c.runtime.launch import spawn
 from v4c.runtime.engine import Engine
-from v4c.runtime.random_weights import random_weights
+from v4c.runtime.checkpoint.random_weights import random_weights
 from v4c.runtime.sampler import Sampler
 from v4c.spec import load_spec
 

@@ -26,7 +26,7 @@ from v4c.passes.base import CompileOptions
 from v4c.runtime.drafting import MtpDrafter
 from v4c.runtime.engine import Engine
 from v4c.runtime.generate import generate
-from v4c.runtime.random_weights import random_weights
+from v4c.runtime.checkpoint.random_weights import random_weights
 from v4c.runtime.reference import ReferenceExecutor
 from v4c.runtime.sampler import Sampler
 from v4c.spec import load_spec

@@ -14,7 +14,7 @@ import torch
 from v4c.compile import compile_spec
 from v4c.passes.base import CompileOptions
 from v4c.runtime.engine import Engine
-from v4c.runtime.random_weights import random_weights
+from v4c.runtime.checkpoint.random_weights import random_weights
 from v4c.spec import load_spec
 
 

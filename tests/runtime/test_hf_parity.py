@@ -15,10 +15,10 @@ import torch
 
 from v4c.compile import compile_spec
 from v4c.passes.base import CompileOptions
-from v4c.runtime.checkpoint_write import write_hf
+from v4c.runtime.checkpoint.write import write_hf
 from v4c.runtime.engine import Engine
 from tests.plan_runner import PlanRunner
-from v4c.runtime.random_weights import random_weights
+from v4c.runtime.checkpoint.random_weights import random_weights
 from tests.steps import around
 from v4c.spec import load_spec
 

@@ -26,9 +26,9 @@ from tests.plan_runner import PlanRunner
 from v4c.compile import compile_spec
 from v4c.ir.build import build
 from v4c.passes.base import CompileOptions
-from v4c.runtime.checkpoint_write import write_hf
+from v4c.runtime.checkpoint.write import write_hf
 from v4c.runtime.engine import Engine
-from v4c.runtime.random_weights import random_weights
+from v4c.runtime.checkpoint.random_weights import random_weights
 from v4c.runtime.reference import ReferenceExecutor
 from v4c.spec import load_spec
 from v4c.spec.tensors import checkpoint_tensors

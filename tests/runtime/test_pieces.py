@@ -14,10 +14,10 @@ from v4c.compile import compile_spec
 from v4c.errors import CheckpointError
 from v4c.ir.semantics.quant import QuantWeight
 from v4c.passes.options import CompileOptions
-from v4c.runtime import checkpoint_read
+from v4c.runtime.checkpoint import read as checkpoint_read
 from v4c.runtime.checkpoint import load_checkpoint, write_hf, write_official
-from v4c.runtime.pieces import rank_ranges, rank_weights, take
-from v4c.runtime.random_weights import random_weights
+from v4c.runtime.checkpoint.pieces import rank_ranges, rank_weights, take
+from v4c.runtime.checkpoint.random_weights import random_weights
 from v4c.session import quantised_weights
 from v4c.spec import load_spec
 from v4c.spec.parallel import Grid

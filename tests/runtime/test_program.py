@@ -18,7 +18,7 @@ from v4c.passes.base import CompileOptions
 from v4c.ir.types import torch_dtype
 from v4c.runtime.engine import Engine, EngineError
 from v4c.runtime.program import BindError
-from v4c.runtime.random_weights import as_stored, random_weights
+from v4c.runtime.checkpoint.random_weights import as_stored, random_weights
 from v4c.spec import load_spec
 
 PROMPT = list(range(100, 120))  # 20 tokens: past the 16-token window and 5 CSA blocks

@@ -112,7 +112,7 @@ def _weights(target: str, random: bool, dtype, device: str, comm=None):
     from v4c.spec import load_spec
 
     if random:
-        from v4c.runtime.random_weights import random_weights
+        from v4c.runtime.checkpoint.random_weights import random_weights
 
         spec = load_spec(target)
         return spec, random_weights(spec, seed=0, dtype=dtype, device=device)
@@ -123,8 +123,8 @@ def _weights(target: str, random: bool, dtype, device: str, comm=None):
 
     if comm is None:
         return load_checkpoint(folder, dtype=dtype, progress=False)
-    from v4c.runtime.checkpoint_read import read_spec
-    from v4c.runtime.pieces import rank_ranges
+    from v4c.runtime.checkpoint.read import read_spec
+    from v4c.runtime.checkpoint.pieces import rank_ranges
 
     spec = read_spec(folder, None)
 

@@ -116,7 +116,7 @@ def _count(n: int, noun: str) -> str:
 
 def _parsed(session, prompt: str, reply: list[int]) -> dict:
     """The reply as the assistant message it encodes (reasoning, content, tool calls)."""
-    from v4c.runtime.chat_parse import parse_reply, starts_in_reasoning
+    from v4c.runtime.chat.parse import parse_reply, starts_in_reasoning
 
     text = session.tokenizer.decode(reply)
     message, problem = parse_reply(text, thinking=starts_in_reasoning(prompt))
@@ -171,7 +171,7 @@ def run_command(
     kwargs = {k: v for k, v in locals().items() if k != "grid"}
     if start_ranks(grid, _run_rank, kwargs, run_spec(spec, checkpoint, plan)):
         return
-    from v4c.runtime.chat_messages import read_messages
+    from v4c.runtime.chat.messages import read_messages
 
     conversation = read_messages(messages) if messages else [{"role": "user", "content": prompt}]
     comm = join_ranks(grid, device)
@@ -180,7 +180,7 @@ def run_command(
             checkpoint, spec, device, numerics, backend, max_seq, threads, plan, cuda_graphs,
             comm=comm,
         )  # fmt: skip
-        from v4c.runtime.chat import encode_chat
+        from v4c.runtime.chat.encode import encode_chat
         from v4c.runtime.sampler import Sampler
 
         sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
@@ -238,7 +238,7 @@ def chat_command(
     session, limit = open_cli_session(
         checkpoint, spec, device, numerics, backend, max_seq, threads, plan, cuda_graphs
     )
-    from v4c.runtime.chat import encode_chat
+    from v4c.runtime.chat.encode import encode_chat
     from v4c.runtime.sampler import Sampler
 
     sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)

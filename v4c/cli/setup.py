@@ -59,8 +59,8 @@ def open_cli_session(
 
     from v4c.ir.types import torch_dtype
     from v4c.limits import choose_max_seq
-    from v4c.runtime.checkpoint_read import read_spec
-    from v4c.runtime.tiny_cache import tiny_checkpoint
+    from v4c.runtime.checkpoint.read import read_spec
+    from v4c.runtime.checkpoint.tiny_cache import tiny_checkpoint
     from v4c.session import (
         checkpoint_layout,
         default_backend,

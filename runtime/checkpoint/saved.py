@@ -28,8 +28,8 @@ Neither has MTP (transformers does not build it).
 
 from __future__ import annotations
 
-from v4c.runtime.checkpoint_hf import hf_units
-from v4c.runtime.checkpoint_layout import Unit, official_units, renamed
+from v4c.runtime.checkpoint.hf import hf_units
+from v4c.runtime.checkpoint.layout import Unit, official_units, renamed
 from v4c.spec import ModelSpec
 
 _TOP = {

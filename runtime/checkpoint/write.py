@@ -19,9 +19,9 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from v4c.errors import CheckpointError
-from v4c.runtime.checkpoint_hf import hf_units
-from v4c.runtime.checkpoint_layout import Unit, nbytes, official_units
-from v4c.runtime.checkpoint_read import CONFIG, INDEX
+from v4c.runtime.checkpoint.hf import hf_units
+from v4c.runtime.checkpoint.layout import Unit, nbytes, official_units
+from v4c.runtime.checkpoint.read import CONFIG, INDEX
 from v4c.spec import ModelSpec
 from v4c.spec.config_io import spec_to_config
 from v4c.spec.tensors import checkpoint_tensors

@@ -38,8 +38,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from v4c.runtime.chat_dsml import render_tool_calls, render_tools
-from v4c.runtime.chat_format import (
+from v4c.runtime.chat.dsml import render_tool_calls, render_tools
+from v4c.runtime.chat.format import (
     ASSISTANT,
     BOS,
     END_THINK,
@@ -54,7 +54,7 @@ from v4c.runtime.chat_format import (
     ChatError,
     to_json,
 )
-from v4c.runtime.chat_messages import Message, checked_message
+from v4c.runtime.chat.messages import Message, checked_message
 
 __all__ = ["REASONING_EFFORT_MAX", "ChatError", "encode_chat"]
 

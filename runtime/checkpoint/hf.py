@@ -23,7 +23,7 @@ from torch import Tensor
 from v4c.errors import CheckpointError
 from v4c.ir.semantics.quant import QuantWeight
 from v4c.ir.types import torch_dtype
-from v4c.runtime.checkpoint_layout import (
+from v4c.runtime.checkpoint.layout import (
     FLOATS,
     Stored,
     Unit,
@@ -31,7 +31,7 @@ from v4c.runtime.checkpoint_layout import (
     official_unit,
     renamed,
 )
-from v4c.runtime.pieces import Index, Ranges, dense_index
+from v4c.runtime.checkpoint.pieces import Index, Ranges, dense_index
 from v4c.spec import ModelSpec
 from v4c.spec.tensors import TensorInfo, checkpoint_tensors
 

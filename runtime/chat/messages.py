@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from v4c.runtime.chat_format import TASK_TOKENS, ChatError
+from v4c.runtime.chat.format import TASK_TOKENS, ChatError
 
 ROLES = ("system", "user", "assistant", "tool", "developer", "latest_reminder")
 _KEY_ROLES = {  # keys the format reads, and the roles they belong to

@@ -21,8 +21,8 @@ from torch import Tensor
 
 from v4c.errors import CheckpointError, SpecError
 from v4c.ir.types import torch_dtype
-from v4c.runtime.checkpoint_layout import Stored, Unit, nbytes
-from v4c.runtime.pieces import Index, Ranges, take
+from v4c.runtime.checkpoint.layout import Stored, Unit, nbytes
+from v4c.runtime.checkpoint.pieces import Index, Ranges, take
 from v4c.runtime.progress import progress_bar
 from v4c.spec import ModelSpec
 from v4c.spec.config_io import detect_format, spec_from_config, spec_to_config

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from v4c.errors import CheckpointError
 from v4c.runtime.checkpoint import make_tiny
-from v4c.runtime.checkpoint_read import CONFIG, INDEX
+from v4c.runtime.checkpoint.read import CONFIG, INDEX
 
 TINY_SEED = 0
 

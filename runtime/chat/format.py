@@ -1,7 +1,7 @@
 """The fixed strings of the DeepSeek-V4 chat format: special tokens and prompt texts.
 
-Why one module: the encoder (`chat.py`), the DSML tool-call block (`chat_dsml.py`) and the
-completion parser (`chat_parse.py`) must agree on every marker to the character; each
+Why one module: the encoder (`encode.py`), the DSML tool-call block (`dsml.py`) and the
+completion parser (`parse.py`) must agree on every marker to the character; each
 string is defined here once. The prompt texts are constants the model was trained with
 (`encoding_dsv4.py` of the V4 release, V4_REFERENCE §14), reproduced exactly.
 """

@@ -14,8 +14,8 @@ chat loop, where a reply may be cut short by the token limit.
 
 from __future__ import annotations
 
-from v4c.runtime.chat_dsml import parse_tool_calls, read_until
-from v4c.runtime.chat_format import BOS, DSML, END_THINK, EOS, THINK, TOOL_CALLS_OPEN, ChatError
+from v4c.runtime.chat.dsml import parse_tool_calls, read_until
+from v4c.runtime.chat.format import BOS, DSML, END_THINK, EOS, THINK, TOOL_CALLS_OPEN, ChatError
 
 _TOOLS_START = TOOL_CALLS_OPEN[: -len(">\n")]  # "\n\n<｜DSML｜tool_calls"
 _NOT_IN_TEXT = (BOS, EOS, THINK, END_THINK, DSML)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 
-from v4c.runtime.chat_format import (
+from v4c.runtime.chat.format import (
     DSML,
     TOOL_CALLS_CLOSE,
     TOOL_CALLS_OPEN,

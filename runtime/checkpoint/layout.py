@@ -9,7 +9,7 @@ say which parts of their stored tensors hold a piece of the logical one (`piece`
 rank of a TP × EP grid reads its piece alone.
 
 This module holds the official-name layouts (quantised per the spec's `storage`, and plain);
-`checkpoint_hf` transformers' module names, `checkpoint_saved` what transformers writes.
+`hf` transformers' module names, `saved` what transformers writes.
 Shapes: E experts, O rows, I inputs (§13.1).
 """
 
@@ -31,7 +31,7 @@ from v4c.ir.semantics.quant import (
     fp8_block_dequantize,
     fp8_block_quantize,
 )
-from v4c.runtime.pieces import Index, Ranges, dense_index, quant_index
+from v4c.runtime.checkpoint.pieces import Index, Ranges, dense_index, quant_index
 from v4c.spec import ModelSpec
 from v4c.spec.tensors import TensorInfo, checkpoint_tensors
 

@@ -7,9 +7,9 @@ spec with nothing quantised reads as plain, not official):
 - official: the release (§13.1): flat names, FP8/FP4 weights with E8M0 `.scale`s where the
   spec's `storage` says so, MTP included;
 - hf: the names transformers' modules hold (§13.4), dequantised, experts merged per layer
-  (`checkpoint_hf`);
+  (`hf`);
 - hf-fp8: the same names for a model transformers holds in FP8 (`weight_scale_inv`);
-- hf-saved: what transformers' `save_pretrained` writes, dequantised (`checkpoint_saved`);
+- hf-saved: what transformers' `save_pretrained` writes, dequantised (`saved`);
 - hf-saved-fp8: the same names for a model transformers held in FP8: `.scale`s as official;
 - hf-resaved: what `save_pretrained` writes for a model loaded from the hf layout.
 Telling them apart by fit, not by a marker name, is what lets a folder of some other model
@@ -25,10 +25,10 @@ from collections.abc import Callable
 from typing import Literal
 
 from v4c.errors import CheckpointError
-from v4c.runtime.checkpoint_hf import hf_units
-from v4c.runtime.checkpoint_layout import Unit, official_units
-from v4c.runtime.checkpoint_read import Header, Shards
-from v4c.runtime.checkpoint_saved import resaved_hf_units, saved_units
+from v4c.runtime.checkpoint.hf import hf_units
+from v4c.runtime.checkpoint.layout import Unit, official_units
+from v4c.runtime.checkpoint.read import Header, Shards
+from v4c.runtime.checkpoint.saved import resaved_hf_units, saved_units
 from v4c.spec import ModelSpec
 
 Layout = Literal["plain", "official", "hf", "hf-fp8", "hf-saved", "hf-saved-fp8", "hf-resaved"]

@@ -5,10 +5,10 @@ A folder holds config.json (official or HF layout), one `*.safetensors` file or 
 listed by model.safetensors.index.json (then only the listed shards are read), and maybe a
 tokenizer.json and other files, which are not read here.
 
-Layouts (`checkpoint_detect`, which tells them apart by how well each fits the tensors):
+Layouts (`detect`, which tells them apart by how well each fits the tensors):
 plain and official (the release) under official names; hf, the names transformers' modules
 hold; hf-saved, hf-saved-fp8 and hf-resaved, what transformers' `save_pretrained` writes
-(`checkpoint_saved`). The hf ones have no MTP: loading them returns no `mtp.*` tensors, and
+(`saved`). The hf ones have no MTP: loading them returns no `mtp.*` tensors, and
 the caller decides whether it needs them. A folder that fits none is a CheckpointError
 naming the layouts tried.
 
@@ -26,11 +26,11 @@ import torch
 from torch import Tensor
 
 from v4c.errors import CheckpointError
-from v4c.runtime.checkpoint_detect import Layout, detect_units
-from v4c.runtime.checkpoint_read import check_units, open_shards, read_spec, read_units
-from v4c.runtime.checkpoint_write import write_hf, write_official
-from v4c.runtime.pieces import Ranges
-from v4c.runtime.random_weights import random_weights
+from v4c.runtime.checkpoint.detect import Layout, detect_units
+from v4c.runtime.checkpoint.read import check_units, open_shards, read_spec, read_units
+from v4c.runtime.checkpoint.write import write_hf, write_official
+from v4c.runtime.checkpoint.pieces import Ranges
+from v4c.runtime.checkpoint.random_weights import random_weights
 from v4c.spec import ModelSpec, load_spec
 from v4c.spec.tensors import checkpoint_tensors
 
