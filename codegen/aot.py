@@ -176,12 +176,15 @@ def _knob(ns, name: str, value) -> Iterator[None]:
         setattr(ns, name, old)
 
 
-def cached_facts(c: Captured, target: Target, root: Path | None = None) -> dict:
-    """`compile_facts`, read from `<cache>/aot/<target>/<key>.json` when built before."""
+def cached_facts(c: Captured, target: Target, root: Path | None = None, on_build=None) -> dict:
+    """`compile_facts`, read from `<cache>/aot/<target>/<key>.json` when built before;
+    `on_build(kernel name)` is told of each build that was not."""
     key = build_key(c, target)
     path = (root or cache_dir()) / "aot" / target.name / key[:2] / f"{key}.json"
     if path.exists():
         return json.loads(path.read_text())
+    if on_build:
+        on_build(c.fn.__name__)
     found = compile_facts(c, target)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{hashlib.sha256(str(id(found)).encode()).hexdigest()[:8]}")

@@ -18,12 +18,14 @@ Library launches (torch GEMMs) are estimated at their roofline plus the launch.
 Bytes and flops come from the plan, per launch (`launch_bytes`, `launch_flops`): every
 operand once at the bucket's (B, T); a weight as stored (FP8 1 byte + its block scales,
 FP4 half a byte + its scales); a table indexed by token ids (the embedding, the hash gate's
-table) only its B*T rows; stacked experts only min(E, B*T*K) experts; a cache its B rows of
-its full length (the worst case, a full context). Flops: 2 * rows * weight elements for
-every matrix an op multiplies by (rows = B*T, or B*T*K routed rows for stacked experts),
-plus 4*B*T*H*d*keys for attention and 2*B*T*(q width)*entries for the indexer's scores;
-elementwise work counts none. A launch that runs several Triton kernels splits its bytes
-and flops among them in proportion to the bytes of their tensor arguments.
+table: any integer weight) only its B*T rows; stacked experts only min(E, B*T*K) experts;
+a cache its B rows of its full length (the worst case, a full context).
+Flops: 2 * rows * weight elements for every matrix an op multiplies by (rows = B*T, or
+B*T*K routed rows for stacked experts), plus 4*B*T*H*d*keys for attention and
+2*B*T*(q width)*entries for the indexer's scores; elementwise work counts none.
+A launch that runs several Triton kernels splits its bytes and flops among them in
+proportion to the bytes of their tensor arguments (the flops among those that call
+`tl.dot`, when any does).
 """
 
 from __future__ import annotations
@@ -60,11 +62,16 @@ def _routed_rows(launch: Launch, env: dict[str, int]) -> int | None:
     return None
 
 
+def _looked_up(launch: Launch, ref: Ref) -> bool:
+    """A table indexed by token ids: the embedding, or an integer table (the hash gate's)."""
+    return launch.op == "embed" or ref.dtype in ("i64", "i32")
+
+
 def _param_elements(launch: Launch, ref: Ref, plan: Plan, env: dict[str, int]) -> float:
     """The elements of a weight a step touches (see the module docstring)."""
     rows = env["B"] * env["T"]
-    if any(r.name == "ids" for r in launch.inputs) and ref.shape[0] == plan.model.get("vocab_size"):
-        return rows * prod(ref.shape[1:])
+    if _looked_up(launch, ref):
+        return min(rows, ref.shape[0]) * prod(ref.shape[1:])
     stack = plan.params.get(ref.name, {}).get("stack")
     routed = _routed_rows(launch, env)
     if stack and routed is not None:
@@ -98,9 +105,7 @@ def launch_flops(launch: Launch, plan: Plan, env: dict[str, int]) -> float:
     for ref in launch.inputs:
         if ref.kind != "param" or len(ref.shape) < 2:
             continue
-        if any(r.name == "ids" for r in launch.inputs) and ref.shape[0] == plan.model.get(
-            "vocab_size"
-        ):
+        if _looked_up(launch, ref):
             continue  # a table looked up, not multiplied
         stack = plan.params.get(ref.name, {}).get("stack")
         if stack and routed is not None:
@@ -124,7 +129,10 @@ def launch_flops(launch: Launch, plan: Plan, env: dict[str, int]) -> float:
     return flops
 
 
-def split(total: float, weights: list[float]) -> list[float]:
+def split(total: float, weights: list[float], only: list[bool] | None = None) -> list[float]:
+    """`total` in proportion to `weights`, among the `only` ones if any is."""
+    if only and any(only):
+        weights = [w if o else 0.0 for w, o in zip(weights, only)]
     whole = sum(weights)
     return [total * w / whole if whole else total / len(weights) for w in weights]
 

@@ -105,10 +105,12 @@ def lens(plan: Plan, target: Target, cache: Path | None = None, progress=None) -
                              "ctas": None, **est})  # fmt: skip
                 continue
             raw = [_raw_bytes(c) for c in seen]
-            for c, kb, kf in zip(seen, cost.split(nbytes, raw), cost.split(flops, raw)):
-                if progress:
-                    progress(f"{entry} {tag} {launch.node} {c.fn.__name__}")
-                facts = aot.cached_facts(c, target, cache)
+            built = []
+            for c in seen:
+                built.append(aot.cached_facts(c, target, cache, progress))
+            dots = [bool(f["dots"]) for f in built]
+            shares = zip(seen, built, cost.split(nbytes, raw), cost.split(flops, raw, dots))
+            for c, facts, kb, kf in shares:
                 ctas = c.grid[0] * c.grid[1] * c.grid[2]
                 est = cost.estimate(card, kb, kf, ctas, facts)
                 rows.append({"node": launch.node, "template": launch.kernel,
@@ -150,3 +152,25 @@ def summary(rows: list[dict]) -> dict:
             for r in top
         ],  # fmt: skip
     }
+
+
+def write_targets(plan: Plan, out: Path, names: list[str], progress=None) -> list[str]:
+    """`v4c compile --target`: DIR/targets/<target>.json and the report's lens sections;
+    returns the lines to print."""
+    import json
+
+    from v4c.codegen.lens_report import entry_lines, section
+    from v4c.codegen.targets import target
+
+    chosen = [target(n) for n in names]  # every name checked before any build
+    folder = out / "targets"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for t in {t.name: t for t in chosen}.values():
+        data = lens(plan, t, progress=progress)
+        (folder / f"{t.name}.json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        with open(out / "report.md", "a") as report:
+            report.write("\n" + section(data))
+        lines += [f"{t.name} ({t.card.name}, estimate):"]
+        lines += [f"  {x}" for x in entry_lines(data)]
+    return lines

@@ -82,6 +82,15 @@ def compile_command(
         float,
         typer.Option("--device-gb", min=0.001, help="Device memory (GB) one rank must fit in."),
     ] = DEVICE_GB,
+    targets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            help="Also build every kernel ahead of time for a GPU target (sm_80, sm_89, "
+            "sm_90; repeatable), no GPU needed: DIR/targets/<target>.json and an estimated "
+            "cost section in report.md.",
+        ),
+    ] = None,
 ) -> None:
     """Build the IR of a spec, run the passes, write plan.json, ir/ dumps and report.md."""
     from v4c.compile import write_output
@@ -119,3 +128,11 @@ def compile_command(
         f"({kernels} kernel launches per decode step)"
     )
     typer.echo(fits_line(compiled.plan, device_gb))
+    if targets:
+        from v4c.codegen.lens import write_targets
+
+        def building(kernel: str) -> None:
+            typer.echo(f"  building {kernel} ...", err=True)
+
+        for line in write_targets(compiled.plan, out, targets, building):
+            typer.echo(line)
