@@ -41,6 +41,7 @@ TORCH_TO_TRITON = {
     torch.float8_e4m3fn: "fp8e4nv", torch.float8_e5m2: "fp8e5", torch.float8_e8m0fnu: "u8",
 }  # fmt: skip
 OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg")
+FACTS_VERSION = 1  # bump when codegen/asm.py reads a build differently: old facts go stale
 
 
 class AotError(V4CError):
@@ -129,6 +130,7 @@ def build_key(c: Captured, target: Target) -> str:
     parts = [
         c.fn.cache_key, signature, sorted((k, repr(v)) for k, v in constexprs.items()),
         sorted(attrs.items()), sorted(c.options.items()), target.name, triton.__version__,
+        FACTS_VERSION,
     ]  # fmt: skip
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
@@ -158,7 +160,7 @@ def compile_facts(c: Captured, target: Target) -> dict:
         "stages": meta.num_stages,
         "smem": meta.shared,
         "dots": dot_types(built.asm["ttir"]),
-        **facts(built.asm["ptx"], built.asm.get("cubin"), log.getvalue()),
+        **facts(built.asm["ptx"], built.asm.get("cubin"), log.getvalue(), target.capability),
     }
 
 
@@ -225,7 +227,7 @@ def build_sources(jobs: list[list], target: Target) -> list[dict]:
         positions = {(fn.arg_names.index(n),): v for n, v in values.items()}
         gpu = GPUTarget("cuda", target.capability, target.warp_size)
         built = triton.compile(ASTSource(fn, signature, positions), target=gpu)
-        found.append(facts(built.asm["ptx"], built.asm.get("cubin"), ""))
+        found.append(facts(built.asm["ptx"], built.asm.get("cubin"), "", target.capability))
     return found
 
 

@@ -115,8 +115,31 @@ def sass_of(cubin: bytes) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-def facts(ptx: str, cubin: bytes | None, ptxas_log: str) -> dict:
+def ptxas_log(ptx: str, capability: int) -> str:
+    """`ptxas -v` of the PTX (when Triton built from its cache, it ran no ptxas to log)."""
+    try:  # the ptxas Triton itself uses for this capability (3.9 ships a newer one too)
+        from triton.backends.nvidia.compiler import get_ptxas
+
+        tool = get_ptxas(capability).path
+    except (ImportError, TypeError, AttributeError):
+        tool = nvidia_tool("ptxas")
+    if tool is None:
+        return ""
+    arch = f"sm_{capability}{'a' if capability >= 90 else ''}"
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
+        f.write(ptx)
+        f.flush()
+        done = subprocess.run(
+            [str(tool), "-v", f"--gpu-name={arch}", f.name, "-o", "/dev/null"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+    return done.stderr + done.stdout
+
+
+def facts(ptx: str, cubin: bytes | None, log: str, capability: int) -> dict:
     """The per-kernel facts the lens reports, from SASS where cuobjdump exists."""
+    if "Used" not in log:
+        log = ptxas_log(ptx, capability)
     sass = sass_of(cubin) if cubin else None
     source = "sass" if sass is not None else "ptx"
     return {
@@ -124,7 +147,7 @@ def facts(ptx: str, cubin: bytes | None, ptxas_log: str) -> dict:
         "mma_ptx": mma_kinds_ptx(ptx),
         "loads": load_widths_sass(sass) if sass is not None else load_widths_ptx(ptx),
         "read_from": source,
-        **ptxas_facts(ptxas_log),
+        **ptxas_facts(log),
     }
 
 

@@ -4,9 +4,10 @@ roofline. Constants are the card's (codegen/targets.py); the rule is this, and n
     roofline = max(bytes / HBM, flops / peak of the best MMA for the operands' type)
     estimate = max(bytes / (HBM * occ * width), flops / (peak(kind) * occ)) + launch
       occ   = min(1, CTAs / SMs)        a grid smaller than the SM count leaves SMs idle
-      width = min(1, w / 16)            w: the most common global load width (bytes a thread,
-                                        static count in the SASS); 16-byte loads stream at
-                                        full bandwidth, narrower ones proportionally less
+      width = min(1, w / 16)            w: the mean width of the global load instructions
+                                        in the SASS (bytes a thread, static count); 16-byte
+                                        loads stream at full bandwidth, narrower ones
+                                        proportionally less
       kind  = the kernel's MMA in its SASS; a kernel without one runs its flops at the FP32
               FMA rate (so a `tl.dot` that did not become MMA is slow, as it is)
       launch = one kernel node in a CUDA graph (the card's launch cost)
@@ -137,11 +138,10 @@ def split(total: float, weights: list[float], only: list[bool] | None = None) ->
     return [total * w / whole if whole else total / len(weights) for w in weights]
 
 
-def dominant_width(loads: dict) -> int | None:
-    """The most common global load width (ties: the narrower)."""
-    if not loads:
-        return None
-    return min(((-n, int(w)) for w, n in loads.items()))[1]
+def mean_width(loads: dict) -> float | None:
+    """Bytes a global load instruction moves a thread, averaged over the static count."""
+    count = sum(loads.values())
+    return sum(int(w) * n for w, n in loads.items()) / count if count else None
 
 
 def best_peak(card: Card, dtype: str) -> tuple[str, float]:
@@ -154,7 +154,7 @@ def best_peak(card: Card, dtype: str) -> tuple[str, float]:
 def estimate(card: Card, nbytes: float, flops: float, ctas: int, facts: dict) -> dict:
     """The estimate of one Triton kernel call (see the module docstring)."""
     occ = min(1.0, ctas / card.sms)
-    width = dominant_width(facts.get("loads", {}))
+    width = mean_width(facts.get("loads", {}))
     wf = min(1.0, width / 16) if width else 1.0
     mma = facts.get("mma", {})
     kind = max(mma, key=mma.get) if mma else "fma fp32"
@@ -166,7 +166,7 @@ def estimate(card: Card, nbytes: float, flops: float, ctas: int, facts: dict) ->
     if occ < 1:
         flags.append(f"few CTAs ({ctas} < {card.sms} SMs)")
     if wf < 1:
-        flags.append(f"narrow loads ({width} B)")
+        flags.append(f"narrow loads ({width:.1f} B)")
     if dot_types and not mma and op_type != "fp32":
         flags.append("dot without MMA")
     return _result(card, nbytes, flops, t_mem, t_cmp, best_peak(card, op_type)[1], flags)

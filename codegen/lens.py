@@ -174,3 +174,24 @@ def write_targets(plan: Plan, out: Path, names: list[str], progress=None) -> lis
         lines += [f"{t.name} ({t.card.name}, estimate):"]
         lines += [f"  {x}" for x in entry_lines(data)]
     return lines
+
+
+if __name__ == "__main__":  # python -m v4c.codegen.lens OUT.json CACHE TARGET SPEC... (CI gates)
+    import json
+    import sys
+
+    from v4c.compile import compile_spec
+    from v4c.codegen.targets import target
+    from v4c.spec import load_spec
+
+    out, root, name, *specs = sys.argv[1:]
+    found = {}
+    for spec in specs:
+        plan = compile_spec(load_spec(spec)).plan
+        data = lens(plan, target(name), Path(root))
+        data["plan_kernels"] = {
+            entry: sorted({la.node for la in e.launches if la.kind == "kernel"})
+            for entry, e in plan.entries.items()
+        }
+        found[spec] = data
+    Path(out).write_text(json.dumps(found))

@@ -1,0 +1,127 @@
+"""CI gates of the kernel lens (issue 19), CPU only: the tiny plan and the 2-layer Flash slice
+built ahead of time for sm_90 (codegen/aot.py, in a subprocess without TRITON_INTERPRET;
+the builds are cached in pytest's cache folder by hash, so a second run only binds).
+
+Every kernel builds; none spills; each fits the card's shared memory; each that calls
+`tl.dot` emits tensor-core MMA of its operands' type; at decode (batch 1) each that moves
+at least 1 MiB launches at least as many CTAs as the card has SMs.
+
+KNOWN holds the shortfalls of today, each with the issue that removes it: they run as
+strict expected failures, so a shortfall that disappears fails until it is taken off.
+Edit it as kernels change: the key is (spec, check, "template.kernel")."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from v4c.codegen.targets import target
+
+SPECS = {"tiny": "tiny", "slice": "specs/variants/flash-2l-slice.yaml"}
+TARGET = target("sm_90")
+CHECKS = ("spills", "smem", "mma", "ctas")
+BIG = 1 << 20  # bytes a decode call moves above which its grid must fill the SMs
+
+KNOWN = {
+    # attention side (issue 23): one program per token, or per token and head block
+    ("slice", "ctas", "hc_pre_norm.kernel"): 23,
+    ("slice", "ctas", "hc_post_pre_norm.kernel"): 23,
+    ("slice", "ctas", "compressor.entries"): 23,
+    ("slice", "ctas", "compressor.carry"): 23,
+    ("slice", "ctas", "indexer_topk.kernel"): 23,
+    ("slice", "ctas", "sparse_attention.attend"): 23,
+    # dense GEMMs (issue 21)
+    ("slice", "ctas", "grouped_linear.kernel"): 21,
+    # expert GEMMs (issue 22)
+    ("slice", "ctas", "swiglu.gate_up_kernel"): 22,
+    ("slice", "ctas", "swiglu.down_kernel"): 22,
+    ("tiny", "spills", "swiglu.down_kernel"): 22,
+}
+
+MMA_TYPES = {"bf16", "fp16", "fp8", "tf32"}  # dot operand types that have tensor cores
+
+
+def problem(check: str, row: dict) -> str | None:
+    """Why one built kernel fails `check`, or None."""
+    if check == "spills" and row["spill_bytes"] is None:
+        return "no ptxas -v facts"
+    if check == "spills" and row["spill_bytes"]:
+        return f"spills {row['spill_bytes']} bytes"
+    if check == "smem" and row["smem"] > TARGET.card.smem_block:
+        return f"{row['smem']} bytes of shared memory > {TARGET.card.smem_block}"
+    if check == "mma":
+        have = {kind.split()[1] for kind in row["mma"]}
+        missing = sorted(set(row["dots"]) & MMA_TYPES - have)
+        if missing:
+            return f"tl.dot of {missing} without tensor-core MMA (SASS: {row['mma'] or 'none'})"
+    decode = row["entry"] == "decode" and row["bucket"] == "B=1,T=1"
+    if check == "ctas" and decode and row["bytes"] >= BIG and row["ctas"] < TARGET.card.sms:
+        return f"{row['ctas']} CTAs < {TARGET.card.sms} SMs for {row['bytes'] / 2**20:.1f} MiB"
+    return None
+
+
+@pytest.fixture(scope="module")
+def lens(request, tmp_path_factory):
+    """{spec key: the lens JSON of its plan at sm_90}, built once per module."""
+    cache = getattr(request.config, "cache", None)
+    root = cache.mkdir("v4c-aot") if cache else tmp_path_factory.mktemp("v4c-aot")
+    out = tmp_path_factory.mktemp("lens") / "lens.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    command = [sys.executable, "-m", "v4c.codegen.lens", str(out), str(root), TARGET.name]
+    done = subprocess.run(command + list(SPECS.values()), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(out.read_text())
+    return {key: data[spec] for key, spec in SPECS.items()}
+
+
+def failures(data: dict, check: str) -> dict[str, str]:
+    """template.kernel -> the first problem found with it."""
+    found: dict[str, str] = {}
+    for row in data["launches"]:
+        if row["kind"] == "kernel":
+            why = problem(check, row)
+            if why:
+                found.setdefault(f"{row['template']}.{row['kernel']}", f"{row['node']}: {why}")
+    return found
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_every_kernel_builds(lens, spec):
+    data = lens[spec]
+    for entry, nodes in data["plan_kernels"].items():
+        built = {r["node"] for r in data["launches"] if r["entry"] == entry and r.get("warps")}
+        assert set(nodes) <= built, sorted(set(nodes) - built)
+
+
+@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("spec", SPECS)
+def test_gate(lens, spec, check):
+    """No kernel fails the check except the known shortfalls."""
+    known = {name for s, c, name in KNOWN if (s, c) == (spec, check)}
+    new = {k: v for k, v in failures(lens[spec], check).items() if k not in known}
+    assert not new, new
+
+
+@pytest.mark.parametrize(
+    "spec,check,name",
+    [
+        pytest.param(*key, marks=pytest.mark.xfail(strict=True, reason=f"issue {issue}"))
+        for key, issue in KNOWN.items()
+    ],  # fmt: skip
+)
+def test_known_shortfall(lens, spec, check, name):
+    """Each known shortfall still exists (an XPASS means: take it off KNOWN)."""
+    assert name not in failures(lens[spec], check)
+
+
+def test_known_shortfalls_name_kernels_of_the_plans(lens):
+    kernels = {
+        spec: {f"{r['template']}.{r['kernel']}" for r in data["launches"]}
+        for spec, data in lens.items()
+    }
+    stale = [key for key in KNOWN if key[2] not in kernels[key[0]]]
+    assert not stale, f"no longer in the plans, take off KNOWN: {stale}"
