@@ -225,6 +225,23 @@ def hf_model(spec: ModelSpec, weights: dict, *, device, dtype):
     return model.eval()
 
 
+def bench_plan(
+    spec: ModelSpec, *, batch: int, prompt_len: int, decode: int, numerics: str = "plain",
+    weight_formats: str = "bf16", dtype: torch.dtype = torch.bfloat16, speculative: str = "off",
+    grid: tuple[int, int] = (1, 1),
+):  # fmt: skip
+    """The plan a bench of these limits runs (and `v4c bench --target` estimates)."""
+    drafts = CompileOptions.max_draft if speculative == "mtp" else 0
+    # a draft's first step covers the MTP block's window
+    steps = max(prompt_len, spec.attention.sliding_window if drafts else 1)
+    options = CompileOptions(
+        max_batch=batch, max_tokens=steps, max_seq=prompt_len + decode + 2 + drafts,
+        numerics=numerics, weights=weight_formats, dtype=ir_dtype(str(dtype)), max_draft=drafts,
+        tp=grid[0], ep=grid[1],
+    )  # fmt: skip
+    return compile_spec(spec, options).plan
+
+
 def run_bench(
     spec: ModelSpec,
     weights: dict,
@@ -252,16 +269,11 @@ def run_bench(
     from v4c.runtime.checkpoint.random_weights import as_stored
 
     device = torch.device(device)
-    drafts = CompileOptions.max_draft if speculative == "mtp" else 0
-    # a draft's first step covers the MTP block's window
-    steps = max(prompt_len, spec.attention.sliding_window if drafts else 1)
     grid = (comm.grid.tp, comm.grid.ep) if comm is not None else (1, 1)
-    options = CompileOptions(
-        max_batch=batch, max_tokens=steps, max_seq=prompt_len + decode + 2 + drafts,
-        numerics=numerics, weights=weight_formats, dtype=ir_dtype(str(dtype)), max_draft=drafts,
-        tp=grid[0], ep=grid[1],
+    plan = bench_plan(
+        spec, batch=batch, prompt_len=prompt_len, decode=decode, numerics=numerics,
+        weight_formats=weight_formats, dtype=dtype, speculative=speculative, grid=grid,
     )  # fmt: skip
-    plan = compile_spec(spec, options).plan
     formats = {name: info["format"] for name, info in plan.params.items()}
     if callable(weights):
         needed = weights(plan)

@@ -51,6 +51,15 @@ def bench_command(
     ] = None,
     tp: Tp = None,
     ep: Ep = None,
+    targets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            help="Also print the kernel lens's ESTIMATE of this plan on a GPU target (sm_80, "
+            "sm_89, sm_90; repeatable): alone on a machine without CUDA, beside the "
+            "measurement on one.",
+        ),
+    ] = None,
 ) -> None:
     """Measure prefill and decode of a plan: launches, host time, tokens/s, bandwidth. With
     --tp/--ep every rank runs its piece (started here, or by torchrun); rank 0 reports."""
@@ -63,6 +72,10 @@ def bench_command(
 
     from v4c.bench import format_result, run_bench, write_json
 
+    if targets and not torch.cuda.is_available():  # nothing to measure: the estimate alone
+        for line in _estimate(spec, batch, prompt_len, decode, weights, targets):
+            typer.echo(line)
+        return
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
         raise V4CError(f"--device: {device!r} is not available here")
@@ -98,6 +111,26 @@ def bench_command(
             typer.echo(line)
         if json_file is not None:
             write_json(result, json_file)
+        if targets:
+            for line in _estimate(spec, batch, prompt_len, decode, weights, targets):
+                typer.echo(line)
+
+
+def _estimate(spec, batch, prompt_len, decode, weights, targets: list[str]) -> list[str]:
+    """The kernel lens's estimate lines of the plan this bench runs (codegen/lens.py)."""
+    from v4c.bench import bench_plan
+    from v4c.codegen.lens import lens
+    from v4c.codegen.lens_report import entry_lines
+    from v4c.codegen.targets import target
+
+    plan = bench_plan(
+        spec, batch=batch, prompt_len=prompt_len, decode=decode, weight_formats=weights
+    )
+    lines = []
+    for t in [target(n) for n in targets]:
+        lines.append(f"kernel lens, {t.name} on {t.card.name} (ESTIMATE, not measured):")
+        lines += [f"  {x}" for x in entry_lines(lens(plan, t))]
+    return lines
 
 
 def _bench_rank(kwargs: dict) -> None:
