@@ -101,6 +101,7 @@ def gather(out: Path) -> dict:
     bench = {name: figures for name, figures in benches.items() if figures is not None}
     kernels = _load(out / "kernels.json")
     return {
+        "estimate": _load(out / "estimate.json"),
         "env": _load(out / "env.json"),
         "stages": stages(out),
         "pytest_gpu": pytest_summary(out),
@@ -141,6 +142,31 @@ def _kernel_lines(kernels: dict) -> list[str]:
             f"| {100 * g['peak_fraction']:.1f} |"
             for g in timed["by_kernel"]
         ]
+    return lines
+
+
+def _estimate_lines(est: dict) -> list[str]:
+    """Per kernel: measured, the ESTIMATE (codegen/cost.py) and estimate / measured; the
+    issue-19 target is 0.5-2x for every kernel of at least 10 µs."""
+    lines = [f"Estimate: {est['target']} on {est['card']} (measured on {est['device']}); "
+             f"{est['model']}."]  # fmt: skip
+    for entry, e in est["entries"].items():
+        lines += [
+            "",
+            f"{entry}:",
+            "",
+            "| kernel | launches | measured µs | estimate µs | estimate / measured |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for g in e["by_kernel"]:
+            ratio = "–" if g["ratio"] is None else f"{g['ratio']:.2f}"
+            lines.append(
+                f"| {g['kernel']} | {g['launches']} | {g['measured_us']:.1f} "
+                f"| {g['est_us']:.1f} | {ratio} |"
+            )
+        timed = [r for r in e["launches"] if r["measured_us"] >= 10 and r["ratio"] is not None]
+        within = sum(1 for r in timed if 0.5 <= r["ratio"] <= 2)
+        lines += ["", f"{within} of {len(timed)} launches of >= 10 µs within 0.5-2x."]
     return lines
 
 
@@ -202,6 +228,12 @@ def markdown(report: dict) -> str:
         lines += _kernel_lines(report["kernels"])
     else:
         lines.append("No kernel figures (see the kernels stage).")
+    lines += ["", "### Measured vs the kernel lens's estimate", ""]
+    lines += (
+        _estimate_lines(report["estimate"])
+        if report.get("estimate")
+        else ["No estimate figures (see the estimate stage)."]
+    )
     lines += ["", "### v4c bench vs transformers (eager, bf16)", ""]
     lines += _bench_lines(report["bench"]) if report["bench"] else ["No bench figures."]
     lines += ["", "### Speculative decoding (greedy, the same tokens in every mode)", ""]

@@ -62,18 +62,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_engine(spec, args, device: torch.device, dtype: torch.dtype):
-    """The plan for batch 1 at this prompt length, bound to random weights on `device`."""
+def plan_for(spec, prompt_len: int, weights: str, dtype: torch.dtype):
+    """The plan this stage times: batch 1 at this prompt length (bench/estimate.py too)."""
     from v4c.compile import compile_spec
     from v4c.passes.base import CompileOptions
+
+    options = CompileOptions(
+        max_batch=1, max_tokens=prompt_len, max_seq=prompt_len + 2, weights=weights,
+        dtype=ir_dtype(str(dtype)),
+    )  # fmt: skip
+    return compile_spec(spec, options).plan
+
+
+def build_engine(spec, args, device: torch.device, dtype: torch.dtype):
+    """The plan for batch 1 at this prompt length, bound to random weights on `device`."""
     from v4c.runtime.engine import Engine
     from v4c.runtime.checkpoint.random_weights import as_stored, random_weights
 
-    options = CompileOptions(
-        max_batch=1, max_tokens=args.prompt_len, max_seq=args.prompt_len + 2,
-        weights=args.weights, dtype=ir_dtype(str(dtype)),
-    )  # fmt: skip
-    plan = compile_spec(spec, options).plan
+    plan = plan_for(spec, args.prompt_len, args.weights, dtype)
     dense = random_weights(spec, seed=args.seed, dtype=dtype, device=str(device))
     placed = {name: dense[name] for name in plan.params}
     formats = {name: info["format"] for name, info in plan.params.items()}

@@ -176,7 +176,7 @@ def write_targets(plan: Plan, out: Path, names: list[str], progress=None) -> lis
     return lines
 
 
-if __name__ == "__main__":  # python -m v4c.codegen.lens OUT.json CACHE TARGET SPEC... (CI gates)
+if __name__ == "__main__":  # python -m v4c.codegen.lens OUT.json TARGET SPEC... (CI gates)
     import json
     import sys
 
@@ -184,11 +184,11 @@ if __name__ == "__main__":  # python -m v4c.codegen.lens OUT.json CACHE TARGET S
     from v4c.codegen.targets import target
     from v4c.spec import load_spec
 
-    out, root, name, *specs = sys.argv[1:]
+    out, name, *specs = sys.argv[1:]
     found = {}
     for spec in specs:
         plan = compile_spec(load_spec(spec)).plan
-        data = lens(plan, target(name), Path(root))
+        data = lens(plan, target(name))
         data["plan_kernels"] = {
             entry: sorted({la.node for la in e.launches if la.kind == "kernel"})
             for entry, e in plan.entries.items()

@@ -97,3 +97,11 @@ def target(name: str) -> Target:
     if found is None:
         raise V4CError(f"--target {name!r}: expected one of {', '.join(TARGETS)}")
     return found
+
+
+def card_for(device_name: str, default: Card) -> Card:
+    """The card a CUDA device name (torch.cuda.get_device_name) is, else `default`."""
+    for key, card in (("H200", H200), ("H100", H100), ("A100", A100), ("L40S", L40S)):
+        if key in device_name:
+            return card
+    return default

@@ -16,7 +16,8 @@ import pytest
 from tests.conftest import ROOT
 from v4c.spec import load_spec
 
-STAGES = ["env", "pytest-gpu", "kernels", "bench-as-stored", "bench-bf16", "bench-speculative"]
+STAGES = ["env", "pytest-gpu", "kernels", "estimate", "bench-as-stored", "bench-bf16",
+          "bench-speculative"]  # fmt: skip
 
 
 def _bench_module(name: str):
@@ -144,3 +145,31 @@ def test_report_gathers_the_figures(tmp_path, kernels_json):
     for entry in report["kernels"]["entries"].values():
         for g in entry["by_kernel"]:
             assert f"| {g['kernel']} | {g['launches']} |" in md
+
+
+def test_estimate_joins_measured_calls_with_the_lens(tmp_path, kernels_json):
+    """bench/estimate.py's join: the lens's rows of a node (its Triton kernels) summed and
+    set beside the measured call, per launch and per kernel; the report prints the table."""
+    figures = json.loads(kernels_json.read_text())
+    decode = figures["entries"]["decode"]["launches"]
+    embed, wkv = decode[0], next(r for r in decode if r["node"] == "L00.attn.wkv")
+    lens = {"launches": [
+        {"entry": "decode", "bucket": "B=1,T=1", "node": "embed", "est_us": 3.0, "bound": "x"},
+        {"entry": "decode", "bucket": "B=1,T=1", "node": "embed", "est_us": 1.0, "bound": "x"},
+        {"entry": "decode", "bucket": "B=1,T=1", "node": "L00.attn.wkv", "est_us": 5.0,
+         "bound": "memory"},
+        {"entry": "prefill", "bucket": "B=1,T=1", "node": "embed", "est_us": 99.0, "bound": "x"},
+    ]}  # fmt: skip
+    joined = _bench_module("estimate").joined(figures, lens)
+    rows = {r["node"]: r for r in joined["decode"]["launches"]}
+    assert set(rows) == {"embed", "L00.attn.wkv"} and joined["prefill"]["launches"] == []
+    assert rows["embed"]["est_us"] == 4.0
+    assert rows["embed"]["ratio"] == pytest.approx(4.0 / (embed["seconds"] * 1e6))
+    mm = next(g for g in joined["decode"]["by_kernel"] if g["kernel"] == wkv["kernel"])
+    assert mm["launches"] == 1 and mm["est_us"] == 5.0
+    est = {"target": "sm_90", "card": "H200 SXM", "device": "cpu", "model": "estimate: m",
+           "entries": joined}  # fmt: skip
+    (tmp_path / "estimate.json").write_text(json.dumps(est))
+    _bench_module("gpu_check_report").main([str(tmp_path)])
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert f"| {wkv['kernel']} | 1 | {wkv['seconds'] * 1e6:.1f} | 5.0 |" in md

@@ -20,6 +20,7 @@ import sys
 import pytest
 
 from v4c.codegen.targets import target
+from v4c.envs import CACHE_DIR
 
 SPECS = {"tiny": "tiny", "slice": "specs/variants/flash-2l-slice.yaml"}
 TARGET = target("sm_90")
@@ -65,14 +66,23 @@ def problem(check: str, row: dict) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def lens(request, tmp_path_factory):
-    """{spec key: the lens JSON of its plan at sm_90}, built once per module."""
+def lens_env(request, tmp_path_factory):
+    """The environment of a lens subprocess: no TRITON_INTERPRET, and a V4C_CACHE_DIR kept
+    across test runs (pytest's cache folder) so the builds are cached by hash."""
     cache = getattr(request.config, "cache", None)
-    root = cache.mkdir("v4c-aot") if cache else tmp_path_factory.mktemp("v4c-aot")
-    out = tmp_path_factory.mktemp("lens") / "lens.json"
+    root = cache.mkdir("v4c-lens") if cache else tmp_path_factory.mktemp("v4c-lens")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    command = [sys.executable, "-m", "v4c.codegen.lens", str(out), str(root), TARGET.name]
-    done = subprocess.run(command + list(SPECS.values()), env=env, capture_output=True, text=True)
+    return {**env, CACHE_DIR: str(root)}
+
+
+@pytest.fixture(scope="module")
+def lens(lens_env, tmp_path_factory):
+    """{spec key: the lens JSON of its plan at sm_90}, built once per module."""
+    out = tmp_path_factory.mktemp("lens") / "lens.json"
+    command = [sys.executable, "-m", "v4c.codegen.lens", str(out), TARGET.name]
+    done = subprocess.run(
+        command + list(SPECS.values()), env=lens_env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     data = json.loads(out.read_text())
     return {key: data[spec] for key, spec in SPECS.items()}
@@ -125,3 +135,23 @@ def test_known_shortfalls_name_kernels_of_the_plans(lens):
     }
     stale = [key for key in KNOWN if key[2] not in kernels[key[0]]]
     assert not stale, f"no longer in the plans, take off KNOWN: {stale}"
+
+
+def test_compile_target_writes_the_json_and_the_report_section(lens, lens_env, tmp_path):
+    """`v4c compile --target` (after the gates built tiny: cached) writes targets/sm_90.json
+    with the launches the gates read and an estimate section in report.md."""
+    done = subprocess.run(
+        [sys.executable, "-m", "v4c", "compile", "tiny", "-o", str(tmp_path), "--target",
+         "sm_90"], env=lens_env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads((tmp_path / "targets" / "sm_90.json").read_text())
+    assert data["card"] == "H200 SXM" and data["launches"] == lens["tiny"]["launches"]
+    decode = data["entries"]["decode"]["B=1,T=1"]
+    assert decode["launches"] == sum(
+        1 for r in data["launches"] if (r["entry"], r["bucket"]) == ("decode", "B=1,T=1")
+    )
+    assert len(decode["top10"]) == 10
+    report = (tmp_path / "report.md").read_text()
+    assert "## Kernel lens: sm_90 on H200 SXM (estimate)" in report
+    assert "sm_90 (H200 SXM, estimate):" in done.stdout
