@@ -190,9 +190,10 @@ def cached_facts(c: Captured, target: Target, root: Path | None = None, on_build
     found = compile_facts(c, target)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{hashlib.sha256(str(id(found)).encode()).hexdigest()[:8]}")
-    tmp.write_text(json.dumps(found, sort_keys=True))
+    text = json.dumps(found, sort_keys=True)
+    tmp.write_text(text)
     tmp.replace(path)
-    return found
+    return json.loads(text)  # as a cached read gives it (JSON keys), so output is the same
 
 
 def check_not_interpreted() -> None:

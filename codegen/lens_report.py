@@ -81,7 +81,8 @@ def template_table(data: dict) -> list[str]:
     ):
         r = rows[0]
         ctas = sorted({x["ctas"] for x in rows if x["ctas"]})
-        loads = " ".join(f"{w}:{n}" for w, n in (r.get("loads") or {}).items())
+        widths = sorted((r.get("loads") or {}).items(), key=lambda wn: int(wn[0]))
+        loads = " ".join(f"{w}:{n}" for w, n in widths)
         flags = "; ".join([r["bound"], *r["flags"]])
         out.append(
             f"| {entry} | {template}.{kernel} | {len(rows)} | "
