@@ -107,12 +107,17 @@ def lens(plan: Plan, target: Target, cache: Path | None = None, progress=None) -
             raw = [_raw_bytes(c) for c in seen]
             built = []
             for c in seen:
-                built.append(aot.cached_facts(c, target, cache, progress))
-            dots = [bool(f["dots"]) for f in built]
+                try:
+                    built.append(aot.cached_facts(c, target, cache, progress))
+                except aot.AotError as err:  # reported per launch; the rest still builds
+                    built.append({"error": str(err).splitlines()[-1][:300]})
+            dots = [bool(f.get("dots")) for f in built]
             shares = zip(seen, built, cost.split(nbytes, raw), cost.split(flops, raw, dots))
             for c, facts, kb, kf in shares:
                 ctas = c.grid[0] * c.grid[1] * c.grid[2]
                 est = cost.estimate(card, kb, kf, ctas, facts)
+                if "error" in facts:
+                    est["flags"].insert(0, f"does not build for {target.name}")
                 rows.append({"node": launch.node, "template": launch.kernel,
                              "kernel": c.fn.__name__, "kind": "kernel", "grid": list(c.grid),
                              "ctas": ctas, **facts, **est})  # fmt: skip
@@ -173,6 +178,9 @@ def write_targets(plan: Plan, out: Path, names: list[str], progress=None) -> lis
             report.write("\n" + section(data))
         lines += [f"{t.name} ({t.card.name}, estimate):"]
         lines += [f"  {x}" for x in entry_lines(data)]
+        failed = {(r["template"], r["kernel"], r["error"]) for r in data["launches"]
+                  if "error" in r}  # fmt: skip
+        lines += [f"  does not build: {a}.{b}: {why}" for a, b, why in sorted(failed)]
     return lines
 
 

@@ -48,6 +48,8 @@ MMA_TYPES = {"bf16", "fp16", "fp8", "tf32"}  # dot operand types that have tenso
 
 def problem(check: str, row: dict) -> str | None:
     """Why one built kernel fails `check`, or None."""
+    if "error" in row:
+        return f"does not build: {row['error']}"
     if check == "spills" and row["spill_bytes"] is None:
         return "no ptxas -v facts"
     if check == "spills" and row["spill_bytes"]:
