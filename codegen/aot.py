@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -189,7 +190,7 @@ def cached_facts(c: Captured, target: Target, root: Path | None = None, on_build
         on_build(c.fn.__name__)
     found = compile_facts(c, target)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{hashlib.sha256(str(id(found)).encode()).hexdigest()[:8]}")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # renamed into place: atomic
     text = json.dumps(found, sort_keys=True)
     tmp.write_text(text)
     tmp.replace(path)

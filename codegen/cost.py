@@ -37,6 +37,11 @@ from v4c.codegen.targets import Card
 from v4c.ir.plan import Launch, Plan, Ref
 from v4c.ir.types import resolve_dim
 
+RULE = (
+    "estimate = max(bytes / (HBM x occ x width), flops / (peak of its MMA kind x occ)) + "
+    "launch; occ = min(1, CTAs / SMs), width = min(1, mean global load bytes / 16)"
+)
+
 
 def format_bytes(fmt: str, activations: str) -> float:
     """Bytes an element of a stored format or IR dtype takes (`bf16` is the activations')."""

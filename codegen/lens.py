@@ -19,8 +19,6 @@ from v4c.ir.plan import Plan
 from v4c.ir.semantics.quant import QuantWeight
 from v4c.ir.types import torch_dtype
 
-MODEL = "estimate: " + cost.__doc__.split("\n\n")[1].strip().splitlines()[0].strip()
-
 
 def meta_weights(plan: Plan, dtype: torch.dtype) -> dict:
     """Every weight of the plan as a shape on `meta`, in the format the plan records."""
@@ -126,7 +124,7 @@ def lens(plan: Plan, target: Target, cache: Path | None = None, progress=None) -
     return {
         "target": target.name,
         "card": card.name,
-        "model": MODEL,
+        "model": cost.RULE,
         "constants": {
             "hbm_bytes_s": card.hbm_bytes_s,
             "sms": card.sms,
