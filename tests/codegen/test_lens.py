@@ -157,3 +157,18 @@ def test_compile_target_writes_the_json_and_the_report_section(lens, lens_env, t
     report = (tmp_path / "report.md").read_text()
     assert "## Kernel lens: sm_90 on H200 SXM (estimate)" in report
     assert "sm_90 (H200 SXM, estimate):" in done.stdout
+
+
+def test_bench_target_prints_the_estimate_alone_without_a_gpu(lens, lens_env):
+    """`v4c bench --target` on a machine without CUDA: the lens's estimate of the bench's
+    plan, labelled, and no measurement."""
+    done = subprocess.run(
+        [sys.executable, "-m", "v4c", "bench", "tiny", "--random-weights", "--prompt-len", "16",
+         "--decode", "14", "--target", "sm_90"], env=lens_env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "kernel lens, sm_90 on H200 SXM (ESTIMATE, not measured):"
+    assert any(ln.startswith("  decode B=1,T=1: ") and "(estimate)" in ln for ln in lines)
+    assert any(ln.startswith("  prefill B=1,T=16: ") for ln in lines)
+    assert not any("tokens/s" in ln for ln in lines)
