@@ -54,7 +54,8 @@ def programs(plan: Plan, kernel_root: Path | None = None) -> dict:
     from v4c.runtime.engine import input_buffers
     from v4c.runtime.program import Program
 
-    meta, dtype = torch.device("meta"), torch.bfloat16
+    meta = torch.device("meta")
+    dtype = torch.float32 if plan.options["dtype"] == "fp32" else torch.bfloat16
     states = {k: (s["shape"], s["dtype"], s["fill"]) for k, s in plan.states.items()}
     o = plan.options
     caches = new_caches(states, o["max_batch"], o["max_seq"], device=meta, dtype=dtype)
