@@ -11,8 +11,9 @@ roofline. Constants are the card's (codegen/targets.py); the rule is this, and n
       kind  = the kernel's MMA in its SASS; a kernel without one runs its flops at the FP32
               FMA rate (so a `tl.dot` that did not become MMA is slow, as it is)
       launch = one kernel node in a CUDA graph (the card's launch cost)
-    bound = what the largest term is: memory, compute or launch; flags name the shortfalls
-    (few CTAs, narrow loads, dot without MMA).
+    bound = what the largest term is: memory, compute or launch, and "few CTAs" where that
+    term is memory or compute and occ < 1/2 (the grid at least doubles it); flags name the
+    shortfalls (few CTAs, narrow loads, dot without MMA).
 
 Library launches (torch GEMMs) are estimated at their roofline plus the launch.
 
@@ -174,7 +175,10 @@ def estimate(card: Card, nbytes: float, flops: float, ctas: int, facts: dict) ->
         flags.append(f"narrow loads ({width:.1f} B)")
     if dot_types and not mma and op_type != "fp32":
         flags.append("dot without MMA")
-    return _result(card, nbytes, flops, t_mem, t_cmp, best_peak(card, op_type)[1], flags)
+    result = _result(card, nbytes, flops, t_mem, t_cmp, best_peak(card, op_type)[1], flags)
+    if result["bound"] != "launch" and occ < 0.5:
+        result["bound"] = "few CTAs"
+    return result
 
 
 def estimate_library(card: Card, nbytes: float, flops: float, dtype: str) -> dict:

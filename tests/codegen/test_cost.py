@@ -20,6 +20,13 @@ def test_estimate_rule_by_hand():
     assert r["flags"] == ["few CTAs (66 < 132 SMs)", "narrow loads (4.0 B)"]
 
 
+def test_a_grid_below_half_the_sms_is_what_bounds():
+    """1 CTA of 132: 1.32 MB at 4.8 TB/s / 132 takes 36.4 µs (0.275 µs at full width)."""
+    r = cost.estimate(H200, 1.32e6, 0.0, 1, {"loads": {16: 1}, "mma": {}, "dots": {}})
+    assert r["est_us"] == pytest.approx(1.32e6 / (4.8e12 / 132) * 1e6 + 2.0)
+    assert r["bound"] == "few CTAs" and r["flags"] == ["few CTAs (1 < 132 SMs)"]
+
+
 def test_a_dot_without_mma_runs_at_the_fma_rate():
     """67e9 flops of bf16 dots: roofline at 989 TF/s; without MMA at 67 TF/s: 1000 µs."""
     facts = {"loads": {16: 1}, "mma": {}, "dots": {"bf16": 1}}
