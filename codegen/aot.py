@@ -12,8 +12,8 @@ cached on disk by a hash of the kernel's source, signature, constants, target an
 version, so a second compile only binds and reads the cache.
 
 It must run without TRITON_INTERPRET: under it `@triton.jit` helpers are interpreted
-functions and templates pick interpreter block sizes. `python -m v4c.codegen.aot JOBS` is
-the subprocess entry the tests use (see `build_sources`).
+functions and templates pick interpreter block sizes (tests run it in a subprocess:
+`python -m v4c.codegen.lens`, and tests/codegen/sm90_build.py over `compile_source`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import hashlib
 import io
 import json
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,36 +204,23 @@ def check_not_interpreted() -> None:
         )
 
 
-def build_sources(jobs: list[list], target: Target) -> list[dict]:
-    """Compile kernels of rendered source files: each job is [path, kernel name,
-    {argument: Triton type}, {constexpr: value}]; an argument in neither is i32, a constexpr
-    not given is the module's constant of its name. Returns each kernel's facts."""
+def compile_source(path: str, kernel: str, types: dict, consts: dict, target: Target):
+    """Compile one kernel of a rendered source file for `target`: `types` maps arguments
+    to Triton types (others are i32), `consts` constexprs (others: the module's constant
+    of that name). Returns Triton's compiled kernel (its `.asm` holds ttir, ptx, cubin)."""
     import importlib.util
 
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from v4c.codegen.asm import facts
-
-    found = []
-    for path, kernel, types, consts in jobs:
-        spec = importlib.util.spec_from_file_location(f"aot_{kernel}_{Path(path).stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        fn = getattr(module, kernel)
-        names = [p.name for p in fn.params if p.is_constexpr]
-        values = {n: consts[n] if n in consts else getattr(module, n) for n in names}
-        signature = {n: "constexpr" if n in values else types.get(n, "i32") for n in fn.arg_names}
-        positions = {(fn.arg_names.index(n),): v for n, v in values.items()}
-        gpu = GPUTarget("cuda", target.capability, target.warp_size)
-        built = triton.compile(ASTSource(fn, signature, positions), target=gpu)
-        found.append(facts(built.asm["ptx"], built.asm.get("cubin"), "", target.capability))
-    return found
-
-
-if __name__ == "__main__":  # python -m v4c.codegen.aot TARGET JOBS_JSON -> facts as JSON
-    from v4c.codegen.targets import target as _target
-
-    check_not_interpreted()
-    print(json.dumps(build_sources(json.loads(sys.argv[2]), _target(sys.argv[1]))))
+    spec = importlib.util.spec_from_file_location(f"aot_{kernel}_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fn = getattr(module, kernel)
+    names = [p.name for p in fn.params if p.is_constexpr]
+    values = {n: consts[n] if n in consts else getattr(module, n) for n in names}
+    signature = {n: "constexpr" if n in values else types.get(n, "i32") for n in fn.arg_names}
+    positions = {(fn.arg_names.index(n),): v for n, v in values.items()}
+    gpu = GPUTarget("cuda", target.capability, target.warp_size)
+    return triton.compile(ASTSource(fn, signature, positions), target=gpu)
