@@ -1,0 +1,81 @@
+"""The FastAPI app: routes, the API key, the body-size limit, errors in OpenAI's shape.
+
+Why thin: everything that decides tokens lives in the runtime's scheduler; the app parses
+and checks requests (`protocol`), maps chat knobs onto the V4 encoding (`chat`), and
+writes responses (`completions`, `replies`). Its lifetime is the server's: `create_app`
+starts the scheduler's loop when the app starts and stops it (every request still in
+flight ends with finish reason "abort") when the app stops.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse
+
+from v4c.serve import completions
+from v4c.serve.errors import error_response, install_handlers
+from v4c.serve.protocol import ChatRequest, CompletionRequest
+from v4c.serve.state import ServeState
+
+
+def create_app(state: ServeState) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        state.scheduler.start()
+        try:
+            yield
+        finally:
+            state.scheduler.stop()
+
+    app = FastAPI(title="v4c", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.serve = state
+    install_handlers(app)
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next):
+        if request.url.path.startswith("/v1/") and state.api_key is not None:
+            given = request.headers.get("authorization", "")
+            if given != f"Bearer {state.api_key}":
+                state.metrics.request_refused(401)
+                return error_response(401, "a wrong or missing API key (Authorization: "
+                                      "Bearer KEY)", code="invalid_api_key")  # fmt: skip
+        size = request.headers.get("content-length", "0")
+        if not size.isdigit() or int(size) > state.max_body:
+            state.metrics.request_refused(413)
+            return error_response(413, f"the body is larger than {state.max_body} bytes",
+                                  code="request_too_large")  # fmt: skip
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models():
+        card = {"id": state.model, "object": "model", "created": int(time.time()),
+                "owned_by": "v4c", "max_model_len": state.max_seq}  # fmt: skip
+        return {"object": "list", "data": [card]}
+
+    @app.get("/v1/models/{name}")
+    async def model(name: str):
+        state.check_model(name)
+        return {"id": name, "object": "model", "created": int(time.time()), "owned_by": "v4c"}
+
+    @app.get("/metrics")
+    async def metrics():
+        s = state.scheduler
+        text = state.metrics.render(s.running, len(s.waiting), len(s.rows))
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest, request: Request):
+        return await completions.chat_completions(body, request, state)
+
+    @app.post("/v1/completions")
+    async def complete(body: CompletionRequest, request: Request):
+        return await completions.completions(body, request, state)
+
+    return app
