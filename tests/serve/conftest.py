@@ -46,8 +46,8 @@ class ScriptedEngine:
                 continue
             self.fed[row] += ids
             self.steps_of[row] = 0 if len(ids) > 1 else self.steps_of[row] + 1
-            logits[row] = 0.0
-            logits[row, self.script[min(self.steps_of[row], len(self.script) - 1)]] = 1.0
+            logits[row] = float("-inf")  # the script's token whatever the sampling
+            logits[row, self.script[min(self.steps_of[row], len(self.script) - 1)]] = 0.0
         return logits
 
 
