@@ -51,7 +51,8 @@ def chat_prompt(request: ChatRequest) -> ChatPrompt:
     try:
         text = encode_chat(messages, thinking=thinking, reasoning_effort=effort)
     except ChatError as err:
-        raise APIError(400, str(err), param="messages", code="invalid_messages") from None
+        # the right types, but a conversation the V4 format refuses: unprocessable
+        raise APIError(422, str(err), param="messages", code="invalid_messages") from None
     return ChatPrompt(text + forced, thinking, forced)
 
 
