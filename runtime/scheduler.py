@@ -25,6 +25,7 @@ with their own seeded `Sampler`.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -37,6 +38,8 @@ from v4c.errors import V4CError
 from v4c.runtime.sampler import Sampler
 from v4c.runtime.textstream import TextStream
 from v4c.runtime.tokenizer import V4Tokenizer
+
+_log = logging.getLogger("v4c.serve")
 
 
 class RowEngine(Protocol):
@@ -169,10 +172,10 @@ class Scheduler:
                     break
             try:
                 self.step()
-            except Exception as err:  # a failed step must not leave clients waiting
+            except Exception:  # the requests of a failed step end; the server goes on
+                _log.exception("a scheduler step failed; its requests end with 'abort'")
                 for request in [r for r in self.rows if r is not None]:
-                    self._finish(request, "abort", f"[step failed: {err}]")
-                raise
+                    self._finish(request, "abort")
         self._abort_all()
 
     def step(self) -> bool:
@@ -259,9 +262,9 @@ class Scheduler:
             self._release(request, finish)
         request.emit(Output([token], text, logprobs, finish))
 
-    def _finish(self, request: Request, finish: str, text: str = "") -> None:
+    def _finish(self, request: Request, finish: str) -> None:
         self._release(request, finish)
-        request.emit(Output([], text, [], finish))
+        request.emit(Output([], "", [], finish))
 
     def _release(self, request: Request, finish: str) -> None:
         request.finish = finish

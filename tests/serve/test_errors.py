@@ -138,3 +138,33 @@ def test_a_full_queue_answers_429_with_retry_after(tok):
         assert refused[0].response.headers["retry-after"] == "1"
         assert refused[0].body["code"] == "queue_full"
         assert server.idle()
+
+
+def test_a_failed_step_ends_its_requests_and_the_server_goes_on(tok):
+    class Failing(ScriptedEngine):
+        fail = True
+
+        def forward(self, tokens):
+            if self.fail:
+                self.fail = False
+                raise RuntimeError("the device fell over")
+            return super().forward(tokens)
+
+    engine = Failing(tok.vocab_size, [*tok.encode(" ok"), tok.eos_id])
+    with serving(engine, tok, name="m") as server:
+        first = server.client.chat.completions.create(model="m", messages=USER)
+        assert first.choices[0].finish_reason == "abort"
+        second = server.client.chat.completions.create(model="m", messages=USER)
+        assert (second.choices[0].message.content, second.choices[0].finish_reason) == (
+            " ok", "stop")  # fmt: skip
+        assert server.idle() and server.scheduler.rows.count(None) == len(server.scheduler.rows)
+
+
+def test_a_whole_response_whose_client_left_is_cancelled(tok):
+    engine = ScriptedEngine(tok.vocab_size, tok.encode(" a" * 400), max_batch=1, delay=0.02)
+    with serving(engine, tok, name="m") as server:
+        body = {"model": "m", "messages": USER, "max_tokens": 300}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=0.5)
+        assert server.idle(timeout=5), "the request of a client that left still runs"
+        assert sum(engine.steps_of) < 250  # it was stopped, not run to its end

@@ -62,4 +62,4 @@ def test_soak_loses_nothing_and_leaks_nothing(tok):
         scheduler = server.scheduler
         assert not scheduler.waiting and all(row is None for row in scheduler.rows)
     gc.collect()
-    assert not [o for o in gc.get_objects() if isinstance(o, Request)], "requests leaked"
+    assert not [o for o in gc.get_objects() if type(o) is Request], "requests leaked"

@@ -13,6 +13,7 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 from fastapi.responses import PlainTextResponse
 
 from v4c.serve import completions
@@ -34,20 +35,7 @@ def create_app(state: ServeState) -> FastAPI:
     app.state.serve = state
     install_handlers(app)
 
-    @app.middleware("http")
-    async def _guard(request: Request, call_next):
-        if request.url.path.startswith("/v1/") and state.api_key is not None:
-            given = request.headers.get("authorization", "")
-            if given != f"Bearer {state.api_key}":
-                state.metrics.request_refused(401)
-                return error_response(401, "a wrong or missing API key (Authorization: "
-                                      "Bearer KEY)", code="invalid_api_key")  # fmt: skip
-        size = request.headers.get("content-length", "0")
-        if not size.isdigit() or int(size) > state.max_body:
-            state.metrics.request_refused(413)
-            return error_response(413, f"the body is larger than {state.max_body} bytes",
-                                  code="request_too_large")  # fmt: skip
-        return await call_next(request)
+    app.add_middleware(_Guard, state=state)
 
     @app.get("/health")
     async def health():
@@ -79,3 +67,33 @@ def create_app(state: ServeState) -> FastAPI:
         return await completions.completions(body, request, state)
 
     return app
+
+
+class _Guard:
+    """The API key on /v1/ routes and the body-size limit, checked before a body is read.
+    A plain ASGI middleware: Starlette's `BaseHTTPMiddleware` would hide the client's
+    disconnect from the routes, which cancel a request by it."""
+
+    def __init__(self, app: ASGIApp, state: ServeState):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (refusal := self._refusal(scope)) is not None:
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Scope):
+        state = self.state
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if scope["path"].startswith("/v1/") and state.api_key is not None:
+            if headers.get("authorization", "") != f"Bearer {state.api_key}":
+                state.metrics.request_refused(401)
+                return error_response(401, "a wrong or missing API key (Authorization: "
+                                      "Bearer KEY)", code="invalid_api_key")  # fmt: skip
+        size = headers.get("content-length", "0")
+        if not size.isdigit() or int(size) > state.max_body:
+            state.metrics.request_refused(413)
+            return error_response(413, f"the body is larger than {state.max_body} bytes",
+                                  code="request_too_large")  # fmt: skip
+        return None
