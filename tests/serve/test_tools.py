@@ -66,6 +66,11 @@ def test_two_tool_calls_whole_and_streamed(server_for, tok):
         ]
         assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
+        one = server.client.chat.completions.create(
+            model="m", messages=ASK, tools=TOOLS, parallel_tool_calls=False
+        )
+        assert [c.function.name for c in one.choices[0].message.tool_calls] == ["get_weather"]
+
 
 def test_reasoning_is_returned_apart_from_content(server_for, tok):
     engine, running = server_for("Two and two make four.</think>It is 4.")

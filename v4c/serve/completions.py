@@ -52,8 +52,12 @@ async def chat_completions(body: ChatRequest, request: Request, state: ServeStat
     gen = Generation(state.scheduler, state.metrics, [ids], params, body.n)
     choices = [
         ChatChoice(
-            state.tokenizer, thinking=prompt.thinking, forced=prompt.forced, logprobs=body.logprobs
-        )  # fmt: skip
+            state.tokenizer,
+            thinking=prompt.thinking,
+            forced=prompt.forced,
+            logprobs=body.logprobs,
+            parallel_calls=body.parallel_tool_calls,
+        )
         for _ in range(body.n)
     ]
     head = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": state.model}

@@ -25,8 +25,17 @@ def new_id(prefix: str) -> str:
 class ChatChoice:
     """One choice of a chat completion: `push` an output, get its delta (or None)."""
 
-    def __init__(self, tokenizer: V4Tokenizer, *, thinking: bool, forced: str, logprobs: bool):
-        self.tokenizer, self.logprobs = tokenizer, logprobs
+    def __init__(
+        self,
+        tokenizer: V4Tokenizer,
+        *,
+        thinking: bool,
+        forced: str,
+        logprobs: bool,
+        parallel_calls: bool = True,
+    ):
+        """`parallel_calls` off: a reply keeps only its first tool call."""
+        self.tokenizer, self.logprobs, self.parallel_calls = tokenizer, logprobs, parallel_calls
         self.reply = ReplyStream(thinking=thinking)
         self.end_think = tokenizer.token_id(END_THINK)
         self.reasoning_tokens = 0
@@ -60,6 +69,8 @@ class ChatChoice:
         delta: dict = {}
         for kind, value in pieces:
             if kind == "tool_call":
+                if self.calls and not self.parallel_calls:
+                    continue
                 call = {"index": len(self.calls), "id": new_id("call"), **value}
                 self.calls.append(call)
                 delta.setdefault("tool_calls", []).append(call)
