@@ -72,6 +72,9 @@ CHAT_CASES = [  # (body changes, status, param)
     ({"messages": [{"role": "developer", "content": ""}]}, 422, "messages"),
     ({"messages": [{"role": "assistant", "content": "x", "tool_call_id": "c"}]}, 422, "messages"),
     ({"messages": [{"role": "user", "content": "word " * 100}]}, 400, "messages"),
+    ({"messages": [{"role": "user", "content": "x", "task": "dance"}]}, 422, "messages"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+     400, None),
 ]  # fmt: skip
 
 

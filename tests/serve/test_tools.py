@@ -135,3 +135,12 @@ def test_tool_results_are_encoded_in_the_history(server_for, tok):
         system = {"role": "system", "content": "", "tools": TOOLS}
         assert _fed_prompt(engine, tok) == encode_chat([system, *history])
         assert "<tool_result>sunny, 20 C</tool_result>" in _fed_prompt(engine, tok)
+
+
+def test_v4_message_keys_reach_the_encoder(server_for, tok):
+    engine, running = server_for("Paris")
+    ask = [{"role": "user", "content": "The capital of France?", "task": "query"},
+           {"role": "latest_reminder", "content": "Be brief."}]  # fmt: skip
+    with running as server:
+        server.client.chat.completions.create(model="m", messages=ask)
+        assert _fed_prompt(engine, tok) == encode_chat(ask)

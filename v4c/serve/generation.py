@@ -48,7 +48,8 @@ class Generation:
                 index = len(self.requests)
 
                 def emit(out: Output, index=index) -> None:
-                    loop.call_soon_threadsafe(self._queue.put_nowait, (index, out))
+                    if not loop.is_closed():  # else the server is gone, and its client
+                        loop.call_soon_threadsafe(self._queue.put_nowait, (index, out))
 
                 self.requests.append(Request(list(prompt), replace(params, seed=seed), emit))
         self.first: list[float | None] = [None] * len(self.requests)

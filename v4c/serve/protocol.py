@@ -49,8 +49,13 @@ class ToolCall(BaseModel):
     function: ToolCallFunction
 
 
+# V4's own message keys, passed to the encoder as they are (it checks them): a quick-
+# instruction `task`, and `wo_eos` for an assistant prefix the model goes on from
+V4_KEYS = ("task", "wo_eos")
+
+
 class Message(_Body):
-    role: Literal["system", "user", "assistant", "tool", "developer"]
+    role: Literal["system", "user", "assistant", "tool", "developer", "latest_reminder"]
     content: str | list[TextPart] | None = None
     reasoning_content: str | None = None
     tool_calls: list[ToolCall] | None = None
@@ -58,8 +63,10 @@ class Message(_Body):
     name: str | None = None
 
     def as_dict(self) -> dict:
-        """The message as `encode_chat` reads it (text parts joined)."""
-        out = self.model_dump(exclude_none=True, exclude=set(self.model_extra or {}))
+        """The message as `encode_chat` reads it (text parts joined, V4's own keys kept)."""
+        extra = self.model_extra or {}
+        out = self.model_dump(exclude_none=True, exclude=set(extra))
+        out.update({key: extra[key] for key in V4_KEYS if key in extra})
         if isinstance(self.content, list):
             out["content"] = "\n\n".join(part.text for part in self.content)
         return out
