@@ -116,7 +116,7 @@ class Scheduler:
         self._wake = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self.steps = 0
+        self.steps = 0  # engine steps run (for /metrics)
 
     # -- from any thread ------------------------------------------------------------------
 
@@ -202,7 +202,7 @@ class Scheduler:
 
     def _admit(self) -> None:
         with self._wake:
-            for row, request in enumerate(self.rows):
+            for request in self.rows:
                 if request is not None and request.cancelled:
                     self._finish(request, "abort")
             self.waiting = deque(r for r in self.waiting if not r.cancelled)
@@ -225,7 +225,7 @@ class Scheduler:
                 feeds.append((request, [request.tokens[-1]]))
                 continue
             chunk = request.prompt[request.fed : request.fed + self.prefill_chunk]
-            if len(chunk) <= budget or budget == self.prefill_chunk:
+            if len(chunk) <= budget:  # the first prefilling request always fits
                 feeds.append((request, chunk))
                 budget -= len(chunk)
         return feeds

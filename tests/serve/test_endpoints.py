@@ -19,6 +19,7 @@ def test_models_health_and_metrics(tiny_server):
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
     assert lines["v4c:num_requests_running"] == "0"
     assert lines["v4c:cache_rows"] == "32"
+    assert int(lines["v4c:scheduler_steps_total"]) >= 2  # a prefill and a decode step
     assert int(lines['v4c:request_success_total{finished_reason="length"}']) >= 1
     assert int(lines["v4c:generation_tokens_total"]) >= 2
     assert int(lines["v4c:time_to_first_token_seconds_count"]) >= 1

@@ -54,8 +54,7 @@ def create_app(state: ServeState) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics():
-        s = state.scheduler
-        text = state.metrics.render(s.running, len(s.waiting), len(s.rows))
+        text = state.metrics.render(state.scheduler)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @app.post("/v1/chat/completions")

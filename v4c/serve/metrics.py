@@ -13,6 +13,8 @@ import threading
 from bisect import bisect_left
 from collections import Counter
 
+from v4c.runtime.scheduler import Scheduler
+
 _BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -39,7 +41,7 @@ class Histogram:
 
 class Metrics:
     """Updated by the request handlers (one lock: they run on the event loop and the
-    scheduler's thread reads nothing here); `render` reads the scheduler's queue itself."""
+    scheduler's thread reads nothing here); `render` reads the scheduler's own counts."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -68,9 +70,13 @@ class Metrics:
         with self._lock:
             self.refused[status] += 1
 
-    def render(self, running: int, waiting: int, rows: int) -> str:
+    def render(self, scheduler: Scheduler) -> str:
+        running, waiting, rows = scheduler.running, len(scheduler.waiting), len(scheduler.rows)
         with self._lock:
             out = [
+                "# HELP v4c:scheduler_steps_total Engine steps the scheduler ran.",
+                "# TYPE v4c:scheduler_steps_total counter",
+                f"v4c:scheduler_steps_total {scheduler.steps}",
                 "# HELP v4c:num_requests_running Requests in the running batch.",
                 "# TYPE v4c:num_requests_running gauge",
                 f"v4c:num_requests_running {running}",
