@@ -8,6 +8,7 @@ import typer
 
 from v4c.cli.options import Backend, Checkpoint, Device, MaxSeq, Numerics, PlanDir, Threads
 from v4c.cli.setup import log, open_cli_session
+from v4c.envs import API_KEY
 from v4c.errors import V4CError
 
 
@@ -27,7 +28,7 @@ def serve_command(
         int, typer.Option(min=1, help="Prompt tokens prefilled per step, all requests together.")
     ] = 256,
     api_key: Annotated[
-        str | None, typer.Option(envvar="V4C_API_KEY", help="Require 'Authorization: Bearer KEY'.")
+        str | None, typer.Option(envvar=API_KEY, help="Require 'Authorization: Bearer KEY'.")
     ] = None,
     served_model_name: Annotated[
         str | None, typer.Option(help="The model name clients ask for (default: the spec's).")
