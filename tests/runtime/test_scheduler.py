@@ -5,7 +5,7 @@ stop strings and stop ids end a request with the text before them."""
 
 from __future__ import annotations
 
-from tests.serve.conftest import ScriptedEngine
+from tests.serve.scripted import ScriptedEngine
 from v4c.runtime.scheduler import Request, SamplingParams, Scheduler
 
 

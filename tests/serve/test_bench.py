@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.serve.conftest import ScriptedEngine, serving
+from tests.serve.scripted import ScriptedEngine, serving
 from v4c.serve.bench import format_result, percentiles, run_load
 
 

@@ -9,7 +9,7 @@ import asyncio
 import gc
 import time
 
-from tests.serve.conftest import ScriptedEngine, serving
+from tests.serve.scripted import ScriptedEngine, serving
 from v4c.runtime.scheduler import Request
 
 COUNT = 200

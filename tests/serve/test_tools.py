@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.serve.conftest import ScriptedEngine, serving
+from tests.serve.scripted import ScriptedEngine, serving
 from v4c.runtime.chat.dsml import render_tool_calls
 from v4c.runtime.chat.encode import encode_chat
 from v4c.runtime.chat.format import DSML, TOOL_CALLS_OPEN
