@@ -19,6 +19,7 @@ from fastapi.responses import PlainTextResponse
 from v4c.serve import completions
 from v4c.serve.errors import error_response, install_handlers
 from v4c.serve.protocol import ChatRequest, CompletionRequest
+from v4c.serve.responses import ModelCard, ModelList
 from v4c.serve.state import ServeState
 
 
@@ -42,15 +43,13 @@ def create_app(state: ServeState) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/v1/models")
-    async def models():
-        card = {"id": state.model, "object": "model", "created": int(time.time()),
-                "owned_by": "v4c", "max_model_len": state.max_seq}  # fmt: skip
-        return {"object": "list", "data": [card]}
+    async def models() -> ModelList:
+        return ModelList(data=[_card(state, state.model)])
 
     @app.get("/v1/models/{name}")
-    async def model(name: str):
+    async def model(name: str) -> ModelCard:
         state.check_model(name)
-        return {"id": name, "object": "model", "created": int(time.time()), "owned_by": "v4c"}
+        return _card(state, name)
 
     @app.get("/metrics")
     async def metrics():
@@ -66,6 +65,10 @@ def create_app(state: ServeState) -> FastAPI:
         return await completions.completions(body, request, state)
 
     return app
+
+
+def _card(state: ServeState, name: str) -> ModelCard:
+    return ModelCard(id=name, created=int(time.time()), max_model_len=state.max_seq)
 
 
 class _Guard:

@@ -16,14 +16,25 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
 
 from v4c.runtime.scheduler import SamplingParams
 from v4c.serve.chat import chat_prompt
 from v4c.serve.errors import APIError
 from v4c.serve.generation import Generation
 from v4c.serve.protocol import ChatRequest, CompletionRequest
-from v4c.serve.replies import ChatChoice, completion_logprobs, new_id, sse, usage
+from v4c.serve.replies import ChatReply, completion_logprobs, new_id, sse
+from v4c.serve.responses import (
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChunkChoice,
+    Completion,
+    CompletionChoice,
+    Delta,
+    Usage,
+)
 from v4c.serve.state import ServeState
 
 
@@ -50,8 +61,8 @@ async def chat_completions(body: ChatRequest, request: Request, state: ServeStat
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     params = sampling(body, state, len(ids), logprobs, skip_special=False)
     gen = Generation(state.scheduler, state.metrics, [ids], params, body.n)
-    choices = [
-        ChatChoice(
+    replies = [
+        ChatReply(
             state.tokenizer,
             thinking=prompt.thinking,
             forced=prompt.forced,
@@ -63,47 +74,42 @@ async def chat_completions(body: ChatRequest, request: Request, state: ServeStat
     head = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": state.model}
     if body.stream:
         include = body.stream_options is not None and body.stream_options.include_usage
-        events = _chat_events(gen, choices, head, len(ids), include)
+        events = _chat_events(gen, replies, head, len(ids), include)
         return StreamingResponse(_closing(events, gen), media_type="text/event-stream")
     async with _watch(gen, request):
         async for index, out in gen.outputs():
-            choices[index].push(out)
-    return JSONResponse({
-        **head, "object": "chat.completion",
-        "choices": [
-            {"index": i, "message": c.message(), "logprobs": c.choice_logprobs(),
-             "finish_reason": c.finish}
-            for i, c in enumerate(choices)
-        ],
-        "usage": _chat_usage(len(ids), choices),
-    })  # fmt: skip
+            replies[index].push(out)
+    choices = [
+        ChatChoice(
+            index=i, message=r.message(), logprobs=r.choice_logprobs(), finish_reason=r.finish
+        )  # fmt: skip
+        for i, r in enumerate(replies)
+    ]
+    return _json(ChatCompletion(**head, choices=choices, usage=_chat_usage(len(ids), replies)))
 
 
-def _chat_usage(prompt: int, choices: list[ChatChoice]) -> dict:
-    reasoning = sum(c.reasoning_tokens for c in choices)
-    return usage(prompt, sum(c.tokens for c in choices), reasoning)
+def _chat_usage(prompt: int, replies: list[ChatReply]) -> Usage:
+    reasoning = sum(r.reasoning_tokens for r in replies)
+    return Usage.of(prompt, sum(r.tokens for r in replies), reasoning)
 
 
-async def _chat_events(gen, choices, head, prompt_len, include_usage) -> AsyncIterator[str]:
-    head = {**head, "object": "chat.completion.chunk"}
+async def _chat_events(gen, replies, head, prompt_len, include_usage) -> AsyncIterator[str]:
+    def chunk(index: int, delta: Delta, finish=None, logprobs=None) -> str:
+        choice = ChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish)
+        return sse(ChatCompletionChunk(**head, choices=[choice]))
 
-    def chunk(index: int, delta: dict, finish=None, logprobs=None) -> str:
-        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-        return sse({**head, "choices": [choice]})
-
-    for i in range(len(choices)):
-        yield chunk(i, {"role": "assistant", "content": ""})
+    for i in range(len(replies)):
+        yield chunk(i, Delta(role="assistant", content=""))
     async for index, out in gen.outputs():
-        choice = choices[index]
-        delta = choice.push(out)
-        new = choice.token_logprobs[len(choice.token_logprobs) - len(out.logprobs) :]
-        logprobs = {"content": new} if out.logprobs else None
-        if delta or logprobs:
-            yield chunk(index, delta, logprobs=logprobs)
+        reply = replies[index]
+        delta = reply.push(out)
+        logprobs = reply.choice_logprobs(last=len(out.logprobs)) if out.logprobs else None
+        if delta is not None or logprobs is not None:
+            yield chunk(index, delta or Delta(), logprobs=logprobs)
         if out.finish is not None:
-            yield chunk(index, {}, choice.finish)
+            yield chunk(index, Delta(), reply.finish)
     if include_usage:
-        yield sse({**head, "choices": [], "usage": _chat_usage(prompt_len, choices)})
+        yield sse(ChatCompletionChunk(**head, choices=[], usage=_chat_usage(prompt_len, replies)))
     yield sse("[DONE]")
 
 
@@ -113,13 +119,13 @@ async def completions(body: CompletionRequest, request: Request, state: ServeSta
     longest = max(len(p) for p in prompts)
     params = sampling(body, state, longest, body.logprobs, skip_special=True)
     gen = Generation(state.scheduler, state.metrics, prompts, params, body.n)
-    head = {"id": new_id("cmpl"), "created": int(time.time()), "model": state.model,
-            "object": "text_completion"}  # fmt: skip
-    count = len(gen.requests)
+    head = {"id": new_id("cmpl"), "created": int(time.time()), "model": state.model}
+    usage = Usage.of(sum(len(p) for p in prompts), 0)  # the completion tokens when known
     if body.stream:
         include = body.stream_options is not None and body.stream_options.include_usage
-        events = _completion_events(gen, head, state, include, body.logprobs is not None)
+        events = _completion_events(gen, head, state, usage if include else None, body.logprobs)
         return StreamingResponse(_closing(events, gen), media_type="text/event-stream")
+    count = len(gen.requests)
     texts, finish, entries = [""] * count, [None] * count, [[] for _ in range(count)]
     async with _watch(gen, request):
         async for index, out in gen.outputs():
@@ -128,28 +134,34 @@ async def completions(body: CompletionRequest, request: Request, state: ServeSta
             finish[index] = out.finish or finish[index]
     tok = state.tokenizer
     choices = [
-        {"index": i, "text": texts[i], "finish_reason": finish[i],
-         "logprobs": completion_logprobs(tok, entries[i], 0) if body.logprobs is not None
-         else None}
+        CompletionChoice(index=i, text=texts[i], finish_reason=finish[i], logprobs=None
+                         if body.logprobs is None else completion_logprobs(tok, entries[i], 0))
         for i in range(count)
     ]  # fmt: skip
-    prompt_total = sum(len(r.prompt) for r in gen.requests[:: body.n])
-    return JSONResponse({**head, "choices": choices, "usage": usage(prompt_total, sum(gen.counts))})
+    usage = Usage.of(usage.prompt_tokens, sum(gen.counts))
+    return _json(Completion(**head, choices=choices, usage=usage))
 
 
-async def _completion_events(gen, head, state, include_usage, logprobs) -> AsyncIterator[str]:
+async def _completion_events(gen, head, state, usage, logprobs) -> AsyncIterator[str]:
+    """`usage`: the prompt tokens, to send with the completion tokens at the end (None:
+    not asked for)."""
     offsets = [0] * len(gen.requests)
     async for index, out in gen.outputs():
         lp = None
-        if logprobs:
+        if logprobs is not None:
             lp = completion_logprobs(state.tokenizer, out.logprobs, offsets[index])
         offsets[index] += len(out.text)
-        choice = {"index": index, "text": out.text, "logprobs": lp, "finish_reason": out.finish}
-        yield sse({**head, "choices": [choice]})
-    if include_usage:
-        prompt = sum(len(r.prompt) for r in gen.requests)
-        yield sse({**head, "choices": [], "usage": usage(prompt, sum(gen.counts))})
+        choice = CompletionChoice(index=index, text=out.text, logprobs=lp,
+                                  finish_reason=out.finish)  # fmt: skip
+        yield sse(Completion(**head, choices=[choice]))
+    if usage is not None:
+        usage = Usage.of(usage.prompt_tokens, sum(gen.counts))
+        yield sse(Completion(**head, choices=[], usage=usage))
     yield sse("[DONE]")
+
+
+def _json(body: BaseModel) -> Response:
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 def _completion_prompts(body: CompletionRequest, state: ServeState) -> list[list[int]]:

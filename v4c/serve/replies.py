@@ -1,29 +1,41 @@
-"""Scheduler outputs -> OpenAI's response shapes: a chat choice built as it streams, log-
-probabilities, usage.
+"""Scheduler outputs -> OpenAI's response pieces: a chat reply built as it streams, log-
+probabilities, server-sent events.
 
 Why one place: a streamed and a whole response must say the same thing, so both are built
-from the same `ChatChoice`, which feeds each output's text through the chat parser
+from the same `ChatReply`, which feeds each output's text through the chat parser
 (`ReplyStream`) and keeps what it gave: the deltas a stream sends are exactly the pieces the
 whole message is joined from.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
+
+from pydantic import BaseModel
 
 from v4c.runtime.chat.format import END_THINK
 from v4c.runtime.chat.stream import ReplyStream
 from v4c.runtime.scheduler import Output
 from v4c.runtime.tokenizer import V4Tokenizer
+from v4c.serve.responses import (
+    ChatLogprobs,
+    ChatMessage,
+    CompletionLogprobs,
+    Delta,
+    FunctionCall,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    TopLogprob,
+)
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-class ChatChoice:
-    """One choice of a chat completion: `push` an output, get its delta (or None)."""
+class ChatReply:
+    """One choice of a chat completion: `push` an output, get its delta (None: nothing)."""
 
     def __init__(
         self,
@@ -34,7 +46,8 @@ class ChatChoice:
         logprobs: bool,
         parallel_calls: bool = True,
     ):
-        """`parallel_calls` off: a reply keeps only its first tool call."""
+        """`forced`: the text the reply starts with (a forced tool call's opening);
+        `parallel_calls` off: the reply keeps only its first tool call."""
         self.tokenizer, self.logprobs, self.parallel_calls = tokenizer, logprobs, parallel_calls
         self.reply = ReplyStream(thinking=thinking)
         self.end_think = tokenizer.token_id(END_THINK)
@@ -43,13 +56,12 @@ class ChatChoice:
         self.tokens = 0
         self.content: list[str] = []
         self.reasoning: list[str] = []
-        self.calls: list[dict] = []
-        self.token_logprobs: list[dict] = []
+        self.calls: list[ToolCallDelta] = []
+        self.token_logprobs: list[TokenLogprob] = []
         self.finish: str | None = None
         self._first = self.reply.feed(forced)
 
-    def push(self, out: Output) -> dict:
-        """The delta this output adds ({"content": ...}, ...; {} when it adds nothing)."""
+    def push(self, out: Output) -> Delta | None:
         for token in out.tokens:
             self.tokens += 1
             if self._thinking:
@@ -62,51 +74,56 @@ class ChatChoice:
         delta = self._delta(pieces)
         if out.finish is not None:
             self.finish = "tool_calls" if self.calls and out.finish == "stop" else out.finish
-        self.token_logprobs += [lp_entry(self.tokenizer, *lp) for lp in out.logprobs]
+        self.token_logprobs += [token_logprob(self.tokenizer, *lp) for lp in out.logprobs]
         return delta
 
-    def _delta(self, pieces) -> dict:
-        delta: dict = {}
+    def _delta(self, pieces) -> Delta | None:
+        fields: dict = {}
         for kind, value in pieces:
             if kind == "tool_call":
                 if self.calls and not self.parallel_calls:
                     continue
-                call = {"index": len(self.calls), "id": new_id("call"), **value}
+                call = ToolCallDelta(index=len(self.calls), id=new_id("call"),
+                                     function=FunctionCall(**value["function"]))  # fmt: skip
                 self.calls.append(call)
-                delta.setdefault("tool_calls", []).append(call)
+                fields.setdefault("tool_calls", []).append(call)
             else:
                 key, keep = (
                     ("content", self.content) if kind == "content" else
                     ("reasoning_content", self.reasoning)
                 )  # fmt: skip
                 keep.append(value)
-                delta[key] = delta.get(key, "") + value
-        return delta
+                fields[key] = fields.get(key, "") + value
+        return Delta(**fields) if fields else None
 
-    def message(self) -> dict:
-        calls = [{k: v for k, v in c.items() if k != "index"} for c in self.calls]
-        message = {"role": "assistant", "content": "".join(self.content) or None}
-        if self.reasoning:
-            message["reasoning_content"] = "".join(self.reasoning)
-        if calls:
-            message["tool_calls"] = calls
-        return message
+    def message(self) -> ChatMessage:
+        calls = [ToolCall(id=c.id, function=c.function) for c in self.calls]
+        return ChatMessage(
+            content="".join(self.content) or None,
+            reasoning_content="".join(self.reasoning) or None,
+            tool_calls=calls or None,
+        )
 
-    def choice_logprobs(self) -> dict | None:
-        return {"content": self.token_logprobs} if self.logprobs else None
+    def choice_logprobs(self, last: int | None = None) -> ChatLogprobs | None:
+        """The log-probabilities of every token so far, or of the `last` ones."""
+        if not self.logprobs:
+            return None
+        entries = self.token_logprobs if last is None else self.token_logprobs[-last:]
+        return ChatLogprobs(content=entries)
 
 
-def lp_entry(tokenizer: V4Tokenizer, token: int, logprob: float, top: list) -> dict:
+def token_logprob(tokenizer: V4Tokenizer, token: int, logprob: float, top: list) -> TokenLogprob:
     """A token's log-probability as OpenAI's chat response gives it."""
 
     def one(tid: int, lp: float) -> dict:
         text = tokenizer.decode([tid])
         return {"token": text, "logprob": lp, "bytes": list(text.encode("utf-8"))}
 
-    return {**one(token, logprob), "top_logprobs": [one(t, lp) for t, lp in top]}
+    return TokenLogprob(**one(token, logprob), top_logprobs=[TopLogprob(**one(t, lp))
+                                                             for t, lp in top])  # fmt: skip
 
 
-def completion_logprobs(tokenizer: V4Tokenizer, entries: list, offset: int) -> dict:
+def completion_logprobs(tokenizer: V4Tokenizer, entries: list, offset: int) -> CompletionLogprobs:
     """The legacy completions shape: parallel lists, text offsets from `offset`."""
     tokens, offsets = [], []
     for token, _, _ in entries:
@@ -114,23 +131,15 @@ def completion_logprobs(tokenizer: V4Tokenizer, entries: list, offset: int) -> d
         text = tokenizer.decode([token])
         tokens.append(text)
         offset += len(text)
-    return {
-        "tokens": tokens,
-        "token_logprobs": [lp for _, lp, _ in entries],
-        "top_logprobs": [{tokenizer.decode([t]): lp for t, lp in top} for _, _, top in entries],
-        "text_offset": offsets,
-    }
+    return CompletionLogprobs(
+        tokens=tokens,
+        token_logprobs=[lp for _, lp, _ in entries],
+        top_logprobs=[{tokenizer.decode([t]): lp for t, lp in top} for _, _, top in entries],
+        text_offset=offsets,
+    )
 
 
-def usage(prompt: int, completion: int, reasoning: int | None = None) -> dict:
-    out = {"prompt_tokens": prompt, "completion_tokens": completion,
-           "total_tokens": prompt + completion}  # fmt: skip
-    if reasoning is not None:
-        out["completion_tokens_details"] = {"reasoning_tokens": reasoning}
-    return out
-
-
-def sse(data: dict | str) -> str:
+def sse(data: BaseModel | str) -> str:
     """One server-sent event."""
-    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    text = data if isinstance(data, str) else data.model_dump_json()
     return f"data: {text}\n\n"
