@@ -144,3 +144,21 @@ def test_v4_message_keys_reach_the_encoder(server_for, tok):
     with running as server:
         server.client.chat.completions.create(model="m", messages=ask)
         assert _fed_prompt(engine, tok) == encode_chat(ask)
+
+
+def test_choices_effort_and_logprobs_when_streamed(server_for, tok):
+    engine, running = server_for("Fine.</think>Done.")
+    ask = [{"role": "user", "content": "Go."}]
+    with running as server:
+        chunks = list(server.client.chat.completions.create(
+            model="m", messages=ask, n=2, reasoning_effort="max", logprobs=True,
+            top_logprobs=1, stream=True))  # fmt: skip
+        assert _fed_prompt(engine, tok) == encode_chat(ask, thinking=True, reasoning_effort="max")
+        for index in (0, 1):
+            mine = [c.choices[0] for c in chunks if c.choices and c.choices[0].index == index]
+            assert mine[0].delta.role == "assistant" and mine[-1].finish_reason == "stop"
+            said = "".join(getattr(c.delta, "reasoning_content", None) or "" for c in mine)
+            assert said == "Fine." and "".join(c.delta.content or "" for c in mine) == "Done."
+            entries = [e for c in mine if c.logprobs for e in c.logprobs.content]
+            assert len(entries) == len(tok.encode("Fine.</think>Done.")) + 1  # and the EOS
+            assert all(e.logprob == 0.0 and e.top_logprobs[0].logprob == 0.0 for e in entries)
