@@ -95,6 +95,9 @@ def test_malformed_bodies_routes_and_sizes(server):
     _error(httpx.post(url, content=b'{"model": "m", "messages": [', headers={
         "content-type": "application/json"}), 400)  # fmt: skip
     _error(httpx.post(f"{server.url}/v1/completions", json={"model": "m"}), 400, "prompt")
+    long = {"model": "m", "prompt": list(range(65))}  # the caches hold 64
+    assert "64" in _error(httpx.post(f"{server.url}/v1/completions", json=long), 400, "prompt")[
+        "message"]  # fmt: skip
     _error(httpx.post(f"{server.url}/v1/completions", json={"model": "m", "prompt": [10**9]}),
            400, "prompt")  # fmt: skip
     _error(httpx.post(f"{server.url}/v1/completions", json={"model": "m", "prompt": "x",

@@ -118,7 +118,7 @@ async def completions(body: CompletionRequest, request: Request, state: ServeSta
     prompts = _completion_prompts(body, state)
     longest = max(len(p) for p in prompts)
     params = sampling(body, state, longest, body.logprobs, skip_special=True)
-    gen = Generation(state.scheduler, state.metrics, prompts, params, body.n)
+    gen = Generation(state.scheduler, state.metrics, prompts, params, body.n, "prompt")
     head = {"id": new_id("cmpl"), "created": int(time.time()), "model": state.model}
     usage = Usage.of(sum(len(p) for p in prompts), 0)  # the completion tokens when known
     if body.stream:

@@ -35,8 +35,10 @@ class Generation:
         prompts: list[list[int]],
         params: SamplingParams,
         n: int,
+        prompt_param: str = "messages",
     ):
-        """`n` choices of each prompt; choice i*n + j is prompt i's j-th (its seed + j)."""
+        """`n` choices of each prompt; choice i*n + j is prompt i's j-th (its seed + j).
+        `prompt_param`: the request field a prompt too long is blamed on."""
         self.metrics, self.scheduler = metrics, scheduler
         self.start = time.perf_counter()
         self._queue: asyncio.Queue = asyncio.Queue()
@@ -63,7 +65,7 @@ class Generation:
         except PromptTooLong as err:
             metrics.request_refused(400)
             code = "context_length_exceeded"
-            raise APIError(400, str(err), param="messages", code=code) from None
+            raise APIError(400, str(err), param=prompt_param, code=code) from None
 
     async def outputs(self) -> AsyncIterator[tuple[int, Output]]:
         """(choice index, output) as they come, until every choice has finished."""
