@@ -17,6 +17,9 @@ nano-vllm:
 - a request that finishes (a stop id, a stop string, its token budget, the caches' end)
   or is cancelled leaves at once and its row is free for the next step.
 
+With a `RowDrafter`, greedy requests decode speculatively instead: one verify round of
+the main model over each one's drafts, of which it takes tokens until it stops.
+
 Each request's results go to its `emit` callback, called on the loop's thread with one
 `Output` a step (a token, its text, its log-probabilities, and the finish reason on the
 last). Sampling is per request: greedy rows take one argmax together, sampled rows draw
@@ -30,7 +33,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
@@ -38,6 +41,9 @@ from v4c.errors import V4CError
 from v4c.runtime.sampler import Sampler
 from v4c.runtime.textstream import TextStream
 from v4c.runtime.tokenizer import V4Tokenizer
+
+if TYPE_CHECKING:  # the scheduler only calls it
+    from v4c.runtime.rowdraft import RowDrafter
 
 _log = logging.getLogger("v4c.serve")
 
@@ -106,8 +112,10 @@ class Scheduler:
         *,
         max_waiting: int = 256,
         prefill_chunk: int = 256,
+        drafter: RowDrafter | None = None,
     ):
-        self.engine, self.tokenizer = engine, tokenizer
+        """`drafter`: decode greedy requests speculatively with it (`rowdraft.py`)."""
+        self.engine, self.tokenizer, self.drafter = engine, tokenizer, drafter
         self.max_waiting, self.prefill_chunk = max_waiting, prefill_chunk
         self.max_seq = engine.max_seq
         self.engine.reset(engine.max_batch)
@@ -184,11 +192,32 @@ class Scheduler:
         feeds = self._feeds()
         if not feeds:
             return False
+        drafted = [r for r, _ in feeds if r.fed == len(r.prompt) and self._drafts(r)]
+        plain = [(r, ids) for r, ids in feeds if r not in drafted]
+        if self.drafter is None:
+            self._plain(plain)
+        else:  # prefills keep the streams the first draft reads
+            prefills = [(r, ids) for r, ids in plain if r.fed < len(r.prompt)]
+            decodes = [(r, ids) for r, ids in plain if r.fed == len(r.prompt)]
+            self._plain(prefills, hidden=True)
+            self._plain(decodes)
+        if drafted:
+            self._verify(drafted)
+        self.steps += 1
+        return True
+
+    def _plain(self, feeds: list[tuple[Request, list[int]]], hidden: bool = False) -> None:
+        """One engine step over `feeds`; each request whose prompt is then all fed takes
+        its next token."""
+        if not feeds:
+            return
         tokens: list[list[int]] = [[] for _ in self.rows]
         for request, ids in feeds:
             tokens[request.row] = ids
-        logits = self.engine.forward(tokens)
-        self.steps += 1
+        if hidden:
+            logits = self.engine.forward(tokens, hidden=self.drafter.window)
+        else:
+            logits = self.engine.forward(tokens)
         ready = []
         for request, ids in feeds:
             if request.fed < len(request.prompt):
@@ -197,8 +226,31 @@ class Scheduler:
                     continue  # more prompt chunks to come
             ready.append(request)
         for request, token in zip(ready, self._sample(ready, logits)):
+            first = not request.tokens
             self._accept(request, token, logits[request.row])
-        return True
+            if first and hidden and request.finish is None and self._may_draft(request):
+                self.drafter.start(request.row, token)
+
+    def _verify(self, requests: list[Request]) -> None:
+        """One verify round of the drafting requests: each takes its emitted tokens in
+        order until it stops; the drafter undoes what it fed past them."""
+        rows = [r.row for r in requests]
+        emitted = self.drafter.round(rows, [r.tokens[-1] for r in requests])
+        taken = []
+        for request, ids in zip(requests, emitted):
+            for n, token in enumerate(ids, start=1):
+                self._accept(request, token, None)
+                if request.finish is not None:
+                    break
+            taken.append(n)
+        self.drafter.commit(rows, taken, [r.finish is None for r in requests])
+
+    def _may_draft(self, request: Request) -> bool:
+        p = request.params
+        return self.drafter is not None and p.temperature == 0.0 and p.logprobs is None
+
+    def _drafts(self, request: Request) -> bool:
+        return self._may_draft(request) and self.drafter.ready(request.row)
 
     def _admit(self) -> None:
         with self._wake:
@@ -211,6 +263,8 @@ class Scheduler:
                     request = self.waiting.popleft()
                     self.engine.clear_row(row)
                     request.row, self.rows[row] = row, request
+                    if self.drafter is not None:
+                        self.drafter.admit(row, request.prompt)
                     p = request.params
                     request.sampler = Sampler(p.temperature, p.top_k, p.top_p, p.seed)
                     request.text = TextStream(self.tokenizer, p.stop, p.skip_special_tokens)
@@ -243,7 +297,9 @@ class Scheduler:
                 picked[i] = int(request.sampler.sample(logits[row : row + 1])[0])
         return [picked[i] for i in range(len(ready))]
 
-    def _accept(self, request: Request, token: int, logits: torch.Tensor) -> None:
+    def _accept(self, request: Request, token: int, logits: torch.Tensor | None) -> None:
+        """`logits`: the row's, for its log-probabilities (None in a verify round, whose
+        requests ask for none)."""
         p = request.params
         request.tokens.append(token)
         logprobs = [] if p.logprobs is None else [_logprobs(logits, token, p.logprobs)]

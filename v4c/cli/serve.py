@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from v4c.cli.options import Backend, Checkpoint, Device, MaxSeq, Numerics, PlanDir, Threads
+from v4c.cli.options import (
+    Backend,
+    Checkpoint,
+    Device,
+    DraftTokens,
+    MaxSeq,
+    Numerics,
+    PlanDir,
+    Threads,
+)
 from v4c.cli.setup import log, open_cli_session
 from v4c.envs import API_KEY
 from v4c.errors import V4CError
@@ -37,6 +46,14 @@ def serve_command(
     numerics: Numerics = None,
     backend: Backend = "auto",
     threads: Threads = None,
+    speculative: Annotated[
+        str | None,
+        typer.Option(
+            help="mtp: greedy requests draft with the MTP block and are verified in "
+            "one main-model step (the same tokens); off (the default)."
+        ),
+    ] = None,
+    draft_tokens: DraftTokens = 1,
 ) -> None:
     """Serve the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health,
     /metrics) with continuous batching; Ctrl-C or SIGTERM stops it, ending requests in
@@ -51,7 +68,19 @@ def serve_command(
         checkpoint, None, device, numerics, backend, max_seq, threads, plan,
         max_batch=max_batch, max_tokens=prefill_chunk,
     )  # fmt: skip
+    drafter = None
+    if speculative == "mtp":
+        if "draft" not in session.engine.programs:
+            raise V4CError("--speculative mtp: the plan has no draft entry point (no MTP weights)")
+        from v4c.runtime.rowdraft import RowDrafter
+
+        drafter = RowDrafter(session.engine, draft_tokens)
+        log(f"speculative mtp, {draft_tokens} draft token{'s' * (draft_tokens > 1)} "
+            "(greedy requests without logprobs)")  # fmt: skip
+    elif speculative not in (None, "off"):
+        raise V4CError(f"--speculative: expected off or mtp, got {speculative!r}")
     run_server(
         session, limit, host=host, port=port, max_waiting=max_waiting,
         prefill_chunk=prefill_chunk, api_key=api_key, name=served_model_name, log=log,
+        drafter=drafter,
     )  # fmt: skip

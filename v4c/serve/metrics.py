@@ -104,8 +104,27 @@ class Metrics:
                 "# HELP v4c:generation_tokens_total Tokens generated.",
                 "# TYPE v4c:generation_tokens_total counter",
                 f"v4c:generation_tokens_total {self.generation_tokens}",
+                *_speculation(scheduler),
                 *self.ttft.lines(),
                 *self.tpot.lines(),
                 *self.e2e.lines(),
             ]
         return "\n".join(out) + "\n"
+
+
+def _speculation(scheduler: Scheduler) -> list[str]:
+    """The drafter's counts, when the server decodes speculatively: drafts verified, drafts
+    kept, tokens the verify rounds emitted, and the rounds."""
+    if scheduler.drafter is None:
+        return []
+    stats = scheduler.drafter.stats
+    out = []
+    for name, value, what in [
+        ("draft_tokens", stats.drafted, "Draft tokens verified."),
+        ("accepted_tokens", stats.accepted, "Draft tokens the main model kept."),
+        ("emitted_tokens", stats.emitted, "Tokens the verify rounds emitted."),
+        ("rounds", stats.rounds, "Verify rounds (main-model steps of drafting requests)."),
+    ]:
+        metric = f"v4c:spec_decode_num_{name}_total"
+        out += [f"# HELP {metric} {what}", f"# TYPE {metric} counter", f"{metric} {value}"]
+    return out

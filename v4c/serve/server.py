@@ -58,6 +58,7 @@ def run_server(
     api_key: str | None,
     name: str | None,
     log,
+    drafter=None,
 ) -> None:
     """Serve `session`'s engine until a stop signal (`v4c serve`)."""
     from v4c.serve.app import create_app
@@ -65,8 +66,9 @@ def run_server(
 
     engine = session.engine
     scheduler = Scheduler(
-        engine, session.tokenizer, max_waiting=max_waiting, prefill_chunk=prefill_chunk
-    )
+        engine, session.tokenizer, max_waiting=max_waiting, prefill_chunk=prefill_chunk,
+        drafter=drafter,
+    )  # fmt: skip
     model = name or session.spec.name
     app = create_app(ServeState(scheduler, session.tokenizer, model, api_key))
     try:
