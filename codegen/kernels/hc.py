@@ -1,10 +1,11 @@
 """Manifold-constrained hyper-connections on register tiles (V4_REFERENCE §3).
 
 One token's n streams, D-block by D-block, are a [NP, BLOCK_D] fp32 tile (NP = n padded to a
-power of two; rows >= n and columns >= D are 0). A pass over D accumulates the projection of
-the flattened streams by `fn` and their sum of squares; the gates and the n x n Sinkhorn then
-run on a few registers; further passes collapse (or mix) the streams. The templates chain
-these pieces into the unfused ops and the fused post + pre + RMSNorm kernels.
+power of two; rows >= n and columns >= D are 0). The projection of the flattened streams by
+`fn` and their sum of squares come split over many programs (kernels/hc_split.py); the gates
+and the n x n Sinkhorn then run on a few registers; passes over D collapse (or mix) the
+streams. The templates chain these pieces into the unfused ops and the fused post + pre +
+RMSNorm kernels.
 """
 
 import triton
@@ -15,10 +16,12 @@ import triton.language as tl
 def load_streams(
     x_ptr, tok, d0, N: tl.constexpr, D: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr
 ):
-    """X[tok, :, d0:d0+BLOCK_D] of X [tokens, N, D] as a [NP, BLOCK_D] fp32 tile."""
+    """X[tok, :, d0:d0+BLOCK_D] of X [tokens, N, D] as a [NP, BLOCK_D] fp32 tile, read from L2
+    (`.cg`): the split-K kernel reads streams that other programs of its launch wrote."""
     j = tl.arange(0, NP)[:, None]
     d = d0 + tl.arange(0, BLOCK_D)[None, :]
-    x = tl.load(x_ptr + tok * (N * D) + j * D + d, mask=(j < N) & (d < D), other=0.0)
+    mask = (j < N) & (d < D)
+    x = tl.load(x_ptr + tok * (N * D) + j * D + d, mask=mask, other=0.0, cache_modifier=".cg")
     return x.to(tl.float32)
 
 
@@ -63,27 +66,6 @@ def mix_streams(
     a = tl.load(a_ptr + tok * D + d, mask=d < D, other=0.0).to(tl.float32)  # [BLOCK_D]
     mix = tl.sum(comb[:, :, None] * x[:, None, :], axis=0)  # [NP(j), NP(k), BLOCK_D] -> [NP(k), ..]
     return post[:, None] * a[None, :] + mix
-
-
-@triton.jit
-def project(
-    acc,
-    x,
-    fn_ptr,
-    d0,
-    R: tl.constexpr,
-    N: tl.constexpr,
-    D: tl.constexpr,
-    RP: tl.constexpr,
-    NP: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
-    """acc[r] + <fn[r], flatten(X)> restricted to one D-block; fn [R, N*D], acc [RP] fp32."""
-    r = tl.arange(0, RP)[:, None, None]
-    j = tl.arange(0, NP)[None, :, None]
-    d = d0 + tl.arange(0, BLOCK_D)[None, None, :]
-    w = tl.load(fn_ptr + r * (N * D) + j * D + d, mask=(r < R) & (j < N) & (d < D), other=0.0)
-    return acc + tl.sum(tl.sum(w.to(tl.float32) * x[None, :, :], axis=2), axis=1)
 
 
 @triton.jit
