@@ -3,9 +3,9 @@
 One token's n streams, D-block by D-block, are a [NP, BLOCK_D] fp32 tile (NP = n padded to a
 power of two; rows >= n and columns >= D are 0). The projection of the flattened streams by
 `fn` and their sum of squares come split over many programs (kernels/hc_split.py); the gates
-and the n x n Sinkhorn then run on a few registers; passes over D collapse (or mix) the
-streams. The templates chain these pieces into the unfused ops and the fused post + pre +
-RMSNorm kernels.
+and the n x n Sinkhorn then run on a few registers; the collapse reads the whole row at once.
+hc_post alone mixes the streams D-block by D-block. The templates chain these pieces into the
+unfused ops and the fused post + pre + RMSNorm kernels.
 """
 
 import triton
@@ -16,12 +16,10 @@ import triton.language as tl
 def load_streams(
     x_ptr, tok, d0, N: tl.constexpr, D: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr
 ):
-    """X[tok, :, d0:d0+BLOCK_D] of X [tokens, N, D] as a [NP, BLOCK_D] fp32 tile, read from L2
-    (`.cg`): the split-K kernel reads streams that other programs of its launch wrote."""
+    """X[tok, :, d0:d0+BLOCK_D] of X [tokens, N, D] as a [NP, BLOCK_D] fp32 tile."""
     j = tl.arange(0, NP)[:, None]
     d = d0 + tl.arange(0, BLOCK_D)[None, :]
-    mask = (j < N) & (d < D)
-    x = tl.load(x_ptr + tok * (N * D) + j * D + d, mask=mask, other=0.0, cache_modifier=".cg")
+    x = tl.load(x_ptr + tok * (N * D) + j * D + d, mask=(j < N) & (d < D), other=0.0)
     return x.to(tl.float32)
 
 
@@ -129,6 +127,15 @@ def store_mix(post_ptr, comb_ptr, post, comb, tok, N: tl.constexpr, NP: tl.const
 
 
 @triton.jit
-def collapse(pre, x):
-    """sum_j pre_j X_j: pre [NP], x [NP, BLOCK_D] -> [BLOCK_D] fp32."""
-    return tl.sum(pre[:, None] * x, axis=0)
+def collapse_row(x_ptr, pre, tok, N: tl.constexpr, D: tl.constexpr, NP: tl.constexpr,
+                 DP: tl.constexpr):  # fmt: skip
+    """sum_j pre_j X[tok, j] for X [tokens, N, D], pre [NP]: the whole row at once -> [DP] fp32
+    (DP = D padded to a power of two; 0 beyond D). The n loads are independent (one latency)
+    and go to L2 (`.cg`): the split-K kernel reads streams other programs of its launch wrote."""
+    d = tl.arange(0, DP)
+    lane = tl.arange(0, NP)
+    y = tl.zeros([DP], tl.float32)
+    for j in tl.static_range(N):
+        x = tl.load(x_ptr + tok * (N * D) + j * D + d, mask=d < D, other=0.0, cache_modifier=".cg")
+        y += tl.sum(tl.where(lane == j, pre, 0.0), axis=0) * x.to(tl.float32)
+    return y

@@ -24,8 +24,9 @@ SPLIT_CTAS = 132
 SPLIT_BLOCK_D = 32
 SPLIT_BLOCK_T = 16
 MAX_BLOCK_S = 128  # splits summed per tile by the finishing program
-# D-block of the finishing program's per-token passes ([NP, BLOCK_E] fp32 stream tiles).
-MAX_BLOCK_E = 1024
+# The finishing program holds a collapsed row in registers: [D padded] fp32, 32 per thread
+# at D = 4096 with 4 warps; wider rows (Pro's 7168 -> 8192) take 8 warps.
+WIDE_ROW = 4096
 
 
 class HcStreams(Template):
@@ -43,7 +44,8 @@ class HcStreams(Template):
     block_t: int  # tokens per program
     block_d: int  # columns per D-block of a split
     splits: int = Field(ge=1)  # S: split s projects the D-blocks s, s + S, ...
-    block_e: int  # columns per step of the finishing passes
+    dim_p: int  # D padded to a power of two: the collapsed row's lanes
+    warps: int
 
     @computed_field
     @property
@@ -65,7 +67,7 @@ class HcStreams(Template):
             iters=None if head else attrs["iters"], eps=attrs["eps"], norm_eps=attrs["norm_eps"],
             rms_eps=attrs["rms_eps"] if norm else None,
             streams_p=pow2(n), rows_p=tile(rows), block_t=SPLIT_BLOCK_T, block_d=SPLIT_BLOCK_D,
-            splits=splits, block_e=min(MAX_BLOCK_E, pow2(d)),
+            splits=splits, dim_p=pow2(d), warps=8 if pow2(d) > WIDE_ROW else 4,
         )  # fmt: skip
 
 

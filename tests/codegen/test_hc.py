@@ -127,3 +127,14 @@ def test_token_count_invariance(cls, kernel_cache):
         got = kernel.run(*part)
         for g, e in zip(got, every):
             assert torch.equal(g, e[:, lo:hi])
+
+
+def test_flash_decode_fills_the_gpu():
+    """Flash dims (n = 4, D = 4096): 128 splits of one 32-column block each, so a decode step
+    of one token runs 128 programs; the count is D's alone (the same for 1 or 1000 tokens)."""
+    shapes = {"X": ((1, 1, 4, 4096), "bf16"), "fn": ((24, 4 * 4096), "fp32")}
+    op = HcPre(iters=20)
+    ins = [shapes.get(role, ((1,), "fp32")) for role in op.operand_roles()]
+    params = jit.params_for(op.kind, op.attrs(), ins)
+    assert (params.splits, params.block_d, params.block_t) == (128, 32, 16)
+    assert params.splits * -(-1 // params.block_t) == 128
