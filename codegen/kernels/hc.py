@@ -127,15 +127,17 @@ def store_mix(post_ptr, comb_ptr, post, comb, tok, N: tl.constexpr, NP: tl.const
 
 
 @triton.jit
-def collapse_row(x_ptr, pre, tok, N: tl.constexpr, D: tl.constexpr, NP: tl.constexpr,
-                 DP: tl.constexpr):  # fmt: skip
-    """sum_j pre_j X[tok, j] for X [tokens, N, D], pre [NP]: the whole row at once -> [DP] fp32
-    (DP = D padded to a power of two; 0 beyond D). The n loads are independent (one latency)
-    and go to L2 (`.cg`): the split-K kernel reads streams other programs of its launch wrote."""
-    d = tl.arange(0, DP)
-    lane = tl.arange(0, NP)
-    y = tl.zeros([DP], tl.float32)
-    for j in tl.static_range(N):
-        x = tl.load(x_ptr + tok * (N * D) + j * D + d, mask=d < D, other=0.0, cache_modifier=".cg")
-        y += tl.sum(tl.where(lane == j, pre, 0.0), axis=0) * x.to(tl.float32)
-    return y
+def load_rows(x_ptr, tok, N: tl.constexpr, D: tl.constexpr, NP: tl.constexpr, DP: tl.constexpr):
+    """X[tok] of X [tokens, N, D] whole, in X's dtype: [NP, DP] (DP = D padded to a power of
+    two; padding 0). Read from L2 (`.cg`): the split-K kernel reads streams that other
+    programs of its launch wrote. Issued early, the loads overlap the Sinkhorn iterations."""
+    j = tl.arange(0, NP)[:, None]
+    d = tl.arange(0, DP)[None, :]
+    mask = (j < N) & (d < D)
+    return tl.load(x_ptr + tok * (N * D) + j * D + d, mask=mask, other=0.0, cache_modifier=".cg")
+
+
+@triton.jit
+def collapse(pre, x):
+    """sum_j pre_j X_j in fp32: pre [NP], x [NP, DP] -> [DP]."""
+    return tl.sum(pre[:, None] * x.to(tl.float32), axis=0)
