@@ -138,3 +138,13 @@ def test_flash_decode_fills_the_gpu():
     params = jit.params_for(op.kind, op.attrs(), ins)
     assert (params.splits, params.block_d, params.block_t) == (128, 32, 16)
     assert params.splits * -(-1 // params.block_t) == 128
+
+
+def test_scratch_is_made_once_per_size_bucket():
+    """Steps of 4 and 5 tokens (800 and 1000 partials, one 1024 bucket) share one buffer, so a
+    bound step allocates nothing and a captured graph's pointers stay valid."""
+    cpu = torch.device("cpu")
+    (part4, count4), (part5, count5) = (hc_split_scratch(t, 8, 24, 16, cpu) for t in (4, 5))
+    assert part4.shape == (800,) and part5.shape == (1000,) and count5.shape == (1,)
+    assert part4.data_ptr() == part5.data_ptr() and count4.data_ptr() == count5.data_ptr()
+    assert hc_split_scratch(5, 8, 24, 16, cpu)[0].data_ptr() == part5.data_ptr()
