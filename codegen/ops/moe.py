@@ -82,23 +82,21 @@ class _Swiglu(Dots):
     act: Act
     weights: WeightFormat
     scale_block: tuple[int, int]  # [out, in] elements per E8M0 scale; (1, 1) for plain tensors
-    block_m: int = 16  # rows (token slots) per tile: tl.dot's least; not tuned yet
-    block_i: int  # tile of I: the outputs of w1/w3, the reduction of w2
-    block_d: int  # tile of D: the reduction of w1/w3, the outputs of w2
+    round: bool  # numerics official: the GEMM inputs rounded to FP8, their outputs to `act`
+    block_i: int = 64  # outputs of w1/w3 per program
+    block_d: int = 64  # outputs of w2 per program
+    block_kd: int  # reduction step over D (w1/w3): one FP8 activation block, 128 or all of D
+    block_ki: int  # reduction step over I (w2), likewise
 
     @classmethod
     def from_operands(cls, attrs: dict[str, Any], ops: Operands, **extra: Any) -> _Swiglu:
         """From the launch's attributes and its x, w1, w2, w3."""
-        if attrs.get("act_quant"):
-            raise CodegenError(
-                "swiglu: no Triton template rounds the expert GEMMs as numerics official does"
-            )
         limit, (inter, dim) = attrs["limit"], ops["w1"].shape[-2:]
         fmt, scale_block = weight_format([ops[w].dtype for w in ("w1", "w2", "w3")])
         return cls(
             dim=dim, inter=inter, limit=limit, act=activation(ops["x"].dtype), weights=fmt,
-            scale_block=scale_block, block_i=tile(inter, hi=64), block_d=tile(dim, hi=64),
-            **extra,
+            scale_block=scale_block, round=attrs.get("act_quant", False),
+            block_kd=tile(dim, hi=128), block_ki=tile(inter, hi=128), **extra,
         )  # fmt: skip
 
 
