@@ -123,7 +123,7 @@ def weight_tile(
     at w_ptr in format FMT (its scales at s_ptr); rows off n_on and inputs past IN give 0."""
     if FMT == "fp4":
         kb = k0 // 2 + tl.arange(0, BK // 2)  # [BK/2] bytes: inputs 2j (low), 2j + 1 (high)
-        on = n_on[:, None] & (kb < IN // 2)[None, :]
+        on = n_on[:, None] & (kb < IN // 2)[None, :] if IN % BK else n_on[:, None]
         byte = tl.load(w_ptr + n[:, None] * (IN // 2) + kb[None, :], mask=on, other=0)
         byte = byte.to(tl.int32)
         w = tl.reshape(tl.join(e2m1_fp16(byte), e2m1_fp16(byte >> 4)), [n.shape[0], BK])
@@ -131,7 +131,7 @@ def weight_tile(
         return scaled(w.to(tl.float32), s, SB_I, BK)
     else:
         k = k0 + tl.arange(0, BK)
-        on = n_on[:, None] & (k < IN)[None, :]
+        on = n_on[:, None] & (k < IN)[None, :] if IN % BK else n_on[:, None]
         w = tl.load(w_ptr + n[:, None] * IN + k[None, :], mask=on, other=0.0).to(tl.float32)
         if FMT == "fp8":
             w = scaled(w, group_scales(s_ptr, n // SB_O, n_on, k0, IN, SB_I, BK), SB_I, BK)
@@ -144,8 +144,8 @@ def activation_tile(a_ptr, rows, row_on, k0, IN: tl.constexpr, BK: tl.constexpr,
     """A[rows, k0:k0+BK] -> [BM, BK] fp32 of a row-major [*, IN] activation (rows may
     gather); under ROUND (numerics: official) FP8-rounded as the official GEMM input is."""
     k = k0 + tl.arange(0, BK)
-    a = tl.load(a_ptr + rows[:, None] * IN + k[None, :],
-                mask=row_on[:, None] & (k < IN)[None, :], other=0.0)  # fmt: skip
+    on = row_on[:, None] & (k < IN)[None, :] if IN % BK else row_on[:, None]
+    a = tl.load(a_ptr + rows[:, None] * IN + k[None, :], mask=on, other=0.0)
     a = a.to(tl.float32)
     if ROUND:
         a = fp8_round_rows(a)
