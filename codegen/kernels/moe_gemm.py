@@ -53,13 +53,33 @@ def e8m0_value(b):
 
 
 @triton.jit
-def e2m1_fp16(code):
-    """e2m1 codes (int, low 4 bits; higher bits ignored) -> fp16 holding value * 2^-14,
-    exactly: the sign to fp16's sign bit, the two exponent bits to the bottom of its exponent
-    and the mantissa bit to the top of its mantissa. Code 1 (0.5) lands on fp16's subnormal
-    2^-15, the others on normals; the caller's 2^14 (folded into the scale) undoes the shift."""
-    bits = ((code & 7) << 9) | ((code & 8) << 12)
-    return bits.to(tl.int16).to(tl.float16, bitcast=True)
+def e2m1_phase(words, J: tl.constexpr):
+    """Input 8i + J of each int32 word [BN, BK/8] of FP4 codes (word i holds inputs 8i..8i+7
+    of a row, input 8i + j in bits 4j..4j+3) -> fp32 holding value * 2^-126, exactly: the
+    sign to bit 31, the two exponent bits to the bottom of fp32's exponent and the mantissa
+    bit to the top of its mantissa, so code 1 (0.5) lands on the subnormal 2^-127 and every
+    other code on a normal. Three integer operations per input, on whole words."""
+    SHIFT: tl.constexpr = 22 - 4 * J  # the magnitude bits 4J..4J+2 -> 22..24
+    if SHIFT >= 0:
+        magnitude = words << SHIFT
+    else:
+        magnitude = words >> -SHIFT
+    sign = words << (28 - 4 * J)  # bit 4J+3 -> 31
+    return ((magnitude & 0x01C00000) | (sign & -0x80000000)).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def phases8(a):
+    """The 8 column phases a[:, j::8] of a [BM, BK] -> a tuple of 8 [BM, BK/8] tiles."""
+    a = tl.reshape(a, [a.shape[0], a.shape[1] // 8, 2, 2, 2])  # column 8i + 4c + 2b + d
+    d0, d1 = tl.split(a)
+    b00, b01 = tl.split(d0)
+    b10, b11 = tl.split(d1)
+    p0, p4 = tl.split(b00)
+    p2, p6 = tl.split(b01)
+    p1, p5 = tl.split(b10)
+    p3, p7 = tl.split(b11)
+    return p0, p1, p2, p3, p4, p5, p6, p7
 
 
 @triton.jit
@@ -107,35 +127,62 @@ def scaled(w, s, SB_I: tl.constexpr, BK: tl.constexpr):
 
 
 @triton.jit
-def weight_tile(
-    w_ptr,
-    s_ptr,
-    n,
-    n_on,
-    k0,
-    IN: tl.constexpr,
-    FMT: tl.constexpr,
-    SB_O: tl.constexpr,
-    SB_I: tl.constexpr,
-    BK: tl.constexpr,
-):
+def weight_tile(w_ptr, s_ptr, n, n_on, k0, IN: tl.constexpr, FMT: tl.constexpr,
+                SB_O: tl.constexpr, SB_I: tl.constexpr, BK: tl.constexpr):  # fmt: skip
     """W[n, k0:k0+BK] -> [BN, BK] fp32 for output rows n [BN] of one [OUT, IN] matrix stored
-    at w_ptr in format FMT (its scales at s_ptr); rows off n_on and inputs past IN give 0."""
-    if FMT == "fp4":
-        kb = k0 // 2 + tl.arange(0, BK // 2)  # [BK/2] bytes: inputs 2j (low), 2j + 1 (high)
-        on = n_on[:, None] & (kb < IN // 2)[None, :] if IN % BK else n_on[:, None]
-        byte = tl.load(w_ptr + n[:, None] * (IN // 2) + kb[None, :], mask=on, other=0)
-        byte = byte.to(tl.int32)
-        w = tl.reshape(tl.join(e2m1_fp16(byte), e2m1_fp16(byte >> 4)), [n.shape[0], BK])
-        s = group_scales(s_ptr, n, n_on, k0, IN, SB_I, BK) * 16384.0  # 2^14: see e2m1_fp16
-        return scaled(w.to(tl.float32), s, SB_I, BK)
+    at w_ptr in a plain or the FP8 format (its scales at s_ptr); rows off n_on and inputs
+    past IN give 0."""
+    k = k0 + tl.arange(0, BK)
+    on = n_on[:, None] & (k < IN)[None, :] if IN % BK else n_on[:, None]
+    w = tl.load(w_ptr + n[:, None] * IN + k[None, :], mask=on, other=0.0).to(tl.float32)
+    if FMT == "fp8":
+        w = scaled(w, group_scales(s_ptr, n // SB_O, n_on, k0, IN, SB_I, BK), SB_I, BK)
+    return w
+
+
+@triton.jit
+def fp4_words(w_ptr, s_ptr, n, n_on, k0, IN: tl.constexpr, SB_I: tl.constexpr,
+              BK: tl.constexpr):  # fmt: skip
+    """The FP4 tile W[n, k0:k0+BK] as it is stored: int32 words [BN, BK/8] (8 codes each,
+    `e2m1_phase`) and each word's factor [BN, BK/8] fp32, 2^126 times its group's E8M0 scale
+    2^(b - 127), so e2m1_phase(words, j) * factor is the weight. The factor is exact for
+    scale bytes up to 128 (scales up to 2, weights up to 12; checkpoints' are far below)."""
+    kw = k0 // 8 + tl.arange(0, BK // 8)
+    on = n_on[:, None] & (kw < IN // 8)[None, :] if IN % BK else n_on[:, None]
+    words = tl.load(w_ptr.to(tl.pointer_type(tl.int32)) + n[:, None] * (IN // 8) + kw[None, :],
+                    mask=on, other=0)  # fmt: skip
+    blocks = IN // SB_I
+    if SB_I >= BK:
+        b = tl.load(s_ptr + n[:, None] * blocks + k0 // SB_I, mask=n_on[:, None], other=127)
+        b = tl.broadcast_to(b, [n.shape[0], BK // 8])
     else:
-        k = k0 + tl.arange(0, BK)
-        on = n_on[:, None] & (k < IN)[None, :] if IN % BK else n_on[:, None]
-        w = tl.load(w_ptr + n[:, None] * IN + k[None, :], mask=on, other=0.0).to(tl.float32)
-        if FMT == "fp8":
-            w = scaled(w, group_scales(s_ptr, n // SB_O, n_on, k0, IN, SB_I, BK), SB_I, BK)
-        return w
+        g = k0 // SB_I + tl.arange(0, BK // SB_I)
+        b = tl.load(s_ptr + n[:, None] * blocks + g[None, :],
+                    mask=n_on[:, None] & (g < blocks)[None, :], other=127)  # fmt: skip
+        b = tl.reshape(tl.broadcast_to(b[:, :, None], [n.shape[0], BK // SB_I, SB_I // 8]),
+                       [n.shape[0], BK // 8])  # fmt: skip
+    factor = ((b.to(tl.int32) + 126) << 23).to(tl.float32, bitcast=True)  # 2^(b - 1)
+    return words, factor
+
+
+@triton.jit
+def tile_dot(acc, a, w_ptr, s_ptr, n, n_on, k0, IN: tl.constexpr, FMT: tl.constexpr,
+             SB_O: tl.constexpr, SB_I: tl.constexpr, BK: tl.constexpr,
+             PRECISION: tl.constexpr, UPCAST: tl.constexpr):  # fmt: skip
+    """acc [BM, BN] + a @ W[n, k0:k0+BK]^T for an activation tile a [BM, BK] (as `dot_operand`
+    made it). An FP4 tile is decoded from its words phase by phase and each phase of 8 meets
+    the same phase of a's columns (BK/8 of the reduction per dot, in phase order)."""
+    if FMT == "fp4":
+        words, factor = fp4_words(w_ptr, s_ptr, n, n_on, k0, IN, SB_I, BK)
+        phases = phases8(a)
+        for j in tl.static_range(8):
+            w = dot_operand(e2m1_phase(words, j) * factor, UPCAST, PRECISION)
+            acc = tl.dot(phases[j], tl.trans(w), acc, input_precision=PRECISION)
+    else:
+        w = dot_operand(weight_tile(w_ptr, s_ptr, n, n_on, k0, IN, FMT, SB_O, SB_I, BK),
+                        UPCAST, PRECISION)  # fmt: skip
+        acc = tl.dot(a, tl.trans(w), acc, input_precision=PRECISION)
+    return acc
 
 
 @triton.jit
@@ -165,9 +212,8 @@ def linear_tile(a_ptr, rows, row_on, w_ptr, s_ptr, n0, OUT: tl.constexpr, IN: tl
     acc = tl.zeros([rows.shape[0], BN], dtype=tl.float32)
     for k0 in range(0, IN, BK):
         a = dot_operand(activation_tile(a_ptr, rows, row_on, k0, IN, BK, ROUND), UPCAST, PRECISION)
-        w = weight_tile(w_ptr, s_ptr, n, n_on, k0, IN, FMT, SB_O, SB_I, BK)  # [BN, BK]
-        acc = tl.dot(a, tl.trans(dot_operand(w, UPCAST, PRECISION)), acc,
-                     input_precision=PRECISION)  # fmt: skip
+        acc = tile_dot(acc, a, w_ptr, s_ptr, n, n_on, k0, IN, FMT, SB_O, SB_I, BK, PRECISION,
+                       UPCAST)  # fmt: skip
     return acc
 
 
@@ -185,12 +231,10 @@ def gate_up_tile(a_ptr, rows, row_on, w1_ptr, s1_ptr, w3_ptr, s3_ptr, n0, OUT: t
     up = tl.zeros([rows.shape[0], BN], dtype=tl.float32)
     for k0 in range(0, IN, BK):
         a = dot_operand(activation_tile(a_ptr, rows, row_on, k0, IN, BK, ROUND), UPCAST, PRECISION)
-        w1 = weight_tile(w1_ptr, s1_ptr, n, n_on, k0, IN, FMT, SB_O, SB_I, BK)
-        gate = tl.dot(a, tl.trans(dot_operand(w1, UPCAST, PRECISION)), gate,
-                      input_precision=PRECISION)  # fmt: skip
-        w3 = weight_tile(w3_ptr, s3_ptr, n, n_on, k0, IN, FMT, SB_O, SB_I, BK)
-        up = tl.dot(a, tl.trans(dot_operand(w3, UPCAST, PRECISION)), up,
-                    input_precision=PRECISION)  # fmt: skip
+        gate = tile_dot(gate, a, w1_ptr, s1_ptr, n, n_on, k0, IN, FMT, SB_O, SB_I, BK,
+                        PRECISION, UPCAST)  # fmt: skip
+        up = tile_dot(up, a, w3_ptr, s3_ptr, n, n_on, k0, IN, FMT, SB_O, SB_I, BK, PRECISION,
+                      UPCAST)  # fmt: skip
     return gate, up
 
 

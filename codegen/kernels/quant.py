@@ -17,7 +17,7 @@ def e4m3_round(y):
     bits = y.to(tl.int32, bitcast=True)
     lsb = (bits >> 20) & 1
     normal = ((bits + 0x7FFFF + lsb) & -0x100000).to(tl.float32, bitcast=True)
-    magic = 12582912.0  # 1.5 * 2^23: t + magic - magic rounds t (|t| < 2^22) to an integer, ties even
+    magic = 12582912.0  # 1.5 * 2^23: (t + magic) - magic is t rounded to an integer, ties even
     sub = ((y * 512.0 + magic) - magic) * 0.001953125
     return tl.where(tl.abs(y) < 0.015625, sub, normal)
 

@@ -85,18 +85,24 @@ class _Swiglu(Dots):
     round: bool  # numerics official: the GEMM inputs rounded to FP8, their outputs to `act`
     block_i: int = 64  # outputs of w1/w3 per program
     block_d: int = 64  # outputs of w2 per program
-    block_kd: int  # reduction step over D (w1/w3): one FP8 activation block, 128 or all of D
-    block_ki: int  # reduction step over I (w2), likewise
+    # reduction steps over D (w1/w3) and I (w2): one FP8 activation block, 128 or all of a
+    # shorter dim; 128 for FP4, whose tiles split into 8 phases of at least 16 (tl.dot's least)
+    block_kd: int
+    block_ki: int
 
     @classmethod
     def from_operands(cls, attrs: dict[str, Any], ops: Operands, **extra: Any) -> _Swiglu:
         """From the launch's attributes and its x, w1, w2, w3."""
         limit, (inter, dim) = attrs["limit"], ops["w1"].shape[-2:]
         fmt, scale_block = weight_format([ops[w].dtype for w in ("w1", "w2", "w3")])
+        if scale_block[1] & (scale_block[1] - 1) or (fmt == "fp4" and scale_block[1] % 8):
+            raise CodegenError(f"{fmt} scale blocks of {scale_block[1]} inputs: a power of two"
+                               + (", at least 8" if fmt == "fp4" else ""))  # fmt: skip
+        lo = 128 if fmt == "fp4" else 16
         return cls(
             dim=dim, inter=inter, limit=limit, act=activation(ops["x"].dtype), weights=fmt,
             scale_block=scale_block, round=attrs.get("act_quant", False),
-            block_kd=tile(dim, hi=128), block_ki=tile(inter, hi=128), **extra,
+            block_kd=tile(dim, lo, 128), block_ki=tile(inter, lo, 128), **extra,
         )  # fmt: skip
 
 

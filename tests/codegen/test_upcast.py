@@ -102,8 +102,8 @@ BUILDS = [
     ("window", "attend", ATTN_PTRS, {"W": 8}, [BF16_MMA]),
     ("wo_a", "kernel", {"o_ptr": "*bf16", "w_ptr": "*bf16", "out_ptr": "*bf16"}, {}, [BF16_MMA]),
     ("indexer", "kernel", IDX_PTRS, {"NOPE": 48}, [BF16_MMA]),
-    ("shared_fp8", "gate_up_kernel", FP8_GATE_UP, {"BN": 64, "BK": 64}, [BF16_MMA]),
-    ("experts_fp32", "down_kernel", FP32_DOWN, {"BN": 64, "BK": 64, "BLOCK_E": 4}, []),
+    ("shared_fp8", "gate_up_kernel", FP8_GATE_UP, {"BM": 16, "BN": 64, "BK": 128}, [BF16_MMA]),
+    ("experts_fp32", "down_kernel", FP32_DOWN, {"BM": 16, "BN": 64, "BK": 128, "BLOCK_E": 4}, []),
 ]
 
 
