@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from v4c.codegen.kernels.dots import dot_operand
-from v4c.codegen.kernels.quant import fp8_round_rows
+from v4c.codegen.kernels.quant import fp8_round_rows, round_to
 
 
 def weight_planes(w):
@@ -244,8 +244,8 @@ def swiglu_rows(gate, up, LIMIT: tl.constexpr, ROUND: tl.constexpr, ROUND_TO: tl
     Under ROUND the GEMM outputs gate and up are first rounded to ROUND_TO (the activation
     dtype), as the official GEMMs write them."""
     if ROUND:
-        gate = gate.to(ROUND_TO).to(tl.float32)
-        up = up.to(ROUND_TO).to(tl.float32)
+        gate = round_to(gate, ROUND_TO)
+        up = round_to(up, ROUND_TO)
     if LIMIT > 0:
         gate = tl.minimum(gate, LIMIT)
         up = tl.minimum(tl.maximum(up, -LIMIT), LIMIT)

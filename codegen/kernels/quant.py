@@ -1,9 +1,10 @@
 """The activation roundings of `numerics: official` (V4_REFERENCE §12) on register tiles,
 bit-equal to `ir/semantics/quant.py`.
 
-The e4m3 rounding is written with integer bit operations rather than a cast to
-`tl.float8e4nv`: Triton's interpreter truncates that cast instead of rounding to nearest even,
-so a cast would make the CPU tests disagree with the GPU, and the bit form is exact on both.
+The roundings are written with integer bit operations rather than casts to `tl.float8e4nv`
+or `tl.bfloat16`: Triton's interpreter truncates those casts (even when asked for "rtne")
+where the GPU rounds to nearest even, so a cast would make the CPU tests disagree with the
+GPU, and the bit form is exact on both.
 """
 
 import triton
@@ -18,8 +19,9 @@ def e4m3_round(y):
     lsb = (bits >> 20) & 1
     normal = ((bits + 0x7FFFF + lsb) & -0x100000).to(tl.float32, bitcast=True)
     magic = 12582912.0  # 1.5 * 2^23: (t + magic) - magic is t rounded to an integer, ties even
-    sub = ((y * 512.0 + magic) - magic) * 0.001953125
-    return tl.where(tl.abs(y) < 0.015625, sub, normal)
+    sub = ((tl.abs(y) * 512.0 + magic) - magic) * 0.001953125
+    sub = (sub.to(tl.int32, bitcast=True) | (bits & -0x80000000)).to(tl.float32, bitcast=True)
+    return tl.where(tl.abs(y) < 0.015625, sub, normal)  # sub keeps y's sign, as -0 too
 
 
 @triton.jit
@@ -36,3 +38,14 @@ def fp8_round_rows(x):
     inv = ((127 - k) << 23).to(tl.float32, bitcast=True)[:, None]  # 2^-k: x * inv == x / s
     y = tl.minimum(tl.maximum(x * inv, -448.0), 448.0)
     return e4m3_round(y) * s
+
+
+@triton.jit
+def round_to(x, DTYPE: tl.constexpr):
+    """fp32 x rounded to DTYPE (bf16: to nearest, ties to even; fp32: unchanged) and held in
+    fp32 again, as `ir.semantics.quant.round_to` does: one of the official bf16 roundings."""
+    if DTYPE == tl.bfloat16:
+        bits = x.to(tl.int32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & -0x10000
+        x = bits.to(tl.float32, bitcast=True)
+    return x
