@@ -200,17 +200,17 @@ def activation_tile(a_ptr, rows, row_on, k0, IN: tl.constexpr, BK: tl.constexpr,
 
 
 @triton.jit
-def linear_tile(a_ptr, rows, row_on, w_ptr, s_ptr, n0, OUT: tl.constexpr, IN: tl.constexpr,
-                FMT: tl.constexpr, SB_O: tl.constexpr, SB_I: tl.constexpr, BN: tl.constexpr,
-                BK: tl.constexpr, ROUND: tl.constexpr, PRECISION: tl.constexpr,
-                UPCAST: tl.constexpr):  # fmt: skip
-    """A[rows, :] @ W[n0:n0+BN, :]^T -> [BM, BN] fp32, W one [OUT, IN] matrix; masked rows
-    and outputs give 0. The reduction runs over IN in steps of BK, in order."""
+def linear_tile(a_ptr, rows, row_on, w_ptr, s_ptr, n0, k_lo, k_hi, OUT: tl.constexpr,
+                IN: tl.constexpr, FMT: tl.constexpr, SB_O: tl.constexpr, SB_I: tl.constexpr,
+                BN: tl.constexpr, BK: tl.constexpr, ROUND: tl.constexpr,
+                PRECISION: tl.constexpr, UPCAST: tl.constexpr):  # fmt: skip
+    """A[rows, k_lo:k_hi] @ W[n0:n0+BN, k_lo:k_hi]^T -> [BM, BN] fp32, W one [OUT, IN] matrix;
+    masked rows and outputs give 0. The sum starts from 0 and runs in steps of BK, in order."""
     n = n0 + tl.arange(0, BN)
     n_on = n < OUT
     rows = rows.to(tl.int64)
     acc = tl.zeros([rows.shape[0], BN], dtype=tl.float32)
-    for k0 in range(0, IN, BK):
+    for k0 in range(k_lo, k_hi, BK):
         a = dot_operand(activation_tile(a_ptr, rows, row_on, k0, IN, BK, ROUND), UPCAST, PRECISION)
         acc = tile_dot(acc, a, w_ptr, s_ptr, n, n_on, k0, IN, FMT, SB_O, SB_I, BK, PRECISION,
                        UPCAST)  # fmt: skip
@@ -218,9 +218,9 @@ def linear_tile(a_ptr, rows, row_on, w_ptr, s_ptr, n0, OUT: tl.constexpr, IN: tl
 
 
 @triton.jit
-def gate_up_tile(a_ptr, rows, row_on, w1_ptr, s1_ptr, w3_ptr, s3_ptr, n0, OUT: tl.constexpr,
-                 IN: tl.constexpr, FMT: tl.constexpr, SB_O: tl.constexpr, SB_I: tl.constexpr,
-                 BN: tl.constexpr, BK: tl.constexpr, ROUND: tl.constexpr,
+def gate_up_tile(a_ptr, rows, row_on, w1_ptr, s1_ptr, w3_ptr, s3_ptr, n0, k_lo, k_hi,
+                 OUT: tl.constexpr, IN: tl.constexpr, FMT: tl.constexpr, SB_O: tl.constexpr,
+                 SB_I: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, ROUND: tl.constexpr,
                  PRECISION: tl.constexpr, UPCAST: tl.constexpr):  # fmt: skip
     """(A W1[n0:n0+BN]^T, A W3[n0:n0+BN]^T), each [BM, BN] fp32: `linear_tile` of the two
     matrices of one SwiGLU with each activation tile loaded (and rounded) once for both."""
@@ -229,7 +229,7 @@ def gate_up_tile(a_ptr, rows, row_on, w1_ptr, s1_ptr, w3_ptr, s3_ptr, n0, OUT: t
     rows = rows.to(tl.int64)
     gate = tl.zeros([rows.shape[0], BN], dtype=tl.float32)
     up = tl.zeros([rows.shape[0], BN], dtype=tl.float32)
-    for k0 in range(0, IN, BK):
+    for k0 in range(k_lo, k_hi, BK):
         a = dot_operand(activation_tile(a_ptr, rows, row_on, k0, IN, BK, ROUND), UPCAST, PRECISION)
         gate = tile_dot(gate, a, w1_ptr, s1_ptr, n, n_on, k0, IN, FMT, SB_O, SB_I, BK,
                         PRECISION, UPCAST)  # fmt: skip

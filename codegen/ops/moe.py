@@ -17,6 +17,7 @@ from v4c.ir.types import ir_dtype
 Act = Literal["bf16", "fp32"]
 WeightFormat = Literal["bf16", "fp32", "fp8", "fp4"]
 FLOATS = ("bf16", "fp32")  # a launch may name them as the IR does or as torch does
+SMS = 132  # H100/H200 SXM: the programs a decode step's weight stream should reach at least
 
 
 def weight_format(dtypes: list[str]) -> tuple[WeightFormat, tuple[int, int]]:
@@ -123,9 +124,23 @@ class GroupedSwiglu(_Swiglu):
 
 @template("swiglu")
 class Swiglu(_Swiglu):
+    split_d: int = 1  # ranges of the reduction over D (w1/w3), `splits`
+    split_i: int = 1  # ranges of the reduction over I (w2)
+
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> Swiglu:
-        return cls.from_operands(attrs, ops)
+        p = cls.from_operands(attrs, ops)
+        split_d = splits(-(-p.dim // p.block_kd), -(-p.inter // p.block_i))
+        split_i = splits(-(-p.inter // p.block_ki), -(-p.dim // p.block_d))
+        return p.model_copy(update=dict(split_d=split_d, split_i=split_i))
+
+
+def splits(steps: int, blocks: int) -> int:
+    """Ranges to cut a reduction of `steps` steps into, so that a decode step's `blocks`
+    output blocks times the ranges cover the SMs: the least divisor of steps that does, or
+    every step. From the GEMM's K and N only, never its rows (batch invariance)."""
+    need = -(-SMS // blocks)
+    return next((d for d in range(1, steps + 1) if steps % d == 0 and d >= need), steps)
 
 
 @template("moe_combine")

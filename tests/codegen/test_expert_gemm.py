@@ -15,11 +15,13 @@ import triton
 import triton.language as tl
 
 from tests.codegen.conftest import run_kernel
+from v4c.codegen import jit
+from v4c.codegen.params import describe
 from tests.codegen.test_moe import LIMIT, TOL, assert_clamps_hit, dequantized, experts
 from v4c.codegen.kernels.moe_gemm import e2m1_phase, fp4_words
 from v4c.codegen.kernels.quant import fp8_round_rows, round_to
 from v4c.ir.ops.moe import GroupedSwiglu, MoeSort, Swiglu
-from v4c.ir.semantics.quant import act_quant_fp8, fp4_dequantize
+from v4c.ir.semantics.quant import QuantWeight, act_quant_fp8, fp4_dequantize
 
 D, I, E = 64, 32, 8
 
@@ -180,3 +182,26 @@ def test_a_slot_does_not_depend_on_its_batch(kernel_cache):
         return y.view(-1, D)[rows]
 
     assert torch.equal(slot_rows(1), slot_rows(70))
+
+
+def test_shared_expert_split_ranges(kernel_cache):
+    """D = I = 256 in FP8 128x128 blocks: each reduction is cut in 2 ranges of 128. At decode
+    (1 and 16 tokens: 16-row tiles) each range is a program of its own and the last to finish
+    sums them; at prefill (17 and 20 tokens: 64-row tiles) one program runs both in turn. All
+    equal the reference, and token 0 is the same bits in the two batches of each tile size.
+    (Between tile sizes the interpreter's dots are numpy matmuls of 16 and 64 rows, which
+    need not round alike; the GPU's are one MMA shape per k16 step.)"""
+    gen = torch.Generator().manual_seed(17)
+    x = 2 * torch.randn(1, 20, 256, generator=gen)
+    ws = [QuantWeight.quantize(0.1 * torch.randn(256, 256, generator=gen), "fp8:128x128")
+          for _ in range(3)]  # fmt: skip
+    op = Swiglu(limit=LIMIT)
+    params = jit.params_for(op.kind, op.attrs(), [describe(t) for t in (x, *ws)])
+    assert (params.split_d, params.split_i) == (2, 2)
+    (want,) = op.run(dequantized([x, *ws]))
+    token0 = []
+    for n in (1, 16, 17, 20):
+        (got,) = run_kernel(op, [x[:, :n], *ws], kernel_cache)
+        torch.testing.assert_close(got, want[:, :n], **TOL[torch.float32])
+        token0.append(got[0, 0])
+    assert torch.equal(token0[0], token0[1]) and torch.equal(token0[2], token0[3])
