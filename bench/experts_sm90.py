@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import re
 import subprocess
@@ -45,7 +46,8 @@ D, I, E, K = 4096, 2048, 256, 6  # Flash
 CP_ASYNC = r"cp\.async\.\w+\.shared\.global \[[^]]*\], \[[^]]*\], (0x\w+)"  # its byte count
 LD_GLOBAL = r"ld\.global[\w.]*"
 TYPES = {torch.bfloat16: "*bf16", torch.float32: "*fp32", torch.int64: "*i64",
-         torch.int8: "*i8", torch.uint8: "*u8", torch.float8_e4m3fn: "*fp8e4nv"}  # fmt: skip
+         torch.int32: "*i32", torch.int8: "*i8", torch.uint8: "*u8",
+         torch.float8_e4m3fn: "*fp8e4nv"}  # fmt: skip
 
 
 class Recorder:
@@ -157,10 +159,10 @@ def main(argv=None) -> dict:
         jobs += launches("swiglu", {"limit": 10.0}, shared, folder)
         for name, fn, grid, args, kw in jobs:
             facts = build(fn, args, kw, folder / name)
-            ctas = grid[0] * grid[1]
+            ctas = math.prod(grid)
             weight = fp4_bytes if name.startswith("grouped") else fp8_bytes
             weight *= 2 if "gate_up" in name else 1
-            trips = -(-(D if "gate_up" in name else I) // kw["BK"])
+            trips = kw.get("RANGE", D if "gate_up" in name else I) // kw["BK"]  # one range
             issue_us = facts["loop_sass"] * trips * facts["warps"] * ctas / ISSUE * 1e6
             memory_us = weight / HBM * 1e6
             facts |= dict(grid=list(grid), ctas=ctas, weight_mb=round(weight / 1e6, 2),
