@@ -217,3 +217,24 @@ def test_sort_in_one_launch(how, kernel_cache):
     got = run_kernel(op, [idx], kernel_cache, MoeSortParams(experts=E, block=16))
     want = op.run([idx])
     assert all(torch.equal(g, w) for g, w in zip(got, want))
+
+
+@pytest.mark.parametrize("n", [1, 40])  # a decode step and a prefill (64-row tiles)
+def test_expert_parallel_rank_fp4(n, kernel_cache):
+    """A rank holding 4 of the 8 experts: slots of the other ranks' experts sit in the last
+    group (local id 4) and come out 0; the rank's own slots equal the reference, official
+    numerics on."""
+    gen = torch.Generator().manual_seed(19)
+    local = E // 2
+    x = 2 * torch.randn(1, n, D, generator=gen)
+    idx = torch.randint(0, local + 1, (1, n, 3), generator=gen)  # local ids, `local`: others
+    idx[0, 0, 2] = local
+    order, offsets = MoeSort(num_experts=local + 1).run([idx])
+    weights = (torch.rand(1, n, 3, generator=gen) + 0.5) * (idx < local)
+    ins = [x, order, offsets, weights, *experts("fp4", gen, lead=(local,))]
+    op = GroupedSwiglu(limit=LIMIT, act_quant=True)
+    (got,) = run_kernel(op, ins, kernel_cache)
+    (want,) = op.run(dequantized(ins))
+    torch.testing.assert_close(got, want, **TOL[torch.float32])
+    others = int(offsets[local])
+    assert (got.view(-1, D)[others:] == 0).all() and others < idx.numel()
