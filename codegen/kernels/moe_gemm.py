@@ -1,22 +1,25 @@
 """The expert GEMMs: weight tiles decoded on the fly from their stored format, linear tiles
-over a whole reduction, the clamped SwiGLU, and the map from a grouped GEMM's tile to its
-expert group.
+over a range of the reduction, the clamped SwiGLU, and the map from a grouped GEMM's tile to
+its expert group.
 
 Weight formats (FMT): "bf16" / "fp32" plain tensors; "fp8" e4m3 with one E8M0 scale per
 [SB_O, SB_I] block; "fp4" e2m1 packed two per byte (element 2k in the low nibble of byte k)
 with one E8M0 scale per SB_I inputs of a row. A weight matrix is [OUT, IN], stored row-major
-as the checkpoint holds it, and every product reduces over IN, as `x @ W.T` does.
+as the checkpoint holds it (no load-time re-layout), and every product reduces over IN, as
+`x @ W.T` does.
 
 A weight tile is [BN outputs, BK inputs] with the inputs, the stored rows' contiguous axis,
-innermost: a thread loads 16 consecutive bytes of a row (32 FP4 codes, 16 FP8 values), so
-the weight stream is read once, in full sectors, and each tile is decoded once for the BM
-rows of its program. FP4 is decoded with bit operations (`e2m1_fp16`), the E8M0 scale
-applied per group of SB_I inputs; the tile goes to the dot as `dot_operand` takes it
-(kernels/dots.py): bf16 on a GPU (fp8 and fp4 values times E8M0 scales are exact in bf16),
-fp32 under the interpreter, where they and bf16 activations are exact in tf32.
+innermost, so a thread copies 16 consecutive bytes of a row (32 FP4 codes, 16 FP8 values)
+and each tile is decoded once for the BM rows of its program. FP4 is read as int32 words of
+8 codes and decoded phase by phase with three integer operations per code (`e2m1_phase`),
+its E8M0 scale folded into one multiply per code; phase j of the tile meets phase j of the
+activation's columns in its own dot (`tile_dot`). Tiles go to the dot as `dot_operand` takes
+them (kernels/dots.py): bf16 on a GPU (fp8 and fp4 values times E8M0 scales are exact in
+bf16), fp32 under the interpreter.
 
-Legend: BM rows (token slots), BN outputs, BK reduction chunk of one step (BK >= 16; under
-ROUND one FP8 activation block, 128 or all of a shorter IN), G = BK / SB_I scale groups.
+Legend: BM rows (token slots), BN outputs, BK reduction step (>= 16, 128 for FP4 so that a
+phase is 16; under ROUND one FP8 activation block: 128, or all of a shorter IN), G = BK /
+SB_I scale groups of a step.
 """
 
 import torch
