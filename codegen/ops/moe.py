@@ -109,6 +109,7 @@ class _Swiglu(Dots):
 
 @template("grouped_swiglu")
 class GroupedSwiglu(_Swiglu):
+    block_d: int = 128  # w2's outputs per program: 6 experts x D/128 programs at batch 1
     experts: int
     top_k: int
     others: bool = False  # offsets end with a group for other ranks' experts: rows of 0

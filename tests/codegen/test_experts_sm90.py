@@ -1,6 +1,6 @@
 """The expert kernels of a Flash decode step (batch 1) built for sm_90 ahead of time by
 bench/experts_sm90.py (in a subprocess without TRITON_INTERPRET): the routed FP4 weights
-stream in 16-byte vectors with no one-byte loads, every kernel covers the 132 SMs, and the
+stream in 16-byte copies and their scales in 2 to 4, with no one-byte loads, every kernel covers the 132 SMs, and the
 dots are bf16 tensor-core MMAs."""
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def test_flash_decode_experts_on_sm90(tmp_path):
     for name, facts in kernels.items():
         assert facts["ctas"] >= 132, name
         assert facts["mma"] == [BF16_MMA], name
-        assert facts["cp_async_bytes"] == [16], name  # the weight tiles' copies
-        if name.startswith("grouped"):  # FP4: scales come in 2 bytes or more, weights 16
+        assert max(facts["cp_async_bytes"]) == 16, name  # the weight tiles' copies
+        if name.startswith("grouped"):  # FP4: a row's 4 scales of a step together, or 2
+            assert min(facts["cp_async_bytes"]) >= 4, name
             assert not any(".b8" in k or ".u8" in k for k in facts["ld_global"]), name
