@@ -1,7 +1,7 @@
 """The expert kernels of a Flash decode step (batch 1) built for sm_90 ahead of time by
 bench/experts_sm90.py (in a subprocess without TRITON_INTERPRET): the routed FP4 weights
-stream in 16-byte copies and their scales in 2 to 4, with no one-byte loads, every kernel covers the 132 SMs, and the
-dots are bf16 tensor-core MMAs."""
+stream in 16-byte copies and their scales in copies of 2 to 4 bytes, with no one-byte
+loads, every kernel covers the 132 SMs, and the dots are bf16 tensor-core MMAs."""
 
 from __future__ import annotations
 
