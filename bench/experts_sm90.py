@@ -12,9 +12,9 @@ instructions of the main loop (the body between the last backward branch and its
 Estimates, per launch: memory = weight bytes read (the routed experts a step touches, at most
 all; the shared expert whole; FP8/FP4 with their scales) / 4.8 TB/s (H200 HBM3e); issue =
 loop SASS x loop trips x warps x CTAs / (132 SMs x 4 schedulers x 1.98 GHz), one warp instruction
-per scheduler per cycle (an upper bound on issue rate; every CTA counted as busy, which holds
-at decode, where each row tile is real, and overcounts the early exits of a prefill's grid
-bound). A kernel's estimate is the larger of the two.
+per scheduler per cycle (an upper bound on issue rate). Busy CTAs: every one of the dense
+shared expert's; of the grouped grid's row tiles (a bound, the rest exit at once) those of a
+balanced routing, each expert ceil(t K / E / BM) tiles. A kernel's estimate is the larger.
 """
 
 from __future__ import annotations
@@ -163,9 +163,13 @@ def main(argv=None) -> dict:
             weight = fp4_bytes if name.startswith("grouped") else fp8_bytes
             weight *= 2 if "gate_up" in name else 1
             trips = kw.get("RANGE", D if "gate_up" in name else I) // kw["BK"]  # one range
-            issue_us = facts["loop_sass"] * trips * facts["warps"] * ctas / ISSUE * 1e6
+            busy = ctas
+            if name.startswith("grouped"):  # balanced routing's row tiles of the bound grid[0]
+                tiles = experts * -(-t * K // (experts * kw["BM"]))
+                busy = ctas // grid[0] * min(grid[0], tiles)
+            issue_us = facts["loop_sass"] * trips * facts["warps"] * busy / ISSUE * 1e6
             memory_us = weight / HBM * 1e6
-            facts |= dict(grid=list(grid), ctas=ctas, weight_mb=round(weight / 1e6, 2),
+            facts |= dict(grid=list(grid), ctas=ctas, busy=busy, weight_mb=round(weight / 1e6, 2),
                           memory_us=round(memory_us, 2), issue_us=round(issue_us, 2))  # fmt: skip
             report[name] = facts
     total = sum(max(f["memory_us"], f["issue_us"]) for f in report.values())
