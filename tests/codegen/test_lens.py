@@ -37,10 +37,6 @@ KNOWN = {
     ("slice", "ctas", "sparse_attention.attend"): 23,
     # dense GEMMs (issue 21)
     ("slice", "ctas", "grouped_linear.kernel"): 21,
-    # expert GEMMs (issue 22)
-    ("slice", "ctas", "swiglu.gate_up_kernel"): 22,
-    ("slice", "ctas", "swiglu.down_kernel"): 22,
-    ("tiny", "spills", "swiglu.down_kernel"): 22,
 }
 
 MMA_TYPES = {"bf16", "fp16", "fp8", "tf32"}  # dot operand types that have tensor cores
