@@ -83,7 +83,7 @@ def template_table(data: dict) -> list[str]:
         ctas = sorted({x["ctas"] for x in rows if x["ctas"]})
         widths = sorted((r.get("loads") or {}).items(), key=lambda wn: int(wn[0]))
         loads = " ".join(f"{w}:{n}" for w, n in widths)
-        flags = "; ".join([r["bound"], *r["flags"]])
+        flags = "; ".join([r["bound"], *(f for f in r["flags"] if not f.startswith(r["bound"]))])
         out.append(
             f"| {entry} | {template}.{kernel} | {len(rows)} | "
             f"{_us(sum(x['est_us'] for x in rows))} | "
