@@ -56,9 +56,19 @@ TopP = Annotated[
     typer.Option(callback=_top_p, help=f"Nucleus sampling mass, in {TOP_P_RANGE} (1: off)."),
 ]
 TopK = Annotated[int, typer.Option(min=0, help="Keep the k most likely tokens (0: off).")]
+
+
+def _seed(value: int | None) -> int | None:
+    """A seed torch can hold (below 2**64); the range is checked here rather than by click,
+    whose help would print it as a twenty-digit number."""
+    if value is not None and not 0 <= value < 2**64:
+        raise typer.BadParameter(f"must be a whole number from 0 to 2**64 - 1, got {value}")
+    return value
+
+
 Seed = Annotated[
     int | None,
-    typer.Option(min=0, max=2**64 - 1, help="Sampling seed, for reproducible output."),
+    typer.Option(callback=_seed, help="Sampling seed (0 to 2**64 - 1), for reproducible output."),
 ]
 Numerics = Annotated[
     str | None, typer.Option(help="official or plain (default: official for official checkpoints).")
@@ -102,7 +112,8 @@ Speculative = Annotated[
     typer.Option(
         callback=_speculative,
         help="mtp: draft tokens with the MTP block and verify them in one step of the main "
-        "model (the same output as off); off. Default: mtp when the plan has the draft entry "
+        "model; greedy decoding gives the same tokens as off, sampling the same distribution. "
+        "off: one main-model step per token. Default: mtp when the plan has the draft entry "
         "point (the checkpoint has MTP weights), else off.",
     ),
 ]

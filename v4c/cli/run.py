@@ -163,8 +163,10 @@ def run_command(
     tp: Tp = None,
     ep: Ep = None,
 ) -> None:
-    """Generate a reply to one prompt, streaming tokens; prints tokens/s at the end. With
-    --tp/--ep (or under torchrun) every rank runs its piece of the model (v4c.cli.ranks)."""
+    """Generate a reply to one prompt, streaming tokens; prints tokens/s at the end.
+
+    With --tp/--ep (or under torchrun) every rank runs its piece of the model.
+    """
     if (prompt is None) == (messages is None) or (messages is not None and not chat):
         raise V4CError("give --prompt, or --messages FILE (chat encoding only)")
     grid = resolve_grid(tp, ep, spec, plan)
