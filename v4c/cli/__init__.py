@@ -17,7 +17,8 @@ from v4c.cli.cache import cache_app
 from v4c.cli.checkpoint import checkpoint_app
 from v4c.cli.compile import compile_command
 from v4c.cli.help import tidy
-from v4c.cli.run import chat_command, run_command
+from v4c.cli.chat import chat_command
+from v4c.cli.run import run_command
 from v4c.cli.spec import spec_app
 from v4c.errors import V4CError
 

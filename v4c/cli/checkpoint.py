@@ -33,9 +33,12 @@ def make_tiny_command(
 def convert_command(
     src: Annotated[Path, typer.Argument(help="A checkpoint folder in any layout.")],
     dst: Annotated[Path, typer.Argument(help="The folder to write.")],
-    to: Annotated[Literal["hf", "official"], typer.Option("--to", help="The layout to write: hf or official.")],
+    to: Annotated[
+        Literal["hf", "official"], typer.Option("--to", help="The layout to write: hf or official.")
+    ],
     dtype: Annotated[
-        Literal["fp32", "bf16"], typer.Option(help="fp32 or bf16: what --to hf writes the tensors in.")
+        Literal["fp32", "bf16"],
+        typer.Option(help="fp32 or bf16: what --to hf writes the tensors in."),
     ] = "bf16",
     without_mtp: Annotated[
         bool,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -70,9 +71,11 @@ def _reply(
     budget, by_limit = new_token_budget(held, len(prompt_ids), max_seq, max_new)
     decoder = StreamDecoder(session.tokenizer, skip_special_tokens=True)
     streamed: list[int] = []
+    times = [time.perf_counter()]  # the start, then when each token came
 
     def show(_: int, token: int) -> None:
         streamed.append(token)
+        times.append(time.perf_counter())
         if stream:
             sys.stdout.write(decoder.push(token))
             sys.stdout.flush()
@@ -84,30 +87,44 @@ def _reply(
     except KeyboardInterrupt:
         if stream:
             sys.stdout.write(decoder.flush() + "\n")
-        typer.echo(f"[interrupted after {_count(len(streamed), 'new token')}]", err=True)
+            sys.stdout.flush()
+        # the figures so far, from when the tokens came (the first one ends the prefill)
+        prefill_s = times[1] - times[0] if len(times) > 1 else times[-1] - times[0]
+        decode_s = times[-1] - times[1] if len(times) > 2 else 0.0
+        decode = len(streamed) - 1
+        rate = decode / decode_s if decode_s > 0 else 0.0
+        _say(len(prompt_ids), len(streamed), "interrupted", prefill_s, decode, rate)
         return Reply(streamed, complete=False)
     if stream:
         sys.stdout.write(decoder.flush() + "\n")
+        sys.stdout.flush()
     reason = result.stop_reasons[0]
     if reason == "length" and by_limit:
         reason = "max_seq"
-    decode = (
-        f"decode {result.tokens_per_s:.1f} tokens/s"
-        if result.decode_tokens
-        else "no decode step (the one token came from the prefill)"
-    )
-    spec = result.speculation
-    if spec is not None and spec.rounds:
-        decode += (
-            f", {spec.acceptance:.0%} of {spec.drafted} drafts accepted, "
-            f"{spec.tokens_per_step:.2f} tokens per main-model step"
+    _say(result.prompt_tokens[0], result.generated_tokens[0], reason, result.prefill_s,
+         result.decode_tokens, result.tokens_per_s, result.speculation)  # fmt: skip
+    return Reply(result.tokens[0], complete=True)
+
+
+def _say(prompt: int, new: int, reason: str, prefill_s: float, decode: int, rate: float,
+         speculation=None) -> None:  # fmt: skip
+    """The line after a reply: its tokens, why it stopped, and the speed of each phase."""
+    if decode > 0:
+        speed = f"decode {rate:.1f} tokens/s"
+    elif new:
+        speed = "no decode step (the one token came from the prefill)"
+    else:
+        speed = "no token yet"
+    if speculation is not None and speculation.rounds:
+        speed += (
+            f", {speculation.acceptance:.0%} of {speculation.drafted} drafts accepted, "
+            f"{speculation.tokens_per_step:.2f} tokens per main-model step"
         )
     typer.echo(
-        f"[{_count(result.prompt_tokens[0], 'prompt token')}, {result.generated_tokens[0]} new "
-        f"({reason}); prefill {result.prefill_s:.2f} s, {decode}]",
+        f"[{_count(prompt, 'prompt token')}, {new} new ({reason}); prefill {prefill_s:.2f} s, "
+        f"{speed}]",
         err=True,
     )
-    return Reply(result.tokens[0], complete=True)
 
 
 def _count(n: int, noun: str) -> str:
@@ -167,8 +184,12 @@ def run_command(
 
     With --tp/--ep (or under torchrun) every rank runs its piece of the model.
     """
-    if (prompt is None) == (messages is None) or (messages is not None and not chat):
-        raise V4CError("give --prompt, or --messages FILE (chat encoding only)")
+    if prompt is not None and messages is not None:
+        raise V4CError("--prompt and --messages: give one of them, not both")
+    if prompt is None and messages is None:
+        raise V4CError("give the prompt: --prompt TEXT, or --messages FILE (a JSON conversation)")
+    if messages is not None and not chat:
+        raise V4CError("--messages with --raw: a conversation needs the chat encoding (drop --raw)")
     grid = resolve_grid(tp, ep, spec, plan)
     kwargs = {k: v for k, v in locals().items() if k != "grid"}
     if start_ranks(grid, _run_rank, kwargs, run_spec(spec, checkpoint, plan)):
@@ -202,71 +223,10 @@ def run_command(
         )
         if json_out:
             typer.echo(json.dumps(_parsed(session, text, reply.tokens), ensure_ascii=False))
+        if not reply.complete:  # Ctrl-C: what came is printed; the shell's code for it
+            raise typer.Exit(130)
 
 
 def _run_rank(kwargs: dict) -> None:
     """One rank of `v4c run --tp/--ep` started on this machine (`start_ranks`)."""
     run_command(**kwargs)
-
-
-def chat_command(
-    checkpoint: Checkpoint = None,
-    spec: SpecOpt = None,
-    thinking: Annotated[bool, typer.Option(help="Thinking mode.")] = False,
-    max_new_tokens: MaxNew = 256,
-    temperature: Temperature = 0.6,
-    top_p: TopP = 1.0,
-    top_k: TopK = 0,
-    seed: Seed = None,
-    device: Device = None,
-    numerics: Numerics = None,
-    backend: Backend = "auto",
-    max_seq: MaxSeq = None,
-    threads: Threads = None,
-    plan: PlanDir = None,
-    cuda_graphs: CudaGraphs = True,
-    speculative: Speculative = None,
-    draft_tokens: DraftTokens = 1,
-) -> None:
-    """An interactive chat: one user message a line; an empty line, EOF or Ctrl-C at the
-    prompt ends it, Ctrl-C during a reply stops that reply. The reply is kept as the message
-    it parses to, so the history is the official one; a turn feeds the engine only the
-    tokens added where that history extends what the engine holds (not in thinking mode,
-    where the earlier reasoning is dropped from the history)."""
-    from v4c.runtime.launch import place_from_env
-
-    if place_from_env() is not None:
-        raise V4CError("v4c chat runs in one process; for several ranks use v4c run --tp/--ep")
-    session, limit = open_cli_session(
-        checkpoint, spec, device, numerics, backend, max_seq, threads, plan, cuda_graphs
-    )
-    from v4c.runtime.chat.encode import encode_chat
-    from v4c.runtime.sampler import Sampler
-
-    sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    drafter = cli_drafter(session, speculative, draft_tokens, sampler)
-    messages: list[dict] = []
-    fed: list[int] = []  # the tokens the engine's sequence holds
-    session.engine.reset(1)
-    while True:
-        typer.echo("> ", nl=False, err=True)
-        try:
-            line = sys.stdin.readline()
-        except KeyboardInterrupt:  # Ctrl-C at the prompt ends the chat
-            line = ""
-        if not line.strip():
-            break
-        messages.append({"role": "user", "content": line.strip()})
-        prompt = encode_chat(messages, thinking=thinking)
-        ids = session.tokenizer.encode(prompt)
-        if ids[: len(fed)] != fed:  # the rendering of earlier turns changed: start again
-            session.engine.reset(1)
-            fed = []
-        reply = _reply(
-            session, limit, ids[len(fed) :], max_new_tokens, sampler, held=len(fed),
-            drafter=drafter,
-        )  # fmt: skip
-        # the last new token was sampled, not fed; after Ctrl-C the caches may hold part of
-        # a step, so the next turn feeds the whole conversation again
-        fed = ids + reply.tokens[:-1] if reply.complete else []
-        messages.append(_parsed(session, prompt, reply.tokens))

@@ -17,6 +17,7 @@ import typer
 
 from v4c.envs import cache_dir, cpu_threads
 from v4c.errors import V4CError
+from v4c.paths import need_folder
 from v4c.spec import load_spec
 
 
@@ -51,8 +52,8 @@ def open_cli_session(
         raise V4CError(f"--backend: expected auto, torch or triton, got {backend!r}")
     if device not in (None, "cpu", "cuda"):
         raise V4CError(f"--device: {device!r} is not available here (use cpu or cuda)")
-    if checkpoint is not None and not Path(checkpoint).is_dir():
-        raise V4CError(f"--checkpoint: {checkpoint}: no such checkpoint folder")
+    if checkpoint is not None:
+        need_folder(checkpoint, "checkpoint folder")
     spec = load_spec(spec_file) if spec_file else None
 
     import torch
@@ -73,10 +74,13 @@ def open_cli_session(
     if compiled is not None:
         from v4c.spec import ModelSpec
 
-        spec, numerics = (
-            ModelSpec.model_validate(compiled.model),
-            numerics or compiled.options["numerics"],
-        )
+        held = compiled.options["numerics"]
+        if numerics not in (None, held):
+            raise V4CError(
+                f"--numerics {numerics}: the plan was compiled with numerics {held} "
+                f"(compile again with --numerics {numerics} to change it)"
+            )
+        spec, numerics = ModelSpec.model_validate(compiled.model), held
 
     device, device_why = _device(device, torch.cuda.is_available())
     ranks = comm.grid.world if comm is not None else 1
@@ -118,7 +122,7 @@ def open_cli_session(
         log(f"{g.world} ranks: tp={g.tp} x ep={g.ep} over torch.distributed ({backend_name})")
     log(f"device {device} ({device_why}); dtype {str(dtype).removeprefix('torch.')} ({dtype_why})")
     log(f"backend {backend} ({backend_why}); numerics {numerics} ({numerics_why})")
-    log(f"max_seq {limit.max_seq} ({limit.why})")
+    log(f"max_seq {limit.max_seq} tokens ({limit.why})")
     session = open_session(
         folder,
         spec,
