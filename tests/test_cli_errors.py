@@ -4,6 +4,8 @@ never shows a traceback."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from v4c.cli import main
@@ -85,3 +87,34 @@ def test_a_seed_out_of_range_says_the_range(capsys):
         main(["run", "--prompt", "x", "--seed", str(2**64)])
     assert done.value.code == 2
     assert "from 0 to 2**64 - 1" in capsys.readouterr().err
+
+
+def test_prompt_file_problems_name_the_line(capsys, tmp_path, monkeypatch):
+    bad = tmp_path / "p.jsonl"
+    bad.write_text('"ok"\n{"x": 1}\n')
+    assert f"{bad}:2: expected a string, a list of messages" in fails(
+        capsys, "run", "--prompt-file", bad
+    )
+    bad.write_text('"ok"\n[{"role": "robot"}]\n')
+    assert f"{bad}:2: messages[0]: unknown role 'robot'" in fails(
+        capsys, "run", "--prompt-file", bad
+    )
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    assert "no prompts" in fails(capsys, "run", "--prompt-file", empty)
+    assert "--prompt and --prompt-file: give one" in fails(
+        capsys, "run", "--prompt", "x", "--prompt-file", empty
+    )
+    assert "the ranks cannot share standard input" in fails(
+        capsys, "run", "--prompt-file", "-", "--tp", "2"
+    )
+    monkeypatch.setattr("sys.stdin", io.StringIO("  \n"))
+    assert "--prompt -: standard input held no prompt" in fails(capsys, "run", "--prompt", "-")
+
+
+def test_a_plan_for_another_model_asks_for_its_checkpoint(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["compile", "variants/tiny-8k-vocab", "-o", str(tmp_path / "plan"), "--dtype", "fp32"])
+    capsys.readouterr()
+    err = fails(capsys, "run", "--plan", tmp_path / "plan", "--prompt", "x")
+    assert "not the embedded tiny model; pass --checkpoint FOLDER with its weights" in err

@@ -34,11 +34,17 @@ class SeqLimit:
 
 
 def choose_max_seq(
-    spec: ModelSpec, device: str, dtype: torch.dtype, requested: int | None, ranks: int = 1
+    spec: ModelSpec,
+    device: str,
+    dtype: torch.dtype,
+    requested: int | None,
+    ranks: int = 1,
+    batch: int = 1,
 ) -> SeqLimit:
     """`requested` checked against the model and the memory, or the default with its reason.
-    `ranks`: the weights are split over that many (each holds about its share)."""
-    per_token = cache_bytes_per_token(spec, dtype)
+    `ranks`: the weights are split over that many (each holds about its share); `batch`:
+    sequences held at once, each with caches of max_seq tokens."""
+    per_token = cache_bytes_per_token(spec, dtype) * batch
     weights = count_params(spec).total * torch.empty((), dtype=dtype).element_size() // ranks
     spare = max(0, free_memory(device) - weights)
     fits = max(1, int(spare * MEMORY_SHARE) // max(per_token, 1))

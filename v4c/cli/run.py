@@ -143,7 +143,17 @@ def _parsed(session, prompt: str, reply: list[int]) -> dict:
 
 
 def run_command(
-    prompt: Annotated[str | None, typer.Option(help="The prompt (one user message).")] = None,
+    prompt: Annotated[
+        str | None, typer.Option(help="The prompt (one user message); -: read it from stdin.")
+    ] = None,
+    prompt_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Many prompts, run as one batch, the results as JSON lines: one prompt a "
+            "line, or (*.jsonl) a JSON string, list of messages, or object with prompt or "
+            "messages a line; -: read from stdin."
+        ),
+    ] = None,
     messages: Annotated[
         Path | None,
         typer.Option(
@@ -184,24 +194,40 @@ def run_command(
 
     With --tp/--ep (or under torchrun) every rank runs its piece of the model.
     """
-    if prompt is not None and messages is not None:
-        raise V4CError("--prompt and --messages: give one of them, not both")
-    if prompt is None and messages is None:
-        raise V4CError("give the prompt: --prompt TEXT, or --messages FILE (a JSON conversation)")
+    given = [o for o, v in (("--prompt", prompt), ("--messages", messages),
+                            ("--prompt-file", prompt_file)) if v is not None]  # fmt: skip
+    if len(given) > 1:
+        raise V4CError(f"{' and '.join(given)}: give one of them, not both")
+    if not given:
+        raise V4CError(
+            "give the prompt: --prompt TEXT, --messages FILE (a JSON conversation) or "
+            "--prompt-file FILE (many prompts)"
+        )
+    if prompt == "-":
+        prompt = sys.stdin.read().strip()
+        if not prompt:
+            raise V4CError("--prompt -: standard input held no prompt")
     if messages is not None and not chat:
         raise V4CError("--messages with --raw: a conversation needs the chat encoding (drop --raw)")
     grid = resolve_grid(tp, ep, spec, plan)
+    if str(prompt_file) == "-" and grid.world > 1:
+        raise V4CError("--prompt-file -: the ranks cannot share standard input; give a file")
     kwargs = {k: v for k, v in locals().items() if k != "grid"}
     if start_ranks(grid, _run_rank, kwargs, run_spec(spec, checkpoint, plan)):
         return
     from v4c.runtime.chat.messages import read_messages
 
     conversation = read_messages(messages) if messages else [{"role": "user", "content": prompt}]
+    items = None
+    if prompt_file is not None:
+        from v4c.cli.batch import read_prompt_file
+
+        items = read_prompt_file(prompt_file)
     comm = join_ranks(grid, device)
     with only_rank0_speaks(comm):
         session, limit = open_cli_session(
             checkpoint, spec, device, numerics, backend, max_seq, threads, plan, cuda_graphs,
-            comm=comm,
+            comm=comm, max_batch=len(items) if items else 1,
         )  # fmt: skip
         from v4c.runtime.chat.encode import encode_chat
         from v4c.runtime.sampler import Sampler
@@ -212,6 +238,12 @@ def run_command(
 
             sampler = BroadcastSampler(sampler, comm)
         drafter = cli_drafter(session, speculative, draft_tokens, sampler, comm)
+        if items is not None:
+            from v4c.cli.batch import run_batch
+
+            run_batch(session, limit, items, chat=chat, thinking=thinking,
+                      max_new=max_new_tokens, sampler=sampler, drafter=drafter)  # fmt: skip
+            return
         tok = session.tokenizer
         if chat:
             text = encode_chat(conversation, thinking=thinking)

@@ -41,11 +41,12 @@ def open_cli_session(
     plan: Path | None = None,
     cuda_graphs: bool = True,
     comm=None,
+    max_batch: int = 1,
 ):
     """(session, max_seq) after every choice is checked and said; see the module doc. With
     `plan` (a `v4c compile` folder) the spec, numerics, activation dtype and limits are the
     plan's. `comm`: this process is a rank of a TP x EP grid (`v4c.cli.ranks`); it runs on
-    the rank's device."""
+    the rank's device. `max_batch`: sequences generated at once (`run --prompt-file`)."""
     if numerics not in (None, "official", "plain"):
         raise V4CError(f"--numerics: expected official or plain, got {numerics!r}")
     if backend not in ("auto", "torch", "triton"):
@@ -81,6 +82,17 @@ def open_cli_session(
                 f"(compile again with --numerics {numerics} to change it)"
             )
         spec, numerics = ModelSpec.model_validate(compiled.model), held
+        if max_batch > compiled.options["max_batch"]:
+            raise V4CError(
+                f"--prompt-file: {max_batch} prompts, the plan runs at most "
+                f"{compiled.options['max_batch']} at once (compile it with --max-batch "
+                f"{max_batch})"
+            )
+        if checkpoint is None and spec != load_spec("tiny"):
+            raise V4CError(
+                f"--plan {plan}: the plan is for {spec.name}, not the embedded tiny model; "
+                "pass --checkpoint FOLDER with its weights"
+            )
 
     device, device_why = _device(device, torch.cuda.is_available())
     ranks = comm.grid.world if comm is not None else 1
@@ -114,7 +126,7 @@ def open_cli_session(
             )
     if comm is not None and device == "cuda":
         device, device_why = str(comm.device), f"{device_why}; rank {comm.rank}'s GPU"
-    limit = choose_max_seq(spec, device, dtype, max_seq, ranks)
+    limit = choose_max_seq(spec, device, dtype, max_seq, ranks, max_batch)
     log(f"{spec.name} from {folder}")
     if comm is not None:
         backend_name = "nccl" if device.startswith("cuda") else "gloo"
@@ -131,6 +143,7 @@ def open_cli_session(
         numerics=numerics,
         backend=backend,
         max_seq=limit.max_seq,
+        max_batch=max_batch,
         plan=compiled,
         # a captured decode step holding NCCL collectives is not verified yet: eager
         cuda_graphs=cuda_graphs and comm is None,
