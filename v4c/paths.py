@@ -9,14 +9,17 @@ from pathlib import Path
 from v4c.errors import V4CError
 
 
-def need_folder(path: str | Path, what: str, error: type[V4CError] = V4CError) -> Path:
-    """`path` if it is a folder, else `error` saying it is missing or is a file."""
-    path = Path(path)
+def need_folder(
+    path: str | Path, what: str, error: type[V4CError] = V4CError, option: str = ""
+) -> Path:
+    """`path` if it is a folder, else `error` saying it is missing or is a file (after
+    `option`, the command-line option that named it, when given)."""
+    path, where = Path(path), f"{option}: " if option else ""
     if path.is_dir():
         return path
     if path.exists():
-        raise error(f"{path}: is a file, not a {what}")
-    raise error(f"{path}: no such {what}")
+        raise error(f"{where}{path}: is a file, not a {what}")
+    raise error(f"{where}{path}: no such {what}")
 
 
 def need_file(path: str | Path, what: str, error: type[V4CError] = V4CError) -> Path:

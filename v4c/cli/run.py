@@ -194,21 +194,7 @@ def run_command(
 
     With --tp/--ep (or under torchrun) every rank runs its piece of the model.
     """
-    given = [o for o, v in (("--prompt", prompt), ("--messages", messages),
-                            ("--prompt-file", prompt_file)) if v is not None]  # fmt: skip
-    if len(given) > 1:
-        raise V4CError(f"{' and '.join(given)}: give one of them, not both")
-    if not given:
-        raise V4CError(
-            "give the prompt: --prompt TEXT, --messages FILE (a JSON conversation) or "
-            "--prompt-file FILE (many prompts)"
-        )
-    if prompt == "-":
-        prompt = sys.stdin.read().strip()
-        if not prompt:
-            raise V4CError("--prompt -: standard input held no prompt")
-    if messages is not None and not chat:
-        raise V4CError("--messages with --raw: a conversation needs the chat encoding (drop --raw)")
+    prompt = _one_source(prompt, messages, prompt_file, chat)
     grid = resolve_grid(tp, ep, spec, plan)
     if str(prompt_file) == "-" and grid.world > 1:
         raise V4CError("--prompt-file -: the ranks cannot share standard input; give a file")
@@ -257,6 +243,27 @@ def run_command(
             typer.echo(json.dumps(_parsed(session, text, reply.tokens), ensure_ascii=False))
         if not reply.complete:  # Ctrl-C: what came is printed; the shell's code for it
             raise typer.Exit(130)
+
+
+def _one_source(prompt, messages, prompt_file, chat: bool) -> str | None:
+    """The prompt (read from stdin for `-`) after checking that exactly one of --prompt,
+    --messages and --prompt-file is given, and a conversation with the chat encoding."""
+    given = [o for o, v in (("--prompt", prompt), ("--messages", messages),
+                            ("--prompt-file", prompt_file)) if v is not None]  # fmt: skip
+    if len(given) > 1:
+        raise V4CError(f"{' and '.join(given)}: give one of them, not both")
+    if not given:
+        raise V4CError(
+            "give the prompt: --prompt TEXT, --messages FILE (a JSON conversation) or "
+            "--prompt-file FILE (many prompts)"
+        )
+    if prompt == "-":
+        prompt = sys.stdin.read().strip()
+        if not prompt:
+            raise V4CError("--prompt -: standard input held no prompt")
+    if messages is not None and not chat:
+        raise V4CError("--messages with --raw: a conversation needs the chat encoding (drop --raw)")
+    return prompt
 
 
 def _run_rank(kwargs: dict) -> None:

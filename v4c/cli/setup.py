@@ -54,7 +54,7 @@ def open_cli_session(
     if device not in (None, "cpu", "cuda"):
         raise V4CError(f"--device: {device!r} is not available here (use cpu or cuda)")
     if checkpoint is not None:
-        need_folder(checkpoint, "checkpoint folder")
+        need_folder(checkpoint, "checkpoint folder", option="--checkpoint")
     spec = load_spec(spec_file) if spec_file else None
 
     import torch
