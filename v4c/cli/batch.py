@@ -65,9 +65,11 @@ def _item(line: str, where: str) -> dict:
 
 
 def run_batch(session, limit: int, items: list[dict], *, chat: bool, thinking: bool,
-              max_new: int, sampler, drafter) -> None:  # fmt: skip
-    """Generate for every item at once; print one JSON line each, then the speed line."""
+              max_new: int, sampler, drafter, penalties=None, stops=()) -> None:  # fmt: skip
+    """Generate for every item at once; print one JSON line each, then the speed line.
+    A stop string cuts a reply's text there (finish reason "stop"); the batch runs on."""
     from v4c.cli.run import _count, _parsed
+    from v4c.runtime.penalties import cut_at_stop
     from v4c.limits import check_fits, new_token_budget
     from v4c.runtime.chat.encode import encode_chat
     from v4c.runtime.generate import generate
@@ -91,20 +93,21 @@ def run_batch(session, limit: int, items: list[dict], *, chat: bool, thinking: b
     # one budget for the batch: the longest prompt's; shorter ones stop at it too
     budget = min(budgets)
     result = generate(session.engine, prompts, sampler, max_new_tokens=budget,
-                      stop_ids={tok.eos_id}, drafter=drafter)  # fmt: skip
+                      stop_ids={tok.eos_id}, drafter=drafter, penalties=penalties)  # fmt: skip
     for i, reply in enumerate(result.tokens):
         reason = result.stop_reasons[i]
         if reason == "length" and budget < max_new:
             reason = "max_seq"
+        text, stopped = cut_at_stop(tok.decode(reply, skip_special_tokens=True), list(stops))
         line = {
             "index": i,
-            "finish_reason": reason,
+            "finish_reason": "stop" if stopped else reason,
             "prompt_tokens": len(prompts[i]),
             "completion_tokens": len(reply),
-            "text": tok.decode(reply, skip_special_tokens=True),
+            "text": text,
         }
         if "messages" in items[i] or chat:
-            line["message"] = _parsed(session, texts[i], reply)
+            line["message"] = _parsed(session, texts[i], reply, list(stops))
         typer.echo(json.dumps(line, ensure_ascii=False))
     typer.echo(
         f"[{_count(len(items), 'prompt')}, {sum(result.prompt_tokens)} prompt tokens, "

@@ -25,13 +25,17 @@ from v4c.cli.options import (
     CudaGraphs,
     Device,
     DraftTokens,
+    FrequencyPenalty,
     MaxNew,
     MaxSeq,
     Numerics,
     PlanDir,
+    PresencePenalty,
+    RepetitionPenalty,
     Seed,
     SpecOpt,
     Speculative,
+    Stop,
     Temperature,
     Threads,
     TopK,
@@ -58,6 +62,8 @@ class Chat:
     max_new: int
     thinking: bool
     system: str | None = None
+    penalties: object = None
+    stops: list[str] = field(default_factory=list)
     turns: list[list[dict]] = field(default_factory=list)  # [user, assistant] each
     fed: list[int] = field(default_factory=list)  # the tokens the engine's sequence holds
 
@@ -100,12 +106,12 @@ class Chat:
         held = len(self.fed)
         reply = _reply(
             self.session, self.limit, ids[held:], self.max_new, self.sampler, held=held,
-            drafter=self.drafter,
+            drafter=self.drafter, penalties=self.penalties, stops=self.stops,
         )  # fmt: skip
         # the last new token was sampled, not fed; after Ctrl-C the caches may hold part of
         # a step, so the next turn feeds the whole conversation again
         self.fed = ids + reply.tokens[:-1] if reply.complete else []
-        self.turns.append([user, _parsed(self.session, text, reply.tokens)])
+        self.turns.append([user, _parsed(self.session, text, reply.tokens, self.stops)])
 
     def command(self, line: str) -> bool:
         """Run a /command; False: the chat ends."""
@@ -184,6 +190,10 @@ def chat_command(
     cuda_graphs: CudaGraphs = True,
     speculative: Speculative = None,
     draft_tokens: DraftTokens = 1,
+    stop: Stop = None,
+    repetition_penalty: RepetitionPenalty = 1.0,
+    frequency_penalty: FrequencyPenalty = 0.0,
+    presence_penalty: PresencePenalty = 0.0,
 ) -> None:
     """An interactive chat: one user message a line; /help lists the commands.
 
@@ -200,11 +210,14 @@ def chat_command(
     session, limit = run_cli.open_cli_session(
         checkpoint, spec, device, numerics, backend, max_seq, threads, plan, cuda_graphs
     )
+    from v4c.runtime.penalties import Penalties
     from v4c.runtime.sampler import Sampler
 
     sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    drafter = run_cli.cli_drafter(session, speculative, draft_tokens, sampler)
-    chat = Chat(session, limit, sampler, drafter, max_new_tokens, thinking, system)
+    penalties = Penalties(repetition_penalty, frequency_penalty, presence_penalty)
+    drafter = run_cli.choose_drafter(session, speculative, draft_tokens, sampler, None, penalties)
+    chat = Chat(session, limit, sampler, drafter, max_new_tokens, thinking, system, penalties,
+                stop or [])  # fmt: skip
     session.engine.reset(1)
     say(
         f"chat with {session.spec.name} (max_seq {limit} tokens): one message a line; "

@@ -125,3 +125,36 @@ DraftTokens = Annotated[
         "--max-draft; more than one chains the MTP block on its own output).",
     ),
 ]
+
+
+_repetition, REPETITION_RANGE = _real(0.0, None, low_open=True)
+_penalty, PENALTY_RANGE = _real(-2.0, 2.0)
+
+Stop = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--stop", help="End the reply where this text first appears (repeatable); the reply "
+        "is the text before it.",
+    ),
+]  # fmt: skip
+RepetitionPenalty = Annotated[
+    float,
+    typer.Option(
+        callback=_repetition,
+        help=f"In {REPETITION_RANGE}: divide the positive logits of tokens already in the "
+        "sequence (prompt and reply) by it, multiply the negative ones (1: off).",
+    ),
+]
+FrequencyPenalty = Annotated[
+    float,
+    typer.Option(
+        callback=_penalty,
+        help=f"In {PENALTY_RANGE}: subtract it times the times a token is in the reply.",
+    ),
+]
+PresencePenalty = Annotated[
+    float,
+    typer.Option(
+        callback=_penalty, help=f"In {PENALTY_RANGE}: subtract it once a token is in the reply."
+    ),
+]

@@ -17,13 +17,17 @@ from v4c.cli.options import (
     CudaGraphs,
     Device,
     DraftTokens,
+    FrequencyPenalty,
     MaxNew,
     MaxSeq,
     Numerics,
     PlanDir,
+    PresencePenalty,
+    RepetitionPenalty,
     Seed,
     SpecOpt,
     Speculative,
+    Stop,
     Temperature,
     Threads,
     TopK,
@@ -38,14 +42,15 @@ from v4c.cli.ranks import (
     run_spec,
     start_ranks,
 )
-from v4c.cli.setup import cli_drafter, open_cli_session
+from v4c.cli.setup import cli_drafter, log, open_cli_session
 from v4c.errors import V4CError
 
 
 @dataclass
 class Reply:
     tokens: list[int]  # the new ids, a stop id included as the last one
-    complete: bool  # False: Ctrl-C stopped it; the engine's caches are then not to be trusted
+    complete: bool  # False: the engine's caches may hold more than the reply (refeed)
+    interrupted: bool = False  # Ctrl-C stopped it
 
 
 def _reply(
@@ -57,6 +62,8 @@ def _reply(
     held: int = 0,
     stream: bool = True,
     drafter=None,
+    penalties=None,
+    stops: list[str] | None = None,
 ) -> Reply:
     """Generate after `prompt_ids`, streaming text to stdout (unless `stream` is off).
     `held`: the tokens the engine's
@@ -65,45 +72,59 @@ def _reply(
     reply that reaches the limit stops there (stop reason max_seq)."""
     from v4c.limits import check_fits, new_token_budget
     from v4c.runtime.generate import generate
+    from v4c.runtime.penalties import StopText
     from v4c.runtime.tokenizer import StreamDecoder
 
     check_fits(held, len(prompt_ids), max_seq, max_new)
     budget, by_limit = new_token_budget(held, len(prompt_ids), max_seq, max_new)
     decoder = StreamDecoder(session.tokenizer, skip_special_tokens=True)
+    text = StopText(stops or [])
     streamed: list[int] = []
     times = [time.perf_counter()]  # the start, then when each token came
 
     def show(_: int, token: int) -> None:
         streamed.append(token)
         times.append(time.perf_counter())
+        shown = text.push(decoder.push(token))
         if stream:
-            sys.stdout.write(decoder.push(token))
+            sys.stdout.write(shown)
+            sys.stdout.flush()
+        if text.stopped:
+            raise _StopString
+
+    def end() -> None:
+        if stream:
+            sys.stdout.write(text.push(decoder.flush()) + text.flush() + "\n")
             sys.stdout.flush()
 
     try:
         result = generate(session.engine, [prompt_ids], sampler, max_new_tokens=budget,
                           stop_ids={session.tokenizer.eos_id}, on_token=show,
-                          reset=not held, drafter=drafter)  # fmt: skip
-    except KeyboardInterrupt:
-        if stream:
-            sys.stdout.write(decoder.flush() + "\n")
-            sys.stdout.flush()
+                          reset=not held, drafter=drafter, penalties=penalties)  # fmt: skip
+    except (KeyboardInterrupt, _StopString) as stopped:
+        stop = isinstance(stopped, _StopString)
+        end()
         # the figures so far, from when the tokens came (the first one ends the prefill)
         prefill_s = times[1] - times[0] if len(times) > 1 else times[-1] - times[0]
         decode_s = times[-1] - times[1] if len(times) > 2 else 0.0
         decode = len(streamed) - 1
         rate = decode / decode_s if decode_s > 0 else 0.0
-        _say(len(prompt_ids), len(streamed), "interrupted", prefill_s, decode, rate)
-        return Reply(streamed, complete=False)
-    if stream:
-        sys.stdout.write(decoder.flush() + "\n")
-        sys.stdout.flush()
+        _say(len(prompt_ids), len(streamed), "stop" if stop else "interrupted", prefill_s,
+             decode, rate)  # fmt: skip
+        # a stop string ends the reply as a stop id does (the engine holds all but the
+        # last token), except with a drafter, whose caches may hold more
+        return Reply(streamed, complete=stop and drafter is None, interrupted=not stop)
+    end()
     reason = result.stop_reasons[0]
     if reason == "length" and by_limit:
         reason = "max_seq"
     _say(result.prompt_tokens[0], result.generated_tokens[0], reason, result.prefill_s,
          result.decode_tokens, result.tokens_per_s, result.speculation)  # fmt: skip
     return Reply(result.tokens[0], complete=True)
+
+
+class _StopString(Exception):
+    """Raised from the token callback to end generation at a stop string."""
 
 
 def _say(prompt: int, new: int, reason: str, prefill_s: float, decode: int, rate: float,
@@ -131,11 +152,13 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' * (n != 1)}"
 
 
-def _parsed(session, prompt: str, reply: list[int]) -> dict:
-    """The reply as the assistant message it encodes (reasoning, content, tool calls)."""
+def _parsed(session, prompt: str, reply: list[int], stops: list[str] | None = None) -> dict:
+    """The reply as the assistant message it encodes (reasoning, content, tool calls), up
+    to the first of `stops`."""
     from v4c.runtime.chat.parse import parse_reply, starts_in_reasoning
+    from v4c.runtime.penalties import cut_at_stop
 
-    text = session.tokenizer.decode(reply)
+    text, _ = cut_at_stop(session.tokenizer.decode(reply), stops or [])
     message, problem = parse_reply(text, thinking=starts_in_reasoning(prompt))
     if problem:
         typer.echo(f"[the reply is not in the chat format ({problem}); kept as read]", err=True)
@@ -181,6 +204,10 @@ def run_command(
     cuda_graphs: CudaGraphs = True,
     speculative: Speculative = None,
     draft_tokens: DraftTokens = 1,
+    stop: Stop = None,
+    repetition_penalty: RepetitionPenalty = 1.0,
+    frequency_penalty: FrequencyPenalty = 0.0,
+    presence_penalty: PresencePenalty = 0.0,
     json_out: Annotated[
         bool,
         typer.Option(
@@ -223,12 +250,16 @@ def run_command(
             from v4c.runtime.distributed import BroadcastSampler
 
             sampler = BroadcastSampler(sampler, comm)
-        drafter = cli_drafter(session, speculative, draft_tokens, sampler, comm)
+        from v4c.runtime.penalties import Penalties
+
+        penalties = Penalties(repetition_penalty, frequency_penalty, presence_penalty)
+        drafter = choose_drafter(session, speculative, draft_tokens, sampler, comm, penalties)
         if items is not None:
             from v4c.cli.batch import run_batch
 
             run_batch(session, limit, items, chat=chat, thinking=thinking,
-                      max_new=max_new_tokens, sampler=sampler, drafter=drafter)  # fmt: skip
+                      max_new=max_new_tokens, sampler=sampler, drafter=drafter,
+                      penalties=penalties, stops=stop or [])  # fmt: skip
             return
         tok = session.tokenizer
         if chat:
@@ -237,12 +268,25 @@ def run_command(
         else:
             text, ids = prompt, [tok.bos_id, *tok.encode(prompt)]
         reply = _reply(
-            session, limit, ids, max_new_tokens, sampler, stream=not json_out, drafter=drafter
-        )
+            session, limit, ids, max_new_tokens, sampler, stream=not json_out, drafter=drafter,
+            penalties=penalties, stops=stop,
+        )  # fmt: skip
         if json_out:
-            typer.echo(json.dumps(_parsed(session, text, reply.tokens), ensure_ascii=False))
-        if not reply.complete:  # Ctrl-C: what came is printed; the shell's code for it
+            message = _parsed(session, text, reply.tokens, stop)
+            typer.echo(json.dumps(message, ensure_ascii=False))
+        if reply.interrupted:  # Ctrl-C: what came is printed; the shell's code for it
             raise typer.Exit(130)
+
+
+def choose_drafter(session, speculative, draft_tokens: int, sampler, comm, penalties):
+    """`cli_drafter`'s choice, except that penalties turn speculation off: they change the
+    logits of each token, which the verify step samples without them."""
+    if penalties.active:
+        if speculative == "mtp":
+            raise V4CError("--speculative mtp: not with the penalties (use --speculative off)")
+        log("speculative off (the penalties apply to every main-model step)")
+        return None
+    return cli_drafter(session, speculative, draft_tokens, sampler, comm)
 
 
 def _one_source(prompt, messages, prompt_file, chat: bool) -> str | None:
