@@ -33,7 +33,11 @@ _temperature, TEMPERATURE_RANGE = _real(0.0, None)
 _top_p, TOP_P_RANGE = _real(0.0, 1.0, low_open=True)
 
 Checkpoint = Annotated[
-    Path | None, typer.Option(help="Checkpoint folder (default: the embedded tiny model).")
+    Path | None,
+    typer.Option(
+        help="Checkpoint folder, or a Hugging Face Hub repo id (owner/name: downloaded, or "
+        "from the local Hugging Face cache offline). Default: the embedded tiny model."
+    ),
 ]
 SpecOpt = Annotated[
     str | None, typer.Option("--spec", help="Spec to check the checkpoint's config.json against.")

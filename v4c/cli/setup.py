@@ -54,6 +54,9 @@ def open_cli_session(
     if device not in (None, "cpu", "cuda"):
         raise V4CError(f"--device: {device!r} is not available here (use cpu or cuda)")
     if checkpoint is not None:
+        from v4c.hub import resolve_checkpoint
+
+        checkpoint = resolve_checkpoint(checkpoint, log)
         need_folder(checkpoint, "checkpoint folder", option="--checkpoint")
     spec = load_spec(spec_file) if spec_file else None
 
