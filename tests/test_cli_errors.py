@@ -118,3 +118,15 @@ def test_a_plan_for_another_model_asks_for_its_checkpoint(capsys, tmp_path):
     capsys.readouterr()
     err = fails(capsys, "run", "--plan", tmp_path / "plan", "--prompt", "x")
     assert "not the embedded tiny model; pass --checkpoint FOLDER with its weights" in err
+
+
+def test_text_that_is_not_utf8_is_refused_where_it_comes_in(capsys, monkeypatch, tmp_path):
+    stdin = io.TextIOWrapper(io.BytesIO(b"Hi\xff\n"), encoding="utf-8")
+    monkeypatch.setattr("sys.stdin", stdin)
+    assert "--prompt -: standard input is not UTF-8 text" in fails(capsys, "run", "--prompt", "-")
+    # undecodable bytes in argv reach Python as lone surrogates
+    assert "--prompt: not UTF-8 text (byte 1 of it)" in fails(capsys, "run", "--prompt", "a\udcff")
+    assert "an empty spec name: give a spec file" in fails(capsys, "spec", "show", "")
+    (tmp_path / "cache").write_text("")
+    monkeypatch.setenv("V4C_CACHE_DIR", str(tmp_path / "cache"))
+    assert "is a file, not a folder; set V4C_CACHE_DIR" in fails(capsys, "cache", "info")

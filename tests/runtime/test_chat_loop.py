@@ -197,3 +197,12 @@ def test_a_conversation_outgrowing_max_seq_drops_its_oldest_turns(monkeypatch, t
         {"role": "user", "content": "Three"},
     ]
     assert engine.prefills[-1] == (True, tok.encode(encode_chat(kept)))
+
+
+def test_a_line_that_is_not_utf8_is_not_sent_and_the_chat_goes_on(monkeypatch, tok):
+    engine = ScriptedEngine(tok.vocab_size, [*tok.encode("Hello!"), tok.eos_id])
+    monkeypatch.setattr(run_cli, "open_cli_session", lambda *_, **__: (Session(engine, tok), 4096))
+    out = CliRunner().invoke(app, ["chat", "--temperature", "0"], input=b"Bad\xff\nHi\n")
+    assert out.exit_code == 0, out.output
+    assert "[not sent: " in out.stderr and "not UTF-8 text" in out.stderr
+    assert engine.prefills == [(True, tok.encode(encode_chat([{"role": "user", "content": "Hi"}])))]

@@ -10,7 +10,6 @@ checked before the model is loaded, and a bad one is reported with its line numb
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import typer
@@ -22,7 +21,9 @@ from v4c.paths import need_file
 def read_prompt_file(path: Path) -> list[dict]:
     """Each prompt as {"prompt": text} or {"messages": [...]}, in the file's order."""
     if str(path) == "-":
-        text, name, jsonl = sys.stdin.read(), "<stdin>", False
+        from v4c.cli.options import read_stdin
+
+        text, name, jsonl = read_stdin("--prompt-file -"), "<stdin>", False
     else:
         need_file(path, "prompt file")
         try:

@@ -40,6 +40,7 @@ from v4c.cli.options import (
     Threads,
     TopK,
     TopP,
+    utf8,
 )
 from v4c.errors import V4CError
 
@@ -154,14 +155,21 @@ def read_lines():
             except (EOFError, KeyboardInterrupt):
                 sys.stdout.write("\n")
                 return
+    raw = getattr(sys.stdin, "buffer", None)  # bytes: a bad line does not lose the next
     while True:
         say_prompt()
         try:
-            line = sys.stdin.readline()
+            line = raw.readline() if raw is not None else sys.stdin.readline()
         except KeyboardInterrupt:
             return
         if not line:
             return
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError:
+                say("[not sent: the line is not UTF-8 text]")
+                continue
         yield line
 
 
@@ -205,6 +213,8 @@ def chat_command(
 
     if place_from_env() is not None:
         raise V4CError("v4c chat runs in one process; for several ranks use v4c run --tp/--ep")
+    for text, what in [(system or "", "--system"), *((s, "--stop") for s in stop or [])]:
+        utf8(text, what)
     from v4c.cli import run as run_cli
 
     session, limit = run_cli.open_cli_session(
@@ -226,6 +236,11 @@ def chat_command(
     for line in read_lines():
         line = line.strip()
         if not line:
+            continue
+        try:
+            utf8(line, "the line")
+        except V4CError as err:
+            say(f"[not sent: {err}]")
             continue
         if line.startswith("/"):
             if not chat.command(line):

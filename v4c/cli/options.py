@@ -8,10 +8,13 @@ the range its `--help` states, before anything is loaded.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from v4c.errors import V4CError
 
 
 def _real(low: float, high: float | None, *, low_open: bool = False):
@@ -162,3 +165,21 @@ PresencePenalty = Annotated[
         callback=_penalty, help=f"In {PENALTY_RANGE}: subtract it once a token is in the reply."
     ),
 ]
+
+
+def utf8(text: str, what: str) -> str:
+    """`text` if it is UTF-8 text; bytes that are not (read from a pipe or the command
+    line, kept by Python as lone surrogates) would fail deep in the tokenizer."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise V4CError(f"{what}: not UTF-8 text (byte {err.start} of it)") from None
+    return text
+
+
+def read_stdin(what: str) -> str:
+    """All of standard input as UTF-8 text, or a V4CError naming `what`."""
+    try:
+        return utf8(sys.stdin.read(), what)
+    except UnicodeDecodeError as err:
+        raise V4CError(f"{what}: standard input is not UTF-8 text ({err.reason})") from None

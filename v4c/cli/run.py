@@ -32,6 +32,8 @@ from v4c.cli.options import (
     Threads,
     TopK,
     TopP,
+    read_stdin,
+    utf8,
 )
 from v4c.cli.ranks import (
     Ep,
@@ -253,6 +255,8 @@ def run_command(
         from v4c.runtime.penalties import Penalties
 
         penalties = Penalties(repetition_penalty, frequency_penalty, presence_penalty)
+        for text in stop or []:
+            utf8(text, "--stop")
         drafter = choose_drafter(session, speculative, draft_tokens, sampler, comm, penalties)
         if items is not None:
             from v4c.cli.batch import run_batch
@@ -302,9 +306,11 @@ def _one_source(prompt, messages, prompt_file, chat: bool) -> str | None:
             "--prompt-file FILE (many prompts)"
         )
     if prompt == "-":
-        prompt = sys.stdin.read().strip()
+        prompt = read_stdin("--prompt -").strip()
         if not prompt:
             raise V4CError("--prompt -: standard input held no prompt")
+    if prompt is not None:
+        utf8(prompt, "--prompt")
     if messages is not None and not chat:
         raise V4CError("--messages with --raw: a conversation needs the chat encoding (drop --raw)")
     return prompt

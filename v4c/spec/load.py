@@ -29,6 +29,10 @@ def shipped_spec_dir() -> Path:
 
 def resolve_spec_path(name: str | Path, relative_to: Path | None = None) -> Path:
     """A spec file by path; failing that, a shipped spec by name (`flash`, `flash.yaml`)."""
+    if not str(name).strip():
+        raise SpecError(
+            [f"an empty spec name: give a spec file or a shipped name{_suggestion('')}"]
+        )
     path = Path(name)
     candidates = [relative_to / path] if relative_to is not None else [path]
     stem = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
