@@ -116,3 +116,14 @@ def new_token_budget(held: int, prompt: int, max_seq: int, max_new: int) -> tupl
     feed n - 1 of them back, so the caches hold held + prompt + n - 1 tokens."""
     room = max_seq - held - prompt + 1
     return (room, True) if room < max_new else (max_new, False)
+
+
+def check_vocab(ids: list[int], vocab_size: int) -> None:
+    """Refuse a prompt the model cannot embed: the tokenizer (the checkpoint's
+    tokenizer.json, else the V4 vocabulary) gave ids past the model's vocab_size."""
+    top = max(ids, default=0)
+    if top >= vocab_size:
+        raise V4CError(
+            f"the prompt has token id {top}, the model's vocab_size is {vocab_size}: the "
+            "tokenizer does not fit this model (put its tokenizer.json in the checkpoint folder)"
+        )

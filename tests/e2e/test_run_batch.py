@@ -50,3 +50,32 @@ def test_a_plain_prompt_file_from_stdin_raw(capsys, monkeypatch, tiny):
     rows = [json.loads(line) for line in out.splitlines()]
     assert len(rows) == 2 and "message" not in rows[0]
     assert rows[0]["prompt_tokens"] == 2  # BOS and "The"
+
+
+def test_a_spec_runs_with_random_weights(capsys, monkeypatch, tmp_path):
+    """`run --spec SPEC --random-weights`: the spec's random checkpoint is made once in the
+    cache (official formats) and run; a second run reuses it."""
+    spec = tmp_path / "mine.yaml"
+    spec.write_text("extends: tiny\nname: mine\nnum_layers: 2\nlayers: [sliding, csa]\n")
+    monkeypatch.setenv("V4C_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["run", "--spec", str(spec), "--random-weights", "--prompt", "Hi", "--threads", "1",
+            "--max-new-tokens", "2", "--speculative", "off"]  # fmt: skip
+    for made in (True, False):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        err = capsys.readouterr().err
+        assert done.value.code in (0, None), err
+        assert ("making a random-weights mine checkpoint" in err) == made
+        assert "numerics official (the checkpoint is in the official FP8/FP4 layout)" in err
+        assert "2 new (length)" in err
+    with pytest.raises(SystemExit) as done:
+        main(["run", "--random-weights", "--prompt", "Hi"])
+    assert done.value.code == 2
+    assert "--random-weights: give the model as --spec SPEC" in capsys.readouterr().err
+    # a vocabulary smaller than the tokenizer's: refused, not an index error in the embedding
+    with pytest.raises(SystemExit) as done:
+        main(["run", "--spec", "variants/tiny-8k-vocab", "--random-weights", "--prompt", "Hi",
+              "--threads", "1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "Traceback" not in err
+    assert "the model's vocab_size is 8192: the tokenizer does not fit this model" in err

@@ -44,7 +44,7 @@ class ScriptedEngine:
 class Session:
     def __init__(self, engine, tokenizer):
         self.engine, self.tokenizer = engine, tokenizer
-        self.spec = SimpleNamespace(name="scripted")
+        self.spec = SimpleNamespace(name="scripted", vocab_size=tokenizer.vocab_size)
 
 
 def chat(monkeypatch, tok, replies: list[str], *args: str) -> tuple[ScriptedEngine, str]:

@@ -71,7 +71,7 @@ def run_batch(session, limit: int, items: list[dict], *, chat: bool, thinking: b
     A stop string cuts a reply's text there (finish reason "stop"); the batch runs on."""
     from v4c.cli.run import _count, _parsed
     from v4c.runtime.penalties import cut_at_stop
-    from v4c.limits import check_fits, new_token_budget
+    from v4c.limits import check_fits, check_vocab, new_token_budget
     from v4c.runtime.chat.encode import encode_chat
     from v4c.runtime.generate import generate
 
@@ -87,6 +87,7 @@ def run_batch(session, limit: int, items: list[dict], *, chat: bool, thinking: b
             prompts.append([tok.bos_id, *tok.encode(item["prompt"])])
     for i, ids in enumerate(prompts):
         try:
+            check_vocab(ids, session.spec.vocab_size)
             check_fits(0, len(ids), limit, max_new)
         except V4CError as err:
             raise V4CError(f"prompt {i + 1}: {err}") from None

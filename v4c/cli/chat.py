@@ -31,6 +31,7 @@ from v4c.cli.options import (
     Numerics,
     PlanDir,
     PresencePenalty,
+    RandomWeights,
     RepetitionPenalty,
     Seed,
     SpecOpt,
@@ -180,6 +181,7 @@ def say_prompt() -> None:
 def chat_command(
     checkpoint: Checkpoint = None,
     spec: SpecOpt = None,
+    random_weights: RandomWeights = False,
     system: Annotated[
         str | None, typer.Option(help="A system prompt for the conversation (/system changes it).")
     ] = None,
@@ -218,8 +220,9 @@ def chat_command(
     from v4c.cli import run as run_cli
 
     session, limit = run_cli.open_cli_session(
-        checkpoint, spec, device, numerics, backend, max_seq, threads, plan, cuda_graphs
-    )
+        checkpoint, spec, device, numerics, backend, max_seq, threads, plan, cuda_graphs,
+        random_weights=random_weights,
+    )  # fmt: skip
     from v4c.runtime.penalties import Penalties
     from v4c.runtime.sampler import Sampler
 

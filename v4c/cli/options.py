@@ -43,7 +43,12 @@ Checkpoint = Annotated[
     ),
 ]
 SpecOpt = Annotated[
-    str | None, typer.Option("--spec", help="Spec to check the checkpoint's config.json against.")
+    str | None,
+    typer.Option(
+        "--spec",
+        help="A spec (file or shipped name): the checkpoint's config.json is checked against "
+        "it; with --random-weights, the model to run.",
+    ),
 ]
 Device = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when there is one).")]
 MaxNew = Annotated[int, typer.Option(min=1, help="Stop after this many new tokens.")]
@@ -183,3 +188,13 @@ def read_stdin(what: str) -> str:
         return utf8(sys.stdin.read(), what)
     except UnicodeDecodeError as err:
         raise V4CError(f"{what}: standard input is not UTF-8 text ({err.reason})") from None
+
+
+RandomWeights = Annotated[
+    bool,
+    typer.Option(
+        "--random-weights",
+        help="Run the model of --spec (or --plan) with random weights in its stored formats, "
+        "made once in the cache: a spec one wrote runs without a checkpoint.",
+    ),
+]

@@ -23,6 +23,7 @@ from v4c.cli.options import (
     Numerics,
     PlanDir,
     PresencePenalty,
+    RandomWeights,
     RepetitionPenalty,
     Seed,
     SpecOpt,
@@ -72,11 +73,12 @@ def _reply(
     sequence holds already (a chat's earlier turns), which the prompt is appended to. A
     prompt that does not fit in `max_seq` is refused before anything is generated, and a
     reply that reaches the limit stops there (stop reason max_seq)."""
-    from v4c.limits import check_fits, new_token_budget
+    from v4c.limits import check_fits, check_vocab, new_token_budget
     from v4c.runtime.generate import generate
     from v4c.runtime.penalties import StopText
     from v4c.runtime.tokenizer import StreamDecoder
 
+    check_vocab(prompt_ids, session.spec.vocab_size)
     check_fits(held, len(prompt_ids), max_seq, max_new)
     budget, by_limit = new_token_budget(held, len(prompt_ids), max_seq, max_new)
     decoder = StreamDecoder(session.tokenizer, skip_special_tokens=True)
@@ -188,6 +190,7 @@ def run_command(
     ] = None,
     checkpoint: Checkpoint = None,
     spec: SpecOpt = None,
+    random_weights: RandomWeights = False,
     chat: Annotated[
         bool, typer.Option("--chat/--raw", help="Chat encoding, or the raw text after BOS.")
     ] = True,
@@ -242,7 +245,7 @@ def run_command(
     with only_rank0_speaks(comm):
         session, limit = open_cli_session(
             checkpoint, spec, device, numerics, backend, max_seq, threads, plan, cuda_graphs,
-            comm=comm, max_batch=len(items) if items else 1,
+            comm=comm, max_batch=len(items) if items else 1, random_weights=random_weights,
         )  # fmt: skip
         from v4c.runtime.chat.encode import encode_chat
         from v4c.runtime.sampler import Sampler

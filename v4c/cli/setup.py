@@ -42,17 +42,23 @@ def open_cli_session(
     cuda_graphs: bool = True,
     comm=None,
     max_batch: int = 1,
+    random_weights: bool = False,
 ):
     """(session, max_seq) after every choice is checked and said; see the module doc. With
     `plan` (a `v4c compile` folder) the spec, numerics, activation dtype and limits are the
     plan's. `comm`: this process is a rank of a TP x EP grid (`v4c.cli.ranks`); it runs on
-    the rank's device. `max_batch`: sequences generated at once (`run --prompt-file`)."""
+    the rank's device. `max_batch`: sequences generated at once (`run --prompt-file`).
+    `random_weights`: the spec (--spec, or the plan's) with random weights, no checkpoint."""
     if numerics not in (None, "official", "plain"):
         raise V4CError(f"--numerics: expected official or plain, got {numerics!r}")
     if backend not in ("auto", "torch", "triton"):
         raise V4CError(f"--backend: expected auto, torch or triton, got {backend!r}")
     if device not in (None, "cpu", "cuda"):
         raise V4CError(f"--device: {device!r} is not available here (use cpu or cuda)")
+    if random_weights and (checkpoint is not None or (spec_file is None and plan is None)):
+        raise V4CError(
+            "--random-weights: give the model as --spec SPEC (or --plan DIR), not --checkpoint"
+        )
     if checkpoint is not None:
         from v4c.hub import resolve_checkpoint
 
@@ -91,7 +97,7 @@ def open_cli_session(
                 f"{compiled.options['max_batch']} at once (compile it with --max-batch "
                 f"{max_batch})"
             )
-        if checkpoint is None and spec != load_spec("tiny"):
+        if checkpoint is None and not random_weights and spec != load_spec("tiny"):
             raise V4CError(
                 f"--plan {plan}: the plan is for {spec.name}, not the embedded tiny model; "
                 "pass --checkpoint FOLDER with its weights"
@@ -109,7 +115,13 @@ def open_cli_session(
         threads, threads_why = _threads(threads, ranks)
         torch.set_num_threads(threads)
         dtype_why += f", {threads} thread{'s' * (threads > 1)}: {threads_why}"
-    folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(cache_dir(), log)
+    if random_weights:
+        from v4c.runtime.checkpoint.tiny_cache import random_checkpoint
+
+        _check_disk(spec)
+        folder = random_checkpoint(cache_dir(), spec, log)
+    else:
+        folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(cache_dir(), log)
     spec = read_spec(folder, spec)
     if numerics:
         numerics_why = "the plan's" if compiled is not None else "--numerics"
@@ -154,6 +166,24 @@ def open_cli_session(
         comm=comm,
     )
     return session, limit.max_seq
+
+
+def _check_disk(spec) -> None:
+    """A random-weights checkpoint is written to the cache first: refuse one that cannot fit
+    (a Flash-sized spec is hundreds of GB) before writing anything."""
+    import shutil
+
+    from v4c.spec.params import count_params
+
+    root = cache_dir()
+    probe = next((p for p in (root, *root.parents) if p.exists()), Path("/"))
+    need = count_params(spec).total  # about a byte a parameter in FP8/FP4, a bit more
+    free = shutil.disk_usage(probe).free
+    if need > free // 2:
+        raise V4CError(
+            f"--random-weights: {spec.name} has {need / 1e9:.1f} B parameters; its random "
+            f"checkpoint would not fit the cache's disk ({free / 1e9:.1f} GB free at {probe})"
+        )
 
 
 def _threads(requested: int | None, ranks: int = 1) -> tuple[int, str]:
