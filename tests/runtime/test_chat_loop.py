@@ -206,3 +206,12 @@ def test_a_line_that_is_not_utf8_is_not_sent_and_the_chat_goes_on(monkeypatch, t
     assert out.exit_code == 0, out.output
     assert "[not sent: " in out.stderr and "not UTF-8 text" in out.stderr
     assert engine.prefills == [(True, tok.encode(encode_chat([{"role": "user", "content": "Hi"}])))]
+
+
+def test_a_line_the_model_cannot_embed_is_not_sent_and_the_chat_goes_on(monkeypatch, tok):
+    session = Session(ScriptedEngine(tok.vocab_size, []), tok)
+    session.spec.vocab_size = 1000  # smaller than the tokenizer's ids
+    monkeypatch.setattr(run_cli, "open_cli_session", lambda *_, **__: (session, 4096))
+    out = CliRunner().invoke(app, ["chat"], input="Hi\n/thinking\n")
+    assert out.exit_code == 0, out.output
+    assert "[not sent: the prompt has token id " in out.stderr and "[thinking on]" in out.stderr

@@ -106,10 +106,15 @@ class Chat:
             self.session.engine.reset(1)
             self.fed = []
         held = len(self.fed)
-        reply = _reply(
-            self.session, self.limit, ids[held:], self.max_new, self.sampler, held=held,
-            drafter=self.drafter, penalties=self.penalties, stops=self.stops,
-        )  # fmt: skip
+        try:
+            reply = _reply(
+                self.session, self.limit, ids[held:], self.max_new, self.sampler, held=held,
+                drafter=self.drafter, penalties=self.penalties, stops=self.stops,
+            )  # fmt: skip
+        except V4CError as err:  # e.g. a token the model cannot embed: this line only
+            say(f"[not sent: {err}]")
+            self.fed = []  # whatever the engine holds now, the next turn feeds all again
+            return
         # the last new token was sampled, not fed; after Ctrl-C the caches may hold part of
         # a step, so the next turn feeds the whole conversation again
         self.fed = ids + reply.tokens[:-1] if reply.complete else []
