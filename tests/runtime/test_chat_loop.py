@@ -215,3 +215,13 @@ def test_a_line_the_model_cannot_embed_is_not_sent_and_the_chat_goes_on(monkeypa
     out = CliRunner().invoke(app, ["chat"], input="Hi\n/thinking\n")
     assert out.exit_code == 0, out.output
     assert "[not sent: the prompt has token id " in out.stderr and "[thinking on]" in out.stderr
+
+
+def test_a_long_prefill_is_said_before_the_wait(monkeypatch, tok):
+    engine = ScriptedEngine(tok.vocab_size, [*tok.encode("Hello!"), tok.eos_id])
+    engine.max_tokens = 2  # the plan's prefill step
+    monkeypatch.setattr(run_cli, "open_cli_session", lambda *_, **__: (Session(engine, tok), 4096))
+    out = CliRunner().invoke(app, ["run", "--prompt", "Hi", "--temperature", "0"])
+    assert out.exit_code == 0, out.output
+    n = len(tok.encode(encode_chat([{"role": "user", "content": "Hi"}])))
+    assert f"[prefill: {n} tokens in {-(-n // 2)} steps of up to 2]" in out.stderr

@@ -81,6 +81,12 @@ def _reply(
     check_vocab(prompt_ids, session.spec.vocab_size)
     check_fits(held, len(prompt_ids), max_seq, max_new)
     budget, by_limit = new_token_budget(held, len(prompt_ids), max_seq, max_new)
+    step = getattr(session.engine, "max_tokens", 0)
+    if step and len(prompt_ids) > step:  # a long prefill: say it before the wait
+        steps = -(-len(prompt_ids) // step)
+        typer.echo(
+            f"[prefill: {len(prompt_ids)} tokens in {steps} steps of up to {step}]", err=True
+        )
     decoder = StreamDecoder(session.tokenizer, skip_special_tokens=True)
     text = StopText(stops or [])
     streamed: list[int] = []
