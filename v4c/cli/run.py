@@ -228,7 +228,8 @@ def run_command(
     tp: Tp = None,
     ep: Ep = None,
 ) -> None:
-    """Generate a reply to one prompt, streaming tokens; prints tokens/s at the end.
+    """Generate a reply to a prompt, streaming tokens; prints tokens/s at the end
+    (--prompt-file: many prompts as one batch, JSON lines out).
 
     With --tp/--ep (or under torchrun) every rank runs its piece of the model.
     """
