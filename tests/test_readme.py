@@ -33,6 +33,8 @@ NOT_RUN = {  # a line's start -> why it is only parsed here
     "python3 -m venv": "the set-up itself, which .ci/run runs on a clean checkout",
     ". .venv/bin/activate && ruff": "the test suite itself, which .ci/run runs",
     "torchrun": "processes over the real checkpoints (hundreds of GB)",
+    "v4c serve": "a server runs until it is stopped: tests/serve runs it in process",
+    "v4c bench --serve": "a serving benchmark: minutes on two cores (tests/serve)",
     "v4c run --checkpoint deepseek-ai/": "the real checkpoint from the Hub (see test_hub.py)",
     'v4c run --prompt "Hi" --checkpoint ~/': "the real V4-Flash checkpoint",
     "v4c bench specs/variants/flash-2l-slice.yaml": "a GPU (the README says: minutes on a CPU)",
