@@ -27,8 +27,14 @@ def resolve_checkpoint(name: str | Path, log=lambda _: None) -> Path:
     """The checkpoint folder `name` names: itself, or the snapshot of a Hub repo id."""
     if not is_repo_id(name):
         return Path(name).expanduser()
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    try:  # installed with tokenizers, which v4c needs; said plainly if it is not
+        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    except ImportError:
+        raise V4CError(
+            f"--checkpoint {name}: no such folder, and a Hub repo id needs huggingface_hub: "
+            "pip install huggingface_hub"
+        ) from None
 
     log(f"{name}: no such folder here; fetching the Hugging Face Hub repo (or its cached copy)")
     try:
