@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from v4c.errors import SamplingError
+from v4c.runtime.penalties import Penalties
 from v4c.runtime.sampler import Sampler
 
 if TYPE_CHECKING:  # the loop only calls them; it stays free of engines and plans
@@ -105,13 +107,26 @@ def generate(
     on_token: Callable[[int, int], None] | None = None,
     reset: bool = True,
     drafter: MtpDrafter | None = None,
+    penalties: Penalties | None = None,
 ) -> GenerationResult:
     """Generate for every prompt; `on_token(seq_index, token_id)` streams each new token.
     `reset=False` continues the engine's sequences: each prompt is appended to what its
     sequence already holds (a chat's next turn). The last new token is not fed back.
     `drafter`: decode speculatively with it (the same tokens greedy, the same distribution
-    sampled)."""
+    sampled). `penalties`: applied to each row's logits before sampling (not with a
+    drafter, whose verification samples inside)."""
     _check(prompts, max_new_tokens)
+    if penalties is not None and not penalties.active:
+        penalties = None
+    if penalties is not None and drafter is not None:
+        raise SamplingError("penalties: not with speculative decoding (its verify step samples)")
+
+    def sample(rows: list[int], logits):
+        if penalties is not None:
+            logits = penalties.apply(logits, [prompts[i] for i in rows],
+                                     [batch.tokens[i] for i in rows])  # fmt: skip
+        return sampler.sample(logits).tolist()
+
     batch = _Batch(len(prompts), max_new_tokens, set(stop_ids), on_token)
     if reset:
         engine.reset(len(prompts))
@@ -122,7 +137,7 @@ def generate(
         logits = _forward(engine, [list(p) for p in prompts])
     else:
         logits = drafter.prefill([list(p) for p in prompts], reset)
-    batch.accept(everyone, sampler.sample(logits).tolist())
+    batch.accept(everyone, sample(everyone, logits))
     prefill_s = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -132,7 +147,7 @@ def generate(
         step = [[batch.tokens[i][-1]] if i in live else [] for i in everyone]
         logits = _forward(engine, step)
         # only live rows are sampled: a finished row's logits carry no meaning
-        batch.accept(live, sampler.sample(logits[live]).tolist())
+        batch.accept(live, sample(live, logits[live]))
     decode_s = time.perf_counter() - start
 
     return GenerationResult(

@@ -5,7 +5,11 @@ environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_POR
 If any rank fails, the others are stopped at once and `spawn` raises one V4CError with the
 cause: the first message of a rank that failed on its own, not those of the ranks that then
 lost it in a collective (`CommError`), or how a rank died without one (killed: out of
-memory). This module imports no torch: a process starts with what its target needs.
+memory). A rank that does not end when stopped (it stalls in a collective, or ignores
+SIGTERM) is killed after `STOP_GRACE_S`. Ctrl-C reaches every rank (one process group):
+the launcher gives rank 0 `STOP_GRACE_S` to end its reply and print its last line, then
+stops the others and ends as interrupted. This module imports no torch: a process starts
+with what its target needs.
 Arguments travel to each process by pickle before it starts: keep them small (paths).
 """
 
@@ -21,6 +25,8 @@ from typing import Any
 
 from v4c.envs import TORCHRUN, torchrun_place
 from v4c.errors import CommError, V4CError
+
+STOP_GRACE_S = 10.0  # seconds a rank has to end after SIGTERM (or rank 0 after Ctrl-C)
 
 
 @dataclass(frozen=True)
@@ -58,13 +64,26 @@ def spawn(world: int, target: Callable[..., Any], args: tuple = ()) -> None:
         proc.start()
     try:
         failed = _wait(procs, messages)
+    except KeyboardInterrupt:
+        procs[0].join(STOP_GRACE_S)  # rank 0 stops its reply and says so
+        raise
     finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-            proc.join()
+        _stop(procs)
     if failed is not None:
         raise V4CError(failed)
+
+
+def _stop(procs) -> None:
+    """End every rank still running: SIGTERM, then SIGKILL for one that has not ended
+    within `STOP_GRACE_S` (a rank stalled where SIGTERM cannot reach it)."""
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(STOP_GRACE_S)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
 
 
 def _wait(procs, messages) -> str | None:
@@ -90,7 +109,8 @@ def _cause(messages, rank: int, code: int) -> str:
     causes = [m for m in sent if not m[2]] or sent
     if causes:
         first, text, _ = causes[0]
-        return f"rank {first}: {text}"
+        # a collective's own error names its rank already
+        return text if text.startswith(f"rank {first}: ") else f"rank {first}: {text}"
     return f"rank {rank} ended with exit code {code} (killed: out of memory?)"
 
 

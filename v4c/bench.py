@@ -21,6 +21,7 @@ step's wall time minus the time spent inside its calls, i.e. the program's own d
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +57,8 @@ class BenchResult:
     achieved_gb_per_s: float = 0.0
     copy_gb_per_s: float = 0.0
     bandwidth_fraction: float = 0.0
+    repeat: int = 1  # timed runs of the prefill and of the decode steps; figures are medians
+    runs: dict[str, list[float]] = field(default_factory=dict)  # figure -> each run's value
     hf: dict[str, float] = field(default_factory=dict)  # the same figures for transformers
     speculation: dict[str, dict] = field(default_factory=dict)  # mode -> figures (see above)
 
@@ -110,9 +113,18 @@ def host_overhead(step: Step, device: torch.device, repeat: int = 5) -> float:
 
 
 def bench_engine(
-    engine: Engine, spec: ModelSpec, *, batch: int, prompt_len: int, decode: int, seed: int = 0
+    engine: Engine,
+    spec: ModelSpec,
+    *,
+    batch: int,
+    prompt_len: int,
+    decode: int,
+    seed: int = 0,
+    repeat: int = 1,
+    log=lambda _: None,
 ) -> BenchResult:
-    """Prefill `batch` prompts of `prompt_len` random tokens, then `decode` steps."""
+    """Prefill `batch` prompts of `prompt_len` random tokens, then `decode` steps; each
+    timed `repeat` times (the figures are the medians, `runs` holds every run's)."""
     gen = torch.Generator().manual_seed(seed)
     prompts = torch.randint(0, spec.vocab_size, (batch, prompt_len), generator=gen).tolist()
     device = engine.device
@@ -125,15 +137,26 @@ def bench_engine(
         engine.reset(batch)
         return engine.forward(prompts)
 
-    prefill()  # warm up: binds the steps, compiles kernels
-    seconds = _timed(prefill, device)
-    result.prefill_tokens_per_s = batch * prompt_len / seconds
+    log("warming up: binding the steps, loading the kernels")
     logits = prefill()
     tokens = [[int(t)] for t in logits.argmax(-1).tolist()]
     engine.forward(tokens)  # the first decode step (on CUDA: the CUDA graph is captured)
-    seconds = _timed(lambda: engine.forward(tokens), device, repeat=decode)
+    prefills, decodes = [], []  # tokens/s; seconds per step, the mean over `decode` steps
+    for i in range(repeat):  # each run from the same state: the prompt, then the steps
+        log(f"run {i + 1}/{repeat}: prefill {batch} x {prompt_len} tokens, {decode} decode steps")
+        prefills.append(batch * prompt_len / _timed(prefill, device))
+        engine.forward(tokens)  # the step after the prompt, as in the warm-up
+        decodes.append(_timed(lambda: engine.forward(tokens), device, repeat=decode))
+    seconds = statistics.median(decodes)
+    result.repeat = repeat
+    result.runs = {
+        "prefill_tokens_per_s": prefills,
+        "decode_tokens_per_s": [batch / s for s in decodes],
+    }
+    result.prefill_tokens_per_s = statistics.median(prefills)
     result.decode_ms_per_token = seconds * 1e3
     result.decode_tokens_per_s = batch / seconds
+    log("host time per step, copy bandwidth")
     for entry, tokens_per_row in (("prefill", min(prompt_len, engine.max_tokens)), ("decode", 1)):
         step = engine.programs[entry].bind(batch, tokens_per_row)
         # valid inputs for re-running the step: the prompt's first tokens at positions 0..
@@ -232,8 +255,10 @@ def bench_plan(
 ):  # fmt: skip
     """The plan a bench of these limits runs (and `v4c bench --target` estimates)."""
     drafts = CompileOptions.max_draft if speculative == "mtp" else 0
-    # a draft's first step covers the MTP block's window
-    steps = max(prompt_len, spec.attention.sliding_window if drafts else 1)
+    # prefill in steps of at most max_tokens; a draft's first step covers the MTP block's window
+    steps = max(
+        min(prompt_len, CompileOptions.max_tokens), spec.attention.sliding_window * (drafts > 0)
+    )
     options = CompileOptions(
         max_batch=batch, max_tokens=steps, max_seq=prompt_len + decode + 2 + drafts,
         numerics=numerics, weights=weight_formats, dtype=ir_dtype(str(dtype)), max_draft=drafts,
@@ -259,17 +284,28 @@ def run_bench(
     speculative: str = "off",
     draft_tokens: int = 1,
     comm=None,
+    repeat: int = 1,
+    log=lambda _: None,
 ) -> BenchResult:
     """Compile `spec` for this run's limits, bind it to `weights` (dense tensors: the ones the
     plan keeps FP8/FP4 are quantised to their stored format first) and measure it. `comm`:
     this process is one rank of a TP x EP grid (`runtime.distributed`), and every rank runs
     the same steps; `weights` may also be a function of the plan giving what it needs (a
-    rank's pieces read from a checkpoint), else the whole weights are cut to the rank's."""
+    rank's pieces read from a checkpoint), else the whole weights are cut to the rank's.
+    The prompt is prefilled in steps of at most `CompileOptions.max_tokens` tokens, as
+    `v4c run` does, so a long prompt needs the caches' memory, not a prompt-long step's;
+    what the plan needs is checked against the device's free memory before binding."""
     from v4c.runtime.checkpoint.pieces import rank_weights
     from v4c.runtime.checkpoint.random_weights import as_stored
 
     device = torch.device(device)
     grid = (comm.grid.tp, comm.grid.ep) if comm is not None else (1, 1)
+    drafts = CompileOptions.max_draft if speculative == "mtp" else 0
+    check_memory(
+        spec, device, dtype, prompt_len + decode + 2 + drafts, grid[0] * grid[1],
+        f"--prompt-len {prompt_len} with --decode {decode}",
+    )  # fmt: skip
+    log(f"compiling {spec.name} for batch {batch}, {prompt_len + decode + 2 + drafts} tokens")
     plan = bench_plan(
         spec, batch=batch, prompt_len=prompt_len, decode=decode, numerics=numerics,
         weight_formats=weight_formats, dtype=dtype, speculative=speculative, grid=grid,
@@ -285,17 +321,33 @@ def run_bench(
         plan, as_stored(needed, formats), device=device, dtype=dtype, backend=backend,
         cuda_graphs=cuda_graphs and comm is None, comm=comm,
     )  # fmt: skip
-    result = bench_engine(engine, spec, batch=batch, prompt_len=prompt_len, decode=decode)
+    result = bench_engine(
+        engine, spec, batch=batch, prompt_len=prompt_len, decode=decode, repeat=repeat, log=log
+    )
     if speculative == "mtp":
+        log("greedy generation: speculation off, with the MTP block, with a perfect drafter")
         gen = torch.Generator().manual_seed(1)
         prompts = torch.randint(0, spec.vocab_size, (batch, prompt_len), generator=gen).tolist()
         result.speculation = bench_speculation(engine, prompts, decode, draft_tokens)
     if compare == "hf":
         del engine
+        log("transformers (eager) on the same weights")
         result.hf = bench_hf(
             spec, weights, device, dtype, batch=batch, prompt_len=prompt_len, decode=decode
         )
     return result
+
+
+def check_memory(spec: ModelSpec, device, dtype, tokens: int, ranks: int, what: str) -> None:
+    """Refuse, before anything is made, a run whose caches do not fit the device (the rule
+    of `v4c run`'s --max-seq, said in the options of the caller)."""
+    from v4c.errors import V4CError
+    from v4c.limits import choose_max_seq
+
+    try:
+        choose_max_seq(spec, str(device), dtype, tokens, ranks)
+    except V4CError as err:
+        raise V4CError(f"{what}: {str(err).removeprefix('--max-seq: ')}") from None
 
 
 def format_result(r: BenchResult) -> list[str]:
@@ -310,8 +362,9 @@ def format_result(r: BenchResult) -> list[str]:
             f"{r.host_ms_per_step[entry]:.3f} ms/step = {r.host_us_per_launch[entry]:.2f} us/launch"
         )
     lines += [
-        f"  prefill  {r.prefill_tokens_per_s:,.1f} tokens/s",
-        f"  decode   {r.decode_ms_per_token:.3f} ms/step, {r.decode_tokens_per_s:,.1f} tokens/s",
+        f"  prefill  {r.prefill_tokens_per_s:,.1f} tokens/s{_spread(r, 'prefill_tokens_per_s')}",
+        f"  decode   {r.decode_ms_per_token:.3f} ms/step, {r.decode_tokens_per_s:,.1f} tokens/s"
+        f"{_spread(r, 'decode_tokens_per_s')}",
         f"  reads    {r.bytes_per_decode_token / 1e9:.3f} GB per decode token: "
         f"{r.achieved_gb_per_s:.1f} GB/s = {100 * r.bandwidth_fraction:.1f} % of the "
         f"measured copy bandwidth ({r.copy_gb_per_s:.1f} GB/s)",
@@ -335,7 +388,20 @@ def format_result(r: BenchResult) -> list[str]:
             f"{r.prefill_tokens_per_s / r.hf['prefill_tokens_per_s']:.2f}x, decode "
             f"{r.hf['decode_ms_per_token'] / r.decode_ms_per_token:.2f}x",
         ]
+    lines.append(
+        f"decode speed: {r.decode_tokens_per_s:,.1f} tokens/s (batch {r.batch}, after a "
+        f"{r.prompt_len}-token prompt; median of {r.repeat} run{'s' * (r.repeat > 1)} of "
+        f"{r.decode_steps} steps)"
+    )
     return lines
+
+
+def _spread(r: BenchResult, figure: str) -> str:
+    """`(median of N: min a, max b)` over the timed runs of a figure, empty for one run."""
+    runs = r.runs.get(figure, [])
+    if len(runs) < 2:
+        return ""
+    return f" (median of {len(runs)}: min {min(runs):,.1f}, max {max(runs):,.1f})"
 
 
 def write_json(result: BenchResult, path: Path) -> None:

@@ -34,11 +34,17 @@ class SeqLimit:
 
 
 def choose_max_seq(
-    spec: ModelSpec, device: str, dtype: torch.dtype, requested: int | None, ranks: int = 1
+    spec: ModelSpec,
+    device: str,
+    dtype: torch.dtype,
+    requested: int | None,
+    ranks: int = 1,
+    batch: int = 1,
 ) -> SeqLimit:
     """`requested` checked against the model and the memory, or the default with its reason.
-    `ranks`: the weights are split over that many (each holds about its share)."""
-    per_token = cache_bytes_per_token(spec, dtype)
+    `ranks`: the weights are split over that many (each holds about its share); `batch`:
+    sequences held at once, each with caches of max_seq tokens."""
+    per_token = cache_bytes_per_token(spec, dtype) * batch
     weights = count_params(spec).total * torch.empty((), dtype=dtype).element_size() // ranks
     spare = max(0, free_memory(device) - weights)
     fits = max(1, int(spare * MEMORY_SHARE) // max(per_token, 1))
@@ -110,3 +116,14 @@ def new_token_budget(held: int, prompt: int, max_seq: int, max_new: int) -> tupl
     feed n - 1 of them back, so the caches hold held + prompt + n - 1 tokens."""
     room = max_seq - held - prompt + 1
     return (room, True) if room < max_new else (max_new, False)
+
+
+def check_vocab(ids: list[int], vocab_size: int) -> None:
+    """Refuse a prompt the model cannot embed: the tokenizer (the checkpoint's
+    tokenizer.json, else the V4 vocabulary) gave ids past the model's vocab_size."""
+    top = max(ids, default=0)
+    if top >= vocab_size:
+        raise V4CError(
+            f"the prompt has token id {top}, the model's vocab_size is {vocab_size}: the "
+            "tokenizer does not fit this model (put its tokenizer.json in the checkpoint folder)"
+        )

@@ -16,6 +16,7 @@ from v4c.envs import cache_dir
 from v4c.ir.plan import Plan
 from v4c.ir.types import ir_dtype, torch_dtype
 from v4c.passes.base import CompileOptions
+from v4c.paths import need_folder
 from v4c.runtime.checkpoint import load_checkpoint
 from v4c.runtime.checkpoint.detect import detect_layout
 from v4c.runtime.checkpoint.read import open_shards, read_spec
@@ -93,8 +94,7 @@ def open_session(
     `comm` (`runtime.distributed.join`): this process is one rank of a TP x EP grid; the
     plan is compiled for that grid, and the rank reads only its pieces of the weights."""
     folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(cache_dir(), log)
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder}: no such checkpoint folder")
+    need_folder(folder, "checkpoint folder", CheckpointError)
     if plan is not None:
         spec = read_spec(folder, ModelSpec.model_validate(plan.model))
         if numerics not in (None, plan.options["numerics"]):
@@ -147,7 +147,7 @@ def open_session(
 
 def load_plan(folder: Path) -> Plan:
     """The plan `v4c compile` wrote into `folder`."""
-    path = Path(folder) / "plan.json"
+    path = need_folder(folder, "plan folder (what v4c compile -o wrote)") / "plan.json"
     try:
         return Plan.from_json(path.read_text())
     except OSError as err:

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from v4c.paths import need_file
 from v4c.runtime.chat.format import TASK_TOKENS, ChatError
 
 ROLES = ("system", "user", "assistant", "tool", "developer", "latest_reminder")
@@ -41,6 +42,7 @@ class Message:
 def read_messages(path: Path) -> list[dict]:
     """A conversation file: a JSON list of OpenAI-style messages, each checked here so a
     bad one is reported with the file before a model is loaded."""
+    need_file(path, "JSON conversation file", ChatError)
     try:
         messages = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from v4c.errors import CheckpointError
+from v4c.paths import need_folder
 from v4c.runtime.checkpoint.detect import Layout, detect_units
 from v4c.runtime.checkpoint.read import check_units, open_shards, read_spec, read_units
 from v4c.runtime.checkpoint.write import write_hf, write_official
@@ -59,9 +60,7 @@ def load_checkpoint(
     (for kernels that dequantise on the fly); in other layouts they are plain tensors.
     `pieces`: tensor -> the ranges of it to return (one rank's piece of a split plan,
     `runtime.pieces.rank_ranges`), read alone from the files wherever the layout allows."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder}: no such checkpoint folder")
+    folder = need_folder(folder, "checkpoint folder", CheckpointError)
     spec = read_spec(folder, spec)
     with ExitStack() as stack:
         shards = open_shards(folder, stack)

@@ -16,15 +16,17 @@ a killed run, and a second first run waits for the first and then uses its folde
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from v4c.errors import CheckpointError
-from v4c.runtime.checkpoint import make_tiny
+from v4c.runtime.checkpoint import TINY_SHARDS, make_tiny
 from v4c.runtime.checkpoint.read import CONFIG, INDEX
 
 TINY_SEED = 0
@@ -33,16 +35,38 @@ TINY_SEED = 0
 def tiny_checkpoint(root: Path, log: Callable[[str], None] = print) -> Path:
     """The tiny checkpoint under `root` (the cache folder), made or remade if needed."""
     folder = root / "checkpoints" / f"tiny-seed{TINY_SEED}"
+    return cached_checkpoint(folder, partial(make_tiny, seed=TINY_SEED), "the tiny default", log)
+
+
+def random_checkpoint(root: Path, spec, log: Callable[[str], None] = print) -> Path:
+    """A checkpoint of `spec` with random weights (seed 0) in its official storage formats,
+    cached under `root` by the spec's content, so a spec one wrote runs without weights."""
+    from v4c.runtime.checkpoint import write_official
+    from v4c.runtime.checkpoint.random_weights import random_weights
+    from v4c.spec.config_io import spec_to_config
+
+    config = json.dumps(spec_to_config(spec, "official"), sort_keys=True).encode()
+    key = hashlib.sha256(config + spec.name.encode()).hexdigest()[:12]
+    folder = root / "checkpoints" / f"random-{spec.name}-{key}"
+
+    def make(out: Path) -> None:
+        write_official(out, spec, random_weights(spec, seed=0), shards=TINY_SHARDS)
+
+    return cached_checkpoint(folder, make, f"a random-weights {spec.name}", log)
+
+
+def cached_checkpoint(folder: Path, make, what: str, log: Callable[[str], None]) -> Path:
+    """`folder`, made by `make(path)` if missing or damaged (under the lock, atomically)."""
     if damage(folder) is None:
         return folder
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         with open(folder.parent / ".tiny.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            _make_locked(folder, log)
+            _make_locked(folder, make, what, log)
     except OSError as err:
         raise CheckpointError(
-            f"cannot write the tiny default checkpoint to {folder}: {err.strerror or err}; "
+            f"cannot write {what} checkpoint to {folder}: {err.strerror or err}; "
             "set V4C_CACHE_DIR to a writable folder, or pass --checkpoint DIR"
         ) from None
     return folder
@@ -84,20 +108,20 @@ def _shard_damage(path: Path) -> str | None:
     return None if size == 8 + n + end else f"holds {size} bytes, not {8 + n + end}"
 
 
-def _make_locked(folder: Path, log: Callable[[str], None]) -> None:
+def _make_locked(folder: Path, make, what: str, log: Callable[[str], None]) -> None:
     problem = damage(folder)
     if problem is None:  # another run made it while this one waited for the lock
         return
     for stale in folder.parent.glob(".tiny-*"):  # left by a killed run: no writer is active
         shutil.rmtree(stale, ignore_errors=True)
     if folder.exists():
-        log(f"the cached tiny checkpoint in {folder} is damaged ({problem}); remaking it")
+        log(f"the cached checkpoint in {folder} is damaged ({problem}); remaking it")
         shutil.rmtree(folder)
     else:
-        log(f"making the tiny default checkpoint in {folder} (once)")
+        log(f"making {what} checkpoint in {folder} (once)")
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tiny-"))
     try:
-        make_tiny(tmp / "ckpt", seed=TINY_SEED)
+        make(tmp / "ckpt")
         os.replace(tmp / "ckpt", folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

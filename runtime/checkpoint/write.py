@@ -30,10 +30,17 @@ SINGLE = "model.safetensors"
 
 
 def write_official(
-    folder: Path, spec: ModelSpec, weights: dict[str, Tensor], *, shards: int = 1
+    folder: Path,
+    spec: ModelSpec,
+    weights: dict[str, Tensor],
+    *,
+    shards: int = 1,
+    requantised: bool = False,
 ) -> int:
     """The official release layout (quantised per the spec's `storage`) + its config.json,
-    and model.safetensors.index.json when `shards` > 1. Returns the tensors written."""
+    and model.safetensors.index.json when `shards` > 1. Returns the tensors written.
+    `requantised`: the weights are dequantised FP8/FP4 values (a conversion back to the
+    official layout): each block gets the scale its release had (`larger_exact_scales`)."""
     folder = Path(folder)
     units = official_units(spec)
     check_weights(spec, weights, units)
@@ -42,7 +49,7 @@ def write_official(
     _prepare(folder, files + ([INDEX] if shards > 1 else []))
     weight_map, total = {}, 0
     for file, group in zip(files, groups):
-        tensors = _encode(group, weights)
+        tensors = _encode(group, weights, spec.quant.block if requantised else None)
         _save(folder / file, tensors)
         weight_map.update(dict.fromkeys(tensors, file))
         total += sum(t.nbytes for t in tensors.values())
@@ -60,9 +67,11 @@ def write_hf(
     dtype: torch.dtype = torch.bfloat16,
 ) -> int:
     """The HF transformers layout in `dtype` (logical fp32 tensors stay fp32) + the HF
-    config.json, one file. MTP tensors in `weights` are not written (HF has no MTP).
-    Returns the tensors written."""
+    config.json, one file, whose `dtype` is `dtype` (transformers loads the model in it).
+    MTP tensors in `weights` are not written (HF has no MTP). Returns the tensors written."""
     folder = Path(folder)
+    meta = spec.meta.model_copy(update={"torch_dtype": str(dtype).removeprefix("torch.")})
+    spec = spec.model_copy(update={"meta": meta})
     units = hf_units(spec, dtype)
     check_weights(spec, weights, units)
     _prepare(folder, [SINGLE])
@@ -121,10 +130,17 @@ def split_shards(units: list[Unit], shards: int) -> list[list[Unit]]:
     return groups
 
 
-def _encode(units: list[Unit], weights: dict[str, Tensor]) -> dict[str, Tensor]:
+def _encode(
+    units: list[Unit], weights: dict[str, Tensor], block: tuple[int, int] | None = None
+) -> dict[str, Tensor]:
+    """The stored tensors of `units`; with the FP8 `block`, at the release's scales."""
+    from v4c.runtime.checkpoint.requantise import larger_exact_scales
+
     out = {}
     for unit in units:
         stored = unit.encode([weights[t.name] for t in unit.logical])
+        if block is not None:
+            stored = larger_exact_scales(unit, stored, block)
         out.update((s.name, x.contiguous().cpu()) for s, x in zip(unit.stored, stored))
     return out
 

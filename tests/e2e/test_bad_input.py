@@ -235,7 +235,7 @@ def test_a_prompt_that_does_not_fit_is_refused_before_generating(batch):
 def test_generation_stops_cleanly_at_max_seq(batch):
     out = batch["at_limit"]
     assert out.returncode == 0, out.stderr
-    assert "max_seq 7 (--max-seq" in out.stderr
+    assert "max_seq 7 tokens (--max-seq" in out.stderr
     assert "[5 prompt tokens, 3 new (max_seq);" in out.stderr  # 5 + 3 - 1 fed = 7
     one = batch["one_token"]
     assert one.returncode == 0, one.stderr
@@ -248,7 +248,7 @@ def test_generation_stops_cleanly_at_max_seq(batch):
         "1 thread",
         "backend torch (",
         "numerics official (the checkpoint is in the official",
-        "max_seq 8192 (",
+        "max_seq 8192 tokens (",
     ):
         assert said in one.stderr, (said, one.stderr)  # fmt: skip
 
@@ -277,7 +277,7 @@ def test_hf_to_official_needs_without_mtp(batch):
     out = batch["hf_ok"]
     assert out.returncode == 0, out.stderr
     written = len(load_file(work / "off2" / "model.safetensors"))
-    assert f"official layout, {written} tensors)" in out.stdout  # what the file holds
+    assert f"; {written} tensors)" in out.stdout  # what the file holds
     assert json.loads((work / "off2" / "config.json").read_text())["num_nextn_predict_layers"] == 0
 
 

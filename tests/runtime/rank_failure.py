@@ -4,9 +4,10 @@ module without torch, so that its spawned processes start in a moment."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 
-from v4c.errors import CheckpointError
+from v4c.errors import CheckpointError, CommError
 
 
 def failing_rank(folder: str) -> None:
@@ -15,3 +16,13 @@ def failing_rank(folder: str) -> None:
     if os.environ["RANK"] == "1":
         raise CheckpointError(f"{folder}/missing: no such checkpoint folder")
     time.sleep(120)
+
+
+def stalling_rank(folder: str) -> None:
+    """Rank 1 stalls where SIGTERM does not end it; rank 0 gives up on it as a collective
+    does after its timeout (its CommError names its rank)."""
+    if os.environ["RANK"] == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(120)
+    time.sleep(1)
+    raise CommError("rank 0: all_reduce failed: another rank ended or did not answer")

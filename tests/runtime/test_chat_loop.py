@@ -8,6 +8,7 @@ what it is fed, so the test sees exactly the sequence the engine holds each turn
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -43,6 +44,7 @@ class ScriptedEngine:
 class Session:
     def __init__(self, engine, tokenizer):
         self.engine, self.tokenizer = engine, tokenizer
+        self.spec = SimpleNamespace(name="scripted", vocab_size=tokenizer.vocab_size)
 
 
 def chat(monkeypatch, tok, replies: list[str], *args: str) -> tuple[ScriptedEngine, str]:
@@ -130,8 +132,8 @@ def test_run_json_prints_the_parsed_tool_call(monkeypatch, tok, tmp_path):
         ('[{"role": "robot"}]', (), "messages[0]: unknown role 'robot'"),
         ("{", (), "cannot read a JSON conversation"),
         ("[]", (), "expected a non-empty JSON list of messages"),
-        ('[{"role": "user"}]', ("--prompt", "x"), "give --prompt, or --messages FILE"),
-        ('[{"role": "user"}]', ("--raw",), "give --prompt, or --messages FILE"),
+        ('[{"role": "user"}]', ("--prompt", "x"), "--prompt and --messages: give one of them"),
+        ('[{"role": "user"}]', ("--raw",), "--messages with --raw: a conversation needs the chat"),
     ],
 )
 def test_bad_conversation_is_a_user_error(tmp_path, capsys, content, args, message):
@@ -142,3 +144,84 @@ def test_bad_conversation_is_a_user_error(tmp_path, capsys, content, args, messa
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def session_chat(monkeypatch, tok, replies, lines, *args, limit=4096):
+    """`v4c chat` on a scripted engine fed `lines`; (engine, stdout, stderr)."""
+    script = [t for text in replies for t in [*tok.encode(text), tok.eos_id]]
+    engine = ScriptedEngine(tok.vocab_size, script)
+    monkeypatch.setattr(run_cli, "open_cli_session", lambda *_, **__: (Session(engine, tok), limit))
+    out = CliRunner().invoke(
+        app, ["chat", "--temperature", "0", *args], input="".join(f"{x}\n" for x in lines)
+    )
+    assert out.exit_code == 0, out.output
+    assert not engine.script  # every scripted reply was generated
+    return engine, out.stdout, out.stderr
+
+
+def test_an_empty_line_is_nothing_and_commands_steer_the_chat(monkeypatch, tok):
+    lines = ["", "Hi", "  ", "/thinking", "/help", "/nope", "/clear", "/system Be brief.",
+             "Again", "/exit", "never sent"]  # fmt: skip
+    engine, _, err = session_chat(monkeypatch, tok, ["Hello!", "R</think>Bye"], lines)
+    assert "\nchat with scripted (max_seq 4096 tokens): one message a line;" in err
+    assert "[thinking on]" in err and "/system TEXT" in err and "[unknown command '/nope']" in err
+    assert "[conversation cleared]" in err and "[system prompt set; conversation cleared]" in err
+    # the second turn: the new system prompt, thinking on, the first turn forgotten
+    second = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Again"}]
+    assert engine.prefills[-1] == (True, tok.encode(encode_chat(second, thinking=True)))
+    assert len(engine.prefills) == 2  # /exit ended it: "never sent" was not
+
+
+def test_system_option_is_the_first_message(monkeypatch, tok):
+    engine, _, _ = session_chat(monkeypatch, tok, ["Hello!"], ["Hi"], "--system", "You are v4c.")
+    first = [{"role": "system", "content": "You are v4c."}, {"role": "user", "content": "Hi"}]
+    assert engine.prefills == [(True, tok.encode(encode_chat(first)))]
+
+
+def test_a_conversation_outgrowing_max_seq_drops_its_oldest_turns(monkeypatch, tok):
+    """max_seq holds about two turns here: the third drops the first, said on stderr; a
+    message too long for max_seq alone is refused and the chat goes on."""
+    turn = [{"role": "user", "content": "One"}, {"role": "assistant", "content": "Hello!"}]
+    # three turns leave room for 3 new tokens, not the 4 of --max-new-tokens
+    limit = len(tok.encode(encode_chat([*turn, *turn, *turn[:1]]))) + 2
+    long = " ".join(["word"] * limit)
+    lines = ["One", "Two", long, "Three"]
+    engine, _, err = session_chat(
+        monkeypatch, tok, ["Hello!"] * 3, lines, "--max-new-tokens", "4", limit=limit
+    )
+    assert "[not sent: the prompt does not fit:" in err
+    assert f"[dropped the 1 oldest turn: the conversation outgrew max_seq {limit} tokens]" in err
+    kept = [
+        {"role": "user", "content": "Two"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Three"},
+    ]
+    assert engine.prefills[-1] == (True, tok.encode(encode_chat(kept)))
+
+
+def test_a_line_that_is_not_utf8_is_not_sent_and_the_chat_goes_on(monkeypatch, tok):
+    engine = ScriptedEngine(tok.vocab_size, [*tok.encode("Hello!"), tok.eos_id])
+    monkeypatch.setattr(run_cli, "open_cli_session", lambda *_, **__: (Session(engine, tok), 4096))
+    out = CliRunner().invoke(app, ["chat", "--temperature", "0"], input=b"Bad\xff\nHi\n")
+    assert out.exit_code == 0, out.output
+    assert "[not sent: " in out.stderr and "not UTF-8 text" in out.stderr
+    assert engine.prefills == [(True, tok.encode(encode_chat([{"role": "user", "content": "Hi"}])))]
+
+
+def test_a_line_the_model_cannot_embed_is_not_sent_and_the_chat_goes_on(monkeypatch, tok):
+    session = Session(ScriptedEngine(tok.vocab_size, []), tok)
+    session.spec.vocab_size = 1000  # smaller than the tokenizer's ids
+    monkeypatch.setattr(run_cli, "open_cli_session", lambda *_, **__: (session, 4096))
+    out = CliRunner().invoke(app, ["chat"], input="Hi\n/thinking\n")
+    assert out.exit_code == 0, out.output
+    assert "[not sent: the prompt has token id " in out.stderr and "[thinking on]" in out.stderr
+
+
+def test_a_long_prefill_is_said_before_the_wait(monkeypatch, tok):
+    engine = ScriptedEngine(tok.vocab_size, [*tok.encode("Hello!"), tok.eos_id])
+    engine.max_tokens = 2  # the plan's prefill step
+    monkeypatch.setattr(run_cli, "open_cli_session", lambda *_, **__: (Session(engine, tok), 4096))
+    out = CliRunner().invoke(app, ["run", "--prompt", "Hi", "--temperature", "0"])
+    assert out.exit_code == 0, out.output
+    n = len(tok.encode(encode_chat([{"role": "user", "content": "Hi"}])))
+    assert f"[prefill: {n} tokens in {-(-n // 2)} steps of up to 2]" in out.stderr

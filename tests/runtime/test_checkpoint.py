@@ -192,3 +192,52 @@ def test_make_tiny_is_deterministic_and_loads(tmp_path):
     t = next(t for t in checkpoint_tensors(tiny) if t.storage == "fp4")
     want = rounded(t, random_weights(tiny, 0)[t.name], tiny).to(torch.bfloat16)
     assert spec is tiny and torch.equal(loaded[t.name], want)
+
+
+@pytest.mark.parametrize("dtype, name", [("fp32", "float32"), ("bf16", "bfloat16")])
+def test_official_to_hf_to_official_gives_back_the_same_bytes(tmp_path, small_spec, dtype, name):
+    """hf's config.json names the dtype the tensors were written in (transformers loads the
+    model in it); back to official, the dequantised FP8/FP4 values are quantised again to
+    the same formats and the same values bit for bit (every tensor but the MTP block, which
+    HF has no place for), and to the release's very bytes except where a block's values
+    have two encodings (requantise.py: here 1 FP4 block of 49240; plain re-quantisation
+    would differ in thousands); plain values that no scale holds exactly stay plain."""
+    tiny = small_spec.model_copy(
+        update={"mtp": small_spec.mtp.model_copy(update={"num_layers": 0})}
+    )
+    weights = {n: w for n, w in random_weights(tiny, seed=2).items() if not n.startswith("mtp.")}
+    write_official(tmp_path / "src", tiny, weights)
+    runner = CliRunner()
+    out = runner.invoke(app, ["checkpoint", "convert", str(tmp_path / "src"), str(tmp_path / "hf"),
+                              "--to", "hf", "--dtype", dtype])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["dtype"] == name
+    out = runner.invoke(app, ["checkpoint", "convert", str(tmp_path / "hf"),
+                              str(tmp_path / "back"), "--to", "official"])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert "official layout, fp8 weights, fp4 experts;" in out.output
+    _, want = load_checkpoint(tmp_path / "src", dtype=torch.float32, progress=False)
+    _, got = load_checkpoint(tmp_path / "back", dtype=torch.float32, progress=False)
+    assert got.keys() == want.keys()
+    assert all(torch.equal(got[n].view(torch.int32), want[n].view(torch.int32)) for n in want
+               if want[n].is_floating_point())  # fmt: skip
+    differ = total = 0
+    with safe_open(tmp_path / "src" / "model.safetensors", "pt") as a:
+        with safe_open(tmp_path / "back" / "model.safetensors", "pt") as b:
+            assert set(a.keys()) == set(b.keys())
+            for key in a.keys():
+                x, y = a.get_tensor(key), b.get_tensor(key)
+                assert x.dtype == y.dtype and x.shape == y.shape, key  # the same formats
+                if key.endswith(".scale"):
+                    total += x.numel()
+                    differ += (x.view(torch.uint8) != y.view(torch.uint8)).sum().item()
+    assert total > 40000 and differ <= total // 10000
+    plain = dict(want)  # the release's values
+    # x 1.5: exact in bf16 (the plain layout's dtype), not FP8 values of any scale
+    plain["layers.0.attn.wo_b.weight"] = plain["layers.0.attn.wo_b.weight"] * 1.5
+    write_hf(tmp_path / "hf-plain", tiny, plain, dtype=torch.float32)
+    out = runner.invoke(app, ["checkpoint", "convert", str(tmp_path / "hf-plain"),
+                              str(tmp_path / "plain"), "--to", "official"])  # fmt: skip
+    assert "plain: the weights are not exactly FP8/FP4 values" in out.output
+    _, back = load_checkpoint(tmp_path / "plain", dtype=torch.float32, progress=False)
+    assert torch.equal(back["layers.0.attn.wo_b.weight"], plain["layers.0.attn.wo_b.weight"])

@@ -88,3 +88,12 @@ def test_a_failing_rank_ends_every_rank_with_its_message(tmp_path):
         spawn(2, rank_failure.failing_rank, (str(tmp_path),))
     assert str(err.value) == f"rank 1: {tmp_path}/missing: no such checkpoint folder"
     assert time.monotonic() - start < 60  # rank 0 would wait 120 s: it was stopped
+
+
+def test_a_stalled_rank_is_killed_and_the_message_names_the_rank_once(tmp_path, monkeypatch):
+    monkeypatch.setattr("v4c.runtime.launch.STOP_GRACE_S", 2.0)
+    start = time.monotonic()
+    with pytest.raises(V4CError) as err:
+        spawn(2, rank_failure.stalling_rank, (str(tmp_path),))
+    assert str(err.value) == "rank 0: all_reduce failed: another rank ended or did not answer"
+    assert time.monotonic() - start < 60  # rank 1 ignores SIGTERM for 120 s: it was killed

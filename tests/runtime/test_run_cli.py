@@ -139,7 +139,12 @@ def test_run_a_compiled_plan_as_it_is(env, tmp_path):
     v4c(env, "compile", str(other), "-o", str(tmp_path / "other"))
     refused = v4c(env, "run", "--plan", str(tmp_path / "other"), "--prompt", "Hi")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert "hidden_size" in refused.stderr, refused.stderr
+    assert "the plan is for other, not the embedded tiny model; pass --checkpoint" in refused.stderr
+    tiny = os.path.join(env[CACHE_DIR], "checkpoints", "tiny-seed0")
+    refused = v4c(
+        env, "run", "--plan", str(tmp_path / "other"), "--prompt", "Hi", "--checkpoint", tiny
+    )
+    assert refused.returncode == 2 and "hidden_size" in refused.stderr, refused.stderr
 
 
 def test_two_ranks_say_what_one_process_says(env, hello):

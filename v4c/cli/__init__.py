@@ -16,7 +16,9 @@ from v4c.cli.bench import bench_command
 from v4c.cli.cache import cache_app
 from v4c.cli.checkpoint import checkpoint_app
 from v4c.cli.compile import compile_command
-from v4c.cli.run import chat_command, run_command
+from v4c.cli.chat import chat_command
+from v4c.cli.help import tidy
+from v4c.cli.run import run_command
 from v4c.cli.serve import serve_command
 from v4c.cli.spec import spec_app
 from v4c.errors import V4CError
@@ -56,7 +58,7 @@ def _options(
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the app and always ends in SystemExit."""
     try:
-        app(args=argv, prog_name="v4c")
+        tidy(typer.main.get_command(app))(args=argv, prog_name="v4c")
     except V4CError as err:
         for line in str(err).splitlines() or [type(err).__name__]:
             typer.echo(f"error: {line}", err=True)

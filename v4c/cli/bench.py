@@ -37,7 +37,15 @@ def bench_command(
         ),
     ] = False,
     prompt_len: Annotated[int, typer.Option(min=1, help="Prompt tokens per sequence.")] = 128,
-    decode: Annotated[int, typer.Option(min=1, help="Decode steps to time.")] = 32,
+    decode: Annotated[int, typer.Option(min=1, help="Decode steps to time in each run.")] = 32,
+    repeat: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Timed runs of the prefill and of the decode steps; the figures "
+            "printed are the medians, with the min and max.",
+        ),
+    ] = 3,
     batch: Annotated[int, typer.Option(min=1, help="Sequences per step.")] = 1,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if any).")] = None,
     backend: Annotated[str, typer.Option(help="torch or triton (default: triton on CUDA).")] = "",
@@ -51,7 +59,7 @@ def bench_command(
     speculative: Speculative = None,
     draft_tokens: DraftTokens = 1,
     json_file: Annotated[
-        Path | None, typer.Option("--json", help="Write the figures here.")
+        Path | None, typer.Option("--json", help="Write the figures to this JSON file.")
     ] = None,
     tp: Tp = None,
     ep: Ep = None,
@@ -92,6 +100,12 @@ def bench_command(
         raise V4CError("give a checkpoint folder, or a spec with --random-weights")
     grid = resolve_grid(tp, ep, None, None)
     kwargs = {k: v for k, v in locals().items() if k != "grid"}
+    if json_file is not None:
+        _check_writable(json_file)
+    if compare not in (None, "hf"):
+        raise V4CError(f"--compare: expected hf, got {compare!r}")
+    if compare == "hf":
+        _check_transformers()
     spec = run_spec(target, None, None) if random_weights else run_spec(None, Path(target), None)
     if start_ranks(grid, _bench_rank, kwargs, spec):
         return
@@ -109,8 +123,6 @@ def bench_command(
     backend = backend or ("triton" if device == "cuda" else "torch")
     if backend not in ("torch", "triton"):
         raise V4CError(f"--backend: expected torch or triton, got {backend!r}")
-    if compare not in (None, "hf"):
-        raise V4CError(f"--compare: expected hf, got {compare!r}")
     if weights not in ("as-stored", "bf16"):
         raise V4CError(f"--weights: expected as-stored or bf16, got {weights!r}")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -130,7 +142,7 @@ def bench_command(
             spec, tensors, device=device, dtype=dtype, backend=backend, batch=batch,
             prompt_len=prompt_len, decode=decode, weight_formats=weights,
             cuda_graphs=cuda_graphs, compare=compare, comm=comm, speculative=speculative,
-            draft_tokens=draft_tokens,
+            draft_tokens=draft_tokens, repeat=repeat, log=_progress,
         )  # fmt: skip
         if comm is not None:
             typer.echo(f"{comm.grid.world} ranks: tp={comm.grid.tp} x ep={comm.grid.ep}; rank 0:")
@@ -160,6 +172,34 @@ def _estimate(spec, batch, prompt_len, decode, weights, targets: list[str]) -> l
     return lines
 
 
+def _progress(step: str) -> None:
+    typer.echo(f"bench: {step}", err=True)
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse, before the run, a --json path its figures could not be written to."""
+    import os
+
+    if path.is_dir():
+        raise V4CError(f"--json: {path}: is a folder; give a file name, e.g. {path / 'bench.json'}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise V4CError(f"--json: {path}: no such folder {parent}")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise V4CError(f"--json: {path}: not writable")
+
+
+def _check_transformers() -> None:
+    """--compare hf needs transformers with DeepSeek-V4: said before anything runs."""
+    try:
+        from transformers import DeepseekV4ForCausalLM  # noqa: F401
+    except ImportError:
+        raise V4CError(
+            "--compare hf: needs transformers with DeepSeek-V4 (5.17 or newer): "
+            "pip install 'transformers>=5.17'"
+        ) from None
+
+
 def _bench_rank(kwargs: dict) -> None:
     """One rank of `v4c bench --tp/--ep` started on this machine."""
     bench_command(**kwargs)
@@ -178,7 +218,17 @@ def _weights(target: str, random: bool, dtype, device: str, comm=None):
         return spec, random_weights(spec, seed=0, dtype=dtype, device=device)
     folder = Path(target)
     if not folder.is_dir():
-        raise V4CError(f"{target}: not a checkpoint folder (for a spec, add --random-weights)")
+        from v4c.errors import SpecError
+        from v4c.spec.load import resolve_spec_path
+
+        try:
+            resolve_spec_path(target)  # a file, or a shipped spec's name
+        except SpecError:
+            raise V4CError(
+                f"{target}: no such checkpoint folder or spec; bench reads a checkpoint "
+                "folder, or a spec with --random-weights"
+            ) from None
+        raise V4CError(f"{target}: not a checkpoint folder; to bench a spec, add --random-weights")
     from v4c.runtime.checkpoint import load_checkpoint
 
     if comm is None:

@@ -45,6 +45,8 @@ def _where() -> str:
 def info() -> None:
     """The cache folder (and which setting chose it), and the size of each part."""
     root = cache_dir()
+    if root.exists() and not root.is_dir():
+        raise V4CError(f"{root} (from {_where()}): is a file, not a folder; set V4C_CACHE_DIR")
     typer.echo(f"{root}  (from {_where()}; set V4C_CACHE_DIR to move it)")
     parts = owned(root)
     if not parts:

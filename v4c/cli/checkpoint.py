@@ -33,9 +33,12 @@ def make_tiny_command(
 def convert_command(
     src: Annotated[Path, typer.Argument(help="A checkpoint folder in any layout.")],
     dst: Annotated[Path, typer.Argument(help="The folder to write.")],
-    to: Annotated[Literal["hf", "official"], typer.Option("--to", help="Target layout.")],
+    to: Annotated[
+        Literal["hf", "official"], typer.Option("--to", help="The layout to write: hf or official.")
+    ],
     dtype: Annotated[
-        Literal["fp32", "bf16"], typer.Option(help="hf: dtype of the bf16 tensors.")
+        Literal["fp32", "bf16"],
+        typer.Option(help="fp32 or bf16: what --to hf writes the tensors in."),
     ] = "bf16",
     without_mtp: Annotated[
         bool,
@@ -48,13 +51,18 @@ def convert_command(
 ) -> None:
     """Rewrite the checkpoint SRC (any layout, detected) in another layout at DST.
 
-    hf: dequantised in --dtype, without MTP (transformers' DeepseekV4 has none); official:
-    quantised as SRC's config.json says.
+    hf: dequantised in --dtype, without MTP (transformers' DeepseekV4 has none). official:
+    quantised as SRC is; a plain SRC (such as an official checkpoint converted to hf) is
+    quantised to FP8 weights and FP4 (else FP8) experts where that is lossless, bit for bit,
+    else written plain.
     """
     import torch
 
     from v4c.ir.types import torch_dtype
+    from v4c.paths import need_folder
     from v4c.runtime.checkpoint import load_checkpoint, write_hf, write_official
+
+    need_folder(src, "checkpoint folder")
 
     if to == "hf":
         spec, weights = load_checkpoint(src, dtype=torch_dtype(dtype))
@@ -73,5 +81,14 @@ def convert_command(
             )
         spec = spec.model_copy(update={"mtp": spec.mtp.model_copy(update={"num_layers": 0})})
         weights = {k: v for k, v in weights.items() if not k.startswith("mtp.")}
-    written = write_official(dst, spec, weights)
-    typer.echo(f"wrote {dst} (official layout, {written} tensors)")
+    from v4c.runtime.checkpoint.requantise import lossless_storage
+
+    quantised = lossless_storage(spec, weights)
+    if quantised is None:
+        note = "plain: the weights are not exactly FP8/FP4 values"
+    else:
+        q = quantised.quant
+        note = f"{q.weights} weights, {q.experts or q.weights} experts"
+        spec = quantised
+    written = write_official(dst, spec, weights, requantised=True)
+    typer.echo(f"wrote {dst} (official layout, {note}; {written} tensors)")

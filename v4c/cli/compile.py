@@ -54,7 +54,11 @@ def compile_command(
         typer.Option("--dump-ir", help="Where the IR after each pass goes (default OUT/ir)."),
     ] = None,
     numerics: Annotated[
-        str, typer.Option(help="plain, or official: the §12 activation rounding.")
+        str,
+        typer.Option(
+            help="plain, or official: also the rounding the official code simulates "
+            "(docs/numerics.md)."
+        ),
     ] = DEFAULTS.numerics,
     weights: Annotated[
         str,
@@ -120,7 +124,7 @@ def compile_command(
     )  # fmt: skip
     for r in compiled.records:
         state = "skipped" if r.skipped else ("changed" if r.changed else "unchanged")
-        typer.echo(f"  {r.name:<14} {state:<9} {r.nodes:>6} nodes {r.ms:8.1f} ms")
+        typer.echo(f"  {r.name:<17} {state:<9} {r.nodes:>6} nodes {r.ms:8.1f} ms")
     decode = compiled.plan.entries["decode"]
     kernels = sum(1 for launch in decode.launches if launch.kind != "view")
     typer.echo(

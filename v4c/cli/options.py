@@ -8,10 +8,13 @@ the range its `--help` states, before anything is loaded.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from v4c.errors import V4CError
 
 
 def _real(low: float, high: float | None, *, low_open: bool = False):
@@ -33,10 +36,19 @@ _temperature, TEMPERATURE_RANGE = _real(0.0, None)
 _top_p, TOP_P_RANGE = _real(0.0, 1.0, low_open=True)
 
 Checkpoint = Annotated[
-    Path | None, typer.Option(help="Checkpoint folder (default: the embedded tiny model).")
+    Path | None,
+    typer.Option(
+        help="Checkpoint folder, or a Hugging Face Hub repo id (owner/name: downloaded, or "
+        "from the local Hugging Face cache offline). Default: the embedded tiny model."
+    ),
 ]
 SpecOpt = Annotated[
-    str | None, typer.Option("--spec", help="Spec to check the checkpoint's config.json against.")
+    str | None,
+    typer.Option(
+        "--spec",
+        help="A spec (file or shipped name): the checkpoint's config.json is checked against "
+        "it; with --random-weights, the model to run.",
+    ),
 ]
 Device = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when there is one).")]
 MaxNew = Annotated[int, typer.Option(min=1, help="Stop after this many new tokens.")]
@@ -56,9 +68,19 @@ TopP = Annotated[
     typer.Option(callback=_top_p, help=f"Nucleus sampling mass, in {TOP_P_RANGE} (1: off)."),
 ]
 TopK = Annotated[int, typer.Option(min=0, help="Keep the k most likely tokens (0: off).")]
+
+
+def _seed(value: int | None) -> int | None:
+    """A seed torch can hold (below 2**64); the range is checked here rather than by click,
+    whose help would print it as a twenty-digit number."""
+    if value is not None and not 0 <= value < 2**64:
+        raise typer.BadParameter(f"must be a whole number from 0 to 2**64 - 1, got {value}")
+    return value
+
+
 Seed = Annotated[
     int | None,
-    typer.Option(min=0, max=2**64 - 1, help="Sampling seed, for reproducible output."),
+    typer.Option(callback=_seed, help="Sampling seed (0 to 2**64 - 1), for reproducible output."),
 ]
 Numerics = Annotated[
     str | None, typer.Option(help="official or plain (default: official for official checkpoints).")
@@ -102,7 +124,8 @@ Speculative = Annotated[
     typer.Option(
         callback=_speculative,
         help="mtp: draft tokens with the MTP block and verify them in one step of the main "
-        "model (the same output as off); off. Default: mtp when the plan has the draft entry "
+        "model; greedy decoding gives the same tokens as off, sampling the same distribution. "
+        "off: one main-model step per token. Default: mtp when the plan has the draft entry "
         "point (the checkpoint has MTP weights), else off.",
     ),
 ]
@@ -112,5 +135,66 @@ DraftTokens = Annotated[
         min=1,
         help="Draft tokens per verify step with --speculative mtp (1..the plan's "
         "--max-draft; more than one chains the MTP block on its own output).",
+    ),
+]
+
+
+_repetition, REPETITION_RANGE = _real(0.0, None, low_open=True)
+_penalty, PENALTY_RANGE = _real(-2.0, 2.0)
+
+Stop = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--stop", help="End the reply where this text first appears (repeatable); the reply "
+        "is the text before it.",
+    ),
+]  # fmt: skip
+RepetitionPenalty = Annotated[
+    float,
+    typer.Option(
+        callback=_repetition,
+        help=f"In {REPETITION_RANGE}: divide the positive logits of tokens already in the "
+        "sequence (prompt and reply) by it, multiply the negative ones (1: off).",
+    ),
+]
+FrequencyPenalty = Annotated[
+    float,
+    typer.Option(
+        callback=_penalty,
+        help=f"In {PENALTY_RANGE}: subtract it times the times a token is in the reply.",
+    ),
+]
+PresencePenalty = Annotated[
+    float,
+    typer.Option(
+        callback=_penalty, help=f"In {PENALTY_RANGE}: subtract it once a token is in the reply."
+    ),
+]
+
+
+def utf8(text: str, what: str) -> str:
+    """`text` if it is UTF-8 text; bytes that are not (read from a pipe or the command
+    line, kept by Python as lone surrogates) would fail deep in the tokenizer."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise V4CError(f"{what}: not UTF-8 text (byte {err.start} of it)") from None
+    return text
+
+
+def read_stdin(what: str) -> str:
+    """All of standard input as UTF-8 text, or a V4CError naming `what`."""
+    try:
+        return utf8(sys.stdin.read(), what)
+    except UnicodeDecodeError as err:
+        raise V4CError(f"{what}: standard input is not UTF-8 text ({err.reason})") from None
+
+
+RandomWeights = Annotated[
+    bool,
+    typer.Option(
+        "--random-weights",
+        help="Run the model of --spec (or --plan) with random weights in its stored formats, "
+        "made once in the cache: a spec one wrote runs without a checkpoint.",
     ),
 ]

@@ -17,6 +17,7 @@ import typer
 
 from v4c.envs import cache_dir, cpu_threads
 from v4c.errors import V4CError
+from v4c.paths import need_folder
 from v4c.spec import load_spec
 
 
@@ -42,20 +43,30 @@ def open_cli_session(
     comm=None,
     max_batch: int = 1,
     max_tokens: int | None = None,
+    random_weights: bool = False,
 ):
     """(session, max_seq) after every choice is checked and said; see the module doc. With
     `plan` (a `v4c compile` folder) the spec, numerics, activation dtype and limits are the
     plan's. `comm`: this process is a rank of a TP x EP grid (`v4c.cli.ranks`); it runs on
-    the rank's device. `max_batch`, `max_tokens`: the cache rows and the longest prefill step
-    a compiled plan is made for (a server's)."""
+    the rank's device. `max_batch`: the cache rows, sequences generated at once (`run
+    --prompt-file`, a server's batch); `max_tokens`: the longest prefill step a compiled plan
+    is made for (a server's). `random_weights`: the spec (--spec, or the plan's) with random
+    weights, no checkpoint."""
     if numerics not in (None, "official", "plain"):
         raise V4CError(f"--numerics: expected official or plain, got {numerics!r}")
     if backend not in ("auto", "torch", "triton"):
         raise V4CError(f"--backend: expected auto, torch or triton, got {backend!r}")
     if device not in (None, "cpu", "cuda"):
         raise V4CError(f"--device: {device!r} is not available here (use cpu or cuda)")
-    if checkpoint is not None and not Path(checkpoint).is_dir():
-        raise V4CError(f"--checkpoint: {checkpoint}: no such checkpoint folder")
+    if random_weights and (checkpoint is not None or (spec_file is None and plan is None)):
+        raise V4CError(
+            "--random-weights: give the model as --spec SPEC (or --plan DIR), not --checkpoint"
+        )
+    if checkpoint is not None:
+        from v4c.hub import resolve_checkpoint
+
+        checkpoint = resolve_checkpoint(checkpoint, log)
+        need_folder(checkpoint, "checkpoint folder", option="--checkpoint")
     spec = load_spec(spec_file) if spec_file else None
 
     import torch
@@ -76,10 +87,24 @@ def open_cli_session(
     if compiled is not None:
         from v4c.spec import ModelSpec
 
-        spec, numerics = (
-            ModelSpec.model_validate(compiled.model),
-            numerics or compiled.options["numerics"],
-        )
+        held = compiled.options["numerics"]
+        if numerics not in (None, held):
+            raise V4CError(
+                f"--numerics {numerics}: the plan was compiled with numerics {held} "
+                f"(compile again with --numerics {numerics} to change it)"
+            )
+        spec, numerics = ModelSpec.model_validate(compiled.model), held
+        if max_batch > compiled.options["max_batch"]:
+            raise V4CError(
+                f"--prompt-file: {max_batch} prompts, the plan runs at most "
+                f"{compiled.options['max_batch']} at once (compile it with --max-batch "
+                f"{max_batch})"
+            )
+        if checkpoint is None and not random_weights and spec != load_spec("tiny"):
+            raise V4CError(
+                f"--plan {plan}: the plan is for {spec.name}, not the embedded tiny model; "
+                "pass --checkpoint FOLDER with its weights"
+            )
 
     device, device_why = _device(device, torch.cuda.is_available())
     ranks = comm.grid.world if comm is not None else 1
@@ -93,7 +118,13 @@ def open_cli_session(
         threads, threads_why = _threads(threads, ranks)
         torch.set_num_threads(threads)
         dtype_why += f", {threads} thread{'s' * (threads > 1)}: {threads_why}"
-    folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(cache_dir(), log)
+    if random_weights:
+        from v4c.runtime.checkpoint.tiny_cache import random_checkpoint
+
+        _check_disk(spec)
+        folder = random_checkpoint(cache_dir(), spec, log)
+    else:
+        folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(cache_dir(), log)
     spec = read_spec(folder, spec)
     if numerics:
         numerics_why = "the plan's" if compiled is not None else "--numerics"
@@ -113,7 +144,7 @@ def open_cli_session(
             )
     if comm is not None and device == "cuda":
         device, device_why = str(comm.device), f"{device_why}; rank {comm.rank}'s GPU"
-    limit = choose_max_seq(spec, device, dtype, max_seq, ranks)
+    limit = choose_max_seq(spec, device, dtype, max_seq, ranks, max_batch)
     log(f"{spec.name} from {folder}")
     if comm is not None:
         backend_name = "nccl" if device.startswith("cuda") else "gloo"
@@ -121,7 +152,7 @@ def open_cli_session(
         log(f"{g.world} ranks: tp={g.tp} x ep={g.ep} over torch.distributed ({backend_name})")
     log(f"device {device} ({device_why}); dtype {str(dtype).removeprefix('torch.')} ({dtype_why})")
     log(f"backend {backend} ({backend_why}); numerics {numerics} ({numerics_why})")
-    log(f"max_seq {limit.max_seq} ({limit.why})")
+    log(f"max_seq {limit.max_seq} tokens ({limit.why})")
     session = open_session(
         folder,
         spec,
@@ -139,6 +170,24 @@ def open_cli_session(
         comm=comm,
     )
     return session, limit.max_seq
+
+
+def _check_disk(spec) -> None:
+    """A random-weights checkpoint is written to the cache first: refuse one that cannot fit
+    (a Flash-sized spec is hundreds of GB) before writing anything."""
+    import shutil
+
+    from v4c.spec.params import count_params
+
+    root = cache_dir()
+    probe = next((p for p in (root, *root.parents) if p.exists()), Path("/"))
+    need = count_params(spec).total  # about a byte a parameter in FP8/FP4, a bit more
+    free = shutil.disk_usage(probe).free
+    if need > free // 2:
+        raise V4CError(
+            f"--random-weights: {spec.name} has {need / 1e9:.1f} B parameters; its random "
+            f"checkpoint would not fit the cache's disk ({free / 1e9:.1f} GB free at {probe})"
+        )
 
 
 def _threads(requested: int | None, ranks: int = 1) -> tuple[int, str]:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from v4c.errors import SpecError
+from v4c.paths import need_file
 from v4c.spec import ModelSpec, layer_table, load_spec
 from v4c.spec.config_io import Format, spec_from_config, spec_to_config
 from v4c.spec.params import PARTS, count_params
@@ -53,6 +54,7 @@ def import_config(
     name: Annotated[str | None, typer.Option(help="Spec name (default: the folder's).")] = None,
 ) -> None:
     """Write a spec from a config.json (the layout is detected)."""
+    need_file(config, "config.json file")
     try:
         data = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -3,6 +3,7 @@ line, the field path, the value and what was expected, all problems at once."""
 
 from __future__ import annotations
 
+import difflib
 import math
 from importlib import resources
 from pathlib import Path
@@ -28,6 +29,10 @@ def shipped_spec_dir() -> Path:
 
 def resolve_spec_path(name: str | Path, relative_to: Path | None = None) -> Path:
     """A spec file by path; failing that, a shipped spec by name (`flash`, `flash.yaml`)."""
+    if not str(name).strip():
+        raise SpecError(
+            [f"an empty spec name: give a spec file or a shipped name{_suggestion('')}"]
+        )
     path = Path(name)
     candidates = [relative_to / path] if relative_to is not None else [path]
     stem = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
@@ -35,7 +40,23 @@ def resolve_spec_path(name: str | Path, relative_to: Path | None = None) -> Path
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise SpecError([f"{name}: spec file not found"])
+    if candidates[0].is_dir():
+        raise SpecError([f"{name}: is a folder, not a spec file"])
+    raise SpecError([f"{name}: spec file not found{_suggestion(str(name))}"])
+
+
+def shipped_spec_names() -> list[str]:
+    """The names a shipped spec can be given by (`flash`, `variants/flash-2l-slice`)."""
+    root = shipped_spec_dir()
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def _suggestion(name: str) -> str:
+    """The closest shipped name (a misspelling such as `flsh`) and the list of them."""
+    names = shipped_spec_names()
+    close = difflib.get_close_matches(name.removesuffix(".yaml"), names, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"{hint} (shipped specs: {', '.join(names)})"
 
 
 def load_spec(path: str | Path) -> ModelSpec:

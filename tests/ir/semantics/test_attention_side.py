@@ -592,15 +592,11 @@ def _hf_attention(attn, config, x, positions, cache):
     embeddings = {
         kind: rotary(x, position_ids=positions, layer_type=kind) for kind in ("main", "compress")
     }
-    mask = create_sliding_window_causal_mask(
-        config=config,
-        inputs_embeds=x,
-        attention_mask=None,
-        past_key_values=cache,
-        position_ids=positions,
-    )
+    # the cache by position: transformers renamed its keyword past_key_values to cache (5.2x,
+    # the old name deprecated), and the versions this project supports differ
+    mask = create_sliding_window_causal_mask(config, x, None, cache, positions)
     with torch.no_grad():
-        return attn(x, embeddings, positions, mask, past_key_values=cache)[0]
+        return attn(x, embeddings, positions, mask, cache)[0]
 
 
 @pytest.mark.parametrize(
