@@ -86,9 +86,18 @@ def test_no_dot_operand_is_cast_in_place():
                     assert ".to(" not in ast.unparse(arg), f"{path.name}: {ast.unparse(node)}"
 
 
-ATTN_PTRS = {"q_ptr": "*bf16", "kv_ptr": "*bf16", "pos_ptr": "*i64", "slots_ptr": "*i64",
-             "sink_ptr": "*fp32", "ring_ptr": "*bf16", "comp_ptr": "*bf16", "idx_ptr": "*i64",
-             "out_ptr": "*bf16", "scale": "fp32"}  # fmt: skip
+ATTN_PTRS = {
+    "q_ptr": "*bf16",
+    "kv_ptr": "*bf16",
+    "pos_ptr": "*i64",
+    "slots_ptr": "*i64",
+    "ring_ptr": "*bf16",
+    "comp_ptr": "*bf16",
+    "idx_ptr": "*i64",
+    "part_ptr": "*fp32",
+    "ml_ptr": "*fp32",
+    "scale": "fp32",
+}  # fmt: skip (flash-decoding's `attend`)
 IDX_PTRS = {"q_ptr": "*fp32", "w_ptr": "*fp32", "pos_ptr": "*i64", "slots_ptr": "*i64",
             "keys_ptr": "*bf16", "freqs_ptr": "*fp32", "out_ptr": "*i64",
             "scale": "fp32"}  # fmt: skip
