@@ -1,11 +1,10 @@
-"""The lightning indexer's pieces (V4_REFERENCE §7): a query's rotated heads and its packed
-scores against a chunk of compressed keys, score(s) = Σ_h w_h ReLU(q_h · K_s)."""
+"""The lightning indexer's pieces (V4_REFERENCE §7): a query's rotated heads and its scores
+against a block of compressed keys, score(s) = Σ_h w_h ReLU(q_h · K_s)."""
 
 import triton
 import triton.language as tl
 
 from v4c.codegen.kernels.dots import dot_operand
-from v4c.codegen.kernels.topk import EMPTY, pack
 
 
 @triton.jit
@@ -37,39 +36,29 @@ def rotated_queries(
 
 
 @triton.jit
-def chunk_scores(
+def block_scores(
     q,
     w,
     keys_ptr,
     key_stride,
-    n0,
-    n_visible,
+    s,
+    valid,
     DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    SUBS: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
-    """Packed scores [SUBS * BLOCK_N] of entries n0.. against rotated heads q [BLOCK_H, BLOCK_D]
-    weighted by w [BLOCK_H] (0 on padding heads); EMPTY at entries >= n_visible. Keys are
-    scored BLOCK_N at a time (one dot) and gathered into one chunk for the top-k merge. The
-    dot is fp32 ("ieee": q is fp32) under UPCAST or fp32 keys (PRECISION "ieee"); on a GPU
-    with bf16 keys q is rounded to bf16 for a bf16 dot."""
-    q = dot_operand(q, UPCAST, PRECISION)
+    """Scores [BN] of entries s [BN] (0 where not `valid`) against rotated heads q [BLOCK_H,
+    BLOCK_D] weighted by w [BLOCK_H] (0 on padding heads): one dot, heads as its M. fp32
+    under UPCAST or fp32 keys (PRECISION "ieee"); on a GPU with bf16 keys q is rounded to
+    bf16 for a bf16 tensor-core dot."""
     d = tl.arange(0, BLOCK_D)
-    sub = tl.arange(0, SUBS)[:, None]
-    out = tl.full([SUBS, BLOCK_N], EMPTY, tl.int64)
-    for j in range(SUBS):
-        s = n0 + j * BLOCK_N + tl.arange(0, BLOCK_N)
-        ok = s < n_visible
-        k = tl.load(
-            keys_ptr + s[:, None] * key_stride + d[None, :],
-            mask=ok[:, None] & (d < DIM)[None, :],
-            other=0.0,
-        )
-        k = dot_operand(k, UPCAST, PRECISION)
-        dots = tl.dot(q, tl.trans(k), input_precision="ieee")  # [BLOCK_H, BLOCK_N]
-        score = tl.sum(w[:, None] * tl.maximum(dots, 0.0), axis=0)  # [BLOCK_N]
-        out = tl.where(sub == j, pack(score, s, ok)[None, :], out)
-    return tl.reshape(out, [SUBS * BLOCK_N])
+    k = tl.load(
+        keys_ptr + s[:, None].to(tl.int64) * key_stride + d[None, :],
+        mask=valid[:, None] & (d < DIM)[None, :],
+        other=0.0,
+    )
+    q = dot_operand(q, UPCAST, PRECISION)
+    k = dot_operand(k, UPCAST, PRECISION)
+    dots = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # [BLOCK_H, BN]
+    return tl.sum(w[:, None] * tl.maximum(dots, 0.0), axis=0)

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import model_validator
 
-from v4c.codegen.params import Dots, Operands, Precision, dot_precision, template
+from v4c.codegen.params import Dots, Operands, Precision, dot_precision, template, tile
 
 
 @template("indexer_topk")
@@ -19,6 +19,9 @@ class IndexerTopk(Dots):
     theta: float
     yarn: tuple[float, int, float, float] | None
     precision: Precision  # of the keys: "ieee" (fp32 keys) keeps the scores' dot fp32
+    block_n: int  # entries per dot (its N; the heads are its M)
+    block_s: int  # entries per scoring program
+    block: int  # scores per step of a radix-select pass
 
     @model_validator(mode="after")
     def _pairs(self) -> IndexerTopk:
@@ -31,9 +34,11 @@ class IndexerTopk(Dots):
     def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> IndexerTopk:
         if attrs.get("sim"):
             raise ValueError("indexer_topk: no Triton template simulates the official FP8/FP4 q")
-        heads, head_dim = ops["weights_proj"].shape[0], ops["keys"].shape[-1]  # [Hi, D], [N, C, di]
+        heads, (_, entries, head_dim) = ops["weights"].shape[-1], ops["keys"].shape  # [N, C, di]
         return cls(
             heads=heads, head_dim=head_dim, rope_dim=attrs["rope_dim"], topk=attrs["topk"],
             ratio=attrs["ratio"], theta=attrs["theta"], yarn=attrs["yarn"],
             precision=dot_precision([ops["keys"].dtype]),
+            block_n=tile(entries, hi=64), block_s=tile(entries, hi=256),
+            block=tile(entries, hi=2048),
         )  # fmt: skip
