@@ -3,11 +3,17 @@ ir/semantics/indexer.py: a stable descending sort).
 
 A score maps to an int32 key whose signed order is the scores' order (negative floats have
 their magnitude bits flipped; -0.0 is made +0.0 first, as a float comparison ties them). The
-k-th largest key T is found a byte at a time, high byte first: a 256-bin histogram of the
-next byte over the entries that share the bytes found so far, and the bin where the running
-count from the top reaches k (`narrow`); four passes over the row, O(n) each. Every key above
-T is chosen, and of those equal to T the lowest-indexed ones until k are (`chosen`, one more
-pass in index order, carrying counts between chunks). Work is O(n) per row whatever the
+k-th largest key T is found from the top bits down:
+- the top 12 bits (sign, exponent, 3 mantissa bits): a 4096-bin histogram of the row, which
+  the programs that compute the scores build as they write them (`bins`, `add_bins`); the bin
+  where the count from the top reaches k (`top_bin`) splits the row into keys above it
+  (chosen), in it (candidates) and below;
+- one pass over the row (`compact`) writes the chosen ones' packed keys out and moves the
+  candidates (score and index, in index order) to the front of the row;
+- two 10-bit histogram passes over the candidates only (`narrow`) give T and how many keys
+  equal to T are among the k; `chosen` picks the candidates above T and the lowest-indexed
+  equal ones.
+So a row is read once and written once by the select, plus O(candidates) work, whatever the
 scores, where a sort is O(n log² n).
 
 The chosen entries are then ordered as the reference orders them (score descending, lower
@@ -21,6 +27,8 @@ import triton.language as tl
 
 EMPTY = tl.constexpr(-9223372036854775808)  # int64 minimum
 LOW = tl.constexpr(2147483647)  # 2^31 - 1: index bits mask and index complement
+BINS = tl.constexpr(4096)  # the first level: the top 12 bits of a key
+FIRST = tl.constexpr(20)  # the key's bits below the first level
 
 
 @triton.jit
@@ -46,47 +54,73 @@ def unpack(best):
 
 
 @triton.jit
+def bins(score, valid):
+    """The first-level histogram [BINS] of scores [N] (masked by `valid`)."""
+    return tl.histogram((score_key(score) >> FIRST) + BINS // 2, BINS, mask=valid)
+
+
+@triton.jit
+def add_bins(hist_ptr, hist):
+    """Add a program's histogram [BINS] to a row's in memory (zeroed before the first)."""
+    b = tl.arange(0, BINS)
+    tl.atomic_add(hist_ptr + b, hist, mask=hist > 0)
+
+
+@triton.jit
+def top_bin(hist, k, N_BINS: tl.constexpr):
+    """(bin, k'): the bin of a histogram [N_BINS] holding the k-th largest key (1 <= k <= its
+    total) and that key's rank among the keys of the bin."""
+    from_top = tl.cumsum(hist, 0, reverse=True)  # keys in this bin or above
+    b = tl.arange(0, N_BINS)
+    bin = tl.max(tl.where(from_top >= k, b, -1), axis=0)
+    return bin, k - tl.sum(tl.where(b > bin, hist, 0), axis=0)
+
+
+@triton.jit
+def compact(row_ptr, idx_ptr, n, prefix, out_ptr, BLOCK: tl.constexpr):
+    """One pass over the n scores at row_ptr: the packed keys of those whose top bits are
+    above `prefix` go to out_ptr, those equal to it (the candidates) to the front of the row
+    (scores in place, indices at idx_ptr), both in index order. Returns (chosen, candidates).
+    In place is safe: a step loads its scores before it stores, at or before where it read."""
+    taken = 0
+    kept = 0
+    for i0 in range(0, n, BLOCK):
+        i = i0 + tl.arange(0, BLOCK)
+        live = i < n
+        score = tl.load(row_ptr + i, mask=live, other=0.0)
+        top = score_key(score) >> FIRST
+        pick = live & (top > prefix)
+        keep = live & (top == prefix)
+        at = taken + tl.cumsum(pick.to(tl.int32), 0) - pick.to(tl.int32)
+        tl.store(out_ptr + at, pack(score_key(score), i, pick), mask=pick)
+        to = kept + tl.cumsum(keep.to(tl.int32), 0) - keep.to(tl.int32)
+        tl.debug_barrier()  # every thread has loaded this step before any stores into the row
+        tl.store(row_ptr + to, score, mask=keep)
+        tl.store(idx_ptr + to, i, mask=keep)
+        taken += tl.sum(pick.to(tl.int32), axis=0)
+        kept += tl.sum(keep.to(tl.int32), axis=0)
+    return taken, kept
+
+
+@triton.jit
 def narrow(row_ptr, n, prefix, k, SHIFT: tl.constexpr, BLOCK: tl.constexpr):
-    """One radix pass over the n scores at row_ptr: of the keys whose bits above SHIFT + 8
-    are `prefix` (every key when SHIFT is 24), the byte at SHIFT of the k-th largest, k >= 1.
-    Returns (prefix extended by that byte, k among the keys that share it)."""
-    hist = tl.zeros([256], tl.int32)
+    """One 10-bit radix pass over n candidate scores at row_ptr: of the keys whose bits from
+    SHIFT + 10 up are `prefix`, the bits SHIFT.. of the k-th largest. Returns (prefix extended
+    by them, k among the keys that share it)."""
+    hist = tl.zeros([1024], tl.int32)
     for i0 in range(0, n, BLOCK):
         i = i0 + tl.arange(0, BLOCK)
         key = score_key(tl.load(row_ptr + i, mask=i < n, other=0.0))
-        if SHIFT == 24:  # the top byte, signed: -128..127 -> bins 0..255
-            live = i < n
-            byte = (key >> 24) + 128
-        else:
-            live = (i < n) & ((key >> (SHIFT + 8)) == prefix)
-            byte = (key >> SHIFT) & 255
-        hist += tl.histogram(byte, 256, mask=live)
-    from_top = tl.cumsum(hist, 0, reverse=True)  # keys in this bin or above
-    bins = tl.arange(0, 256)
-    bin = tl.max(tl.where(from_top >= k, bins, -1), axis=0)
-    above = tl.sum(tl.where(bins > bin, hist, 0), axis=0)
-    if SHIFT == 24:
-        prefix = bin - 128
-    else:
-        prefix = (prefix << 8) | bin
-    return prefix, k - above
+        live = (i < n) & ((key >> (SHIFT + 10)) == prefix)
+        hist += tl.histogram((key >> SHIFT) & 1023, 1024, mask=live)
+    bin, k = top_bin(hist, k, 1024)
+    return (prefix << 10) | bin, k
 
 
 @triton.jit
-def kth_key(row_ptr, n, k, BLOCK: tl.constexpr):
-    """(T, r): the k-th largest key of the n scores at row_ptr (1 <= k <= n) and how many of
-    the keys equal to T are among the k largest."""
-    prefix, k = narrow(row_ptr, n, 0, k, 24, BLOCK)
-    prefix, k = narrow(row_ptr, n, prefix, k, 16, BLOCK)
-    prefix, k = narrow(row_ptr, n, prefix, k, 8, BLOCK)
-    return narrow(row_ptr, n, prefix, k, 0, BLOCK)
-
-
-@triton.jit
-def chosen(row_ptr, n, threshold, equal, out_ptr, BLOCK: tl.constexpr):
-    """Store the packed keys of the chosen entries of the n scores at row_ptr (every key above
-    `threshold`, the first `equal` keys equal to it in index order) at out_ptr, in index
-    order; returns how many."""
+def chosen(row_ptr, idx_ptr, n, threshold, equal, out_ptr, BLOCK: tl.constexpr):
+    """Store at out_ptr the packed keys of the candidates (n scores at row_ptr, their indices
+    at idx_ptr, in index order) above `threshold` and the first `equal` equal to it."""
     taken = 0
     ties = 0
     for i0 in range(0, n, BLOCK):
@@ -97,7 +131,7 @@ def chosen(row_ptr, n, threshold, equal, out_ptr, BLOCK: tl.constexpr):
         tie_rank = ties + tl.cumsum(tie.to(tl.int32), 0) - tie.to(tl.int32)
         pick = live & ((key > threshold) | (tie & (tie_rank < equal)))
         at = taken + tl.cumsum(pick.to(tl.int32), 0) - pick.to(tl.int32)
-        tl.store(out_ptr + at, pack(key, i, pick), mask=pick)
+        index = tl.load(idx_ptr + i, mask=live, other=0)
+        tl.store(out_ptr + at, pack(key, index, pick), mask=pick)
         taken += tl.sum(pick.to(tl.int32), axis=0)
         ties += tl.sum(tie.to(tl.int32), axis=0)
-    return taken

@@ -40,5 +40,5 @@ class IndexerTopk(Dots):
             ratio=attrs["ratio"], theta=attrs["theta"], yarn=attrs["yarn"],
             precision=dot_precision([ops["keys"].dtype]),
             block_n=tile(entries, hi=64), block_s=tile(entries, hi=256),
-            block=tile(entries, hi=2048),
+            block=tile(entries, hi=4096),
         )  # fmt: skip

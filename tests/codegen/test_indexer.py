@@ -37,7 +37,7 @@ def _run(op, ins, kernel_cache, **blocks):
     "topk, entries, dtype, blocks",
     [
         (5, 40, torch.float32, {}),  # one pass of the select; some rows see none
-        (5, 40, torch.float32, {"block": 16, "block_s": 16}),  # steps carry counts, 3 programs
+        (5, 40, torch.float32, {"block": 16, "block_s": 16, "block_n": 16}),  # 3 programs a query
         (7, 300, torch.bfloat16, {"block": 64}),  # a longer context, several steps a pass
         (40, 24, torch.bfloat16, {}),  # top-k beyond every row's entries: all picked, -1 after
     ],
@@ -88,6 +88,31 @@ def test_exact_ties_go_to_the_lower_entry(entries, topk, kernel_cache):
     visible = torch.arange(entries) < (positions[..., None] + 1) // 4  # > topk for every query
     unpicked = scores.masked_fill(~visible, float("nan")).scatter(-1, want, float("nan"))
     assert (unpicked == picked[..., -1:]).any()  # and a tie across the cut
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("entries", [64, 300])
+def test_one_first_level_bin(entries, kernel_cache):
+    """Scores 1/8 * (1 + j * 2^-13) for j a random integer below 16, repeated: every score
+    shares its top 12 bits (sign, exponent, 3 mantissa bits), so the first level leaves every
+    entry a candidate and the two 10-bit passes find the k-th; the repeats tie at the cut.
+    One head (weight 1) with q = e0, keys e0 * (1 + j * 2^-13), scale (16 * 4)^-1/2 = 1/8."""
+    gen = torch.Generator().manual_seed(entries)
+    keys = torch.zeros(2, entries, HEAD_DIM)
+    j = torch.randint(0, 16, (2, entries), generator=gen).float()
+    keys[..., 0] = 1 + j * 2**-13
+    q = torch.zeros(2, 1, HEADS * HEAD_DIM)
+    q[..., 0] = 1.0
+    w = torch.tensor([1.0, 0.0, 0.0, 0.0]).expand(2, 1, HEADS).contiguous()
+    positions = torch.tensor([[4 * entries], [4 * entries // 2]])  # all entries, half of them
+    ins = [q, w, positions, torch.tensor([1, 0]), keys]
+    op = IndexerTopk(ROPE, 10000.0, None, topk=12, ratio=4)
+    got, want = _run(op, ins, kernel_cache, block=32)
+    picked = keys[torch.tensor([1, 0])][torch.arange(2)[:, None], want[:, 0], 0]  # [2, 12]
+    visible = torch.arange(entries) < (positions + 1) // 4  # [2, C]
+    unpicked = keys[torch.tensor([1, 0]), :, 0].masked_fill(~visible, float("nan"))
+    unpicked = unpicked.scatter(-1, want[:, 0], float("nan"))
+    assert (unpicked == picked[:, -1:]).any()  # a tie across the cut
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 

@@ -27,8 +27,13 @@ BF16_ATTN = [((1, 2, 16, 64), "bf16"), ((1, 2, 64), "bf16"), ((1, 2), "i64"), ((
              ((16,), "fp32"), ((1, 8, 64), "bf16"), ((1, 4, 64), "bf16"),
              ((1, 2, 4), "i64")]  # fmt: skip
 INDEXER = {"rope_dim": 16, "topk": 4, "ratio": 4, "theta": 10000.0, "yarn": None}
-IDX_IN = [((1, 2, 256), "bf16"), ((1, 2, 4), "bf16"), ((1, 2), "i64"), ((1,), "i64"),
-          ((1, 8, 64), "bf16")]  # fmt: skip (q, weights: the projections; 4 heads of 64)
+IDX_IN = [
+    ((1, 2, 256), "bf16"),
+    ((1, 2, 4), "bf16"),
+    ((1, 2), "i64"),
+    ((1,), "i64"),
+    ((1, 8, 64), "bf16"),
+]  # fmt: skip (q, weights: the projections; 4 heads of 64)
 SWIGLU = {"limit": 7.0}
 DENSE = [((1, 2, 256), "bf16")] + [((512, 256), "fp8:128x128"), ((256, 512), "fp8:128x128")] * 2
 EXPERTS = [((1, 2, 256), "bf16"), ((1, 2, 2), "i64"), ((5,), "i64"), ((1, 2, 2), "fp32")]
@@ -98,9 +103,16 @@ ATTN_PTRS = {
     "ml_ptr": "*fp32",
     "scale": "fp32",
 }  # fmt: skip (flash-decoding's `attend`)
-IDX_PTRS = {"q_ptr": "*bf16", "w_ptr": "*bf16", "pos_ptr": "*i64", "slots_ptr": "*i64",
-            "keys_ptr": "*bf16", "freqs_ptr": "*fp32", "scores_ptr": "*fp32",
-            "scale": "fp32"}  # fmt: skip (the indexer's `score`)
+IDX_PTRS = {
+    "q_ptr": "*bf16",
+    "w_ptr": "*bf16",
+    "pos_ptr": "*i64",
+    "slots_ptr": "*i64",
+    "keys_ptr": "*bf16",
+    "freqs_ptr": "*fp32",
+    "scores_ptr": "*fp32",
+    "scale": "fp32",
+}  # fmt: skip (the indexer's `score`)
 FP8_GATE_UP = {"x_ptr": "*bf16", "w1_ptr": "*fp8e4nv", "w3_ptr": "*fp8e4nv", "s1_ptr": "*u8",
                "s3_ptr": "*u8", "h_ptr": "*fp32"}  # fmt: skip
 FP32_DOWN = {"h_ptr": "*fp32", "offsets_ptr": "*i64", "w2_ptr": "*u8", "s2_ptr": "*u8",
