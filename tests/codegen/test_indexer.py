@@ -20,6 +20,7 @@ from v4c.codegen.params import describe
 from v4c.ir.build import build
 from v4c.ir.ops.attention import IndexerTopk
 from v4c.ir.semantics.indexer import indexer_scores
+from v4c.ir.semantics.quant import fp4_sim
 from v4c.spec import load_spec
 
 HEADS, HEAD_DIM, ROPE = 4, 16, 8
@@ -130,8 +131,23 @@ def test_the_projections_are_the_graphs_linears():
     assert graph.operands(w.id)[0] == graph.operands(f"{attn}.wq_a")[0]
 
 
-def test_official_rounding_is_refused():
-    """`sim` (numerics: official) rounds q to FP4; the template does not, so it says so."""
-    op = IndexerTopk(ROPE, 10000.0, None, topk=4, ratio=4, sim=True)
-    with pytest.raises(ValueError, match="FP8/FP4"):
-        jit.params_for(op.kind, op.attrs(), [((1,), "bf16")] * len(op.operand_roles()))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_official_numerics(dtype, kernel_cache):
+    """`sim` (numerics: official): q Hadamard-rotated and rounded to FP4 (blocks of 32 over a
+    head of 64), and with bf16 activations the official bf16 points (q after RoPE and after
+    the Hadamard, the weights times the scale, q·k, each head's weighted score, their sum):
+    the kernel computes each as its reference does (bf16 rounding on the bits: the
+    interpreter's cast truncates), so the picks are the reference's; fp32 activations keep
+    only the FP4 rounding. The picks differ from plain numerics' (the rounding is on)."""
+    gen = torch.Generator().manual_seed(3)
+    heads, dim, entries, topk = 4, 64, 70, 9
+    positions = torch.tensor([[4 * entries - 5, 4 * entries + 3], [90, 150]])
+    q = torch.randn(2, 2, heads * dim, generator=gen).to(dtype)
+    w = torch.randn(2, 2, heads, generator=gen).to(dtype)
+    keys = fp4_sim(torch.randn(3, entries, dim, generator=gen)).to(dtype)  # as compressed
+    ins = [q, w, positions, torch.tensor([2, 0]), keys]
+    op = IndexerTopk(16, 10000.0, None, topk=topk, ratio=4, sim=True)
+    got, want = _run(op, ins, kernel_cache, block=32)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    plain = IndexerTopk(16, 10000.0, None, topk=topk, ratio=4).run(ins)[0]
+    assert not torch.equal(plain, want)  # the rounding changes the picks

@@ -1,6 +1,6 @@
 """The Triton templates do not compute numerics: official yet, so a launch that asks for an
 official rounding is refused with its name instead of silently computing plain numerics
-(the compressor's and the indexer's refusals are tested beside their templates)."""
+(the compressor's refusal is tested beside its template; the indexer computes them)."""
 
 from __future__ import annotations
 
