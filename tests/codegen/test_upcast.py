@@ -27,13 +27,9 @@ BF16_ATTN = [((1, 2, 16, 64), "bf16"), ((1, 2, 64), "bf16"), ((1, 2), "i64"), ((
              ((16,), "fp32"), ((1, 8, 64), "bf16"), ((1, 4, 64), "bf16"),
              ((1, 2, 4), "i64")]  # fmt: skip
 INDEXER = {"rope_dim": 16, "topk": 4, "ratio": 4, "theta": 10000.0, "yarn": None, "sim": False}
-IDX_IN = [
-    ((1, 2, 256), "bf16"),
-    ((1, 2, 4), "bf16"),
-    ((1, 2), "i64"),
-    ((1,), "i64"),
-    ((1, 8, 64), "bf16"),
-]  # fmt: skip (q, weights: the projections; 4 heads of 64)
+# q, weights (the projections: 4 heads of 64), positions, slots, keys
+IDX_IN = [((1, 2, 256), "bf16"), ((1, 2, 4), "bf16"), ((1, 2), "i64"), ((1,), "i64"),
+          ((1, 8, 64), "bf16")]  # fmt: skip
 SWIGLU = {"limit": 7.0}
 DENSE = [((1, 2, 256), "bf16")] + [((512, 256), "fp8:128x128"), ((256, 512), "fp8:128x128")] * 2
 EXPERTS = [((1, 2, 256), "bf16"), ((1, 2, 2), "i64"), ((5,), "i64"), ((1, 2, 2), "fp32")]
@@ -91,28 +87,13 @@ def test_no_dot_operand_is_cast_in_place():
                     assert ".to(" not in ast.unparse(arg), f"{path.name}: {ast.unparse(node)}"
 
 
-ATTN_PTRS = {
-    "q_ptr": "*bf16",
-    "kv_ptr": "*bf16",
-    "pos_ptr": "*i64",
-    "slots_ptr": "*i64",
-    "ring_ptr": "*bf16",
-    "comp_ptr": "*bf16",
-    "idx_ptr": "*i64",
-    "part_ptr": "*fp32",
-    "ml_ptr": "*fp32",
-    "scale": "fp32",
-}  # fmt: skip (flash-decoding's `attend`)
-IDX_PTRS = {
-    "q_ptr": "*bf16",
-    "w_ptr": "*bf16",
-    "pos_ptr": "*i64",
-    "slots_ptr": "*i64",
-    "keys_ptr": "*bf16",
-    "freqs_ptr": "*fp32",
-    "scores_ptr": "*fp32",
-    "scale": "fp32",
-}  # fmt: skip (the indexer's `score`)
+# flash-decoding's `attend`, the indexer's `score`
+ATTN_PTRS = {"q_ptr": "*bf16", "kv_ptr": "*bf16", "pos_ptr": "*i64", "slots_ptr": "*i64",
+             "ring_ptr": "*bf16", "comp_ptr": "*bf16", "idx_ptr": "*i64", "part_ptr": "*fp32",
+             "ml_ptr": "*fp32", "scale": "fp32"}  # fmt: skip
+IDX_PTRS = {"q_ptr": "*bf16", "w_ptr": "*bf16", "pos_ptr": "*i64", "slots_ptr": "*i64",
+            "keys_ptr": "*bf16", "freqs_ptr": "*fp32", "scores_ptr": "*fp32", "hist_ptr": "*i32",
+            "scale": "fp32"}  # fmt: skip
 FP8_GATE_UP = {"x_ptr": "*bf16", "w1_ptr": "*fp8e4nv", "w3_ptr": "*fp8e4nv", "s1_ptr": "*u8",
                "s3_ptr": "*u8", "h_ptr": "*fp32"}  # fmt: skip
 FP32_DOWN = {"h_ptr": "*fp32", "offsets_ptr": "*i64", "w2_ptr": "*u8", "s2_ptr": "*u8",
