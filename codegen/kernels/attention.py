@@ -21,13 +21,16 @@ Products take their operands as `dot_operand` gives them (kernels/dots.py): bf16
 operand came from bf16 (PRECISION "tf32"; the probabilities are rounded to bf16 for p·v, as
 the official kernels do), fp32 with "ieee" when one is fp32. Under the interpreter (UPCAST)
 every operand is fp32 and "tf32" products are exact for bf16 inputs (q·k matches the fp32
-reference; the probabilities round to TF32).
+reference; the probabilities round to TF32). ROUND_P (numerics: official, bf16) rounds the
+probabilities to bf16 explicitly, on the interpreter too; their max is the block's (tiles:
+the running max, as the official kernel; split: the slice's), the reference's the query's,
+so the two differ by bf16 noise where a later block raises the max (ir/semantics/attention).
 """
 
 import triton
 import triton.language as tl
 
-from v4c.codegen.kernels.dots import dot_operand
+from v4c.codegen.kernels.dots import dot_operand, round_bf16
 
 FLOOR = tl.constexpr(-1.0e30)  # the running max of a state that has seen no key
 
@@ -95,6 +98,7 @@ def fold_rows(
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
+    ROUND_P: tl.constexpr,
 ):
     """Fold key rows starting at `row_ptrs` [BN] (masked by `valid` [BN]) into the state of
     q [BH, BD] (a dot operand already): logits q·k * scale, softmax-weighted sum of the same
@@ -109,6 +113,8 @@ def fold_rows(
     alpha = tl.exp(m - m_new)
     p = tl.exp(s - m_new[:, None])
     l = l * alpha + tl.sum(p, axis=1)
+    if ROUND_P:  # official: P in bf16 for P·V (the sum above is fp32)
+        p = round_bf16(p)
     acc = acc * alpha[:, None] + tl.dot(
         dot_operand(p, UPCAST, PRECISION), k, input_precision=PRECISION
     )
@@ -136,6 +142,7 @@ def slice_partial(
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
+    ROUND_P: tl.constexpr,
 ):
     """Flash-decoding: the softmax partial of every head of one query (q_ptr: [HEADS, D])
     over one slice of its keys (rows at `ptrs` [BN], masked by `valid`), in one block: m [H]
@@ -158,6 +165,8 @@ def slice_partial(
     m = tl.maximum(tl.max(s, axis=1), FLOOR)
     p = tl.exp(s - m[:, None])
     l = tl.sum(p, axis=1)
+    if ROUND_P:  # official: P in bf16 for P·V (the sum above is fp32)
+        p = round_bf16(p)
     p = dot_operand(p, UPCAST, PRECISION)
     for d0 in range(0, D, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)

@@ -9,7 +9,7 @@ matches the reference bit for bit."""
 import triton
 import triton.language as tl
 
-from v4c.codegen.kernels.dots import dot_operand
+from v4c.codegen.kernels.dots import dot_operand, round_bf16
 
 
 @triton.jit
@@ -38,15 +38,6 @@ def rotated_queries(
     even = (d % 2 == 0)[None, :]
     rotated = tl.where(even, q * c - partner * s, partner * s + q * c)  # re c - im s, re s + im c
     return tl.where(tail[None, :], rotated, q.to(tl.float32))
-
-
-@triton.jit
-def bf16(x):
-    """x (finite fp32) rounded to bf16, nearest even, held in fp32: an official bf16 rounding
-    point. On the bits, as torch rounds: Triton's interpreter truncates in `.to(bfloat16)`."""
-    bits = x.to(tl.int32, bitcast=True)
-    bits = (bits + 32767 + ((bits >> 16) & 1)) & -65536
-    return bits.to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -135,5 +126,7 @@ def block_scores(
     k = dot_operand(k, UPCAST, PRECISION)
     dots = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # [BLOCK_H, BN]
     if ROUND:  # official, bf16: the q·k einsum writes bf16, each head's weighted score, the sum
-        return bf16(tl.sum(bf16(tl.maximum(bf16(dots), 0.0) * w[:, None]), axis=0))
+        return round_bf16(
+            tl.sum(round_bf16(tl.maximum(round_bf16(dots), 0.0) * w[:, None]), axis=0)
+        )
     return tl.sum(w[:, None] * tl.maximum(dots, 0.0), axis=0)

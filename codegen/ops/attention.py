@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from v4c.codegen.params import Dots, Operands, Precision, dot_precision, template, tile
+from v4c.ir.types import ir_dtype
 from v4c.spec.schema import CSA_RATIO
 
 
@@ -37,6 +38,7 @@ class SparseAttention(Dots):
     keys: int  # L, the keys of a query's list: window + picks or compressed entries
     softmax_scale: float
     precision: Precision
+    round_probs: bool  # numerics: official with bf16 activations: P in bf16 for P·V
     split: bool = False  # flash-decoding: (token, slice) programs and a combine; else tiles
     slices: int = 0  # split: slices per query (fixed by the key count), else 0
     block_h: int = 0  # heads per program (split: all of them)
@@ -46,8 +48,6 @@ class SparseAttention(Dots):
 
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> SparseAttention:
-        if attrs.get("round_probs"):
-            raise ValueError("sparse_attention: no Triton template rounds P to bf16 (official)")
         (_, steps, heads, dim), ratio = ops["q"].shape, attrs["ratio"]
         roles = ("q", "kv", "window_cache") + (("compressed",) if ratio else ())
         topk = ops["topk_idx"].shape[-1] if ratio == CSA_RATIO else 0
@@ -56,6 +56,7 @@ class SparseAttention(Dots):
             dim=dim, heads=heads, window=attrs["window"], ratio=ratio, topk=topk, keys=keys,
             softmax_scale=attrs["softmax_scale"],
             precision=dot_precision([ops[k].dtype for k in roles]),
+            round_probs=attrs["round_probs"] and ir_dtype(ops["q"].dtype) == "bf16",
         )  # fmt: skip
         return what.form(steps <= SPLIT_STEPS)
 

@@ -109,6 +109,16 @@ def test_csa_topk(dtype, form, kernel_cache):
     run_steps(op, steps, dtype, kernel_cache, form, n_entries=12, topk=8)
 
 
+@pytest.mark.parametrize("form", FORMS)
+def test_csa_topk_official(form, kernel_cache):
+    """As test_csa_topk in bf16 with P rounded to bf16 (numerics: official): the kernel rounds
+    against its block's or slice's max, the reference against the query's, each weight within
+    2^-8 of the other's, so the outputs stay within TOL (2^-8 of max|v| ~ 4 is 0.016)."""
+    op = SparseAttention(4, W, D**-0.5, round_probs=True)
+    steps = [((1, 40), 5), ((6, 45), 1)]
+    run_steps(op, steps, torch.bfloat16, kernel_cache, form, n_entries=12, topk=8)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_slice_count(dtype, kernel_cache):
     """HCA with 100 entries: a query's list is 108 keys, cut into 1, 2, 3 and 7 slices (one
@@ -158,6 +168,30 @@ def test_sink(form, kernel_cache):
     assert got[:, :, 19].abs().max() < 1e-9
     torch.testing.assert_close(got[:, :, 0], plain[:, :, 0], **TOL[torch.float32])
     assert not torch.allclose(got[:, :, 1:19], plain[:, :, 1:19], rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_official_probabilities_in_bf16(form, kernel_cache):
+    """numerics: official rounds P to bf16 for P·V (the sum stays fp32). One head of dim 2,
+    q = (0, -0.53125); keys (1, 0) (this step) and (0, 1) (the ring): P = (1, e^-0.53125), the
+    output's second dim e^-c / (1 + e^-c) = 0.37023 plain, bf16(e^-c) / (1 + e^-c) = 0.36901
+    official: bf16 values a bf16 step apart, each within TOL of its reference."""
+    bf16 = torch.bfloat16
+    ring = torch.zeros(1, 4, 2, dtype=bf16)
+    ring[0, 0] = torch.tensor([0.0, 1.0])  # position 0 in slot 0
+    q = torch.tensor([[[[0.0, -0.53125]]]], dtype=bf16)
+    ins = [q, torch.tensor([[[1.0, 0.0]]], dtype=bf16), torch.tensor([[1]]), torch.tensor([0]),
+           torch.tensor([-float("inf")]), ring]  # fmt: skip
+    outs = []
+    for official in (True, False):
+        op = SparseAttention(0, 4, 1.0, round_probs=official)
+        made = params(op, ins, form)
+        assert made.round_probs == official
+        (got,) = run_kernel(op, [*ins[:5], ring.clone()], kernel_cache, made)
+        (want,) = op.run([*ins[:5], ring.clone()])
+        torch.testing.assert_close(got, want, **TOL[bf16])
+        outs.append(got.flatten()[1].item())
+    assert outs[0] < outs[1]  # the rounding is on: 0.36901 and 0.37023 in bf16
 
 
 def test_flash_decode_fills_the_gpu():
