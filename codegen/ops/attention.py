@@ -56,7 +56,7 @@ class SparseAttention(Dots):
             dim=dim, heads=heads, window=attrs["window"], ratio=ratio, topk=topk, keys=keys,
             softmax_scale=attrs["softmax_scale"],
             precision=dot_precision([ops[k].dtype for k in roles]),
-            round_probs=attrs["round_probs"] and ir_dtype(ops["q"].dtype) == "bf16",
+            round_probs=bool(attrs.get("round_probs")) and ir_dtype(ops["q"].dtype) == "bf16",
         )  # fmt: skip
         return what.form(steps <= SPLIT_STEPS)
 

@@ -45,6 +45,6 @@ class IndexerTopk(Dots):
             ratio=attrs["ratio"], theta=attrs["theta"], yarn=attrs["yarn"],
             precision=dot_precision([ops["keys"].dtype]),
             block_n=tile(entries, hi=64), block_s=tile(entries, hi=256),
-            block=tile(entries, hi=4096), sim=attrs["sim"],
-            round_bf16=attrs["sim"] and ir_dtype(ops["weights"].dtype) == "bf16",
+            block=tile(entries, hi=4096), sim=bool(attrs.get("sim")),
+            round_bf16=bool(attrs.get("sim")) and ir_dtype(ops["weights"].dtype) == "bf16",
         )  # fmt: skip

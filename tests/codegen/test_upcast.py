@@ -26,7 +26,7 @@ SPARSE = {"window": 8, "softmax_scale": 0.125}
 BF16_ATTN = [((1, 2, 16, 64), "bf16"), ((1, 2, 64), "bf16"), ((1, 2), "i64"), ((1,), "i64"),
              ((16,), "fp32"), ((1, 8, 64), "bf16"), ((1, 4, 64), "bf16"),
              ((1, 2, 4), "i64")]  # fmt: skip
-INDEXER = {"rope_dim": 16, "topk": 4, "ratio": 4, "theta": 10000.0, "yarn": None, "sim": False}
+INDEXER = {"rope_dim": 16, "topk": 4, "ratio": 4, "theta": 10000.0, "yarn": None}
 # q, weights (the projections: 4 heads of 64), positions, slots, keys
 IDX_IN = [((1, 2, 256), "bf16"), ((1, 2, 4), "bf16"), ((1, 2), "i64"), ((1,), "i64"),
           ((1, 8, 64), "bf16")]  # fmt: skip
