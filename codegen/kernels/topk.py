@@ -8,13 +8,15 @@ k-th largest key T is found from the top bits down:
   the programs that compute the scores build as they write them (`bins`, `add_bins`); the bin
   where the count from the top reaches k (`top_bin`) splits the row into keys above it
   (chosen), in it (candidates) and below;
-- one pass over the row (`compact`) writes the chosen ones' packed keys out and moves the
-  candidates (score and index, in index order) to the front of the row;
+- the row is cut into parts, one program each: a pass counts each part's keys above the bin
+  and in it (`split_counts`), a second (`compact`) writes the chosen ones' packed keys out
+  and the candidates (score and index) to a buffer, each part from the offset the counts of
+  the parts before it give, so both stay in index order;
 - two 10-bit histogram passes over the candidates only (`narrow`) give T and how many keys
   equal to T are among the k; `chosen` picks the candidates above T and the lowest-indexed
   equal ones.
-So a row is read once and written once by the select, plus O(candidates) work, whatever the
-scores, where a sort is O(n log² n).
+So a row is read twice by the select, in parallel over its parts, plus O(candidates) work in
+one program, whatever the scores, where a sort is O(n log² n).
 
 The chosen entries are then ordered as the reference orders them (score descending, lower
 index first) by sorting k packed int64 keys: the score key in the high 32 bits, 2^31 - 1 -
@@ -77,16 +79,28 @@ def top_bin(hist, k, N_BINS: tl.constexpr):
 
 
 @triton.jit
-def compact(row_ptr, idx_ptr, n, prefix, out_ptr, BLOCK: tl.constexpr):
-    """One pass over the n scores at row_ptr: the packed keys of those whose top bits are
-    above `prefix` go to out_ptr, those equal to it (the candidates) to the front of the row
-    (scores in place, indices at idx_ptr), both in index order. Returns (chosen, candidates).
-    In place is safe: a step loads its scores before it stores, at or before where it read."""
-    taken = 0
-    kept = 0
-    for i0 in range(0, n, BLOCK):
+def split_counts(row_ptr, lo, hi, prefix, BLOCK: tl.constexpr):
+    """(above, in): how many of the scores at row_ptr[lo:hi] have top bits above `prefix`
+    and equal to it."""
+    above = 0
+    same = 0
+    for i0 in range(lo, hi, BLOCK):
         i = i0 + tl.arange(0, BLOCK)
-        live = i < n
+        top = score_key(tl.load(row_ptr + i, mask=i < hi, other=0.0)) >> FIRST
+        above += tl.sum(((i < hi) & (top > prefix)).to(tl.int32), axis=0)
+        same += tl.sum(((i < hi) & (top == prefix)).to(tl.int32), axis=0)
+    return above, same
+
+
+@triton.jit
+def compact(row_ptr, lo, hi, prefix, out_ptr, taken, cand_ptr, cand_idx_ptr, kept,
+            BLOCK: tl.constexpr):  # fmt: skip
+    """One pass over the scores at row_ptr[lo:hi]: the packed keys of those whose top bits are
+    above `prefix` go to out_ptr from `taken` on, those equal to it (the candidates: score,
+    index) to cand_ptr and cand_idx_ptr from `kept` on, both in index order."""
+    for i0 in range(lo, hi, BLOCK):
+        i = i0 + tl.arange(0, BLOCK)
+        live = i < hi
         score = tl.load(row_ptr + i, mask=live, other=0.0)
         top = score_key(score) >> FIRST
         pick = live & (top > prefix)
@@ -94,12 +108,10 @@ def compact(row_ptr, idx_ptr, n, prefix, out_ptr, BLOCK: tl.constexpr):
         at = taken + tl.cumsum(pick.to(tl.int32), 0) - pick.to(tl.int32)
         tl.store(out_ptr + at, pack(score_key(score), i, pick), mask=pick)
         to = kept + tl.cumsum(keep.to(tl.int32), 0) - keep.to(tl.int32)
-        tl.debug_barrier()  # every thread has loaded this step before any stores into the row
-        tl.store(row_ptr + to, score, mask=keep)
-        tl.store(idx_ptr + to, i, mask=keep)
+        tl.store(cand_ptr + to, score, mask=keep)
+        tl.store(cand_idx_ptr + to, i, mask=keep)
         taken += tl.sum(pick.to(tl.int32), axis=0)
         kept += tl.sum(keep.to(tl.int32), axis=0)
-    return taken, kept
 
 
 @triton.jit

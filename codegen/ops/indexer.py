@@ -23,6 +23,7 @@ class IndexerTopk(Dots):
     block_n: int  # entries per dot (its N; the heads are its M)
     block_s: int  # entries per scoring program
     block: int  # scores per step of a radix-select pass
+    part: int  # scores per program of the select's passes over a whole row
     sim: bool  # numerics: official: Hadamard + FP4 q (the FP8 qr is its linear's input's)
     round_bf16: bool  # ... with bf16 activations: the official bf16 rounding points too
 
@@ -45,6 +46,6 @@ class IndexerTopk(Dots):
             ratio=attrs["ratio"], theta=attrs["theta"], yarn=attrs["yarn"],
             precision=dot_precision([ops["keys"].dtype]),
             block_n=tile(entries, hi=64), block_s=tile(entries, hi=256),
-            block=tile(entries, hi=4096), sim=bool(attrs.get("sim")),
+            block=tile(entries, hi=4096), part=tile(entries, hi=8192), sim=bool(attrs.get("sim")),
             round_bf16=bool(attrs.get("sim")) and ir_dtype(ops["weights"].dtype) == "bf16",
         )  # fmt: skip

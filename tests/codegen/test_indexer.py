@@ -38,8 +38,8 @@ def _run(op, ins, kernel_cache, **blocks):
     "topk, entries, dtype, blocks",
     [
         (5, 40, torch.float32, {}),  # one pass of the select; some rows see none
-        (5, 40, torch.float32, {"block": 16, "block_s": 16, "block_n": 16}),  # 3 programs a query
-        (7, 300, torch.bfloat16, {"block": 64}),  # a longer context, several steps a pass
+        (5, 40, torch.float32, {"block": 16, "block_s": 16, "block_n": 16, "part": 16}),  # 3 parts
+        (7, 300, torch.bfloat16, {"block": 64, "part": 128}),  # longer: 3 parts of 2 steps
         (40, 24, torch.bfloat16, {}),  # top-k beyond every row's entries: all picked, -1 after
     ],
 )
@@ -63,8 +63,9 @@ def test_matches_reference(topk, entries, dtype, blocks, kernel_cache):
 @pytest.mark.parametrize("entries, topk", [(20, 6), (90, 9)])
 def test_exact_ties_go_to_the_lower_entry(entries, topk, kernel_cache):
     """Integer inputs keep every score exact; keys drawn from a small palette (one of them zero,
-    which scores an exact 0) repeat, so many scores tie, across the top-k cut too, at two
-    context lengths. `block` 16 splits the tie counting over several steps."""
+        which scores an exact 0) repeat, so many scores tie, across the top-k cut too, at two
+        context lengths. `block` 16 splits the tie counting over several steps, `part` 32 the row
+    over several programs (the ties' order crosses them)."""
     gen = torch.Generator().manual_seed(entries)
     rows, tokens = 2, 3
 
@@ -81,7 +82,7 @@ def test_exact_ties_go_to_the_lower_entry(entries, topk, kernel_cache):
     q, w = ints(-2, 2, rows, tokens, HEADS * HEAD_DIM), ints(-1, 1, rows, tokens, HEADS)
     ins = [q, w, positions, slots, keys.to(torch.bfloat16)]
     op = IndexerTopk(ROPE, 10000.0, None, topk=topk, ratio=4)
-    got, want = _run(op, ins, kernel_cache, block=16)
+    got, want = _run(op, ins, kernel_cache, block=16, part=32)
     read = keys[slots].to(torch.bfloat16)  # [B, C, di]: the rows the step reads
     scores = indexer_scores(q, w, positions, read, rope_freqs=op.freqs("cpu"))
     picked = scores.gather(-1, want)
@@ -108,7 +109,7 @@ def test_one_first_level_bin(entries, kernel_cache):
     positions = torch.tensor([[4 * entries], [4 * entries // 2]])  # all entries, half of them
     ins = [q, w, positions, torch.tensor([1, 0]), keys]
     op = IndexerTopk(ROPE, 10000.0, None, topk=12, ratio=4)
-    got, want = _run(op, ins, kernel_cache, block=32)
+    got, want = _run(op, ins, kernel_cache, block=32, part=64)
     picked = keys[torch.tensor([1, 0])][torch.arange(2)[:, None], want[:, 0], 0]  # [2, 12]
     visible = torch.arange(entries) < (positions + 1) // 4  # [2, C]
     unpicked = keys[torch.tensor([1, 0]), :, 0].masked_fill(~visible, float("nan"))
