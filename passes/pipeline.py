@@ -14,6 +14,7 @@ DEFAULT_PIPELINE = [
     # -- fusion: rewrite rules to a fixpoint; they only change which op computes a value
     "fuse_hc_norm",  # HC post + next HC pre + RMSNorm: one pass over the 4 streams per boundary
     "fuse_rope",  # RoPE into the q/kv norms; after fuse_hc_norm so no norm is claimed twice
+    "fuse_norms",  # the q and kv norms of a layer in one launch; needs fuse_rope's kv norm
     # -- scheduling
     "schedule_moe",  # explicit gate -> sort -> grouped GEMMs -> combine (+ shared expert)
     # -- memory and code generation: last, so they see the final set of values

@@ -149,6 +149,14 @@ class Engine:
         self.lengths = [0] * batch
         self.hidden_tail = [None] * batch
 
+    def clear_row(self, row: int) -> None:
+        """Empty cache row `row` for a new sequence, the other rows untouched (a server
+        reuses the row of a finished sequence while the others go on decoding)."""
+        for key, cache in self.state.items():
+            cache[row].fill_(float("-inf") if self.fills[key] == "-inf" else 0.0)
+        self.lengths[row] = 0
+        self.hidden_tail[row] = None
+
     @torch.no_grad()
     def forward(self, tokens: list[list[int]], hidden: int = 0) -> torch.Tensor:
         """Append `tokens[b]` to sequence b (lists may differ in length or be empty);

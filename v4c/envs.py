@@ -36,6 +36,10 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+# V4C_API_KEY: the key `v4c serve` requires (as --api-key; the option wins), so that it
+# need not appear in the process list
+API_KEY = "V4C_API_KEY"
+
 DIST_TIMEOUT = "V4C_DIST_TIMEOUT"
 
 

@@ -1,10 +1,11 @@
 """Manifold-constrained hyper-connections on register tiles (V4_REFERENCE §3).
 
 One token's n streams, D-block by D-block, are a [NP, BLOCK_D] fp32 tile (NP = n padded to a
-power of two; rows >= n and columns >= D are 0). A pass over D accumulates the projection of
-the flattened streams by `fn` and their sum of squares; the gates and the n x n Sinkhorn then
-run on a few registers; further passes collapse (or mix) the streams. The templates chain
-these pieces into the unfused ops and the fused post + pre + RMSNorm kernels.
+power of two; rows >= n and columns >= D are 0). The projection of the flattened streams by
+`fn` and their sum of squares come split over many programs (kernels/hc_split.py); the gates
+and the n x n Sinkhorn then run on a few registers; the collapse reads the whole row at once.
+hc_post alone mixes the streams D-block by D-block. The templates chain these pieces into the
+unfused ops and the fused post + pre + RMSNorm kernels.
 """
 
 import triton
@@ -63,27 +64,6 @@ def mix_streams(
     a = tl.load(a_ptr + tok * D + d, mask=d < D, other=0.0).to(tl.float32)  # [BLOCK_D]
     mix = tl.sum(comb[:, :, None] * x[:, None, :], axis=0)  # [NP(j), NP(k), BLOCK_D] -> [NP(k), ..]
     return post[:, None] * a[None, :] + mix
-
-
-@triton.jit
-def project(
-    acc,
-    x,
-    fn_ptr,
-    d0,
-    R: tl.constexpr,
-    N: tl.constexpr,
-    D: tl.constexpr,
-    RP: tl.constexpr,
-    NP: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
-    """acc[r] + <fn[r], flatten(X)> restricted to one D-block; fn [R, N*D], acc [RP] fp32."""
-    r = tl.arange(0, RP)[:, None, None]
-    j = tl.arange(0, NP)[None, :, None]
-    d = d0 + tl.arange(0, BLOCK_D)[None, None, :]
-    w = tl.load(fn_ptr + r * (N * D) + j * D + d, mask=(r < R) & (j < N) & (d < D), other=0.0)
-    return acc + tl.sum(tl.sum(w.to(tl.float32) * x[None, :, :], axis=2), axis=1)
 
 
 @triton.jit
@@ -147,6 +127,17 @@ def store_mix(post_ptr, comb_ptr, post, comb, tok, N: tl.constexpr, NP: tl.const
 
 
 @triton.jit
+def load_rows(x_ptr, tok, N: tl.constexpr, D: tl.constexpr, NP: tl.constexpr, DP: tl.constexpr):
+    """X[tok] of X [tokens, N, D] whole, in X's dtype: [NP, DP] (DP = D padded to a power of
+    two; padding 0). Read from L2 (`.cg`): the split-K kernel reads streams that other
+    programs of its launch wrote. Issued early, the loads overlap the Sinkhorn iterations."""
+    j = tl.arange(0, NP)[:, None]
+    d = tl.arange(0, DP)[None, :]
+    mask = (j < N) & (d < D)
+    return tl.load(x_ptr + tok * (N * D) + j * D + d, mask=mask, other=0.0, cache_modifier=".cg")
+
+
+@triton.jit
 def collapse(pre, x):
-    """sum_j pre_j X_j: pre [NP], x [NP, BLOCK_D] -> [BLOCK_D] fp32."""
-    return tl.sum(pre[:, None] * x, axis=0)
+    """sum_j pre_j X_j in fp32: pre [NP], x [NP, DP] -> [DP]."""
+    return tl.sum(pre[:, None] * x.to(tl.float32), axis=0)

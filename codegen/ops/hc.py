@@ -9,14 +9,24 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from v4c.codegen.params import Operands, Template, pow2, template
-from v4c.envs import triton_interpret
+from pydantic import Field, computed_field
+
+from v4c.codegen.params import Operands, Template, pow2, template, tile
 
 MAX_BLOCK = 1024  # columns per program of the copy kernel (hc_expand)
 
-# D-block of the per-token loops: fn tiles are [RP, NP, BLOCK_D] fp32. A GPU keeps the tile in
-# registers (64); the interpreter pays per loop step, not per lane, so it takes whole rows.
-MAX_BLOCK_D = 1024 if triton_interpret() else 64
+# The split-K projection (templates/hc_streams.py.j2). Splits: one per SM of the target
+# (H100 SXM: 132), at most one per D-block of 32 columns: Flash (D = 4096) has 128 splits of
+# one block each, 128 CTAs at decode batch 1. The count comes from D and the target alone,
+# never from the token count, so a token's sum over splits is the same in any batch; for the
+# same reason the token block is fixed (16, the smallest `tl.dot` tile) at decode and prefill.
+SPLIT_CTAS = 132
+SPLIT_BLOCK_D = 32
+SPLIT_BLOCK_T = 16
+MAX_BLOCK_S = 128  # splits summed per tile by the finishing program
+# The finishing program holds a collapsed row in registers: [D padded] fp32, 32 per thread
+# at D = 4096 with 4 warps; wider rows (Pro's 7168 -> 8192) take 8 warps.
+WIDE_ROW = 4096
 
 
 class HcStreams(Template):
@@ -30,8 +40,18 @@ class HcStreams(Template):
     norm_eps: float
     rms_eps: float | None
     streams_p: int  # n padded to a power of two
-    rows_p: int  # rows of fn padded to a power of two
-    block_d: int
+    rows_p: int  # rows of fn padded to a power of two, at least 16 (`tl.dot`)
+    block_t: int  # tokens per program
+    block_d: int  # columns per D-block of a split
+    splits: int = Field(ge=1)  # S: split s projects the D-blocks s, s + S, ...
+    dim_p: int  # D padded to a power of two: the collapsed row's lanes
+    warps: int
+
+    @computed_field
+    @property
+    def block_s(self) -> int:
+        """Splits per tile of the reduction (follows `splits`, which tests may force)."""
+        return min(MAX_BLOCK_S, pow2(self.splits))
 
     FLAGS: ClassVar[tuple[bool, bool, bool]]  # (post, head, norm) of the kind
     TEMPLATE = "hc_streams"
@@ -41,12 +61,13 @@ class HcStreams(Template):
         post, head, norm = cls.FLAGS
         *_, n, d = ops["X"].shape
         rows = n if head else (2 + n) * n
+        splits = max(1, min(SPLIT_CTAS, -(-d // SPLIT_BLOCK_D)))
         return cls(
             post=post, head=head, norm=norm, streams=n, dim=d,
             iters=None if head else attrs["iters"], eps=attrs["eps"], norm_eps=attrs["norm_eps"],
             rms_eps=attrs["rms_eps"] if norm else None,
-            streams_p=pow2(n), rows_p=pow2(rows),
-            block_d=min(MAX_BLOCK_D, pow2(d)),
+            streams_p=pow2(n), rows_p=tile(rows), block_t=SPLIT_BLOCK_T, block_d=SPLIT_BLOCK_D,
+            splits=splits, dim_p=pow2(d), warps=8 if pow2(d) > WIDE_ROW else 4,
         )  # fmt: skip
 
 

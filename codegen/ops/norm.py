@@ -1,5 +1,5 @@
-"""Parameters of the RMSNorm templates (V4_REFERENCE §4): the plain norm and its fusion
-with the RoPE after it (per-head q norm, kv norm)."""
+"""Parameters of the RMSNorm templates (V4_REFERENCE §4): the plain norm, its fusion with
+the RoPE after it (per-head q norm, kv norm), and a layer's q and kv norms in one launch."""
 
 from __future__ import annotations
 
@@ -41,4 +41,30 @@ class RmsNormRope(Template):
         return cls(
             dim=shape[-1], rope_dim=attrs["rope_dim"], heads=shape[2] if len(shape) == 4 else 1,
             weighted=attrs["weighted"], eps=attrs["eps"], theta=attrs["theta"], yarn=attrs["yarn"],
+        )  # fmt: skip
+
+
+@template("qkv_norm")
+class QkvNorm(Template):
+    q_dim: int
+    kv_dim: int
+    rope_dim: int
+    q_eps: float
+    kv_eps: float
+    theta: float
+    yarn: tuple[float, int, float, float] | None
+    block_q: int
+    block_kv: int
+    block_pairs: int
+
+    @classmethod
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> QkvNorm:
+        q, kv = ops["q"].shape, ops["kv"].shape
+        if len(kv) != 3 or q[:2] != kv[:2]:
+            raise ValueError(f"qkv_norm: q {q} and kv {kv} are not one row each per token")
+        rope = attrs["rope_dim"]
+        return cls(
+            q_dim=q[-1], kv_dim=kv[-1], rope_dim=rope, q_eps=attrs["q_eps"],
+            kv_eps=attrs["kv_eps"], theta=attrs["theta"], yarn=attrs["yarn"],
+            block_q=pow2(q[-1]), block_kv=pow2(kv[-1]), block_pairs=pow2(rope // 2),
         )  # fmt: skip

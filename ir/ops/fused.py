@@ -105,3 +105,31 @@ class RmsNormRope(_Rotary):
 
     def _rope(self) -> Rope:
         return Rope(self.rope_dim, self.theta, self.yarn)
+
+
+@register
+@dataclass(frozen=True)
+class QkvNorm(_Rotary):
+    """The two weighted norms of an attention layer whose inputs are projections of one
+    activation: the q latent's RMSNorm and the kv RMSNorm + RoPE, in one launch."""
+
+    kind = "qkv_norm"
+    operands = ("q", "kv", "positions", "q_weight", "kv_weight")
+    results = ("q", "kv")
+    q_eps: float = 1e-6
+    kv_eps: float = 1e-6
+
+    def infer(self, ins):
+        q, kv, positions, q_weight, kv_weight = ins
+        (qn,) = RmsNorm(self.q_eps).infer([q, q_weight])
+        (kvn,) = self._kv().infer([kv, positions, kv_weight])
+        return qn, kvn
+
+    def run(self, ins):
+        q, kv, positions, q_weight, kv_weight = ins
+        (qn,) = RmsNorm(self.q_eps).run([q, q_weight])
+        (kvn,) = self._kv().run([kv, positions, kv_weight])
+        return qn, kvn
+
+    def _kv(self) -> RmsNormRope:
+        return RmsNormRope(self.rope_dim, self.theta, self.yarn, eps=self.kv_eps)

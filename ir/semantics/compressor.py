@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from v4c.ir.semantics.invariant import matmul
 from v4c.ir.semantics.norm import rms_norm
 from v4c.ir.semantics.quant import fp4_sim, fp8_sim, hadamard
 from v4c.ir.semantics.rope import apply_rope
@@ -91,8 +92,8 @@ def compress(
     if 2 * rope_freqs.numel() != rope_dim:
         raise ValueError(f"rope_freqs has {rope_freqs.numel()} pairs, rope_dim is {rope_dim}")
     m, f = ratio, coff(ratio)  # f: the windows one entry pools
-    k = x.float() @ wkv.float().T  # [B, T, coff*c]
-    z = x.float() @ wgate.float().T + ape.float()[positions % m]  # [B, T, coff*c]
+    k = matmul(x.float(), wkv.float())  # [B, T, coff*c]
+    z = matmul(x.float(), wgate.float()) + ape.float()[positions % m]  # [B, T, coff*c]
     finish = Finish(norm_weight, m, rope_freqs, eps, rope_dim, sim)
     if x.shape[1] == 1:
         _decode(k[:, 0], z[:, 0], positions[:, 0], slots, state_kv, state_score, cache, finish)

@@ -72,8 +72,8 @@ def parse_reply(text: str, *, thinking: bool = False) -> tuple[dict, str | None]
         problem = str(err)
     body = whole[: -len(EOS)]
     if thinking and END_THINK not in body and _TOOLS_START not in body:
-        return _message(reasoning=_plain(body)), None if cut else problem
-    return _message(content=_plain(body)), problem
+        return _message(reasoning=plain_text(body)), None if cut else problem
+    return _message(content=plain_text(body)), problem
 
 
 def _message(*, content: str = "", reasoning: str = "") -> dict:
@@ -85,7 +85,7 @@ def _message(*, content: str = "", reasoning: str = "") -> dict:
     }
 
 
-def _plain(text: str) -> str:
+def plain_text(text: str) -> str:
     for token in _NOT_IN_TEXT:
         text = text.replace(token, "")
     return text

@@ -1,9 +1,13 @@
 """The hyper-connection templates (Triton) against the ops' reference semantics (mHC, §3).
 
-Tokens come in B=2 rows of T=3; n=4 streams over D=96 (two D-blocks, the second partial) or
-D=256 (four full blocks), and one n=3 case whose padded stream and comb lanes must stay 0.
-Tolerances: fp32 streams 1e-5; bf16 streams 1.6e-2 relative (a rounding of the bf16
-X' or collapsed row may land one ulp apart, which also moves the fp32 post/comb slightly).
+Tokens come in B=2 rows of T=3; n=4 streams over D=96 (three D-blocks of 32: three splits) or
+D=256 (eight blocks), and one n=3 case whose padded stream and comb lanes must stay 0.
+Tolerances: fp32 streams 1e-5 (the kernel sums the n*D <= 1024 products of a logit in another
+order than torch: a random walk of ~sqrt(1024) roundings of 2^-24 relative, ~2e-6, which the
+sigmoid gates and the Sinkhorn normalisations do not amplify); bf16 streams 1.6e-2 relative
+(a rounding of the bf16 X' or collapsed row may land one ulp, 2^-8, apart, which also moves
+the fp32 post/comb slightly). The split count S only reorders the same fp32 sums, so the
+results of S = 1, 2, 7 agree within the fp32 tolerance too.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ import pytest
 import torch
 
 from tests.codegen.conftest import run_kernel
+from v4c.codegen import jit
+from v4c.codegen.params import describe
+from v4c.codegen.runtime import hc_split_scratch
 from v4c.ir.ops.core import HcHead, HcPost, HcPre
 from v4c.ir.ops.fused import HcPostHeadNorm, HcPostPreNorm, HcPreNorm
 
@@ -19,8 +26,9 @@ TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=1.6e
 B, T = 2, 3
 
 
-def operands(op, n: int, d: int, dtype: torch.dtype) -> list[torch.Tensor]:
+def operands(op, n: int, d: int, dtype: torch.dtype, b: int = B, t: int = T) -> list[torch.Tensor]:
     """Random operands in the op's role order; HC parameters fp32 as in the checkpoint."""
+    B, T = b, t
     gen = torch.Generator().manual_seed(0)
     rows = n if "head" in op.kind else (2 + n) * n
     made = {
@@ -73,3 +81,70 @@ def test_three_streams(cls, kernel_cache):
 def test_hc_post(d, dtype, kernel_cache):
     op = HcPost()
     check(op, operands(op, 4, d, dtype), dtype, kernel_cache)
+
+
+def split_params(op, ins: list[torch.Tensor], splits: int):
+    """The kernel's parameters for `ins` with the split count forced to `splits`."""
+    params = jit.params_for(op.kind, op.attrs(), [describe(t) for t in ins])
+    return params.model_copy(update={"splits": splits})
+
+
+@pytest.mark.parametrize("cls", STREAMS, ids=lambda c: c.kind)
+def test_split_counts(cls, kernel_cache):
+    """S = 1 (one program projects all 8 D-blocks), 2 and 7 (split 0 takes blocks 0 and 7,
+    the others one each): each against the reference, and the three against each other."""
+    op = cls(eps=1e-6, norm_eps=1e-6) if cls is HcHead else cls(iters=20)
+    ins = operands(op, 4, 256, torch.float32)
+    want = op.run(ins)
+    runs = [run_kernel(op, ins, kernel_cache, split_params(op, ins, s)) for s in (1, 2, 7)]
+    for got in runs:
+        for g, w, first in zip(got, want, runs[0]):
+            torch.testing.assert_close(g, w, **TOL[torch.float32])
+            torch.testing.assert_close(g, first, **TOL[torch.float32])
+
+
+def nan_like(results: tuple) -> tuple:
+    return tuple(torch.full_like(r, float("nan")) for r in results)
+
+
+@pytest.mark.parametrize("cls", [HcPostPreNorm, HcHead], ids=lambda c: c.kind)
+def test_token_count_invariance(cls, kernel_cache):
+    """A token's results are bitwise the same whatever the call's token count: token 17 (in the
+    second block of 16 tokens) alone, among 4 and among all 20; and a second launch into
+    NaN-filled buffers gives the first one's bits (each launch leaves its counters at 0)."""
+    op = cls(eps=1e-6, norm_eps=1e-6) if cls is HcHead else cls(iters=20)
+    ins = operands(op, 4, 96, torch.bfloat16, b=1, t=20)
+    kernel = jit.load(split_params(op, ins, 2), kernel_cache)
+    every = kernel.run(*ins)
+    again = kernel.run(*ins, out=nan_like(every))
+    for a, b in zip(every, again):
+        assert torch.equal(a, b)
+    _, count = hc_split_scratch(20, 2, (4 if cls is HcHead else 24), 16, ins[0].device)
+    assert not count.any()
+    for lo, hi in ((17, 18), (15, 19)):
+        per_token = ("a", "X", "post", "comb")
+        part = [t[:, lo:hi] if r in per_token else t for r, t in zip(op.operand_roles(), ins)]
+        got = kernel.run(*part)
+        for g, e in zip(got, every):
+            assert torch.equal(g, e[:, lo:hi])
+
+
+def test_flash_decode_fills_the_gpu():
+    """Flash dims (n = 4, D = 4096): 128 splits of one 32-column block each, so a decode step
+    of one token runs 128 programs; the count is D's alone (the same for 1 or 1000 tokens)."""
+    shapes = {"X": ((1, 1, 4, 4096), "bf16"), "fn": ((24, 4 * 4096), "fp32")}
+    op = HcPre(iters=20)
+    ins = [shapes.get(role, ((1,), "fp32")) for role in op.operand_roles()]
+    params = jit.params_for(op.kind, op.attrs(), ins)
+    assert (params.splits, params.block_d, params.block_t) == (128, 32, 16)
+    assert params.splits * -(-1 // params.block_t) == 128
+
+
+def test_scratch_is_made_once_per_size_bucket():
+    """Steps of 4 and 5 tokens (800 and 1000 partials, one 1024 bucket) share one buffer, so a
+    bound step allocates nothing and a captured graph's pointers stay valid."""
+    cpu = torch.device("cpu")
+    (part4, count4), (part5, count5) = (hc_split_scratch(t, 8, 24, 16, cpu) for t in (4, 5))
+    assert part4.shape == (800,) and part5.shape == (1000,) and count5.shape == (1,)
+    assert part4.data_ptr() == part5.data_ptr() and count4.data_ptr() == count5.data_ptr()
+    assert hc_split_scratch(5, 8, 24, 16, cpu)[0].data_ptr() == part5.data_ptr()

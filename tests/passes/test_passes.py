@@ -31,7 +31,7 @@ def apply(name, spec):
     return before, after, result
 
 
-@pytest.mark.parametrize("name", ["fuse_hc_norm", "fuse_rope", "schedule_moe"])
+@pytest.mark.parametrize("name", ["fuse_hc_norm", "fuse_rope", "fuse_norms", "schedule_moe"])
 def test_rewrite_pass_preserves_outputs(name, tiny, tiny_weights):
     before, after, result = apply(name, tiny)
     assert result.changed
@@ -57,6 +57,20 @@ def test_fuse_rope_folds_q_and_kv(tiny):
     assert all(n.op.inverse for n in after.nodes() if n.op.kind == "rope")
     assert not after.node("L00.attn.q_head_norm_rope").op.weighted
     assert after.node("L02.attn.kv_norm_rope").op.yarn is not None
+
+
+def test_fuse_norms_pairs_the_q_and_kv_norms(tiny):
+    """Each of the 5 attentions (4 layers + MTP): q_norm and kv_norm_rope, projections of one
+    activation, become one qkv_norm; the weightless per-head q norms and the MTP block's input
+    norms (of the embedding and of the streams) stay as they are."""
+    before, after, result = apply("fuse_norms", tiny)
+    k = kinds(after)
+    assert k["qkv_norm"] == 5 and kinds(before)["rms_norm_rope"] - k["rms_norm_rope"] == 5
+    left = [n.id for n in after.nodes() if n.op.kind.startswith("rms_norm") and n.op.weighted]
+    assert left == ["M00.enorm", "M00.hnorm"]
+    fused = after.node("L02.attn.qkv_norm")
+    assert fused.origin == ("fuse_norms", ("L02.attn.q_norm", "L02.attn.kv_norm_rope"))
+    assert fused.op.yarn is not None and after.is_acyclic()
 
 
 def test_schedule_moe_makes_the_dispatch_schedule(tiny):

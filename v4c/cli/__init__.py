@@ -17,6 +17,7 @@ from v4c.cli.cache import cache_app
 from v4c.cli.checkpoint import checkpoint_app
 from v4c.cli.compile import compile_command
 from v4c.cli.run import chat_command, run_command
+from v4c.cli.serve import serve_command
 from v4c.cli.spec import spec_app
 from v4c.errors import V4CError
 
@@ -34,6 +35,7 @@ app.command("compile")(compile_command)
 app.command("run")(run_command)
 app.command("chat")(chat_command)
 app.command("bench")(bench_command)
+app.command("serve")(serve_command)
 
 
 def _version(value: bool) -> None:

@@ -22,8 +22,12 @@ from v4c.errors import V4CError
 
 def bench_command(
     target: Annotated[
-        str, typer.Argument(help="A checkpoint folder, or a spec (file or shipped name).")
-    ],
+        str | None,
+        typer.Argument(
+            help="A checkpoint folder, or a spec (file or shipped name); with "
+            "--serve, a checkpoint folder (default: the embedded tiny model)."
+        ),
+    ] = None,
     random_weights: Annotated[
         bool,
         typer.Option(
@@ -51,9 +55,32 @@ def bench_command(
     ] = None,
     tp: Tp = None,
     ep: Ep = None,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Bench `v4c serve` through the openai client instead: "
+            "--requests streamed completions, --batch at a time (and cache rows), "
+            "prompts of --prompt-len tokens, --decode new tokens each.",
+        ),
+    ] = False,
+    requests: Annotated[int, typer.Option(min=1, help="Requests (--serve).")] = 64,
+    url: Annotated[
+        str | None, typer.Option(help="A running server to bench (--serve; default: start one).")
+    ] = None,
 ) -> None:
     """Measure prefill and decode of a plan: launches, host time, tokens/s, bandwidth. With
-    --tp/--ep every rank runs its piece (started here, or by torchrun); rank 0 reports."""
+    --tp/--ep every rank runs its piece (started here, or by torchrun); rank 0 reports.
+    With --serve: throughput, TTFT and TPOT of `v4c serve` under load."""
+    if serve:
+        from v4c.cli.bench_serve import bench_serve
+
+        return bench_serve(
+            target, url=url, requests=requests, concurrency=batch, prompt_len=prompt_len,
+            max_tokens=decode, device=device, json_file=json_file,
+        )  # fmt: skip
+    if target is None:
+        raise V4CError("give a checkpoint folder, or a spec with --random-weights")
     grid = resolve_grid(tp, ep, None, None)
     kwargs = {k: v for k, v in locals().items() if k != "grid"}
     spec = run_spec(target, None, None) if random_weights else run_spec(None, Path(target), None)

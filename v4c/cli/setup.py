@@ -40,11 +40,14 @@ def open_cli_session(
     plan: Path | None = None,
     cuda_graphs: bool = True,
     comm=None,
+    max_batch: int = 1,
+    max_tokens: int | None = None,
 ):
     """(session, max_seq) after every choice is checked and said; see the module doc. With
     `plan` (a `v4c compile` folder) the spec, numerics, activation dtype and limits are the
     plan's. `comm`: this process is a rank of a TP x EP grid (`v4c.cli.ranks`); it runs on
-    the rank's device."""
+    the rank's device. `max_batch`, `max_tokens`: the cache rows and the longest prefill step
+    a compiled plan is made for (a server's)."""
     if numerics not in (None, "official", "plain"):
         raise V4CError(f"--numerics: expected official or plain, got {numerics!r}")
     if backend not in ("auto", "torch", "triton"):
@@ -128,6 +131,8 @@ def open_cli_session(
         backend=backend,
         max_seq=limit.max_seq,
         plan=compiled,
+        max_batch=max_batch,
+        **({} if max_tokens is None else {"max_tokens": max_tokens}),
         # a captured decode step holding NCCL collectives is not verified yet: eager
         cuda_graphs=cuda_graphs and comm is None,
         log=log,

@@ -1,0 +1,69 @@
+"""Batch-invariant matrix products for the torch backend: a row's result never depends on how
+many other rows share the call, so a token gets bitwise the same values alone (a decode step),
+inside a verify step, a prefill chunk or a batch of sequences (DESIGN.md, batch invariance).
+
+Why torch.mm is not: the BLAS picks its algorithm from the problem's shape. MKL computes
+M = 1 as a gemv and M >= 2 as a gemm with a different accumulation order, and with threads
+it also changes the split for some M (measured on an AMD EPYC with MKL 2024.2: rows of
+M = 2, 3, 5, 6, 7, 9, 10, 11 differ in the last bit from the same rows in M = 130).
+
+What makes this one invariant: every BLAS call has one fixed shape, [ROWS, K] x [K, N], the
+rows padded to a multiple of ROWS. A BLAS is a deterministic function of its shape, strides,
+thread count and CPU (its kernel choice, blocking and thread split are decided from those
+alone), so every call for one weight takes the same path on any x86-64 CPU. Inside one call,
+a row's K reduction does not depend on which of the ROWS positions it sits in: GEMM kernels
+run the K loop outside the row tiling (a row is a register or SIMD lane of the same rank-1
+updates), and ROWS = 8 fills whole row tiles of the x86 sgemm/bf16 kernels' 4- and 8-row
+micro-kernels, so no row lands in an edge tile. That last point is the BLAS's behaviour,
+not a documented contract: tests/ir/semantics/test_invariant.py checks it on the machine
+that runs the suite (every position of a block, M = 1..27, 1 and 2 threads), so a BLAS that
+breaks it fails there rather than silently.
+
+Cost: a lone row pays for ROWS rows of arithmetic (the weights are read once either way,
+and a decode step's GEMMs are bound by reading them); BENCHMARKS.md has the measurement.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+ROWS = 8  # rows per BLAS call; fixed, so the call's shape never depends on the batch
+
+
+def matmul(x: Tensor, w: Tensor) -> Tensor:
+    """x [..., K] @ w[N, K]ᵀ -> [..., N] in x's dtype (torch.mm's accumulation), row by row
+    invariant: the rows go through the BLAS in zero-padded blocks of exactly ROWS."""
+    flat = x.reshape(-1, x.shape[-1])
+    m = flat.shape[0]
+    if m == 0:  # (an expert no token was routed to)
+        return x.new_empty(*x.shape[:-1], w.shape[0])
+    padded = torch.cat((flat, flat.new_zeros(-m % ROWS, flat.shape[1])))  # [M', K], M' % ROWS = 0
+    out = torch.cat([torch.mm(block, w.T) for block in padded.split(ROWS)])[:m]
+    return out.view(*x.shape[:-1], w.shape[0])
+
+
+class RowBlocks:
+    """The staging buffers of one product shape, made once (a bound step allocates nothing):
+    `block` [ROWS, K] takes the rows, `result` [ROWS, N] the BLAS's output."""
+
+    def __init__(self, k: int, n: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.block = torch.zeros(ROWS, k, dtype=dtype, device=device)
+        self.result = torch.empty(ROWS, n, dtype=dtype, device=device)
+
+    def __call__(self, x: Tensor, w_t: Tensor, out: Tensor) -> None:
+        """out [M, N] = x [M, K] @ w_t [K, N] (out may be wider than x's dtype: the lm_head's
+        fp32 logits of bf16 operands). A last, partial block's tail rows keep what they held
+        (zeros, or an earlier block's rows): rows never mix in a product."""
+        block, result = self.block, self.result
+        for start in range(0, x.shape[0], ROWS):
+            n = min(ROWS, x.shape[0] - start)
+            block[:n].copy_(x[start : start + n])
+            torch.mm(block, w_t, out=result)
+            out[start : start + n].copy_(result[:n])
+
+
+def bmm(x: Tensor, w: Tensor) -> Tensor:
+    """x [G, ..., K] @ w[G, N, K]ᵀ -> [G, ..., N]: one invariant `matmul` per group g (the
+    einsums whose second operand differs per batch row or head group)."""
+    return torch.stack([matmul(x[g], w[g]) for g in range(x.shape[0])])

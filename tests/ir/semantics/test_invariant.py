@@ -1,0 +1,60 @@
+"""The batch-invariant product (ir/semantics/invariant.py), bitwise: a row alone, at every
+position of a block, and inside M = 1..27 rows (three blocks and a part) give the same bits,
+in fp32 and bf16, with 1 and 2 threads; and the values are x Wᵀ (against torch.mm, to fp32
+reordering)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from v4c.ir.semantics.invariant import ROWS, RowBlocks, bmm, matmul
+
+# (K, N): the tiny model's shapes (hidden 256, HC 4*256 -> 24, experts, the gate's 8) and a
+# small odd one
+SHAPES = [(256, 512), (1024, 24), (64, 8), (32, 33)]
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("k, n", SHAPES)
+def test_rows_alone_equal_rows_in_any_batch(threads, dtype, k, n):
+    gen = torch.Generator().manual_seed(k + n)
+    w = torch.randn(n, k, generator=gen).to(dtype)
+    x = torch.randn(3 * ROWS + 3, k, generator=gen).to(dtype)
+    alone = torch.cat([matmul(row[None], w) for row in x])
+    for m in range(1, len(x) + 1):
+        assert torch.equal(matmul(x[:m], w), alone[:m]), m
+    for start in range(1, ROWS):  # each row at every position of a block
+        assert torch.equal(matmul(x[start:], w), alone[start:]), start
+
+
+def test_values_are_the_product(threads):
+    """fp32 against torch.mm: the same dot products, summed in the BLAS's order for the other
+    shape, so they agree to fp32 reordering (K = 256 terms of O(1): ~1e-5 absolute)."""
+    x, w = torch.randn(3, 5, 256), torch.randn(40, 256)
+    torch.testing.assert_close(matmul(x, w), x @ w.T, rtol=1e-5, atol=1e-5)
+
+
+def test_bound_blocks_equal_matmul(threads):
+    """The bound form (the program's linear) writes what `matmul` returns, widening a bf16
+    product to an fp32 result as the lm_head does; an empty batch writes nothing."""
+    x, w = torch.randn(13, 64).bfloat16(), torch.randn(24, 64).bfloat16()
+    out = torch.empty(13, 24)
+    RowBlocks(64, 24, torch.bfloat16, x.device)(x, w.T, out)
+    assert torch.equal(out, matmul(x, w).float())
+    assert matmul(x[:0], w).shape == (0, 24)
+
+
+def test_bmm_groups():
+    x, w = torch.randn(3, 2, 5, 16), torch.randn(3, 7, 16)
+    out = bmm(x, w)
+    for g in range(3):
+        assert torch.equal(out[g], matmul(x[g], w[g]))
