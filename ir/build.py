@@ -158,13 +158,13 @@ class _Builder:
             keys = self.compressor(
                 row, x, f"{q}.indexer.compressor", f"{at}indexer.compressor.", a.indexer.head_dim
             )
-            ix_w = [
-                self.param(f"{at}indexer.wq_b.weight"),
-                self.param(f"{at}indexer.weights_proj.weight"),
-            ]
+            ix_w = {k: self.param(f"{at}indexer.{k}.weight") for k in ("wq_b", "weights_proj")}
+            iq, iw = (  # the indexer's projections are the plan's GEMMs like any other
+                self.add(f"{q}.indexer.{k}", C.Linear(), [v, ix_w[k]], i)
+                for k, v in (("wq_b", qr), ("weights_proj", x))
+            )
             ix = A.IndexerTopk(**self.rope(row), topk=a.indexer.topk, ratio=row.compress_ratio)
-            ix_in = [qr, x, pos, self.slots, *ix_w, keys]
-            operands.append(self.add(f"{q}.indexer", ix, ix_in, i))
+            operands.append(self.add(f"{q}.indexer", ix, [iq, iw, pos, self.slots, keys], i))
         core = A.SparseAttention(row.compress_ratio, a.sliding_window, a.head_dim**-0.5)
         o = self.add(f"{q}.core", core, operands, i)
         o = self.add(f"{q}.o_rope_inv", C.Rope(**self.rope(row), inverse=True), [o, pos], i)

@@ -12,9 +12,12 @@ communicator, its result written into its arena view like any other. A step is a
 over the bound calls: no lookups by name, no validation, no kernel-cache access.
 
 One `Program` per entry owns one arena tensor sized by the memory plan (its peak at the
-entry's limits); `bind(B, T)` makes the `Step` of one batch size and step length, with
-every dim resolved again for (B, T) at the same offsets (sizes only shrink below the limits,
-so buffers that were disjoint stay disjoint). Steps are cached: prefill runs one per
+entry's limits), and past the peak the scratch of whichever generated kernel asks for the
+most (`scratch_bytes` of its module, at the limits: flash-decoding's partials), which every
+such launch reuses in turn, so a captured step keeps its pointers. `bind(B, T)` makes the
+`Step` of one batch size and step length, with every dim resolved again for (B, T) at the
+same offsets (sizes only shrink below the limits, so buffers that were disjoint stay
+disjoint). Steps are cached: prefill runs one per
 distinct step length, decode one per batch size.
 """
 
@@ -100,8 +103,12 @@ class Program:
         self.comm = comm
         _check_comm(plan, comm)
         self.ops = [plan_op(launch) for launch in self.entry.launches]
-        self.arena = torch.empty(self.entry.peak_bytes, dtype=torch.uint8, device=device)
+        self.scratch: dict[int, int] = {}  # launch index -> the scratch bytes its kernel takes
         self.kernels = self._load_kernels() if backend == "triton" else {}
+        # one launch runs at a time: the kernels' scratch shares the bytes past the peak
+        peak = self.entry.peak_bytes
+        self.arena = torch.empty(peak + max(self.scratch.values(), default=0), dtype=torch.uint8,
+                                 device=device)  # fmt: skip
         self._steps: dict[tuple[int, int], Step] = {}
 
     def bind(self, batch: int, tokens: int) -> Step:
@@ -124,8 +131,12 @@ class Program:
             if launch.kind != "kernel":
                 continue
             try:
-                params = jit.params_for(launch.op, op.attrs(), kernel_operands(launch, activations))
-                kernels[i] = jit.load(params, self.kernel_root)
+                shapes = kernel_operands(launch, activations)
+                kernels[i] = jit.load(
+                    jit.params_for(launch.op, op.attrs(), shapes), self.kernel_root
+                )
+                if hasattr(kernels[i], "scratch_bytes"):
+                    self.scratch[i] = kernels[i].scratch_bytes(shapes)
             except (V4CError, ValueError) as err:
                 problems.append(f"{launch.node}: {err}")
         if problems:
@@ -190,6 +201,10 @@ class Program:
             return _matmul(*args, *outs)
         if self.backend == "triton" and launch.kind == "kernel":  # writes into the arena
             run, out = self.kernels[i].run, tuple(o for o in outs if o is not None)
+            if i in self.scratch:  # a kernel's own scratch lies past the arena's peak
+                peak = self.entry.peak_bytes
+                scratch = self.arena[peak : peak + self.scratch[i]]
+                return lambda: run(*args, out=out, scratch=scratch)
             return lambda: run(*args, out=out)
         if any(isinstance(a, QuantWeight) for a in args):  # the reference reads dense weights
             activation = next(a.dtype for a in args if isinstance(a, torch.Tensor))

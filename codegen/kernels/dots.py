@@ -20,3 +20,13 @@ def dot_operand(x, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     else:
         x = x.to(tl.bfloat16)
     return x
+
+
+@triton.jit
+def round_bf16(x):
+    """x (finite fp32) rounded to bf16, nearest even, held in fp32: an official bf16 rounding
+    point (numerics: official). On the bits, as torch rounds, on a GPU and under the
+    interpreter alike (the interpreter's `.to(bfloat16)` truncates)."""
+    bits = x.to(tl.int32, bitcast=True)
+    bits = (bits + 32767 + ((bits >> 16) & 1)) & -65536
+    return bits.to(tl.float32, bitcast=True)

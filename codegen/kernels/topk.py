@@ -1,19 +1,27 @@
-"""Exact streaming top-k over a row of fp32 scores, ties to the lower index.
+"""Exact top-k of a row of fp32 scores by radix select, ties to the lower index (the rule of
+ir/semantics/indexer.py: a stable descending sort).
 
-Each candidate is packed into one int64 whose signed order is the selection order: the high
-32 bits are the score's bits mapped to a monotone signed key (negative floats have their
-magnitude bits flipped; -0.0 is made +0.0 first, as a float comparison ties them), the low 31
-bits are 2^31 - 1 - index, so a lower index wins a tie. EMPTY sorts below every candidate and
-unpacks to -1.
+A score maps to an int32 key whose signed order is the scores' order (negative floats have
+their magnitude bits flipped; -0.0 is made +0.0 first, as a float comparison ties them). The
+k-th largest key T is found from the top bits down:
+- the top 12 bits (sign, exponent, 3 mantissa bits): a 4096-bin histogram of the row, which
+  the programs that compute the scores build as they write them (`bins`, `add_bins`); the bin
+  where the count from the top reaches k (`top_bin`) splits the row into keys above it
+  (chosen), in it (candidates) and below;
+- the row is cut into parts, one program each: a pass counts each part's keys above the bin
+  and in it (`split_counts`), a second (`compact`) writes the chosen ones' packed keys out
+  and the candidates (score and index) to a buffer, each part from the offset the counts of
+  the parts before it give, so both stay in index order;
+- two 10-bit histogram passes over the candidates only (`narrow`) give T and how many keys
+  equal to T are among the k; `chosen` picks the candidates above T and the lowest-indexed
+  equal ones.
+So a row is read twice by the select, in parallel over its parts, plus O(candidates) work in
+one program, whatever the scores, where a sort is O(n log² n).
 
-A row is consumed in chunks of the buffer's size K (a power of two): the buffer holds the best
-K so far sorted descending; a chunk that has a candidate above the buffer's minimum is sorted
-ascending, the two are combined with an elementwise max (the top K of the union, as a bitonic
-sequence) and re-sorted. Work is O(n log² K) per row in registers, no scratch memory; chunks
-that cannot enter the buffer cost one reduction. At V4-Flash scale (512 of up to 262144
-entries) a row is 512 chunks of 512; once the buffer holds high scores most chunks are skipped,
-the worst case (rising scores) sorts every chunk. A radix select (find the k-th key in a few
-histogram passes, gather, sort once) bounds that to one sort, if profiling asks for it.
+The chosen entries are then ordered as the reference orders them (score descending, lower
+index first) by sorting k packed int64 keys: the score key in the high 32 bits, 2^31 - 1 -
+index in the low 31 (`pack`), so the signed order of the packed keys is the selection order.
+EMPTY sorts below every packed key and unpacks to -1.
 """
 
 import triton
@@ -21,27 +29,121 @@ import triton.language as tl
 
 EMPTY = tl.constexpr(-9223372036854775808)  # int64 minimum
 LOW = tl.constexpr(2147483647)  # 2^31 - 1: index bits mask and index complement
+BINS = tl.constexpr(4096)  # the first level: the top 12 bits of a key
+FIRST = tl.constexpr(20)  # the key's bits below the first level
 
 
 @triton.jit
-def pack(score, index, valid):
-    """[N] fp32 scores and int indices (< 2^31) -> [N] int64 ordered keys, EMPTY where not valid."""
+def score_key(score):
+    """[N] fp32 -> [N] int32 keys in the scores' order (equal floats, equal keys)."""
     score = tl.where(score == 0.0, 0.0, score)
     bits = score.to(tl.int32, bitcast=True)
-    key = bits ^ ((bits >> 31) & LOW)
-    packed = (key.to(tl.int64) << 32) | (-index.to(tl.int64) + LOW)
-    return tl.where(valid, packed, EMPTY)
+    return bits ^ ((bits >> 31) & LOW)
 
 
 @triton.jit
-def merge(best, chunk):
-    """best [K] sorted descending, chunk [K] any order -> the best K of both, sorted descending."""
-    if tl.max(chunk, axis=0) > tl.min(best, axis=0):
-        best = tl.sort(tl.maximum(best, tl.sort(chunk)), descending=True)
-    return best
+def pack(key, index, valid):
+    """[N] int32 score keys and indices (< 2^31) -> [N] int64 ordered keys, EMPTY where not
+    valid."""
+    packed = (key.to(tl.int64) << 32) | (-index.to(tl.int64) + LOW)
+    return tl.where(valid, packed, EMPTY)
 
 
 @triton.jit
 def unpack(best):
     """[K] packed keys -> [K] int64 indices, -1 for EMPTY."""
     return tl.where(best == EMPTY, -1, -(best & LOW) + LOW)
+
+
+@triton.jit
+def bins(score, valid):
+    """The first-level histogram [BINS] of scores [N] (masked by `valid`)."""
+    return tl.histogram((score_key(score) >> FIRST) + BINS // 2, BINS, mask=valid)
+
+
+@triton.jit
+def add_bins(hist_ptr, hist):
+    """Add a program's histogram [BINS] to a row's in memory (zeroed before the first)."""
+    b = tl.arange(0, BINS)
+    tl.atomic_add(hist_ptr + b, hist, mask=hist > 0)
+
+
+@triton.jit
+def top_bin(hist, k, N_BINS: tl.constexpr):
+    """(bin, k'): the bin of a histogram [N_BINS] holding the k-th largest key (1 <= k <= its
+    total) and that key's rank among the keys of the bin."""
+    from_top = tl.cumsum(hist, 0, reverse=True)  # keys in this bin or above
+    b = tl.arange(0, N_BINS)
+    bin = tl.max(tl.where(from_top >= k, b, -1), axis=0)
+    return bin, k - tl.sum(tl.where(b > bin, hist, 0), axis=0)
+
+
+@triton.jit
+def split_counts(row_ptr, lo, hi, prefix, BLOCK: tl.constexpr):
+    """(above, in): how many of the scores at row_ptr[lo:hi] have top bits above `prefix`
+    and equal to it."""
+    above = 0
+    same = 0
+    for i0 in range(lo, hi, BLOCK):
+        i = i0 + tl.arange(0, BLOCK)
+        top = score_key(tl.load(row_ptr + i, mask=i < hi, other=0.0)) >> FIRST
+        above += tl.sum(((i < hi) & (top > prefix)).to(tl.int32), axis=0)
+        same += tl.sum(((i < hi) & (top == prefix)).to(tl.int32), axis=0)
+    return above, same
+
+
+@triton.jit
+def compact(row_ptr, lo, hi, prefix, out_ptr, taken, cand_ptr, cand_idx_ptr, kept,
+            BLOCK: tl.constexpr):  # fmt: skip
+    """One pass over the scores at row_ptr[lo:hi]: the packed keys of those whose top bits are
+    above `prefix` go to out_ptr from `taken` on, those equal to it (the candidates: score,
+    index) to cand_ptr and cand_idx_ptr from `kept` on, both in index order."""
+    for i0 in range(lo, hi, BLOCK):
+        i = i0 + tl.arange(0, BLOCK)
+        live = i < hi
+        score = tl.load(row_ptr + i, mask=live, other=0.0)
+        top = score_key(score) >> FIRST
+        pick = live & (top > prefix)
+        keep = live & (top == prefix)
+        at = taken + tl.cumsum(pick.to(tl.int32), 0) - pick.to(tl.int32)
+        tl.store(out_ptr + at, pack(score_key(score), i, pick), mask=pick)
+        to = kept + tl.cumsum(keep.to(tl.int32), 0) - keep.to(tl.int32)
+        tl.store(cand_ptr + to, score, mask=keep)
+        tl.store(cand_idx_ptr + to, i, mask=keep)
+        taken += tl.sum(pick.to(tl.int32), axis=0)
+        kept += tl.sum(keep.to(tl.int32), axis=0)
+
+
+@triton.jit
+def narrow(row_ptr, n, prefix, k, SHIFT: tl.constexpr, BLOCK: tl.constexpr):
+    """One 10-bit radix pass over n candidate scores at row_ptr: of the keys whose bits from
+    SHIFT + 10 up are `prefix`, the bits SHIFT.. of the k-th largest. Returns (prefix extended
+    by them, k among the keys that share it)."""
+    hist = tl.zeros([1024], tl.int32)
+    for i0 in range(0, n, BLOCK):
+        i = i0 + tl.arange(0, BLOCK)
+        key = score_key(tl.load(row_ptr + i, mask=i < n, other=0.0))
+        live = (i < n) & ((key >> (SHIFT + 10)) == prefix)
+        hist += tl.histogram((key >> SHIFT) & 1023, 1024, mask=live)
+    bin, k = top_bin(hist, k, 1024)
+    return (prefix << 10) | bin, k
+
+
+@triton.jit
+def chosen(row_ptr, idx_ptr, n, threshold, equal, out_ptr, BLOCK: tl.constexpr):
+    """Store at out_ptr the packed keys of the candidates (n scores at row_ptr, their indices
+    at idx_ptr, in index order) above `threshold` and the first `equal` equal to it."""
+    taken = 0
+    ties = 0
+    for i0 in range(0, n, BLOCK):
+        i = i0 + tl.arange(0, BLOCK)
+        live = i < n
+        key = score_key(tl.load(row_ptr + i, mask=live, other=0.0))
+        tie = live & (key == threshold)
+        tie_rank = ties + tl.cumsum(tie.to(tl.int32), 0) - tie.to(tl.int32)
+        pick = live & ((key > threshold) | (tie & (tie_rank < equal)))
+        at = taken + tl.cumsum(pick.to(tl.int32), 0) - pick.to(tl.int32)
+        index = tl.load(idx_ptr + i, mask=live, other=0)
+        tl.store(out_ptr + at, pack(key, index, pick), mask=pick)
+        taken += tl.sum(pick.to(tl.int32), axis=0)
+        ties += tl.sum(tie.to(tl.int32), axis=0)

@@ -1,13 +1,31 @@
 """Parameters of the attention templates: sparse attention with a sink and the grouped output
 projection. Block sizes come from the dims; `tl.dot` needs at least 16 on every side, so
-small head counts and row blocks are padded up to 16 and masked."""
+small head counts and row blocks are padded up to 16 and masked.
+
+Sparse attention has two forms, chosen by the launch's tokens per row at the plan's limits:
+flash-decoding for a step of a few (decode, verify: every kernel of the form is the same, so
+a token verified is the token decoded, bit for bit) and large tiles for a prefill."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from v4c.codegen.params import Dots, Operands, Precision, dot_precision, template, tile
+from v4c.ir.types import ir_dtype
 from v4c.spec.schema import CSA_RATIO
+
+
+SPLIT_STEPS = 16  # a step of at most this many tokens a row (decode, verify) splits its keys
+TARGET_SLICES = 64  # slices a query's keys are cut into, before rounding to a block
+
+
+def slicing(keys: int, slices: int = 0) -> tuple[int, int]:
+    """(slices, block) of a query's `keys`: each slice one block of at most `block` keys (a
+    power of two, 16..256), `slices` of them (0: as many as make blocks of about
+    keys / TARGET_SLICES). A function of the key count alone: the split, and so the rounding
+    of a token's result, is the same whatever the batch."""
+    block = tile(-(-keys // (slices or TARGET_SLICES)), lo=16, hi=256 if not slices else 1 << 30)
+    return (slices or -(-keys // block)), block
 
 
 @template("sparse_attention")
@@ -17,27 +35,47 @@ class SparseAttention(Dots):
     window: int
     ratio: int  # 0: window only; 4: CSA (top-k picks); else HCA (every visible entry)
     topk: int  # K picks per token (CSA), else 0
+    keys: int  # L, the keys of a query's list: window + picks or compressed entries
     softmax_scale: float
     precision: Precision
-    block_h: int  # heads per program
-    block_n: int  # keys per online-softmax step
-    block_d: int
-    num_warps: int  # 8 for wide heads: q, the running output and a key tile are [., d] fp32
+    round_probs: bool  # numerics: official with bf16 activations: P in bf16 for P·V
+    split: bool = False  # flash-decoding: (token, slice) programs and a combine; else tiles
+    slices: int = 0  # split: slices per query (fixed by the key count), else 0
+    block_h: int = 0  # heads per program (split: all of them)
+    block_n: int = 0  # split: keys of one slice (at most); else keys per online-softmax step
+    block_d: int = 0  # split: the chunk of d a dot takes; else d whole
+    num_warps: int = 4  # tiles: 8 for wide heads (q, output and a key tile are [., d] fp32)
 
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> SparseAttention:
-        if attrs.get("round_probs"):
-            raise ValueError("sparse_attention: no Triton template rounds P to bf16 (official)")
-        (_, _, heads, dim), ratio = ops["q"].shape, attrs["ratio"]
-        keys = ("q", "kv", "window_cache") + (("compressed",) if ratio else ())
-        return cls(
-            dim=dim, heads=heads, window=attrs["window"], ratio=ratio,
-            topk=ops["topk_idx"].shape[-1] if ratio == CSA_RATIO else 0,
+        (_, steps, heads, dim), ratio = ops["q"].shape, attrs["ratio"]
+        roles = ("q", "kv", "window_cache") + (("compressed",) if ratio else ())
+        topk = ops["topk_idx"].shape[-1] if ratio == CSA_RATIO else 0
+        keys = attrs["window"] + (topk or (ops["compressed"].shape[1] if ratio else 0))
+        what = cls(
+            dim=dim, heads=heads, window=attrs["window"], ratio=ratio, topk=topk, keys=keys,
             softmax_scale=attrs["softmax_scale"],
-            precision=dot_precision([ops[k].dtype for k in keys]),
-            block_h=tile(heads, hi=16 if dim >= 256 else 32),
-            block_n=16 if dim >= 256 else 32, block_d=tile(dim), num_warps=8 if dim >= 256 else 4,
+            precision=dot_precision([ops[k].dtype for k in roles]),
+            round_probs=bool(attrs.get("round_probs")) and ir_dtype(ops["q"].dtype) == "bf16",
         )  # fmt: skip
+        return what.form(steps <= SPLIT_STEPS)
+
+    def form(self, split: bool, slices: int = 0) -> SparseAttention:
+        """These constants in one form: flash-decoding with `slices` (0: `slicing`'s), or
+        large tiles."""
+        dim, heads = self.dim, self.heads
+        if split:
+            slices, block = slicing(self.keys, slices)
+            # a [BH, BN] logit tile and [BN, BD] key chunks: narrower chunks for wider slices
+            chunk, warps = (128, 4) if block <= 32 else (64, 8)
+            blocks = dict(block_h=tile(heads), block_n=block, block_d=tile(dim, hi=chunk))
+            update = dict(split=True, slices=slices, num_warps=warps, **blocks)
+            return self.model_copy(update=update)
+        blocks = dict(
+            block_h=tile(heads, hi=16 if dim >= 256 else 32), block_n=16 if dim >= 256 else 32,
+            block_d=tile(dim), num_warps=8 if dim >= 256 else 4,
+        )  # fmt: skip
+        return self.model_copy(update=dict(split=False, slices=0, **blocks))
 
 
 @template("grouped_linear")

@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import model_validator
 
-from v4c.codegen.params import Dots, Operands, Precision, dot_precision, template
+from v4c.codegen.params import Dots, Operands, Precision, dot_precision, template, tile
+from v4c.ir.types import ir_dtype
 
 
 @template("indexer_topk")
@@ -19,21 +20,32 @@ class IndexerTopk(Dots):
     theta: float
     yarn: tuple[float, int, float, float] | None
     precision: Precision  # of the keys: "ieee" (fp32 keys) keeps the scores' dot fp32
+    block_n: int  # entries per dot (its N; the heads are its M)
+    block_s: int  # entries per scoring program
+    block: int  # scores per step of a radix-select pass
+    part: int  # scores per program of the select's passes over a whole row
+    sim: bool  # numerics: official: Hadamard + FP4 q (the FP8 qr is its linear's input's)
+    round_bf16: bool  # ... with bf16 activations: the official bf16 rounding points too
 
     @model_validator(mode="after")
     def _pairs(self) -> IndexerTopk:
         rope, dim = self.rope_dim, self.head_dim
         if rope < 2 or rope % 2 or dim % 2 or rope > dim:
             raise ValueError(f"rope_dim {rope}: even, >= 2, <= head_dim {dim} (even)")
+        if self.sim and dim & (dim - 1):
+            raise ValueError(
+                f"indexer_topk: the Hadamard of q needs a power-of-two head_dim, not {dim}"
+            )
         return self
 
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> IndexerTopk:
-        if attrs.get("sim"):
-            raise ValueError("indexer_topk: no Triton template simulates the official FP8/FP4 q")
-        heads, head_dim = ops["weights_proj"].shape[0], ops["keys"].shape[-1]  # [Hi, D], [N, C, di]
+        heads, (_, entries, head_dim) = ops["weights"].shape[-1], ops["keys"].shape  # [N, C, di]
         return cls(
             heads=heads, head_dim=head_dim, rope_dim=attrs["rope_dim"], topk=attrs["topk"],
             ratio=attrs["ratio"], theta=attrs["theta"], yarn=attrs["yarn"],
             precision=dot_precision([ops["keys"].dtype]),
+            block_n=tile(entries, hi=64), block_s=tile(entries, hi=256),
+            block=tile(entries, hi=4096), part=tile(entries, hi=8192), sim=bool(attrs.get("sim")),
+            round_bf16=bool(attrs.get("sim")) and ir_dtype(ops["weights"].dtype) == "bf16",
         )  # fmt: skip

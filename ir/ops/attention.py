@@ -69,33 +69,40 @@ class Compressor(_Rotary):
         return (cache,)
 
 
+def _check_indexer(op: Op, q: TensorType, w: TensorType, keys: TensorType) -> None:
+    """q [B, T, Hi*di] and w [B, T, Hi] are the indexer's projections (wq_b's and
+    weights_proj's `linear` outputs) for keys of width di."""
+    heads, dim = w.shape[-1], keys.shape[-1]
+    op.expect(q.shape == (*w.shape[:-1], heads * dim), f"q {q} for weights {w} and keys {keys}")
+
+
 @register
 @dataclass(frozen=True)
 class IndexerTopk(_Rotary):
-    """The lightning indexer's choice of compressed entries per query (§7)."""
+    """The lightning indexer's choice of compressed entries per query (§7), from its
+    projections q = qr · wq_bᵀ and weights = x · weights_projᵀ (plan-level linears)."""
 
     kind = "indexer_topk"
-    operands = ("qr", "x", "positions", "slots", "wq_b", "weights_proj", "keys")
+    operands = ("q", "weights", "positions", "slots", "keys")
     rounding_attrs = ("sim",)
     topk: int = 512
     ratio: int = CSA_RATIO
-    sim: bool = False  # numerics: official: FP8 wq_b input, Hadamard + FP4 q, bf16 points
+    sim: bool = False  # numerics: official: Hadamard + FP4 q, bf16 points
 
     def infer(self, ins):
-        qr, x, pos, slots, wq_b, proj, keys = ins
+        q, w, pos, slots, keys = ins
         _check_slots(self, pos, slots, keys)
-        heads, dim = proj.shape[0], keys.shape[-1]
-        self.expect(wq_b.shape == (heads * dim, qr.shape[-1]), f"wq_b {wq_b} for {heads}x{dim}")
+        _check_indexer(self, q, w, keys)
         return (TensorType((*pos.shape, self.topk), "i64"),)
 
     def run(self, ins):
         from v4c.ir.semantics.indexer import indexer_topk
 
-        qr, x, pos, slots, wq_b, proj, keys = ins
+        q, w, pos, slots, keys = ins
         return (
             indexer_topk(
-                qr, x, pos, wq_b, proj, keys, slots=slots, topk=self.topk, ratio=self.ratio,
-                rope_freqs=self.freqs(x.device), rope_dim=self.rope_dim, sim=self.sim,
+                q, w, pos, keys, slots=slots, topk=self.topk, ratio=self.ratio,
+                rope_freqs=self.freqs(q.device), rope_dim=self.rope_dim, sim=self.sim,
             ),
         )  # fmt: skip
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from v4c.ir.op import Op, register
-from v4c.ir.ops.attention import _check_slots
+from v4c.ir.ops.attention import _check_indexer, _check_slots
 from v4c.ir.ops.core import _Rotary
 from v4c.ir.types import TensorType
 from v4c.spec.schema import CSA_RATIO
@@ -51,26 +51,25 @@ class IndexerScore(_Rotary):
     sums over heads, fp32 [B,T,C], unmasked; `heads` is the layer's total (the scale)."""
 
     kind = "indexer_score"
-    operands = ("qr", "x", "positions", "slots", "wq_b", "weights_proj", "keys")
+    operands = ("q", "weights", "positions", "slots", "keys")
     rounding_attrs = ("sim",)
     heads: int = 1
     sim: bool = False  # numerics: official, as indexer_topk's
 
     def infer(self, ins):
-        qr, x, pos, slots, wq_b, proj, keys = ins
+        q, w, pos, slots, keys = ins
         _check_slots(self, pos, slots, keys)
-        local, dim = proj.shape[0], keys.shape[-1]
-        self.expect(wq_b.shape == (local * dim, qr.shape[-1]), f"wq_b {wq_b} for {local}x{dim}")
-        self.expect(self.heads % local == 0, f"{local} of {self.heads} heads")
+        _check_indexer(self, q, w, keys)
+        self.expect(self.heads % w.shape[-1] == 0, f"{w.shape[-1]} of {self.heads} heads")
         return (TensorType((*pos.shape, keys.shape[1]), "fp32"),)
 
     def run(self, ins):
         from v4c.ir.semantics.indexer import indexer_scores
 
-        qr, x, pos, slots, wq_b, proj, keys = ins
-        freqs = self.freqs(x.device)
+        q, w, pos, slots, keys = ins
+        freqs = self.freqs(q.device)
         scores = indexer_scores(
-            qr, x, pos, wq_b, proj, keys[slots], rope_freqs=freqs, sim=self.sim, heads=self.heads
+            q, w, pos, keys[slots], rope_freqs=freqs, sim=self.sim, heads=self.heads
         )
         return (scores.float(),)
 

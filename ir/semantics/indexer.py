@@ -21,64 +21,55 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from v4c.ir.semantics.quant import act_quant_fp8, fp4_sim, hadamard, round_to
+from v4c.ir.semantics.quant import fp4_sim, hadamard, round_to
 from v4c.ir.semantics.rope import apply_rope
 
 
 def indexer_scores(
-    qr: Tensor, x: Tensor, positions: Tensor, wq_b: Tensor, weights_proj: Tensor, keys: Tensor,
+    q: Tensor, w: Tensor, positions: Tensor, keys: Tensor,
     *, rope_freqs: Tensor, sim: bool = False, heads: int = 0,
 ) -> Tensor:  # fmt: skip
-    """score[b, t, s] = sum_h w[b,t,h] * ReLU(q[b,t,h] · keys[b,s]), fp32 [B, T, C], unmasked.
+    """score[b, t, s] = sum_h w'[b,t,h] * ReLU(q'[b,t,h] · keys[b,s]), fp32 [B, T, C], unmasked.
 
-    q = RoPE(qr · wq_bᵀ) per head (no norm); w = (x · weights_projᵀ) * di^-1/2 * Hi^-1/2.
-    `sim` (numerics: official) computes what the official indexer computes (§7, §12.1):
-    qr rounded as the FP8 wq_b GEMM rounds its input; q Hadamard-rotated and rounded to FP4
-    (the keys were, by their compressor); and, with activations in bf16, the official bf16
-    rounding points, each marked `# official:` below. Without `sim` everything after the
-    inputs stays fp32. Activations in fp32 make the bf16 points no-ops.
-    `heads`: the layer's indexer heads when wq_b and weights_proj hold a slice of them (one
-    TP rank's, whose partial scores sum over the ranks to the whole); 0: all are here."""
-    n_heads, head_dim = weights_proj.shape[0], keys.shape[-1]
+    q [B, T, Hi*di] = qr · wq_bᵀ and w [B, T, Hi] = x · weights_projᵀ are the projections
+    (plan-level `linear` nodes, in the activation dtype); q' = RoPE(q) per head (no norm),
+    w' = w * di^-1/2 * Hi^-1/2. `sim` (numerics: official) computes what the official indexer
+    computes (§7, §12.1): q' Hadamard-rotated and rounded to FP4 (the keys were, by their
+    compressor; the FP8 rounding of qr is the wq_b linear's input's), and, with activations
+    in bf16, the official bf16 rounding points, each marked `# official:` below. Without
+    `sim` everything after the inputs stays fp32. Activations in fp32 make the bf16 points
+    no-ops. `heads`: the layer's indexer heads when q and w hold a slice of them (one TP
+    rank's, whose partial scores sum over the ranks to the whole); 0: all are here."""
+    n_heads, head_dim = w.shape[-1], keys.shape[-1]
     scale = (head_dim * (heads or n_heads)) ** -0.5
-    act = x.dtype  # the activation dtype: where the official code holds a bf16 tensor
-    if sim:
-        qr = act_quant_fp8(qr)
-    q = (qr.float() @ wq_b.float().T).unflatten(-1, (n_heads, head_dim))  # [B, T, Hi, di]
-    if sim:
-        q = q.to(act)  # official: the wq_b GEMM writes bf16, RoPE and Hadamard write bf16 back
-    q = apply_rope(q, positions, rope_freqs)
+    act = w.dtype  # the activation dtype: where the official code holds a bf16 tensor
+    q = q.unflatten(-1, (n_heads, head_dim))  # [B, T, Hi, di]
+    q = apply_rope(q if sim else q.float(), positions, rope_freqs)  # official: RoPE writes bf16
     if sim:
         q = fp4_sim(hadamard(q))
-    w = x.float() @ weights_proj.float().T  # [B, T, Hi]
-    if sim:  # official: weights_proj writes bf16, and its product with the scale is bf16
-        w = round_to(round_to(w, act) * scale, act)
-    else:
-        w = w * scale
+    w = w.float() * scale
+    if sim:  # official: weights_proj's bf16 output times the scale is bf16
+        w = round_to(w, act)
     dots = torch.einsum("bthd,bsd->bths", q.float(), keys.float())  # [B, T, Hi, C]
     if not sim:
         return torch.einsum("bth,bths->bts", w, dots.relu())
     dots = round_to(dots, act).relu()  # official: the q·k einsum writes bf16
-    weighted = round_to(dots * w[..., None], act)  # official: each head's weighted score is bf16
+    weighted = round_to(dots * w[..., None], act)  # official: each head's score is bf16
     return round_to(weighted.sum(2), act)  # official: the sum over heads is bf16
 
 
 def indexer_topk(
-    qr: Tensor, x: Tensor, positions: Tensor, wq_b: Tensor, weights_proj: Tensor, keys: Tensor,
+    q: Tensor, w: Tensor, positions: Tensor, keys: Tensor,
     *, slots: Tensor, topk: int, ratio: int, rope_freqs: Tensor, rope_dim: int, sim: bool = False,
 ) -> Tensor:  # fmt: skip
     """The top-`topk` visible entries per query: LongTensor [B, T, topk], -1 where fewer exist.
 
-    qr [B, T, q_lora] (post q_norm), x [B, T, D] (attention input), positions [B, T],
-    wq_b [Hi*di, q_lora], weights_proj [Hi, D], keys [N, C, di] (indexer compressed cache),
-    slots [B]: step row b reads cache row slots[b].
-    Entry w is visible to the query at position i iff w < (i+1) // ratio."""
+    q [B, T, Hi*di] and w [B, T, Hi] as `indexer_scores` takes them, positions [B, T],
+    keys [N, C, di] (indexer compressed cache), slots [B]: step row b reads cache row
+    slots[b]. Entry w is visible to the query at position i iff w < (i+1) // ratio."""
     if 2 * rope_freqs.numel() != rope_dim:
         raise ValueError(f"rope_freqs has {rope_freqs.numel()} pairs, rope_dim is {rope_dim}")
-    keys = keys[slots]  # [B, C, di]
-    scores = indexer_scores(
-        qr, x, positions, wq_b, weights_proj, keys, rope_freqs=rope_freqs, sim=sim
-    )
+    scores = indexer_scores(q, w, positions, keys[slots], rope_freqs=rope_freqs, sim=sim)
     return indexer_select(scores, positions, topk=topk, ratio=ratio)
 
 

@@ -6,6 +6,8 @@ steps wrote; after every step the outputs must agree within the dtype's toleranc
 ring buffers exactly (the write is a copy). Rows of a batch sit at different positions, and
 the caches hold one row more than the step, whose rows are cache rows `SLOTS` (reversed, one
 skipped): the kernel must find each row through `slots`, and leave the skipped row as it was.
+Every case runs in both forms of the template: flash-decoding (split into slices, the form of
+a decode step) and large tiles (a prefill's).
 """
 
 from __future__ import annotations
@@ -16,12 +18,24 @@ import pytest
 import torch
 
 from tests.codegen.conftest import run_kernel
+from v4c.codegen import jit
+from v4c.codegen.params import describe
 from v4c.ir.ops.attention import GroupedLinear, SparseAttention
 
 D, H, W = 64, 4, 8
+# fp32: the kernel and the reference sum the same <= 120 products in other orders (a few
+# fp32 ulps of the largest term); bf16: the output is rounded to bf16 (2^-8 relative) and
+# the probabilities to bf16 for p·v (2^-8 of each weight, so 2^-8 of max|v| ~ 4 absolute).
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=1.6e-2, atol=1e-2)}
 DTYPES = [torch.float32, torch.bfloat16]
+FORMS = ["split", "tiles"]
 SLOTS = torch.tensor([2, 0])  # step rows 0, 1 -> cache rows 2, 0 of 3
+
+
+def params(op, ins, form="split", slices=0):
+    """The template's constants for `ins` in one form (split: into `slices`, 0 the default)."""
+    made = jit.params_for(op.kind, op.attrs(), [describe(t) for t in ins])
+    return made.form(form == "split", slices)
 
 
 def topk_picks(positions, n_entries, k, gen):
@@ -35,10 +49,11 @@ def topk_picks(positions, n_entries, k, gen):
     return picks
 
 
-def run_steps(op, steps, dtype, kernel_cache, *, heads=H, sink=None, n_entries=0, topk=0):
+def run_steps(op, steps, dtype, kernel_cache, form, *, heads=H, sink=None, n_entries=0, topk=0):
     """Each step is (row starts, T): fresh q/kv at positions start..start+T-1, one call of
-    the kernel and of the reference, outputs and ring buffers compared. Returns the last
-    step's inputs (with the ring as it was before the step) and kernel output."""
+    the kernel (in `form`, or as many slices) and of the reference, outputs and ring buffers
+    compared. Returns the last step's inputs (with the ring as it was before the step) and
+    kernel output."""
     gen = torch.Generator().manual_seed(0)
     batch, rows = len(steps[0][0]), len(SLOTS) + 1
     sink = torch.randn(heads, generator=gen) if sink is None else sink
@@ -53,7 +68,9 @@ def run_steps(op, steps, dtype, kernel_cache, *, heads=H, sink=None, n_entries=0
         ins += [compressed] if op.ratio else []
         ins += [topk_picks(positions, n_entries, topk, gen)] if topk else []
         before = ring.clone()
-        (got,) = run_kernel(op, ins, kernel_cache)
+        split = isinstance(form, int)
+        made = params(op, ins, "split" if split else form, form if split else 0)
+        (got,) = run_kernel(op, ins, kernel_cache, made)
         (want,) = op.run([*ins[:5], ring_ref, *ins[6:]])
         assert got.dtype == want.dtype and got.shape == want.shape
         torch.testing.assert_close(got, want, **TOL[dtype])
@@ -61,44 +78,137 @@ def run_steps(op, steps, dtype, kernel_cache, *, heads=H, sink=None, n_entries=0
     return [*ins[:5], before, *ins[6:]], got
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_window_only(dtype, kernel_cache):
+def test_window_only(dtype, form, kernel_cache):
     op = SparseAttention(0, W, D**-0.5)
     steps = [
         ((2, 9), 1),  # decode below W (sees ring slots 0, 1) and above it (a full ring)
         ((3, 10), 11),  # prefill longer than W: windows span ring and step, writes wrap
         ((14, 21), 3),  # the ring now holds the tail of that prefill
     ]
-    run_steps(op, steps, dtype, kernel_cache)
+    run_steps(op, steps, dtype, kernel_cache, form)
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_hca_visible_entries(dtype, kernel_cache):
+def test_hca_visible_entries(dtype, form, kernel_cache):
     """Ratio 16: query i sees entries w < (i+1)//16 of 6 stored; row 0 crosses from 0 to 1
     visible entry at position 15, row 1 from 2 to 3 at 47; the rest stay hidden."""
     op = SparseAttention(16, W, D**-0.5)
-    run_steps(op, [((0, 40), 20), ((20, 60), 1)], dtype, kernel_cache, n_entries=6)
+    run_steps(op, [((0, 40), 20), ((20, 60), 1)], dtype, kernel_cache, form, n_entries=6)
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_csa_topk(dtype, kernel_cache):
+def test_csa_topk(dtype, form, kernel_cache):
     """Ratio 4, 8 picks of 12 entries: row 0 (positions 1..6) has fewer visible entries than
     picks (-1 padding, none at all at first), row 1 (40..45) more; -1 slots are scattered."""
     op = SparseAttention(4, W, D**-0.5)
-    run_steps(op, [((1, 40), 5), ((6, 45), 1)], dtype, kernel_cache, n_entries=12, topk=8)
+    steps = [((1, 40), 5), ((6, 45), 1)]
+    run_steps(op, steps, dtype, kernel_cache, form, n_entries=12, topk=8)
 
 
-def test_sink(kernel_cache):
+@pytest.mark.parametrize("form", FORMS)
+def test_csa_topk_official(form, kernel_cache):
+    """As test_csa_topk in bf16 with P rounded to bf16 (numerics: official): the kernel rounds
+    against its block's or slice's max, the reference against the query's, each weight within
+    2^-8 of the other's, so the outputs stay within TOL (2^-8 of max|v| ~ 4 is 0.016)."""
+    op = SparseAttention(4, W, D**-0.5, round_probs=True)
+    steps = [((1, 40), 5), ((6, 45), 1)]
+    run_steps(op, steps, torch.bfloat16, kernel_cache, form, n_entries=12, topk=8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_slice_count(dtype, kernel_cache):
+    """HCA with 100 entries: a query's list is 108 keys, cut into 1, 2, 3 and 7 slices (one
+    block of 128, 64, 64, 16 keys each; the decode rows see 1 and 5 entries, so some slices
+    hold no key at all). Each is within TOL of the reference, so two slice counts differ by
+    at most twice TOL: the slices only move where the sums are split and rescaled."""
+    op = SparseAttention(16, W, D**-0.5)
+    outs = [
+        run_steps(op, [((30, 83), 1)], dtype, kernel_cache, n, n_entries=100)[1]
+        for n in (1, 2, 3, 7)
+    ]
+    twice = {k: 2 * v for k, v in TOL[dtype].items()}
+    for out in outs[1:]:
+        torch.testing.assert_close(out, outs[0], **twice)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_token_ignores_its_neighbours(form, kernel_cache):
+    """Batch invariance: each row's output alone in a call is bit for bit its output beside
+    the other row, and (split) a scratch that holds one token, so the call runs in passes,
+    changes no bit either."""
+    op = SparseAttention(4, W, D**-0.5)
+    ins, got = run_steps(op, [((37, 61), 1)], torch.bfloat16, kernel_cache, form,
+                         n_entries=12, topk=8)  # fmt: skip
+    made = params(op, ins, form)
+    for b in range(2):
+        row = [ins[0][b : b + 1], ins[1][b : b + 1], ins[2][b : b + 1], ins[3][b : b + 1]]
+        alone = [*row, ins[4], ins[5].clone(), ins[6], ins[7][b : b + 1]]
+        assert torch.equal(run_kernel(op, alone, kernel_cache, made)[0], got[b : b + 1])
+    if form == "split":
+        module = jit.load(made, kernel_cache)
+        one = torch.empty(module.PER_ROW, dtype=torch.float32)  # one token's partials
+        again = module.run(*ins[:5], ins[5].clone(), *ins[6:], scratch=one)[0]
+        assert torch.equal(again, got)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_sink(form, kernel_cache):
     """20 heads (two head blocks): a sink of -30 leaves head 0 a plain softmax, one of +30
     drives head 19 to ~0, the random ones in between change the output."""
     op = SparseAttention(0, W, D**-0.5)
     sink = torch.randn(20)
     sink[0], sink[19] = -30.0, 30.0
-    ins, got = run_steps(op, [((3, 12), 1)], torch.float32, kernel_cache, heads=20, sink=sink)
-    plain = run_kernel(op, [*ins[:4], torch.full((20,), float("-inf")), ins[5]], kernel_cache)[0]
+    ins, got = run_steps(op, [((3, 12), 1)], torch.float32, kernel_cache, form, heads=20, sink=sink)
+    plain_ins = [*ins[:4], torch.full((20,), float("-inf")), ins[5]]
+    plain = run_kernel(op, plain_ins, kernel_cache, params(op, plain_ins, form))[0]
     assert got[:, :, 19].abs().max() < 1e-9
     torch.testing.assert_close(got[:, :, 0], plain[:, :, 0], **TOL[torch.float32])
     assert not torch.allclose(got[:, :, 1:19], plain[:, :, 1:19], rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_official_probabilities_in_bf16(form, kernel_cache):
+    """numerics: official rounds P to bf16 for P·V (the sum stays fp32). One head of dim 2,
+    q = (0, -0.53125); keys (1, 0) (this step) and (0, 1) (the ring): P = (1, e^-0.53125), the
+    output's second dim e^-c / (1 + e^-c) = 0.37023 plain, bf16(e^-c) / (1 + e^-c) = 0.36901
+    official: bf16 values a bf16 step apart, each within TOL of its reference."""
+    bf16 = torch.bfloat16
+    ring = torch.zeros(1, 4, 2, dtype=bf16)
+    ring[0, 0] = torch.tensor([0.0, 1.0])  # position 0 in slot 0
+    q = torch.tensor([[[[0.0, -0.53125]]]], dtype=bf16)
+    ins = [q, torch.tensor([[[1.0, 0.0]]], dtype=bf16), torch.tensor([[1]]), torch.tensor([0]),
+           torch.tensor([-float("inf")]), ring]  # fmt: skip
+    outs = []
+    for official in (True, False):
+        op = SparseAttention(0, 4, 1.0, round_probs=official)
+        made = params(op, ins, form)
+        assert made.round_probs == official
+        (got,) = run_kernel(op, [*ins[:5], ring.clone()], kernel_cache, made)
+        (want,) = op.run([*ins[:5], ring.clone()])
+        torch.testing.assert_close(got, want, **TOL[bf16])
+        outs.append(got.flatten()[1].item())
+    assert outs[0] < outs[1]  # the rounding is on: 0.36901 and 0.37023 in bf16
+
+
+def test_flash_decode_fills_the_gpu():
+    """V4-Flash at batch 1: a decode step's CSA query (128 window keys + 512 picks) runs as
+    40 programs of all 64 heads, its HCA query at a 4k context (the cache holds 32 entries)
+    as 10; a prefill of the same layer takes large tiles (16 heads a program)."""
+    q, kv, ring = ((1, 1, 64, 512), "bf16"), ((1, 1, 512), "bf16"), ((1, 128, 512), "bf16")
+    rest = [((1, 1), "i64"), ((1,), "i64"), ((64,), "fp32"), ring]
+    csa = [q, kv, *rest, ((1, 4096 // 4, 512), "bf16"), ((1, 1, 512), "i64")]
+    attrs = {"window": 128, "softmax_scale": 512**-0.5}
+    made = jit.params_for("sparse_attention", {**attrs, "ratio": 4}, csa)
+    assert (made.split, made.slices, made.block_h, made.block_n) == (True, 40, 64, 16)
+    hca = [q, kv, *rest, ((1, 4096 // 128, 512), "bf16")]
+    assert jit.params_for("sparse_attention", {**attrs, "ratio": 128}, hca).slices == 10
+    prefill = [((1, 1024, 64, 512), "bf16"), ((1, 1024, 512), "bf16"), *csa[2:]]
+    made = jit.params_for("sparse_attention", {**attrs, "ratio": 4}, prefill)
+    assert (made.split, made.block_h) == (False, 16)
 
 
 @pytest.mark.parametrize(

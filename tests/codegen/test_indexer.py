@@ -1,10 +1,12 @@
 """indexer_topk (Triton) against the op's reference: the same index tensor, order included.
 
-Rows sit at different positions, so a query sees no entry, a few, a number that crosses a
-top-k chunk, or the whole (clamped) cache; the chunked merge, padding with -1 when top-k
-exceeds what is visible, and the tie rule (equal scores: lower entry first) are all checked.
-The key cache holds one row more than the step, whose rows read cache rows `slots` (permuted,
-one skipped), so a kernel that read row b instead of slots[b] would pick other entries.
+Rows sit at different positions, so a query sees no entry, a few, fewer than top-k (-1
+padding) or the whole (clamped) cache; the radix select must find the k-th score and break
+ties as the reference does (equal scores: lower entry first), constructed exactly with integer
+inputs, across the top-k cut too. The key cache holds one row more than the step, whose rows
+read cache rows `slots` (permuted, one skipped), so a kernel that read row b instead of
+slots[b] would pick other entries. The operands are the projections the graph's linears make
+(q = qr·wq_bᵀ, weights = x·weights_projᵀ), as the built graph wires them.
 """
 
 from __future__ import annotations
@@ -14,50 +16,58 @@ import torch
 
 from tests.codegen.conftest import run_kernel
 from v4c.codegen import jit
+from v4c.codegen.params import describe
+from v4c.ir.build import build
 from v4c.ir.ops.attention import IndexerTopk
 from v4c.ir.semantics.indexer import indexer_scores
+from v4c.ir.semantics.quant import fp4_sim
+from v4c.spec import load_spec
 
-DIM, Q_LORA, HEADS, HEAD_DIM, ROPE = 64, 24, 4, 16, 8
+HEADS, HEAD_DIM, ROPE = 4, 16, 8
 
 
-def _run(op, ins, kernel_cache):
-    (got,) = run_kernel(op, ins, kernel_cache)
+def _run(op, ins, kernel_cache, **blocks):
+    params = jit.params_for(op.kind, op.attrs(), [describe(t) for t in ins])
+    (got,) = run_kernel(op, ins, kernel_cache, params.model_copy(update=blocks))
     (want,) = op.run(ins)
     assert got.dtype == want.dtype == torch.int64 and got.shape == want.shape
     return got, want
 
 
 @pytest.mark.parametrize(
-    "topk, entries, dtype",
+    "topk, entries, dtype, blocks",
     [
-        (5, 40, torch.float32),  # several chunks of 16 merged; some rows see none
-        (40, 24, torch.bfloat16),  # top-k beyond every row's entries: -1 padding; 2 dots a chunk
+        (5, 40, torch.float32, {}),  # one pass of the select; some rows see none
+        (5, 40, torch.float32, {"block": 16, "block_s": 16, "block_n": 16, "part": 16}),  # 3 parts
+        (7, 300, torch.bfloat16, {"block": 64, "part": 128}),  # longer: 3 parts of 2 steps
+        (40, 24, torch.bfloat16, {}),  # top-k beyond every row's entries: all picked, -1 after
     ],
 )
-def test_matches_reference(topk, entries, dtype, kernel_cache):
-    gen = torch.Generator().manual_seed(topk)
+def test_matches_reference(topk, entries, dtype, blocks, kernel_cache):
+    gen = torch.Generator().manual_seed(topk + entries)
     rows, tokens = 3, 4
-    positions = torch.tensor([0, 62, 200])[:, None] + torch.arange(tokens)  # [B, T]
+    positions = torch.tensor([0, 62, 4 * entries + 50])[:, None] + torch.arange(tokens)  # [B, T]
     ins = [
-        torch.randn(rows, tokens, Q_LORA, generator=gen).to(dtype),
-        torch.randn(rows, tokens, DIM, generator=gen).to(dtype),
+        torch.randn(rows, tokens, HEADS * HEAD_DIM, generator=gen).to(dtype),  # q
+        torch.randn(rows, tokens, HEADS, generator=gen).to(dtype),  # weights
         positions,
         torch.tensor([3, 0, 2]),  # slots: step rows 0, 1, 2 -> cache rows 3, 0, 2 of 4
-        (0.3 * torch.randn(HEADS * HEAD_DIM, Q_LORA, generator=gen)).to(dtype),
-        (0.3 * torch.randn(HEADS, DIM, generator=gen)).to(dtype),
         torch.randn(rows + 1, entries, HEAD_DIM, generator=gen).to(dtype),
     ]
     op = IndexerTopk(ROPE, 10000.0, (4.0, 64, 32.0, 1.0), topk=topk, ratio=4)
-    got, want = _run(op, ins, kernel_cache)
+    got, want = _run(op, ins, kernel_cache, **blocks)
     assert (want == -1).any() and (want[2] >= 0).all() == (topk <= entries)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-def test_exact_ties_go_to_the_lower_entry(kernel_cache):
-    """Integer inputs keep every score exact, keys drawn from a small palette (one of them zero,
-    which scores an exact 0) repeat, so many scores tie, across the top-k cut too."""
-    gen = torch.Generator().manual_seed(7)
-    rows, tokens, entries, topk = 2, 3, 20, 6
+@pytest.mark.parametrize("entries, topk", [(20, 6), (90, 9)])
+def test_exact_ties_go_to_the_lower_entry(entries, topk, kernel_cache):
+    """Integer inputs keep every score exact; keys drawn from a small palette (one of them zero,
+        which scores an exact 0) repeat, so many scores tie, across the top-k cut too, at two
+        context lengths. `block` 16 splits the tie counting over several steps, `part` 32 the row
+    over several programs (the ties' order crosses them)."""
+    gen = torch.Generator().manual_seed(entries)
+    rows, tokens = 2, 3
 
     def ints(lo, hi, *shape):
         return torch.randint(lo, hi + 1, shape, generator=gen).float()
@@ -66,15 +76,15 @@ def test_exact_ties_go_to_the_lower_entry(kernel_cache):
     palette[:, HEAD_DIM - ROPE :] = 0  # no RoPE'd channels: q·k stays an exact integer
     palette[0] = 0
     keys = palette[torch.randint(0, 4, (rows + 1, entries), generator=gen)]  # [N, C, di]
-    positions = torch.tensor([[50, 51, 52], [77, 78, 79]])
+    positions = torch.tensor([[4 * entries - 30, 4 * entries - 29, 4 * entries - 28],
+                              [4 * entries + 7, 4 * entries + 8, 4 * entries + 9]])  # fmt: skip
     slots = torch.tensor([2, 0])  # step rows 0, 1 -> cache rows 2, 0 of 3
-    qr, x = ints(-2, 2, rows, tokens, Q_LORA), ints(-2, 2, rows, tokens, DIM)
-    weights = [ints(-1, 1, HEADS * HEAD_DIM, Q_LORA), ints(-1, 1, HEADS, DIM)]  # wq_b, weights_proj
-    ins = [qr, x, positions, slots, *weights, keys.to(torch.bfloat16)]
+    q, w = ints(-2, 2, rows, tokens, HEADS * HEAD_DIM), ints(-1, 1, rows, tokens, HEADS)
+    ins = [q, w, positions, slots, keys.to(torch.bfloat16)]
     op = IndexerTopk(ROPE, 10000.0, None, topk=topk, ratio=4)
-    got, want = _run(op, ins, kernel_cache)
+    got, want = _run(op, ins, kernel_cache, block=16, part=32)
     read = keys[slots].to(torch.bfloat16)  # [B, C, di]: the rows the step reads
-    scores = indexer_scores(qr, x, positions, *weights, read, rope_freqs=op.freqs("cpu"))
+    scores = indexer_scores(q, w, positions, read, rope_freqs=op.freqs("cpu"))
     picked = scores.gather(-1, want)
     assert (picked[..., 1:] == picked[..., :-1]).any()  # ties among the picks
     visible = torch.arange(entries) < (positions[..., None] + 1) // 4  # > topk for every query
@@ -83,8 +93,62 @@ def test_exact_ties_go_to_the_lower_entry(kernel_cache):
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-def test_official_rounding_is_refused():
-    """`sim` (numerics: official) rounds q to FP8/FP4; the template does not, so it says so."""
-    op = IndexerTopk(ROPE, 10000.0, None, topk=4, ratio=4, sim=True)
-    with pytest.raises(ValueError, match="FP8/FP4"):
-        jit.params_for(op.kind, op.attrs(), [((1,), "bf16")] * len(op.operand_roles()))
+@pytest.mark.parametrize("entries", [64, 300])
+def test_one_first_level_bin(entries, kernel_cache):
+    """Scores 1/8 * (1 + j * 2^-13) for j a random integer below 16, repeated: every score
+    shares its top 12 bits (sign, exponent, 3 mantissa bits), so the first level leaves every
+    entry a candidate and the two 10-bit passes find the k-th; the repeats tie at the cut.
+    One head (weight 1) with q = e0, keys e0 * (1 + j * 2^-13), scale (16 * 4)^-1/2 = 1/8."""
+    gen = torch.Generator().manual_seed(entries)
+    keys = torch.zeros(2, entries, HEAD_DIM)
+    j = torch.randint(0, 16, (2, entries), generator=gen).float()
+    keys[..., 0] = 1 + j * 2**-13
+    q = torch.zeros(2, 1, HEADS * HEAD_DIM)
+    q[..., 0] = 1.0
+    w = torch.tensor([1.0, 0.0, 0.0, 0.0]).expand(2, 1, HEADS).contiguous()
+    positions = torch.tensor([[4 * entries], [4 * entries // 2]])  # all entries, half of them
+    ins = [q, w, positions, torch.tensor([1, 0]), keys]
+    op = IndexerTopk(ROPE, 10000.0, None, topk=12, ratio=4)
+    got, want = _run(op, ins, kernel_cache, block=32, part=64)
+    picked = keys[torch.tensor([1, 0])][torch.arange(2)[:, None], want[:, 0], 0]  # [2, 12]
+    visible = torch.arange(entries) < (positions + 1) // 4  # [2, C]
+    unpicked = keys[torch.tensor([1, 0]), :, 0].masked_fill(~visible, float("nan"))
+    unpicked = unpicked.scatter(-1, want[:, 0], float("nan"))
+    assert (unpicked == picked[:, -1:]).any()  # a tie across the cut
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_the_projections_are_the_graphs_linears():
+    """The built graph feeds the indexer wq_b's and weights_proj's `linear` nodes (GEMMs the
+    plan sees), reading qr and the attention input."""
+    graph = build(load_spec("tiny"))
+    node = next(n for n in graph.nodes() if n.op.kind == "indexer_topk")
+    q, w = (graph.node(v.node) for v in graph.operands(node.id)[:2])
+    assert q.op.kind == w.op.kind == "linear"
+    weights = [graph.node(graph.operands(n.id)[1].node).op.tensor for n in (q, w)]
+    assert [t.rsplit(".", 2)[-2] for t in weights] == ["wq_b", "weights_proj"]
+    attn = node.id.removesuffix(".indexer")
+    assert graph.operands(q.id)[0].node == f"{attn}.q_norm"
+    assert graph.operands(w.id)[0] == graph.operands(f"{attn}.wq_a")[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_official_numerics(dtype, kernel_cache):
+    """`sim` (numerics: official): q Hadamard-rotated and rounded to FP4 (blocks of 32 over a
+    head of 64), and with bf16 activations the official bf16 points (q after RoPE and after
+    the Hadamard, the weights times the scale, q·k, each head's weighted score, their sum):
+    the kernel computes each as its reference does (bf16 rounding on the bits: the
+    interpreter's cast truncates), so the picks are the reference's; fp32 activations keep
+    only the FP4 rounding. The picks differ from plain numerics' (the rounding is on)."""
+    gen = torch.Generator().manual_seed(3)
+    heads, dim, entries, topk = 4, 64, 70, 9
+    positions = torch.tensor([[4 * entries - 5, 4 * entries + 3], [90, 150]])
+    q = torch.randn(2, 2, heads * dim, generator=gen).to(dtype)
+    w = torch.randn(2, 2, heads, generator=gen).to(dtype)
+    keys = fp4_sim(torch.randn(3, entries, dim, generator=gen)).to(dtype)  # as compressed
+    ins = [q, w, positions, torch.tensor([2, 0]), keys]
+    op = IndexerTopk(16, 10000.0, None, topk=topk, ratio=4, sim=True)
+    got, want = _run(op, ins, kernel_cache, block=32)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    plain = IndexerTopk(16, 10000.0, None, topk=topk, ratio=4).run(ins)[0]
+    assert not torch.equal(plain, want)  # the rounding changes the picks

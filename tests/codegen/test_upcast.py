@@ -27,8 +27,9 @@ BF16_ATTN = [((1, 2, 16, 64), "bf16"), ((1, 2, 64), "bf16"), ((1, 2), "i64"), ((
              ((16,), "fp32"), ((1, 8, 64), "bf16"), ((1, 4, 64), "bf16"),
              ((1, 2, 4), "i64")]  # fmt: skip
 INDEXER = {"rope_dim": 16, "topk": 4, "ratio": 4, "theta": 10000.0, "yarn": None}
-IDX_IN = [((1, 2, 32), "bf16"), ((1, 2, 64), "bf16"), ((1, 2), "i64"), ((1,), "i64"),
-          ((256, 32), "bf16"), ((4, 64), "bf16"), ((1, 8, 64), "bf16")]  # fmt: skip
+# q, weights (the projections: 4 heads of 64), positions, slots, keys
+IDX_IN = [((1, 2, 256), "bf16"), ((1, 2, 4), "bf16"), ((1, 2), "i64"), ((1,), "i64"),
+          ((1, 8, 64), "bf16")]  # fmt: skip
 SWIGLU = {"limit": 7.0}
 DENSE = [((1, 2, 256), "bf16")] + [((512, 256), "fp8:128x128"), ((256, 512), "fp8:128x128")] * 2
 EXPERTS = [((1, 2, 256), "bf16"), ((1, 2, 2), "i64"), ((5,), "i64"), ((1, 2, 2), "fp32")]
@@ -86,11 +87,12 @@ def test_no_dot_operand_is_cast_in_place():
                     assert ".to(" not in ast.unparse(arg), f"{path.name}: {ast.unparse(node)}"
 
 
+# flash-decoding's `attend`, the indexer's `score`
 ATTN_PTRS = {"q_ptr": "*bf16", "kv_ptr": "*bf16", "pos_ptr": "*i64", "slots_ptr": "*i64",
-             "sink_ptr": "*fp32", "ring_ptr": "*bf16", "comp_ptr": "*bf16", "idx_ptr": "*i64",
-             "out_ptr": "*bf16", "scale": "fp32"}  # fmt: skip
-IDX_PTRS = {"q_ptr": "*fp32", "w_ptr": "*fp32", "pos_ptr": "*i64", "slots_ptr": "*i64",
-            "keys_ptr": "*bf16", "freqs_ptr": "*fp32", "out_ptr": "*i64",
+             "ring_ptr": "*bf16", "comp_ptr": "*bf16", "idx_ptr": "*i64", "part_ptr": "*fp32",
+             "ml_ptr": "*fp32", "scale": "fp32"}  # fmt: skip
+IDX_PTRS = {"q_ptr": "*bf16", "w_ptr": "*bf16", "pos_ptr": "*i64", "slots_ptr": "*i64",
+            "keys_ptr": "*bf16", "freqs_ptr": "*fp32", "scores_ptr": "*fp32", "hist_ptr": "*i32",
             "scale": "fp32"}  # fmt: skip
 FP8_GATE_UP = {"x_ptr": "*bf16", "w1_ptr": "*fp8e4nv", "w3_ptr": "*fp8e4nv", "s1_ptr": "*u8",
                "s3_ptr": "*u8", "h_ptr": "*fp32", "part_ptr": "*fp32",
@@ -103,7 +105,7 @@ BF16_MMA = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
 BUILDS = [
     ("window", "attend", ATTN_PTRS, {"W": 8}, [BF16_MMA]),
     ("wo_a", "kernel", {"o_ptr": "*bf16", "w_ptr": "*bf16", "out_ptr": "*bf16"}, {}, [BF16_MMA]),
-    ("indexer", "kernel", IDX_PTRS, {"NOPE": 48}, [BF16_MMA]),
+    ("indexer", "score", IDX_PTRS, {"NOPE": 48}, [BF16_MMA]),
     ("shared_fp8", "gate_up_kernel", FP8_GATE_UP, SPREAD, [BF16_MMA]),
     ("experts_fp32", "down_kernel", FP32_DOWN, {"BM": 16, "BN": 64, "BK": 128, "BLOCK_E": 4}, []),
 ]

@@ -30,13 +30,16 @@ def test_plain_changes_nothing(tiny):
 
 def test_official_rounds_every_fp8_gemm_input(tiny):
     graph, result = official_graph(tiny)
-    # 5 blocks x (wq_a, wq_b, wkv, wo_b) + e_proj + h_proj
-    assert result.stats["fp8_gemm_inputs"] == 22 and result.stats["kv"] == 5
+    # 5 blocks x (wq_a, wq_b, wkv, wo_b) + e_proj + h_proj + the 2 CSA indexers' wq_b
+    assert result.stats["fp8_gemm_inputs"] == 24 and result.stats["kv"] == 5
+    index_q = graph.operands(graph.operands("L01.attn.indexer")[0].node)[0]
+    assert index_q == graph.operands("L01.attn.wq_b")[0]  # one FP8 rounding of qr, shared
     for node in graph.nodes():
         operands = graph.operands(node.id)
         if node.op.kind == "linear" and not node.id.endswith((".lm_head", ".wq_a_idx")):
             producer = graph.node(operands[0].node)
-            fp8_weight = not graph.node(operands[1].node).op.tensor.startswith("head.")
+            weight = graph.node(operands[1].node).op.tensor  # head, weights_proj: bf16
+            fp8_weight = not weight.endswith(("head.weight", "indexer.weights_proj.weight"))
             assert (producer.op.kind == "quant_sim") == fp8_weight, node.id
         if node.op.kind == "sparse_attention":
             kv = graph.node(operands[1].node)

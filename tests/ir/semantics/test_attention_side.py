@@ -395,11 +395,9 @@ def test_indexer_matches_hf(config):
     expected = indexer(x, qr, positions, None, 0)  # [B, T, min(topk, 10)]
     keys = _indexer_keys(indexer, x, entries=12)
     got = indexer_topk(
-        qr,
-        x,
+        qr @ indexer.q_b_proj.weight.T,
+        x @ indexer.scorer.weights_proj.weight.T,
         positions,
-        indexer.q_b_proj.weight,
-        indexer.scorer.weights_proj.weight,
         keys,
         slots=rows(2),
         topk=config.index_topk,
@@ -419,7 +417,7 @@ def test_indexer_scores_formula():
     qr, x = torch.randn(1, 2, q_lora), torch.randn(1, 2, d)
     wq_b, wproj, keys = torch.randn(hi * di, q_lora), torch.randn(hi, d), torch.randn(1, 3, di)
     freqs, positions = torch.tensor([0.3]), torch.tensor([[5, 6]])
-    got = indexer_scores(qr, x, positions, wq_b, wproj, keys, rope_freqs=freqs)
+    got = indexer_scores(qr @ wq_b.T, x @ wproj.T, positions, keys, rope_freqs=freqs)
     for t in range(2):
         q = (wq_b @ qr[0, t]).view(hi, di)
         angle = positions[0, t] * 0.3
@@ -438,13 +436,12 @@ def test_indexer_ties_and_padding():
     """Equal scores: the lower entry index wins (chunking cannot change the choice); -1 past
     the visible entries and past C."""
     keys = torch.ones(1, 6, 4).expand(1, 6, 4).clone()  # every entry scores the same
-    qr, x = torch.ones(1, 4, 2), torch.ones(1, 4, 3)
-    wq_b, wproj = torch.ones(8, 2), torch.ones(2, 3)
+    q, w = torch.full((1, 4, 8), 2.0), torch.full((1, 4, 2), 3.0)  # qr·wq_bᵀ, x·weights_projᵀ
     positions = torch.tensor([[2, 5, 23, 30]])  # visible: 0, 1, 6, 6 (C = 6 caps the last)
     kw = {"ratio": 4, "rope_freqs": torch.zeros(1), "rope_dim": 2, "slots": rows(1)}
-    got = indexer_topk(qr, x, positions, wq_b, wproj, keys, topk=2, **kw)
+    got = indexer_topk(q, w, positions, keys, topk=2, **kw)
     assert got.tolist() == [[[-1, -1], [0, -1], [0, 1], [0, 1]]]
-    got = indexer_topk(qr, x, positions, wq_b, wproj, keys, topk=8, **kw)
+    got = indexer_topk(q, w, positions, keys, topk=8, **kw)
     assert got[0, 3].tolist() == [0, 1, 2, 3, 4, 5, -1, -1]
 
 
@@ -559,11 +556,9 @@ class OurAttention:
             ix = a.compressor.indexer
             _compress(ix, x, positions, 4, self.index, slots)
             topk = indexer_topk(
-                qr,
-                x,
+                qr @ ix.q_b_proj.weight.T,
+                x @ ix.scorer.weights_proj.weight.T,
                 positions,
-                ix.q_b_proj.weight,
-                ix.scorer.weights_proj.weight,
                 self.index["cache"],
                 slots=slots,
                 topk=cfg.index_topk,

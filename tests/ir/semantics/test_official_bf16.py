@@ -40,6 +40,13 @@ def test_attention_probabilities_are_bf16_before_pv():
     assert attend(False) == [0.73046875, 0.26953125]
 
 
+def _projected(qr, x, positions, wq_b, weights_proj, keys):
+    """The indexer's operands as the official graph makes them: the wq_b linear reads qr
+    rounded to FP8 (a FP8 weight's input), both linears write the activation dtype."""
+    q = (act_quant_fp8(qr).float() @ wq_b.float().T).to(qr.dtype)
+    return q, (x.float() @ weights_proj.float().T).to(x.dtype), positions, keys
+
+
 def _indexer_inputs():
     """Two index heads of dim 4 whose q is exactly e0 and e1 after the Hadamard (q before it is
     H e0 = [.5, .5, .5, .5] and H e1 = [.5, -.5, .5, -.5]; FP4 keeps 1 exactly); entry 0's key
@@ -67,16 +74,16 @@ def test_indexer_weights_and_scores_are_bf16_and_ties_go_low():
     the same FP8/FP4 rounding): 0.35355339 < 0.35389864, so entry 1 wins."""
     args, rope = _indexer_inputs()
     fp32 = tuple(a.float() if a.is_floating_point() else a for a in args)
-    official = indexer_scores(*args, **rope, sim=True)
+    official = indexer_scores(*_projected(*args), **rope, sim=True)
     assert official.flatten().tolist() == [0.353515625, 0.353515625]
     scale = 8**-0.5
     torch.testing.assert_close(
-        indexer_scores(*fp32, **rope, sim=True).flatten(),
+        indexer_scores(*_projected(*fp32), **rope, sim=True).flatten(),
         torch.tensor([scale, scale * (1 + 2**-10)]), rtol=1e-6, atol=0,
     )  # fmt: skip
     pick = dict(topk=1, ratio=4, rope_dim=2, slots=torch.tensor([0]), **rope)  # sees 0 and 1
-    assert indexer_topk(*args, **pick, sim=True).tolist() == [[[0]]]
-    assert indexer_topk(*fp32, **pick, sim=True).tolist() == [[[1]]]
+    assert indexer_topk(*_projected(*args), **pick, sim=True).tolist() == [[[0]]]
+    assert indexer_topk(*_projected(*fp32), **pick, sim=True).tolist() == [[[1]]]
 
 
 def test_indexer_q_is_bf16_before_and_after_the_hadamard():
@@ -93,7 +100,7 @@ def test_indexer_q_is_bf16_before_and_after_the_hadamard():
     wq_b[:, 0], weights_proj[0, 0] = torch.tensor(q), 1.0
     keys = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]], dtype=BF16)
     args = (qr, x, torch.tensor([[7]]), wq_b, weights_proj, keys)
-    assert indexer_scores(*args, rope_freqs=torch.zeros(1), sim=True).item() == 2.0
+    assert indexer_scores(*_projected(*args), rope_freqs=torch.zeros(1), sim=True).item() == 2.0
     assert fp4_sim(hadamard(torch.tensor(q)))[0].item() == 6.0  # the fp32 q's FP4 q0
 
 
