@@ -262,7 +262,6 @@ def run_bench(
         tp=grid[0], ep=grid[1],
     )  # fmt: skip
     plan = compile_spec(spec, options).plan
-    formats = {name: info["format"] for name, info in plan.params.items()}
     if callable(weights):
         needed = weights(plan)
     else:
@@ -270,7 +269,7 @@ def run_bench(
         if comm is not None:
             needed = rank_weights(needed, plan.params, comm.grid, comm.rank)
     engine = Engine(
-        plan, as_stored(needed, formats), device=device, dtype=dtype, backend=backend,
+        plan, as_stored(needed, plan.params), device=device, dtype=dtype, backend=backend,
         cuda_graphs=cuda_graphs and comm is None, comm=comm,
     )  # fmt: skip
     result = bench_engine(engine, spec, batch=batch, prompt_len=prompt_len, decode=decode)

@@ -67,7 +67,7 @@ def default_backend(device: str, numerics: str) -> tuple[str, str]:
 
 def quantised_weights(plan: Plan) -> frozenset[str]:
     """The weights the plan keeps in their stored FP8/FP4 format."""
-    return frozenset(n for n, info in plan.params.items() if info["format"] != info["dtype"])
+    return frozenset(n for n, info in plan.params.items() if info.format.quantised)
 
 
 def open_session(

@@ -52,7 +52,7 @@ class GroupedLinear(Dots):
 
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> GroupedLinear:
-        (w_shape, w_dtype), groups = ops["weight"], attrs["groups"]
+        w_shape, w_dtype, groups = ops["weight"].shape, ops["weight"].dtype, attrs["groups"]
         return cls(
             groups=groups, group_in=w_shape[1], rank=w_shape[0] // groups,
             precision=dot_precision([ops["o"].dtype, w_dtype]), block_m=16,

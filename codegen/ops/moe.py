@@ -1,9 +1,8 @@
 """Parameters of the MoE templates: the gate, the sort of token slots by expert, the grouped
 (routed) and dense (shared) SwiGLU experts, and the combine.
 
-A weight operand is a plain tensor or a `QuantWeight`; `describe` gives the (shape, dtype)
-a launch reports for it: a QuantWeight is its logical shape with dtype `fp8:<bo>x<bi>` (its
-scale block) or `fp4:<block>`, so the stored format is a constant of the template.
+A weight operand is a plain tensor or a `QuantWeight`; its `WeightFormat` (the plan's) is a
+constant of the template.
 """
 
 from __future__ import annotations
@@ -11,30 +10,32 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from v4c.codegen.jit import CodegenError
-from v4c.codegen.params import Dots, Operands, Template, template, tile
+from v4c.codegen.params import (
+    Dots,
+    Operand,
+    Operands,
+    Template,
+    template,
+    tile,
+    weight_format,
+)
 from v4c.ir.types import ir_dtype
 
 Act = Literal["bf16", "fp32"]
-WeightFormat = Literal["bf16", "fp32", "fp8", "fp4"]
+Stored = Literal["bf16", "fp32", "fp8", "fp4"]
 FLOATS = ("bf16", "fp32")  # a launch may name them as the IR does or as torch does
 
 
-def weight_format(dtypes: list[str]) -> tuple[WeightFormat, tuple[int, int]]:
-    """The one storage format of an expert's weights -> (format, scale block [out, in])."""
-    if len(set(dtypes)) != 1:
-        raise CodegenError(f"expert weights in mixed formats {dtypes}")
-    dtype = dtypes[0]
-    if ir_dtype(dtype) in FLOATS:
-        return ir_dtype(dtype), (1, 1)
-    fmt, _, block = dtype.partition(":")
-    out, _, inner = block.partition("x")
-    if fmt == "fp8" and out.isdigit() and inner.isdigit():
-        return "fp8", (int(out), int(inner))
-    if fmt == "fp4" and block.isdigit():
-        return "fp4", (1, int(block))
-    raise CodegenError(
-        f"unsupported weight format {dtype!r}: bf16, fp32, fp8:<bo>x<bi> or fp4:<block>"
-    )
+def expert_format(ops: list[Operand]) -> tuple[Stored, tuple[int, int]]:
+    """The one format of an expert's weights -> (template format, scale block [out, in])."""
+    formats = {weight_format(op) for op in ops}
+    if len(formats) != 1:
+        raise CodegenError(f"expert weights in mixed formats {sorted(map(str, formats))}")
+    (fmt,) = formats
+    name = fmt.kind if fmt.quantised else fmt.dtype
+    if name not in ("bf16", "fp32", "fp8", "fp4"):
+        raise CodegenError(f"unsupported expert weight format {fmt}")
+    return name, fmt.block
 
 
 def activation(dtype: str) -> Act:
@@ -80,7 +81,7 @@ class _Swiglu(Dots):
     inter: int  # I
     limit: float
     act: Act
-    weights: WeightFormat
+    weights: Stored
     scale_block: tuple[int, int]  # [out, in] elements per E8M0 scale; (1, 1) for plain tensors
     block_m: int = 16  # rows (token slots) per tile: tl.dot's least; not tuned yet
     block_i: int  # tile of I: the outputs of w1/w3, the reduction of w2
@@ -94,7 +95,7 @@ class _Swiglu(Dots):
                 "swiglu: no Triton template rounds the expert GEMMs as numerics official does"
             )
         limit, (inter, dim) = attrs["limit"], ops["w1"].shape[-2:]
-        fmt, scale_block = weight_format([ops[w].dtype for w in ("w1", "w2", "w3")])
+        fmt, scale_block = expert_format([ops[w] for w in ("w1", "w2", "w3")])
         return cls(
             dim=dim, inter=inter, limit=limit, act=activation(ops["x"].dtype), weights=fmt,
             scale_block=scale_block, block_i=tile(inter, hi=64), block_d=tile(dim, hi=64),

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.codegen.conftest import run_kernel
+from v4c.ir.weights import WeightFormat
 from v4c.codegen import jit
 from v4c.codegen.jit import CodegenError
 from v4c.codegen.ops.moe import MoeSort as MoeSortParams
@@ -46,9 +47,9 @@ def experts(fmt: str, gen: torch.Generator, lead: tuple[int, ...] = (E,)):
     if fmt in ("bf16", "fp32"):
         return [w.to(torch.bfloat16 if fmt == "bf16" else torch.float32) for w in ws]
     if fmt == "fp4":
-        return [QuantWeight(*fp4_quantize(w), "fp4") for w in ws]
+        return [QuantWeight(*fp4_quantize(w), WeightFormat.fp4(32)) for w in ws]
     block = (128, 128) if fmt == "fp8" else (16, 16)  # "fp8/16": several scale blocks per matrix
-    return [QuantWeight(*fp8_block_quantize(w, block), "fp8", block) for w in ws]
+    return [QuantWeight(*fp8_block_quantize(w, block), WeightFormat.fp8(block)) for w in ws]
 
 
 def assert_clamps_hit(x, w1, w3):
@@ -182,9 +183,10 @@ def test_scheduled_moe_matches_moe(kernel_cache):
 
 def test_weight_format_from_launch():
     """A launch may name dtypes as the IR does; a QuantWeight names its format and scale block."""
-    fp8 = "fp8:128x128"
+    fp8 = WeightFormat.fp8((128, 128))
     shapes = [((1, 5, D), "bf16"), ((1, 5, K), "i64"), ((E + 1,), "i64"), ((1, 5, K), "fp32"),
-              ((E, I, D), fp8), ((E, D, I), fp8), ((E, I, D), fp8)]  # fmt: skip
+              ((E, I, D), "bf16", fp8), ((E, D, I), "bf16", fp8),
+              ((E, I, D), "bf16", fp8)]  # fmt: skip
     p = jit.params_for("grouped_swiglu", GroupedSwiglu().attrs(), shapes)
     got = (p.act, p.weights, p.scale_block, p.experts, p.top_k)
     assert got == ("bf16", "fp8", (128, 128), E, K)

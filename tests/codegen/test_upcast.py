@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from v4c.ir.weights import WeightFormat
 from v4c.codegen import jit
 from v4c.codegen.params import Dots, load_templates
 from v4c.codegen.render import render
@@ -30,9 +31,14 @@ INDEXER = {"rope_dim": 16, "topk": 4, "ratio": 4, "theta": 10000.0, "yarn": None
 IDX_IN = [((1, 2, 32), "bf16"), ((1, 2, 64), "bf16"), ((1, 2), "i64"), ((1,), "i64"),
           ((256, 32), "bf16"), ((4, 64), "bf16"), ((1, 8, 64), "bf16")]  # fmt: skip
 SWIGLU = {"limit": 7.0}
-DENSE = [((1, 2, 256), "bf16")] + [((512, 256), "fp8:128x128"), ((256, 512), "fp8:128x128")] * 2
+FP8 = WeightFormat.fp8((128, 128))
+DENSE = [((1, 2, 256), "bf16")] + [((512, 256), "bf16", FP8), ((256, 512), "bf16", FP8)] * 2
 EXPERTS = [((1, 2, 256), "bf16"), ((1, 2, 2), "i64"), ((5,), "i64"), ((1, 2, 2), "fp32")]
-FP4 = [((4, 512, 256), "fp4:32"), ((4, 256, 512), "fp4:32"), ((4, 512, 256), "fp4:32")]
+FP4 = [
+    ((4, 512, 256), "bf16", WeightFormat.fp4(32)),
+    ((4, 256, 512), "bf16", WeightFormat.fp4(32)),
+    ((4, 512, 256), "bf16", WeightFormat.fp4(32)),
+]
 
 LAUNCHES = {
     "window": ("sparse_attention", {**SPARSE, "ratio": 0}, BF16_ATTN[:6]),

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from tests.passes.conftest import FULL, assert_same_outputs, graph_before, run_steps
+from v4c.ir.weights import WeightFormat
 from v4c.ir.graph import Value
 from v4c.ir.ops import core as C
 from v4c.ir.plan import Plan, Ref
@@ -127,12 +128,12 @@ def test_lower_makes_a_plan_that_round_trips(tiny):
     assert wq_a.inputs[0].dims == ("B", "T", tiny.hidden_size)
     # tiny stores FP8 dense and FP4 routed weights: a GEMM left to torch reads them widened,
     # the expert kernels as stored, and the plan's launches say so
-    assert plan.params["layers.1.attn.wq_a.weight"]["format"] == "bf16"
+    assert plan.params["layers.1.attn.wq_a.weight"].format == WeightFormat.dense("bf16")
     assert wq_a.inputs[1].dtype == "bf16"
     experts = plan.params["layers.1.ffn.experts.{e}.w1.weight"]
-    assert (experts["dtype"], experts["format"]) == ("bf16", "fp4:32")
+    assert (experts.dtype, experts.format) == ("bf16", WeightFormat.fp4(32))
     shared = plan.params["layers.1.ffn.shared_experts.w1.weight"]
-    assert shared["format"] == "fp8:128x128"
+    assert shared.format == WeightFormat.fp8((128, 128))
     assert set(decode.outputs) == {"logits"}
     assert set(plan.entries["verify"].outputs) == set(plan.entries["draft"].outputs)
     assert plan.entries["verify"].env["T"] == FULL.max_draft + 1
