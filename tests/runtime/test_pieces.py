@@ -19,7 +19,7 @@ from v4c.runtime.checkpoint import read as checkpoint_read
 from v4c.runtime.checkpoint import load_checkpoint, write_hf, write_official
 from v4c.runtime.checkpoint.pieces import rank_ranges, rank_weights, take
 from v4c.runtime.checkpoint.random_weights import random_weights
-from v4c.session import quantised_weights
+from v4c.runtime.checkpoint import quantised_weights
 from v4c.spec import load_spec
 from v4c.spec.parallel import Grid
 

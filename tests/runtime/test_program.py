@@ -183,7 +183,8 @@ def test_a_checkpoint_in_other_formats_than_the_plan_is_refused(tiny):
     spec, weights = tiny
     plan = compile_spec(spec, CompileOptions(max_seq=64, dtype="fp32")).plan  # as stored
     with pytest.raises(
-        EngineError, match=r"experts\.\{e\}\.w1\.weight: the plan reads it as fp4 e2m1 \(e8m0 per 32\)"
+        EngineError,
+        match=r"experts\.\{e\}\.w1\.weight: the plan reads it as fp4 e2m1 \(e8m0 per 32\)",
     ):
         Engine(plan, weights, dtype=torch.float32)
 
