@@ -64,7 +64,7 @@ def dot_precision(dtypes: list[str]) -> Precision:
 
 
 TEMPLATES: dict[str, type[Template]] = {}
-FAMILIES = ("attention", "compressor", "core", "hc", "indexer", "moe", "norm", "rope")
+FAMILIES = ("attention", "compressor", "core", "gemm", "hc", "indexer", "moe", "norm", "rope")
 
 
 def template(kind: str) -> Callable[[type[Template]], type[Template]]:

@@ -1,15 +1,15 @@
 """lower: the optimised graph becomes a `Plan`, one ordered list of launches per entry point,
 each naming its template, constants and buffers (from `memory_plan`).
 
-Every compute op is one launch of the template named after the op (kind `kernel`), except
-views (kind `view`: no kernel, the program makes the view once when it binds), dense GEMMs
-(`linear`, kind `library`: torch/cuBLAS), the small ops of a rank's piece of a split
-computation (kind `library`, call `torch`: their reference semantics), and collectives
-(kind `collective`: the rank's communicator). The storage format of every weight is decided here,
-once: a weight the checkpoint stores FP8/FP4 stays so (`weights="as-stored"`) when every op
-that reads it has a kernel that reads that format (`Op.quantised_operands`), else it is
-widened to its logical dtype at load. The plan is stored in `graph.meta["plan"]`; the graph
-itself is unchanged.
+Every compute op is one launch of the template named after the op (kind `kernel`; every
+dense GEMM is one of the GEMM family, `codegen/ops/gemm.py`), except views (kind `view`: no
+kernel, the program makes the view once when it binds), the small ops of a rank's piece of
+a split computation (kind `library`, call `torch`: their reference semantics), and
+collectives (kind `collective`: the rank's communicator). The format of every weight
+(`WeightFormat`) is decided here, once: a weight the checkpoint stores FP8/FP4 stays so
+(`weights="as-stored"`) when every op that reads it has a kernel that reads that format
+(`Op.quantised_operands`), else it is widened to its logical dtype at load. The plan is
+stored in `graph.meta["plan"]`; the graph itself is unchanged.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from v4c.spec.tensors import checkpoint_tensors
 
 VIEWS = {"split_heads", "take_last"}
 LIBRARY = {
-    "linear": "torch.matmul",
     "masked_embed": "torch",
     "indexer_score": "torch",
     "indexer_select": "torch",

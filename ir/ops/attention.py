@@ -153,6 +153,7 @@ class GroupedLinear(Op):
 
     kind = "grouped_linear"
     operands = ("o", "weight")
+    quantised_operands = frozenset({"weight"})
     groups: int = 1
 
     def infer(self, ins):
