@@ -59,16 +59,19 @@ def weight_block(
     of each row's block [BN] (1 otherwise)."""
     live = (n[:, None] < n_end) & (k[None, :] < K_G)
     w = tl.load(w_ptr + n[:, None].to(tl.int64) * K_G + k[None, :], mask=live, other=0.0)
-    if MODE == "dense":
-        return dot_operand(w, UPCAST, PRECISION), tl.full(n.shape, 1.0, tl.float32)
-    blocks_in = (K_G + SB_I - 1) // SB_I
-    b = tl.load(s_ptr + (n // SB_O) * blocks_in + kb, mask=n < n_end, other=127)
-    scale = e8m0_value(b)
-    if MODE == "w8a16":
-        w = w.to(tl.float32) * scale[:, None]
-        return dot_operand(w, UPCAST, PRECISION), tl.full(n.shape, 1.0, tl.float32)
-    if UPCAST:
-        w = w.to(tl.float32)
+    scale = tl.full(n.shape, 1.0, tl.float32)
+    if MODE != "dense":
+        blocks_in = (K_G + SB_I - 1) // SB_I
+        b = tl.load(s_ptr + (n // SB_O) * blocks_in + kb, mask=n < n_end, other=127)
+        scale = e8m0_value(b)
+    if MODE == "w8a8":
+        if UPCAST:
+            w = w.to(tl.float32)
+    elif MODE == "w8a16":
+        w = dot_operand(w.to(tl.float32) * scale[:, None], UPCAST, PRECISION)
+        scale = tl.full(n.shape, 1.0, tl.float32)
+    else:
+        w = dot_operand(w, UPCAST, PRECISION)
     return w, scale
 
 

@@ -18,9 +18,9 @@ arithmetic instead and stays fp32 (exactly the e4m3 value); the dots take fp32 t
 import triton
 import triton.language as tl
 
-E4M3_MAX: tl.constexpr = 448.0
-FP8_AMAX_FLOOR: tl.constexpr = 1e-4
-ROUNDER: tl.constexpr = 12582912.0  # 1.5 * 2^23: t + it - it rounds t to an integer, ties even
+E4M3_MAX = tl.constexpr(448.0)
+FP8_AMAX_FLOOR = tl.constexpr(1e-4)
+ROUNDER = tl.constexpr(12582912.0)  # 1.5 * 2^23: t + it - it rounds t to an integer, ties even
 
 
 @triton.jit

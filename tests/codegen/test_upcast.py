@@ -45,6 +45,7 @@ LAUNCHES = {
     "csa": ("sparse_attention", {**SPARSE, "ratio": 4}, BF16_ATTN),
     "hca": ("sparse_attention", {**SPARSE, "ratio": 128}, BF16_ATTN[:7]),
     "wo_a": ("grouped_linear", {"groups": 2}, [((1, 2, 16, 64), "bf16"), ((64, 512), "bf16")]),
+    "wq_a_fp8": ("linear", {"out_dtype": "bf16", "act_quant": True}, DENSE[:2]),
     "indexer": ("indexer_topk", INDEXER, IDX_IN),
     "shared_fp8": ("swiglu", SWIGLU, DENSE[:3] + DENSE[1:2]),
     "experts_fp4": ("grouped_swiglu", SWIGLU, EXPERTS + FP4),
@@ -77,7 +78,9 @@ def test_gpu_render_differs_only_in_the_switch(name):
 
 def test_every_template_with_a_dot_has_the_switch():
     """A template whose kernels reach `tl.dot` takes `upcast` from `Dots`, and only those."""
-    dotted = {"sparse_attention", "grouped_linear", "indexer_topk", "swiglu", "grouped_swiglu"}
+    dotted = {
+        "sparse_attention", "grouped_linear", "linear", "indexer_topk", "swiglu", "grouped_swiglu"
+    }  # fmt: skip
     assert {k for k, cls in load_templates().items() if issubclass(cls, Dots)} == dotted
     assert {LAUNCHES[n][0] for n in LAUNCHES} == dotted
 
