@@ -59,7 +59,7 @@ class MoeGate(Template):
         hashed = attrs["gate"] == "hash"
         top_k = ops["tid2eid"].shape[1] if hashed else attrs["top_k"]  # tid2eid [V, K]
         return cls(
-            gate=attrs["gate"], experts=ops["gate_weight"].shape[0], top_k=top_k,
+            gate=attrs["gate"], experts=ops["logits"].shape[-1], top_k=top_k,
             route_scale=attrs["route_scale"], scoring_func=attrs["scoring_func"],
             normalize=attrs["norm_topk_prob"] and attrs["scoring_func"] != "softmax",
             local_experts=attrs.get("local_experts", 0),

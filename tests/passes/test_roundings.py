@@ -116,7 +116,8 @@ def test_scheduled_experts_equal_the_unscheduled_on_fp8_rounded_inputs(tiny):
     graph = official_until(tiny, "schedule_moe")
     moe: Moe = graph.node("L03.ffn.moe").op
     PASSES["schedule_moe"](graph, PassContext(tiny, OFFICIAL))
-    gate, sort = graph.node("L03.ffn.gate").op, graph.node("L03.ffn.sort").op
+    proj, gate = graph.node("L03.ffn.gate_proj").op, graph.node("L03.ffn.gate").op
+    sort = graph.node("L03.ffn.sort").op
     experts = graph.node("L03.ffn.experts").op
     assert isinstance(gate, MoeGate) and isinstance(sort, MoeSort) and moe.act_quant
 
@@ -127,7 +128,8 @@ def test_scheduled_experts_equal_the_unscheduled_on_fp8_rounded_inputs(tiny):
     w1, w3 = (torch.randn(e, i, d, generator=gen) / d**0.5 for _ in range(2))
     w2 = torch.randn(e, d, i, generator=gen) / i**0.5
 
-    weights, idx = gate.run([x, gate_w, bias])
+    (logits,) = proj.run([x, gate_w])
+    weights, idx = gate.run([logits, bias])
     order, offsets = sort.run([idx])
     (y,) = experts.run([x, order, offsets, weights, w1, w2, w3])
     (scheduled,) = MoeCombine(False).run([y, order])
