@@ -157,13 +157,13 @@ def _cache_section(graph: Graph, spec: ModelSpec) -> list[str]:
 def _ops_section(built: Graph, final: Graph, plan: Plan, kernels: dict) -> list[str]:
     decode = [launch for launch in plan.entries["decode"].launches if launch.kind != "view"]
     kinds = Counter(launch.kind for launch in decode)
-    gemms = sum(1 for launch in decode if launch.op == "linear")
-    torch_ops = kinds["library"] - gemms
+    gemms = sum(1 for launch in decode if launch.op in ("linear", "grouped_linear"))
+    torch_ops = kinds["library"]
     out = ["## Ops and kernels per decode step", ""]
     out += [f"- ops before fusion: {compute_ops(built)}; after the passes: {compute_ops(final)}"]
     out += [f"- kernel launches per decode step: {len(decode)} ({kinds['kernel']} generated "
-            f"kernels, {gemms} dense GEMMs left to torch/cuBLAS"
-            + (f", {torch_ops} torch ops" if torch_ops else "")
+            f"kernels, of them {gemms} dense GEMMs"
+            + (f"; {torch_ops} torch ops" if torch_ops else "")
             + (f", {kinds['collective']} collectives" if kinds["collective"] else "")
             + ")"]  # fmt: skip
     others = [

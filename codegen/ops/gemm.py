@@ -9,8 +9,9 @@ The tile rule, fixed per launch from its shapes at the entry's limits (no autotu
   every SM a (group, 64-row weight tile, run) of its own — tiles x SPLIT >= SMS — capped at
   one K block a run;
 - decode bucket (rows <= 16 at the limits): BM 16 tokens, BN 64 weight rows (one
-  warpgroup MMA), the runs on separate programs (SPLIT_CTAS) and a second launch adding
-  them in order;
+  warpgroup MMA), the runs (if SPLIT > 1) on separate programs (SPLIT_CTAS) writing fp32
+  partial sums to a workspace from torch's allocator, and a second launch adding them in
+  order;
 - prefill buckets: rows <= 128: BM 64, BN 128; more: BM 128, BN 128, 8 warps; the runs one
   after another inside each program (the same sums, no workspace), GROUP_M 8 m tiles swept
   together so the weight tiles they share stay in L2.
@@ -72,13 +73,14 @@ class Gemm(Dots):
         rows = prod(x.shape[: len(x.shape) - x_dims])
         decode, small = rows <= DECODE_ROWS, rows <= 128
         mode = "dense" if fmt.kind == "dense" else "w8a8" if act_quant else "w8a16"
+        split = split_runs(groups, n_total // groups, -(-k_g // block_k))
         dtypes = [x.dtype, "bf16" if fmt.quantised else fmt.dtype]
         return cls(
             groups=groups, n_g=n_total // groups, k_g=k_g, x_dims=x_dims, mode=mode,
             scale_block=fmt.block, precision=dot_precision(dtypes),
             out_fp32=attrs.get("out_dtype") == "fp32",
-            split=split_runs(groups, n_total // groups, -(-k_g // block_k)),
-            split_ctas=decode, block_m=16 if decode else 64 if small else 128,
+            split=split,
+            split_ctas=decode and split > 1, block_m=16 if decode else 64 if small else 128,
             block_n=64 if decode else 128, block_k=block_k, group_m=8,
             num_warps=4 if small else 8, num_stages=4 if decode else 3,
         )  # fmt: skip

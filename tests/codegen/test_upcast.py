@@ -106,10 +106,18 @@ FP8_GATE_UP = {"x_ptr": "*bf16", "w1_ptr": "*fp8e4nv", "w3_ptr": "*fp8e4nv", "s1
 FP32_DOWN = {"h_ptr": "*fp32", "offsets_ptr": "*i64", "w2_ptr": "*u8", "s2_ptr": "*u8",
              "y_ptr": "*fp32"}  # fmt: skip
 BF16_MMA = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
+WGMMA = ["wgmma.commit_group.sync.aligned", "wgmma.fence.sync.aligned", "{}",
+         "wgmma.wait_group.sync.aligned"]  # fmt: skip
+GEMM_PTRS = {"x_ptr": "*bf16", "w_ptr": "*bf16", "s_ptr": "*bf16", "out_ptr": "*fp32"}
+FP8_GEMM_PTRS = {**GEMM_PTRS, "w_ptr": "*fp8e4nv", "s_ptr": "*u8"}
+# the dense GEMMs at decode: a warpgroup MMA of 64 weight rows x 16 tokens, FP8 x FP8 (W8A8)
+BF16_WGMMA = [m.format("wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16") for m in WGMMA]
+FP8_WGMMA = [m.format("wgmma.mma_async.sync.aligned.m64n16k32.f32.e4m3.e4m3") for m in WGMMA]
 # (launch, kernel, argument types, constexprs the module names otherwise, MMA of the GPU build)
 BUILDS = [
     ("window", "attend", ATTN_PTRS, {"W": 8}, [BF16_MMA]),
-    ("wo_a", "kernel", {"o_ptr": "*bf16", "w_ptr": "*bf16", "out_ptr": "*bf16"}, {}, [BF16_MMA]),
+    ("wo_a", "kernel", GEMM_PTRS, {}, BF16_WGMMA),
+    ("wq_a_fp8", "kernel", FP8_GEMM_PTRS, {}, FP8_WGMMA),
     ("indexer", "kernel", IDX_PTRS, {"NOPE": 48}, [BF16_MMA]),
     ("shared_fp8", "gate_up_kernel", FP8_GATE_UP, {"BN": 64, "BK": 64}, [BF16_MMA]),
     ("experts_fp32", "down_kernel", FP32_DOWN, {"BN": 64, "BK": 64, "BLOCK_E": 4}, []),
