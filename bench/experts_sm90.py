@@ -38,6 +38,7 @@ from triton.compiler import ASTSource
 from v4c.codegen import jit
 from v4c.codegen.render import render
 from v4c.ir.semantics.quant import QuantWeight
+from v4c.ir.weights import WeightFormat
 
 HBM = 4.8e12  # B/s, H200 SXM datasheet
 ISSUE = 132 * 4 * 1.98e9  # warp instructions / s: SMs x schedulers x boost clock
@@ -64,11 +65,13 @@ def quant(shape, fmt):
     rows, cols = shape[:-1], shape[-1]
     if fmt == "fp4":
         data = torch.empty(*rows, cols // 2, dtype=torch.int8, device="meta")
-        return QuantWeight(data, torch.empty(*rows, cols // 32, dtype=torch.uint8, device="meta"),
-                           "fp4")  # fmt: skip
+        scale = torch.empty(*rows, cols // 32, dtype=torch.uint8, device="meta")
+        return QuantWeight(data, scale, WeightFormat.fp4(32))
     data = torch.empty(*shape, dtype=torch.float8_e4m3fn, device="meta")
     blocks = (*rows[:-1], -(-rows[-1] // 128), -(-cols // 128))
-    return QuantWeight(data, torch.empty(blocks, dtype=torch.uint8, device="meta"), "fp8")
+    return QuantWeight(
+        data, torch.empty(blocks, dtype=torch.uint8, device="meta"), WeightFormat.fp8()
+    )
 
 
 def launches(kind, attrs, ins, folder):

@@ -82,10 +82,9 @@ def build_engine(spec, args, device: torch.device, dtype: torch.dtype):
     plan = plan_for(spec, args.prompt_len, args.weights, dtype)
     dense = random_weights(spec, seed=args.seed, dtype=dtype, device=str(device))
     placed = {name: dense[name] for name in plan.params}
-    formats = {name: info["format"] for name, info in plan.params.items()}
     backend = args.backend or ("triton" if device.type == "cuda" else "torch")
     return Engine(
-        plan, as_stored(placed, formats), device=device, dtype=dtype, backend=backend,
+        plan, as_stored(placed, plan.params), device=device, dtype=dtype, backend=backend,
         cuda_graphs=False,
     )  # fmt: skip
 

@@ -37,6 +37,7 @@ from math import prod
 from v4c.codegen.targets import Card
 from v4c.ir.plan import Launch, Plan, Ref
 from v4c.ir.types import resolve_dim
+from v4c.ir.weights import WeightFormat
 
 RULE = (
     "estimate = max(bytes / (HBM x occ x width), flops / (peak of its MMA kind x occ)) + "
@@ -44,14 +45,13 @@ RULE = (
 )
 
 
-def format_bytes(fmt: str, activations: str) -> float:
-    """Bytes an element of a stored format or IR dtype takes (`bf16` is the activations')."""
-    kind, _, block = fmt.partition(":")
-    if kind == "fp8":
-        bo, bi = (int(b) for b in block.split("x"))
-        return 1 + 1 / (bo * bi)
-    if kind == "fp4":
-        return 0.5 + 1 / int(block)
+def format_bytes(fmt: WeightFormat | str, activations: str) -> float:
+    """Bytes an element of a weight format or IR dtype takes (`bf16` is the activations')."""
+    if isinstance(fmt, WeightFormat):
+        if fmt.quantised:
+            (bo, bi), value = fmt.block, (1 if fmt.kind == "fp8" else 0.5)
+            return value + 1 / (bo * bi)  # one E8M0 scale byte per block
+        fmt = fmt.dtype
     if fmt == "bf16":
         return 4 if activations == "fp32" else 2
     return {"fp32": 4, "i64": 8, "i32": 4, "u8": 1, "i8": 1, "bool": 1}.get(fmt, 4)
@@ -74,12 +74,18 @@ def _looked_up(launch: Launch, ref: Ref) -> bool:
     return launch.op == "embed" or ref.dtype in ("i64", "i32")
 
 
+def _stack(plan: Plan, ref: Ref) -> int:
+    """The experts a weight stacks on dim 0 (0: none, or not a plan weight)."""
+    weight = plan.params.get(ref.name)
+    return weight.stack if weight is not None else 0
+
+
 def _param_elements(launch: Launch, ref: Ref, plan: Plan, env: dict[str, int]) -> float:
     """The elements of a weight a step touches (see the module docstring)."""
     rows = env["B"] * env["T"]
     if _looked_up(launch, ref):
         return min(rows, ref.shape[0]) * prod(ref.shape[1:])
-    stack = plan.params.get(ref.name, {}).get("stack")
+    stack = _stack(plan, ref)
     routed = _routed_rows(launch, env)
     if stack and routed is not None:
         return min(stack, routed) * prod(ref.shape[1:])
@@ -95,7 +101,8 @@ def launch_bytes(launch: Launch, plan: Plan, env: dict[str, int]) -> float:
             continue
         seen.add((ref.kind, ref.name))
         if ref.kind == "param":
-            fmt = plan.params.get(ref.name, {}).get("format", ref.dtype)
+            weight = plan.params.get(ref.name)
+            fmt = weight.format if weight is not None else ref.dtype
             total += _param_elements(launch, ref, plan, env) * format_bytes(fmt, act)
         elif ref.kind == "state":
             shape = _shape(ref, {**env, "N": env["B"]})  # the step's B rows of the cache
@@ -114,7 +121,7 @@ def launch_flops(launch: Launch, plan: Plan, env: dict[str, int]) -> float:
             continue
         if _looked_up(launch, ref):
             continue  # a table looked up, not multiplied
-        stack = plan.params.get(ref.name, {}).get("stack")
+        stack = _stack(plan, ref)
         if stack and routed is not None:
             flops += 2 * routed * prod(ref.shape[1:])
         else:

@@ -18,10 +18,11 @@ from v4c.ir.plan import Launch, Plan
 
 
 def kernel_operands(launch: Launch, activations: str | None) -> Shapes:
-    """(shape at the entry's limits, dtype) of each operand: IR-bf16 values and weights are
-    held in `activations` ("bf16" or "fp32"); a weight kept as stored is its format."""
+    """(shape at the entry's limits, dtype, format) of each operand: IR-bf16 values and
+    dense weights are held in `activations` ("bf16" or "fp32"); a weight's format is the
+    plan's (None for the other operands)."""
     return [
-        (ref.shape, activations if ref.dtype == "bf16" and activations else ref.dtype)
+        (ref.shape, activations if ref.dtype == "bf16" and activations else ref.dtype, ref.format)
         for ref in launch.inputs
     ]
 

@@ -29,7 +29,7 @@ def params_for(kind: str, attrs: dict[str, Any], inputs: Shapes) -> Template:
     roles = make_op(kind, attrs).operand_roles()
     if len(roles) != len(inputs):
         raise CodegenError(f"{kind}: {len(inputs)} operands for the roles {roles}")
-    ops = {role: Operand(tuple(shape), dtype) for role, (shape, dtype) in zip(roles, inputs)}
+    ops = {role: Operand(tuple(op[0]), *op[1:]) for role, op in zip(roles, inputs)}
     return templates[kind].from_launch(attrs, ops)
 
 

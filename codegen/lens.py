@@ -24,20 +24,19 @@ def meta_weights(plan: Plan, dtype: torch.dtype) -> dict:
     """Every weight of the plan as a shape on `meta`, in the format the plan records."""
     out = {}
     for name, info in plan.params.items():
-        shape, (kind, _, block) = list(info["shape"]), info["format"].partition(":")
+        shape, fmt = list(info.shape), info.format
         *lead, o, i = [1, *shape] if len(shape) < 2 else shape
-        e8m0 = torch.float8_e8m0fnu
-        if kind == "fp8":
-            bo, bi = (int(b) for b in block.split("x"))
+        (bo, bi), e8m0 = fmt.block, torch.float8_e8m0fnu
+        if fmt.kind == "fp8":
             data = torch.empty(shape, dtype=torch.float8_e4m3fn, device="meta")
             scale = torch.empty([*lead, ceil(o / bo), ceil(i / bi)], dtype=e8m0, device="meta")
-            out[name] = QuantWeight(data, scale, "fp8", (bo, bi))
-        elif kind == "fp4":
+            out[name] = QuantWeight(data, scale, fmt)
+        elif fmt.kind == "fp4":
             data = torch.empty([*lead, o, i // 2], dtype=torch.int8, device="meta")
-            scale = torch.empty([*lead, o, i // int(block)], dtype=e8m0, device="meta")
-            out[name] = QuantWeight(data, scale, "fp4")
+            scale = torch.empty([*lead, o, i // bi], dtype=e8m0, device="meta")
+            out[name] = QuantWeight(data, scale, fmt)
         else:
-            out[name] = torch.empty(shape, dtype=torch_dtype(info["dtype"], dtype), device="meta")
+            out[name] = torch.empty(shape, dtype=torch_dtype(info.dtype, dtype), device="meta")
     return out
 
 

@@ -5,7 +5,7 @@ One module per op family, `codegen/ops/<family>.py` (the family names of `ir/sem
 `Params` subclass per template and registers it with `@template(kind)`; the template file
 is `templates/<kind>.py.j2` unless the class names another (`TEMPLATE`).
 `from_launch(attrs, ops)` takes the op's attributes and its operands by role name (the op's
-`operand_roles()`), each an `Operand(shape, dtype)`, and returns the constants the template
+`operand_roles()`), each an `Operand(shape, dtype, format)`, and returns the constants the template
 is rendered with. Runtime sizes (rows, tokens) are not parameters: one kernel serves every
 batch and step length.
 """
@@ -20,13 +20,16 @@ from pydantic import Field
 from v4c.codegen.render import Params
 from v4c.envs import triton_interpret
 from v4c.ir.types import ir_dtype
+from v4c.ir.weights import WeightFormat
 
-Shapes = list[tuple[tuple[int, ...], str]]  # (shape, dtype) of each operand, in order
+# (shape, dtype) of each operand, in order, with a weight's format third where it has one
+Shapes = list[tuple]
 
 
 class Operand(NamedTuple):
-    shape: tuple[int, ...]
-    dtype: str  # a torch dtype's name, the IR's name, or a stored format (see `describe`)
+    shape: tuple[int, ...]  # a quantised weight: its logical shape
+    dtype: str  # a torch dtype's name or the IR's name
+    format: WeightFormat | None = None  # a weight: how the program holds it
 
 
 Operands = dict[str, Operand]  # role name -> operand
@@ -61,7 +64,7 @@ def dot_precision(dtypes: list[str]) -> Precision:
 
 
 TEMPLATES: dict[str, type[Template]] = {}
-FAMILIES = ("attention", "compressor", "core", "hc", "indexer", "moe", "norm", "rope")
+FAMILIES = ("attention", "compressor", "core", "gemm", "hc", "indexer", "moe", "norm", "rope")
 
 
 def template(kind: str) -> Callable[[type[Template]], type[Template]]:
@@ -91,14 +94,19 @@ def tile(n: int, lo: int = 16, hi: int = 1 << 30) -> int:
     return max(lo, min(hi, pow2(n)))
 
 
-def describe(value: Any) -> tuple[tuple[int, ...], str]:
-    """(shape, dtype) of one operand as `from_launch` reads it: a tensor's torch dtype, or
-    for a weight kept quantised (`QuantWeight`) its logical shape and `fp8:<bo>x<bi>` (the
-    scale block) or `fp4:<block>`."""
+def describe(value: Any) -> tuple:
+    """(shape, dtype) of one operand as `from_launch` reads it (a tensor's torch dtype); a
+    weight kept quantised (`QuantWeight`): its logical shape, bf16 and its format."""
     from v4c.ir.semantics.quant import QuantWeight
 
     if isinstance(value, QuantWeight):
-        if value.fmt == "fp8":
-            return tuple(value.shape), f"fp8:{value.block[0]}x{value.block[1]}"
-        return tuple(value.shape), f"fp4:{value.shape[-1] // value.scale.shape[-1]}"
+        return tuple(value.shape), "bf16", value.format
     return tuple(value.shape), str(value.dtype)
+
+
+def weight_format(op: Operand) -> WeightFormat:
+    """The format a weight operand is held in: its plan format if quantised, else dense in
+    the dtype it is held in (a bf16 weight of an fp32 run is fp32)."""
+    if op.format is not None and op.format.quantised:
+        return op.format
+    return WeightFormat.dense(ir_dtype(op.dtype) or op.dtype)

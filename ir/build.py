@@ -180,11 +180,13 @@ class _Builder:
         kv = self.state(f"{key}.compressor_kv", state, "fp32")
         score = self.state(f"{key}.compressor_score", state, "fp32", "-inf")
         cache = self.state(f"{key}.compressed", ("N", f"S/{m}", c), "bf16")
-        weights = [
-            self.param(f"{w}{k}") for k in ("wkv.weight", "wgate.weight", "ape", "norm.weight")
-        ]
+        k, z = (  # fp32 projections, as the official compressor computes them (§6.1)
+            self.add(f"{id}.{p}", C.Linear("fp32"), [x, self.param(f"{w}{p}.weight")], row.index)
+            for p in ("wkv", "wgate")
+        )
+        weights = [self.param(f"{w}{k}") for k in ("ape", "norm.weight")]
         op = A.Compressor(**self.rope(row), ratio=m, eps=self.spec.norm_eps)
-        operands = [x, self.pos, self.slots, *weights, kv, score, cache]
+        operands = [k, z, self.pos, self.slots, *weights, kv, score, cache]
         return self.add(id, op, operands, row.index)
 
     def ffn(self, row: LayerInfo, x: Value, p: str, w: str) -> Value:

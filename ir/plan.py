@@ -7,9 +7,9 @@ names its template or call (`kernel`), the node it computes and the nodes that n
 its constants (op attributes), and where each operand and result lives: an arena offset, a
 parameter, a cache state or a step input, with its symbolic dims (`dims`, resolved again
 when a program is bound for a smaller batch or step) and its shape at the entry's limits.
-`params` records each weight's storage format (decided at compile time), which is what the
-loader produces and the kernels read. JSON in, JSON out: a plan loads in a fresh process
-with nothing but this module and the op registry.
+`params` records each weight as a typed `PlanWeight` with its `WeightFormat` (decided at
+compile time), which is what the loader produces and the kernels read. JSON in, JSON out:
+a plan loads in a fresh process with nothing but this module and the op registry.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Literal
+
+from v4c.ir.weights import PlanWeight, WeightFormat
 
 LaunchKind = Literal["kernel", "library", "view", "collective"]
 LAUNCH_KINDS: tuple[LaunchKind, ...] = ("kernel", "library", "view", "collective")
@@ -29,9 +31,10 @@ class Ref:
     kind: str
     name: str  # arena: the IR value; param: the checkpoint tensor; state/input: the key
     shape: tuple[int, ...]  # at the entry's limits (env)
-    dtype: str  # IR dtype; a param: its storage format (`fp8:128x128`, `fp4:32`, bf16, ...)
+    dtype: str  # IR dtype (a param: its logical dtype)
     offset: int = 0  # arena byte offset (a view: the offset of what it views)
     dims: tuple[int | str, ...] = ()  # symbolic shape (B, T, S/128, ...)
+    format: WeightFormat | None = None  # a param: how the program holds it
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class EntryPlan:
 class Plan:
     spec: str  # the spec's name
     options: dict  # the CompileOptions it was made for
-    params: dict[str, dict]  # checkpoint tensor -> {shape, dtype, stack, format, split}
+    params: dict[str, PlanWeight]  # checkpoint tensor -> how the program holds it
     states: dict[str, dict]  # cache key -> {shape (symbolic), dtype, fill}
     entries: dict[str, EntryPlan]
     model: dict = field(default_factory=dict)  # the whole ModelSpec, as JSON data
@@ -72,7 +75,8 @@ class Plan:
 
         def ref(r: dict) -> Ref:
             shape, dims = tuple(r["shape"]), tuple(r["dims"])
-            return Ref(r["kind"], r["name"], shape, r["dtype"], r["offset"], dims)
+            fmt = WeightFormat.from_json(r["format"]) if r.get("format") else None
+            return Ref(r["kind"], r["name"], shape, r["dtype"], r["offset"], dims, fmt)
 
         def launch(d: dict) -> Launch:
             if d["kind"] not in LAUNCH_KINDS:
@@ -88,6 +92,5 @@ class Plan:
             outputs = {k: ref(r) for k, r in e["outputs"].items()}
             launches = [launch(d) for d in e["launches"]]
             entries[name] = EntryPlan(e["env"], e["peak_bytes"], launches, outputs)
-        return Plan(
-            data["spec"], data["options"], data["params"], data["states"], entries, data["model"]
-        )
+        params = {name: PlanWeight.from_json(p) for name, p in data["params"].items()}
+        return Plan(data["spec"], data["options"], params, data["states"], entries, data["model"])

@@ -1,15 +1,15 @@
 """lower: the optimised graph becomes a `Plan`, one ordered list of launches per entry point,
 each naming its template, constants and buffers (from `memory_plan`).
 
-Every compute op is one launch of the template named after the op (kind `kernel`), except
-views (kind `view`: no kernel, the program makes the view once when it binds), dense GEMMs
-(`linear`, kind `library`: torch/cuBLAS), the small ops of a rank's piece of a split
-computation (kind `library`, call `torch`: their reference semantics), and collectives
-(kind `collective`: the rank's communicator). The storage format of every weight is decided here,
-once: a weight the checkpoint stores FP8/FP4 stays so (`weights="as-stored"`) when every op
-that reads it has a kernel that reads that format (`Op.quantised_operands`), else it is
-widened to its logical dtype at load. The plan is stored in `graph.meta["plan"]`; the graph
-itself is unchanged.
+Every compute op is one launch of the template named after the op (kind `kernel`; every
+dense GEMM is one of the GEMM family, `codegen/ops/gemm.py`), except views (kind `view`: no
+kernel, the program makes the view once when it binds), the small ops of a rank's piece of
+a split computation (kind `library`, call `torch`: their reference semantics), and
+collectives (kind `collective`: the rank's communicator). The format of every weight
+(`WeightFormat`) is decided here, once: a weight the checkpoint stores FP8/FP4 stays so
+(`weights="as-stored"`) when every op that reads it has a kernel that reads that format
+(`Op.quantised_operands`), else it is widened to its logical dtype at load. The plan is
+stored in `graph.meta["plan"]`; the graph itself is unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import v4c.ir.ops  # noqa: F401  (registers every op)
 from v4c.ir.graph import Graph, Node, Value
 from v4c.ir.op import OPS
 from v4c.ir.plan import EntryPlan, Launch, LaunchKind, Plan, Ref
+from v4c.ir.weights import PlanWeight, WeightFormat, stored_format
 from v4c.passes.base import PassContext, PassResult, register_pass
 from v4c.passes.entries import entry_outputs
 from v4c.passes.memory_plan import entry_nodes, graph_outputs, root_of
@@ -28,7 +29,6 @@ from v4c.spec.tensors import checkpoint_tensors
 
 VIEWS = {"split_heads", "take_last"}
 LIBRARY = {
-    "linear": "torch.matmul",
     "masked_embed": "torch",
     "indexer_score": "torch",
     "indexer_select": "torch",
@@ -46,16 +46,17 @@ def launch_kind(op: str) -> tuple[LaunchKind, str]:
     return "kernel", op
 
 
-def storage_formats(graph: Graph, spec: ModelSpec, weights: str) -> dict[str, str]:
-    """Checkpoint tensor -> the format the program holds it in: its IR dtype, or
-    `fp8:<bo>x<bi>` / `fp4:<block>` for a weight kept as stored."""
-    stored = {t.name: t.storage for t in checkpoint_tensors(spec)}
-    quant = spec.quant
-    formats: dict[str, str] = {}
+def storage_formats(graph: Graph, spec: ModelSpec, weights: str) -> dict[str, WeightFormat]:
+    """Checkpoint tensor -> the format the program holds it in: dense in its IR dtype, or
+    as stored (FP8 with the spec's scale block, FP4 with its expert block)."""
+    stored = {
+        t.name: stored_format(t.storage, t.dtype, spec.quant) for t in checkpoint_tensors(spec)
+    }
+    formats: dict[str, WeightFormat] = {}
     readable: dict[str, bool] = {}
     for node in graph.nodes():
         if node.op.source == "param":
-            formats[node.op.tensor] = node.types[0].dtype
+            formats[node.op.tensor] = WeightFormat.dense(node.types[0].dtype)
             continue
         roles = node.op.operand_roles()
         for role, value in zip(roles, graph.operands(node.id)):
@@ -65,10 +66,8 @@ def storage_formats(graph: Graph, spec: ModelSpec, weights: str) -> dict[str, st
                 readable[source.tensor] = readable.get(source.tensor, True) and ok
     if weights == "as-stored":
         for name, ok in readable.items():
-            if ok and stored.get(name) == "fp8":
-                formats[name] = f"fp8:{quant.block[0]}x{quant.block[1]}"
-            elif ok and stored.get(name) == "fp4":
-                formats[name] = f"fp4:{quant.expert_block}"
+            if ok and name in stored and stored[name].quantised:
+                formats[name] = stored[name]
     return formats
 
 
@@ -79,7 +78,7 @@ def _ref(graph: Graph, value: Value, env: dict, buffers: dict, formats: dict) ->
     node = graph.node(root.node)
     source = node.op.source
     if source == "param":
-        return Ref("param", node.op.tensor, shape, formats[node.op.tensor], 0, t.shape)
+        return Ref("param", node.op.tensor, shape, t.dtype, 0, t.shape, formats[node.op.tensor])
     if source in ("state", "input"):
         return Ref(source, node.op.key, shape, t.dtype, 0, t.shape)
     offset, _ = buffers[str(root)]
@@ -123,13 +122,9 @@ def lower_graph(graph: Graph, ctx: PassContext) -> Plan:
     for node in graph.nodes():
         t = node.types[0] if node.types else None
         if node.op.source == "param":
-            params[node.op.tensor] = {
-                "shape": list(t.shape),
-                "dtype": t.dtype,
-                "stack": node.op.stack,
-                "format": formats[node.op.tensor],
-                "split": [list(s) for s in node.op.split],
-            }
+            params[node.op.tensor] = PlanWeight(
+                tuple(t.shape), t.dtype, formats[node.op.tensor], node.op.stack, node.op.split
+            )
         elif node.op.source == "state":
             states[node.op.key] = {"shape": list(t.shape), "dtype": t.dtype, "fill": node.op.fill}
     model = ctx.spec.model_dump(mode="json")

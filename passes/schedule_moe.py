@@ -13,6 +13,7 @@ The shared expert runs alongside the routed ones and is added in the combine, so
 from __future__ import annotations
 
 from v4c.ir.graph import Graph, Node
+from v4c.ir.ops.core import Linear
 from v4c.ir.ops.moe import GroupedSwiglu, MoeCombine, MoeGate, MoeSort
 from v4c.passes.base import PassContext, PassResult, register_pass
 from v4c.passes.rewrite import Rule, only_user, replace, rewrite
@@ -35,15 +36,20 @@ def schedule(graph: Graph, moe: Node) -> bool:
         return False
     op, layer, base = moe.op, moe.layer, moe.id.rsplit(".", 1)[0]
     *gate_operands, w1, w2, w3 = graph.operands(moe.id)
-    x = gate_operands[0]
+    roles = dict(zip(op.gate_roles(), gate_operands))
+    x = roles.pop("x")
     origin = (NAME, (moe.id,))
+    logits = graph.add(  # the router's GEMM, fp32 as the official gate computes it (§10)
+        f"{base}.gate_proj", Linear("fp32"), [x, roles.pop("gate_weight")], layer=layer,
+        origin=origin,
+    )  # fmt: skip
     gate = graph.add(
         f"{base}.gate",
         MoeGate(
             op.gate, op.top_k, op.route_scale, op.scoring_func, op.norm_topk_prob,
             op.local_experts,
         ),
-        gate_operands, layer=layer, origin=origin,
+        [logits.out(0), *roles.values()], layer=layer, origin=origin,
     )  # fmt: skip
     groups = graph.type_of(w1).shape[0] + (1 if op.local_experts else 0)  # + other ranks'
     sort = graph.add(

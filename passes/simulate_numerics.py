@@ -2,8 +2,8 @@
 simulates (V4_REFERENCE §12) becomes part of the graph, so the plan computes what the
 official model computes; with `plain` (the default) the pass changes nothing.
 
-- the input of every linear whose checkpoint weight is FP8 is rounded to FP8 (128-wide
-  blocks, power-of-two scales): one quant_sim per value, shared by the linears reading it;
+- every linear whose checkpoint weight is FP8 rounds its input to FP8 (128-wide blocks,
+  power-of-two scales, `act_quant`): the W8A8 GEMM quantises in its prologue;
 - the attention kv's non-RoPE dims are rounded to FP8 (64-wide blocks);
 - the main compressor rounds the non-RoPE dims of its new entries to FP8, the indexer's
   compressor Hadamard-rotates and rounds its new keys to FP4 (32-wide blocks);
@@ -40,9 +40,7 @@ FLAGS = {
 Q_NORMS = ("rms_norm", "rms_norm_rope")  # the weightless one is the per-head q norm
 
 
-def _quantise_input(
-    graph: Graph, value: Value, users: list[str], block: int, dims: int = 0
-) -> None:
+def _quantise_input(graph: Graph, value: Value, users: list[str], block: int, dims: int) -> None:
     suffix = f"_{value.index}" if value.index else ""
     id = f"{value.node}{suffix}.fp8"
     if id not in graph:
@@ -67,7 +65,7 @@ def simulate_numerics(graph: Graph, ctx: PassContext) -> PassResult:
     for node in graph.nodes():
         op, operands = node.op, graph.operands(node.id)
         if op.kind == "linear" and graph.node(operands[1].node).op.tensor in fp8:
-            _quantise_input(graph, operands[0], [node.id], block=128)
+            graph.set_op(node.id, replace(op, act_quant=True))
             stats["fp8_gemm_inputs"] += 1
         elif op.kind == "sparse_attention":
             _quantise_input(graph, operands[1], [node.id], block=64, dims=nope)

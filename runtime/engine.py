@@ -26,6 +26,7 @@ from v4c.errors import V4CError
 from v4c.ir.plan import Plan
 from v4c.ir.semantics.quant import QuantWeight
 from v4c.ir.types import resolve_dim, torch_dtype
+from v4c.ir.weights import WeightFormat
 from v4c.runtime.caches import new_caches
 from v4c.runtime.program import Program, Step
 from v4c.runtime.rollback import Rollback
@@ -123,17 +124,18 @@ class Engine:
             )
         placed = {}
         for name, info in self.plan.params.items():
-            weight, want = weights[name], info["format"]
-            have = weight.format if isinstance(weight, QuantWeight) else info["dtype"]
-            if have != want:
+            weight = weights[name]
+            quantised = isinstance(weight, QuantWeight)
+            have = weight.format if quantised else WeightFormat.dense(info.dtype)
+            if have != info.format:
                 raise EngineError(
-                    f"{name}: the plan reads it as {want}, the checkpoint gives {have} "
+                    f"{name}: the plan reads it as {info.format}, the checkpoint gives {have} "
                     f"(compile with --weights bf16 for a checkpoint that is not FP8/FP4)"
                 )
-            if isinstance(weight, QuantWeight):
+            if quantised:
                 placed[name] = weight.to(self.device)
             else:
-                placed[name] = weight.to(self.device, torch_dtype(info["dtype"], self.dtype))
+                placed[name] = weight.to(self.device, torch_dtype(info.dtype, self.dtype))
         return placed
 
     # -- sequences ------------------------------------------------------------------------

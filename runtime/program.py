@@ -197,8 +197,6 @@ class Program:
         if launch.kind == "collective":
             comm = self.comm
             return _writing(lambda: comm.run(op, args), outs)
-        if launch.kind == "library" and launch.op == "linear":
-            return _matmul(*args, *outs)
         if self.backend == "triton" and launch.kind == "kernel":  # writes into the arena
             run, out = self.kernels[i].run, tuple(o for o in outs if o is not None)
             if i in self.scratch:  # a kernel's own scratch lies past the arena's peak
@@ -206,6 +204,8 @@ class Program:
                 scratch = self.arena[peak : peak + self.scratch[i]]
                 return lambda: run(*args, out=out, scratch=scratch)
             return lambda: run(*args, out=out)
+        if _blas_linear(op, args):
+            return _matmul(*args, *outs)
         if any(isinstance(a, QuantWeight) for a in args):  # the reference reads dense weights
             activation = next(a.dtype for a in args if isinstance(a, torch.Tensor))
             return _writing(lambda: op.run(_dequantized(args, activation)), outs)
@@ -253,12 +253,17 @@ def _writing(compute: Callable[[], tuple], outs: list) -> Call:
     return call
 
 
+def _blas_linear(op: Op, args: list) -> bool:
+    """The torch backend's linear on a dense weight without the FP8 input rounding: the
+    BLAS computes the reference's product (in the operands' dtype, fp32 accumulation)
+    without an fp32 copy of the weight each step."""
+    return op.kind == "linear" and not op.act_quant and not isinstance(args[1], QuantWeight)
+
+
 def _matmul(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> Call:
     """y = x Wᵀ straight into `out`, in the operands' own dtype (fp32 accumulation on the
     tensor cores / in the BLAS); an fp32 result of 16-bit operands (the lm_head) is widened
     from the GEMM's output, never computed from fp32 copies of the weight."""
-    if isinstance(w, QuantWeight):
-        raise BindError("a dense GEMM got a quantised weight: the plan's formats are wrong")
     x2, w_t, o2 = x.view(-1, x.shape[-1]), w.t(), out.view(-1, out.shape[-1])
     if out.dtype == x.dtype:
         return lambda: torch.mm(x2, w_t, out=o2)

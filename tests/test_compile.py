@@ -39,7 +39,7 @@ def test_compile_real_specs(name, tp, tmp_path):
     kernels = [launch for launch in plan.entries["decode"].launches if launch.kind != "view"]
     assert f"kernel launches per decode step: {len(kernels)} " in report
     assert "## Memory per rank" in report and "| yes (141 GB) |" in report
-    assert plan.options["tp"] == tp and plan.params["head.weight"]["split"] == [[0, tp, "world"]]
+    assert plan.options["tp"] == tp and plan.params["head.weight"].split == ((0, tp, "world"),)
 
 
 def test_compiling_twice_is_byte_identical(tmp_path):

@@ -310,7 +310,6 @@ def run_bench(
         spec, batch=batch, prompt_len=prompt_len, decode=decode, numerics=numerics,
         weight_formats=weight_formats, dtype=dtype, speculative=speculative, grid=grid,
     )  # fmt: skip
-    formats = {name: info["format"] for name, info in plan.params.items()}
     if callable(weights):
         needed = weights(plan)
     else:
@@ -318,7 +317,7 @@ def run_bench(
         if comm is not None:
             needed = rank_weights(needed, plan.params, comm.grid, comm.rank)
     engine = Engine(
-        plan, as_stored(needed, formats), device=device, dtype=dtype, backend=backend,
+        plan, as_stored(needed, plan.params), device=device, dtype=dtype, backend=backend,
         cuda_graphs=cuda_graphs and comm is None, comm=comm,
     )  # fmt: skip
     result = bench_engine(

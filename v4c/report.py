@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from math import ceil, prod
+from math import prod
 
 from v4c.ir.graph import Graph
 from v4c.ir.plan import Plan
 from v4c.ir.types import DTYPE_BYTES, resolve_dim
+from v4c.ir.weights import stored_format
 from v4c.spec import ModelSpec, layer_table
 from v4c.spec.parallel import DEVICE_GB
 from v4c.spec.params import active_share
@@ -20,13 +21,7 @@ MILLION = 1 << 20  # "1M tokens of context" as the model card counts it (1048576
 
 def stored_bytes(t: TensorInfo, spec: ModelSpec) -> int:
     """Bytes of one tensor (one expert, for stacked ones) as the checkpoint stores it."""
-    n = prod(t.shape)
-    if t.storage == "fp8":
-        bo, bi = spec.quant.block
-        return n + ceil(t.shape[0] / bo) * ceil(t.shape[-1] / bi)  # e4m3 + one E8M0 per block
-    if t.storage == "fp4":
-        return n // 2 + n // spec.quant.expert_block  # two e2m1 per byte + one E8M0 per 32
-    return n * DTYPE_BYTES[t.dtype]
+    return stored_format(t.storage, t.dtype, spec.quant).nbytes(t.shape, DTYPE_BYTES)
 
 
 def decode_read_bytes(spec: ModelSpec) -> tuple[Counter, Counter]:
@@ -80,18 +75,8 @@ def rank_memory(plan: Plan) -> RankMemory:
     def size(dtype: str, n: int) -> int:
         return n * (held if dtype == "bf16" else DTYPE_BYTES[dtype])
 
-    params = 0
-    for info in plan.params.values():
-        shape, fmt = info["shape"], info["format"]
-        kind, _, block = fmt.partition(":")
-        n = prod(shape)
-        if kind == "fp8":  # e4m3 + one E8M0 per [bo, bi] block of each matrix
-            bo, bi = map(int, block.split("x"))
-            params += n + prod(shape[:-2]) * ceil(shape[-2] / bo) * ceil(shape[-1] / bi)
-        elif kind == "fp4":  # two e2m1 per byte + one E8M0 per block inputs
-            params += n // 2 + n // int(block)
-        else:
-            params += size(fmt, n)
+    held_bytes = {**DTYPE_BYTES, "bf16": held}
+    params = sum(info.format.nbytes(info.shape, held_bytes) for info in plan.params.values())
     env = {"N": plan.options["max_batch"], "S": plan.options["max_seq"]}
     caches = sum(
         size(s["dtype"], prod(resolve_dim(d, env) for d in s["shape"]))
@@ -172,13 +157,13 @@ def _cache_section(graph: Graph, spec: ModelSpec) -> list[str]:
 def _ops_section(built: Graph, final: Graph, plan: Plan, kernels: dict) -> list[str]:
     decode = [launch for launch in plan.entries["decode"].launches if launch.kind != "view"]
     kinds = Counter(launch.kind for launch in decode)
-    gemms = sum(1 for launch in decode if launch.op == "linear")
-    torch_ops = kinds["library"] - gemms
+    gemms = sum(1 for launch in decode if launch.op in ("linear", "grouped_linear"))
+    torch_ops = kinds["library"]
     out = ["## Ops and kernels per decode step", ""]
     out += [f"- ops before fusion: {compute_ops(built)}; after the passes: {compute_ops(final)}"]
     out += [f"- kernel launches per decode step: {len(decode)} ({kinds['kernel']} generated "
-            f"kernels, {gemms} dense GEMMs left to torch/cuBLAS"
-            + (f", {torch_ops} torch ops" if torch_ops else "")
+            f"kernels, of them {gemms} dense GEMMs"
+            + (f"; {torch_ops} torch ops" if torch_ops else "")
             + (f", {kinds['collective']} collectives" if kinds["collective"] else "")
             + ")"]  # fmt: skip
     others = [

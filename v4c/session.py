@@ -17,11 +17,10 @@ from v4c.ir.plan import Plan
 from v4c.ir.types import ir_dtype, torch_dtype
 from v4c.passes.base import CompileOptions
 from v4c.paths import need_folder
-from v4c.runtime.checkpoint import load_checkpoint
+from v4c.runtime.checkpoint import load_weights
 from v4c.runtime.checkpoint.detect import detect_layout
 from v4c.runtime.checkpoint.read import open_shards, read_spec
 from v4c.runtime.engine import Engine
-from v4c.runtime.checkpoint.pieces import rank_ranges
 from v4c.runtime.checkpoint.tiny_cache import tiny_checkpoint
 from v4c.runtime.tokenizer import V4Tokenizer, load_tokenizer
 from v4c.spec import ModelSpec
@@ -64,11 +63,6 @@ def default_backend(device: str, numerics: str) -> tuple[str, str]:
     if numerics != "plain":
         return "torch", "the Triton kernels do not implement official numerics yet"
     return "triton", "CUDA with plain numerics"
-
-
-def quantised_weights(plan: Plan) -> frozenset[str]:
-    """The weights the plan keeps in their stored FP8/FP4 format."""
-    return frozenset(n for n, info in plan.params.items() if info["format"] != info["dtype"])
 
 
 def open_session(
@@ -127,10 +121,9 @@ def open_session(
             tp=grid[0], ep=grid[1],
         )  # fmt: skip
         plan = compile_spec(spec, options).plan
-    pieces = rank_ranges(plan.params, comm.grid, comm.rank) if comm is not None else None
-    _, tensors = load_checkpoint(
-        folder, spec, dtype=dtype, device=device, progress=progress,
-        names=set(plan.params), keep_quantised=quantised_weights(plan), pieces=pieces,
+    rank = (comm.grid, comm.rank) if comm is not None else None
+    tensors = load_weights(
+        folder, plan, dtype=dtype, device=device, progress=progress, rank=rank
     )  # fmt: skip
     engine = Engine(
         plan,

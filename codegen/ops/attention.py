@@ -1,6 +1,6 @@
-"""Parameters of the attention templates: sparse attention with a sink and the grouped output
-projection. Block sizes come from the dims; `tl.dot` needs at least 16 on every side, so
-small head counts and row blocks are padded up to 16 and masked.
+"""Parameters of the attention template: sparse attention with a sink (the grouped output
+projection is a GEMM, `codegen/ops/gemm.py`). Block sizes come from the dims; `tl.dot` needs
+at least 16 on every side, so small head counts and row blocks are padded up to 16 and masked.
 
 Sparse attention has two forms, chosen by the launch's tokens per row at the plan's limits:
 flash-decoding for a step of a few (decode, verify: every kernel of the form is the same, so
@@ -76,23 +76,3 @@ class SparseAttention(Dots):
             block_d=tile(dim), num_warps=8 if dim >= 256 else 4,
         )  # fmt: skip
         return self.model_copy(update=dict(split=False, slices=0, **blocks))
-
-
-@template("grouped_linear")
-class GroupedLinear(Dots):
-    groups: int  # G
-    group_in: int  # H*d/G, the inputs of one group
-    rank: int  # R, the outputs of one group
-    precision: Precision
-    block_m: int  # tokens per program
-    block_r: int
-    block_k: int
-
-    @classmethod
-    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> GroupedLinear:
-        (w_shape, w_dtype), groups = ops["weight"], attrs["groups"]
-        return cls(
-            groups=groups, group_in=w_shape[1], rank=w_shape[0] // groups,
-            precision=dot_precision([ops["o"].dtype, w_dtype]), block_m=16,
-            block_r=tile(w_shape[0] // groups, hi=64), block_k=tile(w_shape[1], hi=64),
-        )  # fmt: skip

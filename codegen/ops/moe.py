@@ -1,9 +1,8 @@
 """Parameters of the MoE templates: the gate, the sort of token slots by expert, the grouped
 (routed) and dense (shared) SwiGLU experts, and the combine.
 
-A weight operand is a plain tensor or a `QuantWeight`; `describe` gives the (shape, dtype)
-a launch reports for it: a QuantWeight is its logical shape with dtype `fp8:<bo>x<bi>` (its
-scale block) or `fp4:<block>`, so the stored format is a constant of the template.
+A weight operand is a plain tensor or a `QuantWeight`; its `WeightFormat` (the plan's) is a
+constant of the template.
 """
 
 from __future__ import annotations
@@ -11,31 +10,33 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from v4c.codegen.jit import CodegenError
-from v4c.codegen.params import Dots, Operands, Template, template, tile
+from v4c.codegen.params import (
+    Dots,
+    Operand,
+    Operands,
+    Template,
+    template,
+    tile,
+    weight_format,
+)
 from v4c.ir.types import ir_dtype
 
 Act = Literal["bf16", "fp32"]
-WeightFormat = Literal["bf16", "fp32", "fp8", "fp4"]
+Stored = Literal["bf16", "fp32", "fp8", "fp4"]
 FLOATS = ("bf16", "fp32")  # a launch may name them as the IR does or as torch does
 SMS = 132  # H100/H200 SXM: the programs a decode step's weight stream should reach at least
 
 
-def weight_format(dtypes: list[str]) -> tuple[WeightFormat, tuple[int, int]]:
-    """The one storage format of an expert's weights -> (format, scale block [out, in])."""
-    if len(set(dtypes)) != 1:
-        raise CodegenError(f"expert weights in mixed formats {dtypes}")
-    dtype = dtypes[0]
-    if ir_dtype(dtype) in FLOATS:
-        return ir_dtype(dtype), (1, 1)
-    fmt, _, block = dtype.partition(":")
-    out, _, inner = block.partition("x")
-    if fmt == "fp8" and out.isdigit() and inner.isdigit():
-        return "fp8", (int(out), int(inner))
-    if fmt == "fp4" and block.isdigit():
-        return "fp4", (1, int(block))
-    raise CodegenError(
-        f"unsupported weight format {dtype!r}: bf16, fp32, fp8:<bo>x<bi> or fp4:<block>"
-    )
+def expert_format(ops: list[Operand]) -> tuple[Stored, tuple[int, int]]:
+    """The one format of an expert's weights -> (template format, scale block [out, in])."""
+    formats = {weight_format(op) for op in ops}
+    if len(formats) != 1:
+        raise CodegenError(f"expert weights in mixed formats {sorted(map(str, formats))}")
+    (fmt,) = formats
+    name = fmt.kind if fmt.quantised else fmt.dtype
+    if name not in ("bf16", "fp32", "fp8", "fp4"):
+        raise CodegenError(f"unsupported expert weight format {fmt}")
+    return name, fmt.block
 
 
 def activation(dtype: str) -> Act:
@@ -59,7 +60,7 @@ class MoeGate(Template):
         hashed = attrs["gate"] == "hash"
         top_k = ops["tid2eid"].shape[1] if hashed else attrs["top_k"]  # tid2eid [V, K]
         return cls(
-            gate=attrs["gate"], experts=ops["gate_weight"].shape[0], top_k=top_k,
+            gate=attrs["gate"], experts=ops["logits"].shape[-1], top_k=top_k,
             route_scale=attrs["route_scale"], scoring_func=attrs["scoring_func"],
             normalize=attrs["norm_topk_prob"] and attrs["scoring_func"] != "softmax",
             local_experts=attrs.get("local_experts", 0),
@@ -81,7 +82,7 @@ class _Swiglu(Dots):
     inter: int  # I
     limit: float
     act: Act
-    weights: WeightFormat
+    weights: Stored
     scale_block: tuple[int, int]  # [out, in] elements per E8M0 scale; (1, 1) for plain tensors
     round: bool  # numerics official: the GEMM inputs rounded to FP8, their outputs to `act`
     block_i: int = 64  # outputs of w1/w3 per program
@@ -95,7 +96,7 @@ class _Swiglu(Dots):
     def from_operands(cls, attrs: dict[str, Any], ops: Operands, **extra: Any) -> _Swiglu:
         """From the launch's attributes and its x, w1, w2, w3."""
         limit, (inter, dim) = attrs["limit"], ops["w1"].shape[-2:]
-        fmt, scale_block = weight_format([ops[w].dtype for w in ("w1", "w2", "w3")])
+        fmt, scale_block = expert_format([ops[w] for w in ("w1", "w2", "w3")])
         if scale_block[1] & (scale_block[1] - 1) or (fmt == "fp4" and scale_block[1] % 8):
             raise CodegenError(f"{fmt} scale blocks of {scale_block[1]} inputs: a power of two"
                                + (", at least 8" if fmt == "fp4" else ""))  # fmt: skip

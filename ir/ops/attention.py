@@ -32,14 +32,14 @@ def _check_slots(op: Op, pos: TensorType, slots: TensorType, *caches: TensorType
 @dataclass(frozen=True)
 class Compressor(_Rotary):
     """Gated pooling of every `ratio` tokens into one compressed entry (§6); appends the
-    entries this step completes to `cache` and keeps partial windows in the state."""
+    entries this step completes to `cache` and keeps partial windows in the state. Its
+    inputs are the projections K = x wkvᵀ and Z = x wgateᵀ (fp32 linears of the plan)."""
 
     kind = "compressor"
     operands = (
-        "x", "positions", "slots", "wkv", "wgate", "ape", "norm", "state_kv", "state_score",
-        "cache",
+        "k", "z", "positions", "slots", "ape", "norm", "state_kv", "state_score", "cache",
     )  # fmt: skip
-    aliases = {0: 9}  # returns the cache it appended to
+    aliases = {0: 8}  # returns the cache it appended to
     rounding_attrs = ("sim",)
     ratio: int = CSA_RATIO
     eps: float = 1e-6
@@ -48,21 +48,21 @@ class Compressor(_Rotary):
     )
 
     def infer(self, ins):
-        x, pos, slots, wkv, wgate, ape, norm, skv, sscore, cache = ins
+        kx, z, pos, slots, ape, norm, skv, sscore, cache = ins
         _check_slots(self, pos, slots, skv, sscore, cache)
         k, c = coff(self.ratio), norm.shape[0]
-        self.expect(wkv.shape == wgate.shape == (k * c, x.shape[-1]), f"wkv {wkv} for {x}")
+        self.expect(kx.shape == z.shape == (*pos.shape, k * c), f"K {kx}, Z {z} for {pos}")
         self.expect(ape.shape == (self.ratio, k * c), f"ape {ape}")
         self.expect(skv.shape[1:] == sscore.shape[1:] == (k * self.ratio, k * c), f"state {skv}")
         self.expect(cache.shape[-1] == c, f"cache {cache} for width {c}")
         return (cache,)
 
     def run(self, ins):
-        from v4c.ir.semantics.compressor import compress
+        from v4c.ir.semantics.compressor import compress_projected
 
-        x, pos, slots, wkv, wgate, ape, norm, skv, sscore, cache = ins
-        compress(
-            x, pos, wkv, wgate, ape, norm, ratio=self.ratio, rope_freqs=self.freqs(x.device),
+        k, z, pos, slots, ape, norm, skv, sscore, cache = ins
+        compress_projected(
+            k, z, pos, ape, norm, ratio=self.ratio, rope_freqs=self.freqs(k.device),
             rope_dim=self.rope_dim, eps=self.eps, slots=slots, state_kv=skv, state_score=sscore,
             cache=cache, sim=self.sim,
         )  # fmt: skip
@@ -160,6 +160,7 @@ class GroupedLinear(Op):
 
     kind = "grouped_linear"
     operands = ("o", "weight")
+    quantised_operands = frozenset({"weight"})
     groups: int = 1
 
     def infer(self, ins):

@@ -104,11 +104,16 @@ class Embed(Op):
 @register
 @dataclass(frozen=True)
 class Linear(Op):
-    """y = x Wᵀ, fp32 accumulation; `out_dtype` fp32 for the lm_head."""
+    """y = x Wᵀ, fp32 accumulation; `out_dtype` fp32 for the lm_head. `act_quant` (numerics
+    official, an FP8 weight): x rounded to FP8 per 128-block first, as the official W8A8
+    GEMM does (§12); the FP8 weight is read as stored."""
 
     kind = "linear"
     operands = ("x", "weight")
+    quantised_operands = frozenset({"weight"})
+    rounding_attrs = ("act_quant",)
     out_dtype: str = "bf16"
+    act_quant: bool = False
 
     def infer(self, ins):
         x, w = ins
@@ -118,6 +123,10 @@ class Linear(Op):
     def run(self, ins):
         x, w = ins
         held = x.dtype if x.dtype.is_floating_point else None  # the run's dtype for IR-bf16
+        if self.act_quant:
+            from v4c.ir.semantics.quant import act_quant_fp8
+
+            x = act_quant_fp8(x.float())
         return ((x.float() @ w.float().T).to(torch_dtype(self.out_dtype, held)),)
 
 

@@ -9,6 +9,7 @@ Tokens are flattened to N = B*T rows for the semantics and reshaped back.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from v4c.ir.op import Op, register
 from v4c.ir.types import TensorType
@@ -26,31 +27,42 @@ class _Gate(Op):
     # `first` operand on (routing is over all experts, then mapped to local ids:
     # `semantics.moe.local_experts`); 0: all
 
+    # the op multiplies x by the router weight itself (`moe`); else its first operand is
+    # the router's fp32 logits x Wgᵀ, a linear of the plan (`moe_gate`)
+    router: ClassVar[bool] = True
+
     def gate_roles(self) -> tuple[str, ...]:
-        roles = (
-            ("x", "ids", "gate_weight", "tid2eid")
-            if self.gate == "hash"
-            else ("x", "gate_weight", "bias")
-        )
+        if self.router:
+            roles = (
+                ("x", "ids", "gate_weight", "tid2eid")
+                if self.gate == "hash"
+                else ("x", "gate_weight", "bias")
+            )
+        else:
+            roles = ("logits", "ids", "tid2eid") if self.gate == "hash" else ("logits", "bias")
         return roles + ("first",) if self.local_experts else roles
 
     def route(self, ins):
         """(weights [N,K] fp32, idx [N,K]) from this op's gate operands; with
         `local_experts`, idx are this rank's expert ids (`local_experts` for another's)."""
-        from v4c.ir.semantics.moe import hash_gate, local_experts, score_gate
+        from v4c.ir.semantics.moe import hash_route, local_experts, router_logits, score_route
 
         kw = dict(
             route_scale=self.route_scale,
             scoring_func=self.scoring_func,
             norm_topk_prob=self.norm_topk_prob,
         )
-        x = ins[0].flatten(0, -2)
-        if self.gate == "hash":
-            routed = hash_gate(x, ins[1].flatten(), ins[2], ins[3], **kw)
+        op = dict(zip(self.gate_roles(), ins))
+        if self.router:
+            z = router_logits(op["x"].flatten(0, -2), op["gate_weight"])
         else:
-            routed = score_gate(x, ins[1], ins[2], top_k=self.top_k, **kw)
+            z = op["logits"].flatten(0, -2).float()
+        if self.gate == "hash":
+            routed = hash_route(z, op["ids"].flatten(), op["tid2eid"], **kw)
+        else:
+            routed = score_route(z, op["bias"], top_k=self.top_k, **kw)
         if self.local_experts:
-            return local_experts(*routed, ins[len(self.gate_roles()) - 1], self.local_experts)
+            return local_experts(*routed, op["first"], self.local_experts)
         return routed
 
 
@@ -121,19 +133,22 @@ class Swiglu(Op):
 @register
 @dataclass(frozen=True)
 class MoeGate(_Gate):
-    """Routing of the schedule: (weights [B,T,K] fp32, expert ids [B,T,K])."""
+    """Routing of the schedule from the router's logits [B,T,E] fp32 (the linear before it):
+    (weights [B,T,K] fp32, expert ids [B,T,K])."""
 
     kind = "moe_gate"
     results = ("weights", "idx")
+    router = False
     local_experts: int = 0  # see _Gate
 
     def operand_roles(self):
         return self.gate_roles()
 
     def infer(self, ins):
-        x = ins[0]
-        k = ins[3].shape[1] if self.gate == "hash" else self.top_k
-        bt = x.shape[:-1]
+        logits = ins[0]
+        self.expect(logits.dtype == "fp32", f"logits {logits}: the router's are fp32")
+        k = ins[2].shape[1] if self.gate == "hash" else self.top_k
+        bt = logits.shape[:-1]
         return (TensorType((*bt, k), "fp32"), TensorType((*bt, k), "i64"))
 
     def run(self, ins):

@@ -89,16 +89,31 @@ def compress(
     A one-token step (decode) runs every row at once from tensors alone, so that nothing is
     read on the host (a CUDA graph can hold it); it computes what the timeline computes.
     """
+    k = matmul(x.float(), wkv.float())  # [B, T, coff*c]
+    z = matmul(x.float(), wgate.float())  # [B, T, coff*c]
+    compress_projected(
+        k, z, positions, ape, norm_weight, ratio=ratio, rope_freqs=rope_freqs,
+        rope_dim=rope_dim, eps=eps, slots=slots, state_kv=state_kv, state_score=state_score,
+        cache=cache, sim=sim,
+    )  # fmt: skip
+
+
+def compress_projected(
+    k: Tensor, z: Tensor, positions: Tensor, ape: Tensor, norm_weight: Tensor,
+    *, ratio: int, rope_freqs: Tensor, rope_dim: int, eps: float,
+    slots: Tensor, state_kv: Tensor, state_score: Tensor, cache: Tensor, sim: str = "none",
+) -> None:  # fmt: skip
+    """`compress` from the projections: k = x wkvᵀ and z = x wgateᵀ [B, T, coff*c] fp32 (the
+    plan computes them as linears); ape is added to z here."""
     if 2 * rope_freqs.numel() != rope_dim:
         raise ValueError(f"rope_freqs has {rope_freqs.numel()} pairs, rope_dim is {rope_dim}")
     m, f = ratio, coff(ratio)  # f: the windows one entry pools
-    k = matmul(x.float(), wkv.float())  # [B, T, coff*c]
-    z = matmul(x.float(), wgate.float()) + ape.float()[positions % m]  # [B, T, coff*c]
+    k, z = k.float(), z.float() + ape.float()[positions % m]
     finish = Finish(norm_weight, m, rope_freqs, eps, rope_dim, sim)
-    if x.shape[1] == 1:
+    if k.shape[1] == 1:
         _decode(k[:, 0], z[:, 0], positions[:, 0], slots, state_kv, state_score, cache, finish)
         return
-    for b in range(x.shape[0]):
+    for b in range(k.shape[0]):
         start, row = int(positions[b, 0]), int(slots[b])
         kv, score, n_filled = _timeline(state_kv[row], state_score[row], k[b], z[b], start, m)
         entries = _pool(kv, score, n_filled // m, m, overlap=f == 2)  # [n, c]

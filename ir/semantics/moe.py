@@ -24,9 +24,13 @@ from v4c.ir.semantics.quant import act_quant_fp8, round_to
 SCORING_FUNCS = ("sqrtsoftplus", "sigmoid", "softmax")
 
 
-def _scores(x: torch.Tensor, weight: torch.Tensor, scoring_func: str) -> torch.Tensor:
-    """Router scores s [N,E] fp32 from fp32 logits x Wg^T."""
-    z = x.float() @ weight.float().T  # [N,E]
+def router_logits(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The router's logits z = x Wgᵀ [N,E] in fp32 (§10 step 1)."""
+    return x.float() @ weight.float().T
+
+
+def _scores(z: torch.Tensor, scoring_func: str) -> torch.Tensor:
+    """Router scores s [N,E] fp32 from the fp32 logits z."""
     if scoring_func == "sqrtsoftplus":
         return F.softplus(z).sqrt()
     if scoring_func == "sigmoid":
@@ -62,7 +66,23 @@ def score_gate(
     x [N,D], weight [E,D], bias [E]. Returns weights [N,K] fp32 and idx [N,K] int64, the
     experts in descending order of biased score.
     """
-    scores = _scores(x, weight, scoring_func)  # [N,E]
+    return score_route(
+        router_logits(x, weight), bias, top_k=top_k, route_scale=route_scale,
+        scoring_func=scoring_func, norm_topk_prob=norm_topk_prob,
+    )  # fmt: skip
+
+
+def score_route(
+    z: torch.Tensor,
+    bias: torch.Tensor,
+    *,
+    top_k: int,
+    route_scale: float,
+    scoring_func: str = "sqrtsoftplus",
+    norm_topk_prob: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`score_gate` from the router's logits z [N,E] fp32."""
+    scores = _scores(z, scoring_func)  # [N,E]
     idx = (scores + bias.float()).topk(top_k, dim=-1).indices  # [N,K]
     return _route_weights(scores, idx, route_scale, scoring_func, norm_topk_prob), idx
 
@@ -83,7 +103,23 @@ def hash_gate(
     x [N,D], ids [N] token ids, weight [E,D], tid2eid [V,K]. Returns weights [N,K] fp32 and
     idx [N,K] int64.
     """
-    scores = _scores(x, weight, scoring_func)  # [N,E]
+    return hash_route(
+        router_logits(x, weight), ids, tid2eid, route_scale=route_scale,
+        scoring_func=scoring_func, norm_topk_prob=norm_topk_prob,
+    )  # fmt: skip
+
+
+def hash_route(
+    z: torch.Tensor,
+    ids: torch.Tensor,
+    tid2eid: torch.Tensor,
+    *,
+    route_scale: float,
+    scoring_func: str = "sqrtsoftplus",
+    norm_topk_prob: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`hash_gate` from the router's logits z [N,E] fp32."""
+    scores = _scores(z, scoring_func)  # [N,E]
     idx = tid2eid[ids].long()  # [N,K]
     return _route_weights(scores, idx, route_scale, scoring_func, norm_topk_prob), idx
 

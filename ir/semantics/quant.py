@@ -24,11 +24,11 @@ blocks along it, `...` any leading dims (stacked experts [E, O, I] quantise in o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from v4c.ir.weights import WeightFormat
 
 E4M3_MAX = 448.0
 E2M1_MAX = 6.0
@@ -206,42 +206,32 @@ def _row_scales(tiles: Tensor, fmax: float, floor: float) -> Tensor:
 @dataclass(frozen=True)
 class QuantWeight:
     """A weight kept in its stored format: `data` (e4m3 [O, I] or packed e2m1 int8 [O, I/2],
-    stacked experts with a leading E) and its E8M0 `scale`. Kernels read it as it is and
-    dequantise on the fly; `dequantize` is the reference."""
+    stacked experts with a leading E), its E8M0 `scale`, and the `format` that says which.
+    Kernels read it as it is and dequantise on the fly; `dequantize` is the reference."""
 
     data: torch.Tensor
     scale: torch.Tensor
-    fmt: Literal["fp8", "fp4"]
-    block: tuple[int, int] = (128, 128)  # fp8 only: the scale block [out, in]
+    format: WeightFormat
 
     @property
     def shape(self) -> tuple[int, ...]:
         """The logical (dequantised) shape."""
         *lead, cols = self.data.shape
-        return (*lead, cols * 2 if self.fmt == "fp4" else cols)
-
-    @property
-    def format(self) -> str:
-        """The plan's name of this storage format: `fp8:<bo>x<bi>` or `fp4:<block>`."""
-        if self.fmt == "fp8":
-            return f"fp8:{self.block[0]}x{self.block[1]}"
-        return f"fp4:{self.shape[-1] // self.scale.shape[-1]}"
+        return (*lead, cols * 2 if self.format.kind == "fp4" else cols)
 
     @staticmethod
-    def quantize(w: torch.Tensor, format: str) -> QuantWeight:
-        """A dense weight [..., O, I] stored in `format` (`fp8:128x128`, `fp4:32`)."""
-        kind, _, block = format.partition(":")
-        if kind == "fp8":
-            bo, bi = (int(b) for b in block.split("x"))
-            return QuantWeight(*fp8_block_quantize(w, (bo, bi)), "fp8", (bo, bi))
-        if kind == "fp4":
-            return QuantWeight(*fp4_quantize(w, int(block)), "fp4")
-        raise ValueError(f"unknown weight format {format!r}: fp8:<bo>x<bi> or fp4:<block>")
+    def quantize(w: torch.Tensor, format: WeightFormat) -> QuantWeight:
+        """A dense weight [..., O, I] stored in `format` (FP8 or FP4)."""
+        if format.kind == "fp8":
+            return QuantWeight(*fp8_block_quantize(w, format.block), format)
+        if format.kind == "fp4":
+            return QuantWeight(*fp4_quantize(w, format.block[1]), format)
+        raise ValueError(f"a {format} weight is not quantised")
 
     def to(self, device: torch.device | str) -> QuantWeight:
-        return QuantWeight(self.data.to(device), self.scale.to(device), self.fmt, self.block)
+        return QuantWeight(self.data.to(device), self.scale.to(device), self.format)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        if self.fmt == "fp4":
+        if self.format.kind == "fp4":
             return fp4_dequantize(self.data, self.scale, dtype)
-        return fp8_block_dequantize(self.data, self.scale, self.block, dtype)
+        return fp8_block_dequantize(self.data, self.scale, self.format.block, dtype)

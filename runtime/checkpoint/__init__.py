@@ -30,12 +30,15 @@ from v4c.paths import need_folder
 from v4c.runtime.checkpoint.detect import Layout, detect_units
 from v4c.runtime.checkpoint.read import check_units, open_shards, read_spec, read_units
 from v4c.runtime.checkpoint.write import write_hf, write_official
-from v4c.runtime.checkpoint.pieces import Ranges
+from v4c.runtime.checkpoint.pieces import Ranges, rank_ranges
 from v4c.runtime.checkpoint.random_weights import random_weights
+from v4c.ir.plan import Plan
+from v4c.ir.semantics.quant import QuantWeight
 from v4c.spec import ModelSpec, load_spec
+from v4c.spec.parallel import Grid
 from v4c.spec.tensors import checkpoint_tensors
 
-__all__ = ["Layout", "load_checkpoint", "make_tiny", "write_hf", "write_official"]
+__all__ = ["Layout", "load_checkpoint", "load_weights", "make_tiny", "write_hf", "write_official"]
 
 TINY_SHARDS = 2
 
@@ -75,6 +78,33 @@ def load_checkpoint(
         for t in checkpoint_tensors(spec)
         if t.name in weights and t.name in wanted
     }
+
+
+def load_weights(
+    folder: Path,
+    plan: Plan,
+    *,
+    dtype: torch.dtype = torch.bfloat16,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    rank: tuple[Grid, int] | None = None,
+) -> dict[str, Tensor | QuantWeight]:
+    """The weights `plan` needs from `folder`, as the plan holds them (`Plan.params`): those
+    whose format is quantised as stored, the others dense; `rank` (grid, rank): only that
+    rank's pieces of the weights the plan splits. The folder's config.json must agree
+    with the plan's spec."""
+    pieces = rank_ranges(plan.params, *rank) if rank is not None else None
+    _, tensors = load_checkpoint(
+        folder, ModelSpec.model_validate(plan.model), dtype=dtype, device=device,
+        progress=progress, names=set(plan.params), keep_quantised=quantised_weights(plan),
+        pieces=pieces,
+    )  # fmt: skip
+    return tensors
+
+
+def quantised_weights(plan: Plan) -> frozenset[str]:
+    """The weights the plan keeps in their stored FP8/FP4 format."""
+    return frozenset(n for n, p in plan.params.items() if p.format.quantised)
 
 
 def make_tiny(folder: Path, seed: int = 0) -> None:

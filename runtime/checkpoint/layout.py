@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from v4c.ir.types import torch_dtype
+from v4c.ir.weights import WeightFormat
 from v4c.ir.semantics.quant import (
     QuantWeight,
     fp4_dequantize,
@@ -177,10 +178,10 @@ class _FP8:
         return [fp8_block_dequantize(xs[0], xs[1], self.block, dtype)]
 
     def keep(self, xs: list[Tensor]) -> QuantWeight:
-        return QuantWeight(xs[0], xs[1], "fp8", self.block)
+        return QuantWeight(xs[0], xs[1], WeightFormat.fp8(self.block))
 
     def piece(self, name: str, ranges: Ranges) -> list[tuple[int, Index]]:
-        return list(enumerate(quant_index("fp8", self.block, ranges, name)))
+        return list(enumerate(quant_index(WeightFormat.fp8(self.block), ranges, name)))
 
     def encode(self, values: list[Tensor]) -> list[Tensor]:
         return list(fp8_block_quantize(values[0], self.block))
@@ -204,10 +205,10 @@ class _FP4:
         return [fp4_dequantize(xs[0], xs[1], dtype)]
 
     def keep(self, xs: list[Tensor]) -> QuantWeight:
-        return QuantWeight(xs[0], xs[1], "fp4")
+        return QuantWeight(xs[0], xs[1], WeightFormat.fp4(self.block))
 
     def piece(self, name: str, ranges: Ranges) -> list[tuple[int, Index]]:
-        return list(enumerate(quant_index("fp4", (1, self.block), ranges, name)))
+        return list(enumerate(quant_index(WeightFormat.fp4(self.block), ranges, name)))
 
     def encode(self, values: list[Tensor]) -> list[Tensor]:
         return list(fp4_quantize(values[0], self.block))

@@ -17,6 +17,7 @@ import torch
 
 from v4c.errors import CheckpointError
 from v4c.ir.semantics.quant import QuantWeight
+from v4c.ir.weights import PlanWeight, WeightFormat
 from v4c.spec.parallel import Grid, Split, piece, whole_shape
 
 Ranges = tuple[tuple[int, int], ...]
@@ -27,13 +28,13 @@ def dense_index(ranges: Ranges) -> Index:
     return tuple(slice(a, b) for a, b in ranges)
 
 
-def quant_index(fmt: str, block: tuple[int, int], ranges: Ranges, name: str) -> tuple[Index, Index]:
-    """(index into the stored data, index into its scales) of the logical `ranges`; `block`
-    is FP8's [bo, bi] or FP4's (1, inputs per scale)."""
+def quant_index(fmt: WeightFormat, ranges: Ranges, name: str) -> tuple[Index, Index]:
+    """(index into the stored data, index into its scales) of the logical `ranges` of a
+    weight stored in `fmt` (FP8 or FP4)."""
     lead = len(ranges) - 2
     data, scale = list(dense_index(ranges[:lead])), list(dense_index(ranges[:lead]))
-    for k, ((a, b), size) in enumerate(zip(ranges[lead:], block)):
-        if fmt == "fp4" and k == 1:
+    for k, ((a, b), size) in enumerate(zip(ranges[lead:], fmt.block)):
+        if fmt.kind == "fp4" and k == 1:
             if a % size or b % size:
                 raise CheckpointError(f"{name}: inputs [{a}, {b}) cut its FP4 scale blocks")
             data.append(slice(a // 2, b // 2))
@@ -46,40 +47,32 @@ def quant_index(fmt: str, block: tuple[int, int], ranges: Ranges, name: str) -> 
     return tuple(data), tuple(scale)
 
 
-def quant_block(w: QuantWeight) -> tuple[int, int]:
-    if w.fmt == "fp8":
-        return w.block
-    return (1, w.shape[-1] // w.scale.shape[-1])
-
-
 def take(value: torch.Tensor | QuantWeight, ranges: Ranges, name: str):
     """The piece `ranges` of a dense tensor or of a weight kept quantised."""
     if isinstance(value, torch.Tensor):
         return value[dense_index(ranges)].contiguous()
-    data, scale = quant_index(value.fmt, quant_block(value), ranges, name)
-    return QuantWeight(
-        value.data[data].contiguous(), value.scale[scale].contiguous(), value.fmt, value.block
-    )
+    data, scale = quant_index(value.format, ranges, name)
+    return QuantWeight(value.data[data].contiguous(), value.scale[scale].contiguous(), value.format)
 
 
-def plan_splits(params: Mapping[str, dict]) -> dict[str, tuple[Split, ...]]:
+def plan_splits(params: Mapping[str, PlanWeight]) -> dict[str, tuple[Split, ...]]:
     """Checkpoint tensor -> its split, for the params of a plan that are split."""
-    return {n: tuple(map(tuple, p["split"])) for n, p in params.items() if p.get("split")}
+    return {n: p.split for n, p in params.items() if p.split}
 
 
-def rank_ranges(params: Mapping[str, dict], grid: Grid, rank: int) -> dict[str, Ranges]:
+def rank_ranges(params: Mapping[str, PlanWeight], grid: Grid, rank: int) -> dict[str, Ranges]:
     """Checkpoint tensor -> the ranges of `rank`'s piece, for the split params of a plan
-    (`params` as `Plan.params`: the piece's shape, its split)."""
+    (`Plan.params`: the piece's shape, its split)."""
     out = {}
     for name, splits in plan_splits(params).items():
-        shape = whole_shape(tuple(params[name]["shape"]), splits)
+        shape = whole_shape(params[name].shape, splits)
         out[name] = piece(shape, splits, grid, rank)
     return out
 
 
 def rank_weights(
     weights: Mapping[str, torch.Tensor | QuantWeight],
-    params: Mapping[str, dict],
+    params: Mapping[str, PlanWeight],
     grid: Grid,
     rank: int,
 ) -> dict[str, torch.Tensor | QuantWeight]:
@@ -93,10 +86,12 @@ def rank_weights(
     }
 
 
-def graph_params(graph) -> dict[str, dict]:
-    """`Plan.params`-style entries (shape, split) of a graph's params, for `rank_weights`."""
+def graph_params(graph) -> dict[str, PlanWeight]:
+    """`Plan.params`-style entries (dense) of a graph's params, for `rank_weights`."""
     return {
-        n.op.tensor: {"shape": list(n.op.shape), "split": [list(s) for s in n.op.split]}
+        n.op.tensor: PlanWeight(
+            tuple(n.op.shape), n.op.dtype, WeightFormat.dense(n.op.dtype), n.op.stack, n.op.split
+        )
         for n in graph.nodes()
         if n.op.source == "param"
     }

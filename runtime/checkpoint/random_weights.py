@@ -4,8 +4,11 @@ O(1) through every layer: the tiny model's checkpoint and the tests' weights com
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
+from v4c.ir.weights import PlanWeight
 from v4c.spec import ModelSpec
 from v4c.spec.tensors import TensorInfo, checkpoint_tensors
 
@@ -20,17 +23,16 @@ def random_weights(
     return {t.name: _one(t, spec, gen, dtype) for t in checkpoint_tensors(spec)}
 
 
-def as_stored(weights: dict[str, torch.Tensor], formats: dict[str, str]) -> dict:
-    """The weights in a plan's storage formats (`Plan.params[name]["format"]`): those the
-    plan keeps FP8/FP4 quantised as a checkpoint would store them, the others as they are."""
+def as_stored(weights: dict[str, torch.Tensor], params: Mapping[str, PlanWeight]) -> dict:
+    """The weights in a plan's formats (`Plan.params`): those the plan keeps FP8/FP4
+    quantised as a checkpoint would store them, the others as they are."""
     from v4c.ir.semantics.quant import QuantWeight
 
-    return {
-        name: QuantWeight.quantize(w, formats[name])
-        if formats.get(name, "bf16")[:3] in ("fp8", "fp4")
-        else w
-        for name, w in weights.items()
-    }
+    def held(name: str, w: torch.Tensor):
+        fmt = params[name].format if name in params else None
+        return QuantWeight.quantize(w, fmt) if fmt is not None and fmt.quantised else w
+
+    return {name: held(name, w) for name, w in weights.items()}
 
 
 def _one(t: TensorInfo, spec: ModelSpec, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:

@@ -48,10 +48,11 @@ def test_matches_reference_step_by_step(ratio, dtype, starts, steps, kernel_cach
     done = 0
     for tokens in steps:
         x = torch.randn(rows, tokens, DIM, generator=gen).to(dtype)
+        k, z = (x.float() @ w.float().T for w in weights)  # the plan's fp32 linears
         positions = torch.tensor(starts)[:, None] + done + torch.arange(tokens)  # [B, T]
-        ins = [x, positions, slots, *weights, ape, norm, *mine]
+        ins = [k, z, positions, slots, ape, norm, *mine]
         (got,) = run_kernel(op, ins, kernel_cache)
-        op.run(ins[:7] + ref)  # the same step on the reference's own state and cache
+        op.run(ins[:6] + ref)  # the same step on the reference's own state and cache
         assert got is mine[2]
         torch.testing.assert_close(mine[0], ref[0], rtol=0, atol=0)  # state: raw K and Z + ape
         torch.testing.assert_close(mine[1], ref[1], rtol=0, atol=0)

@@ -8,6 +8,7 @@ import pytest
 from v4c.codegen import asm, cost
 from v4c.codegen.targets import H200, target
 from v4c.ir.plan import Launch, Plan, Ref
+from v4c.ir.weights import PlanWeight, WeightFormat
 
 
 def test_estimate_rule_by_hand():
@@ -52,7 +53,10 @@ def test_bytes_of_stored_formats_and_gathered_tables():
     table = Ref("param", "embed.weight", (1000, 64), "bf16")
     out = Ref("arena", "%e", (1, 3, 64), "bf16", dims=("B", "T", 64))
     embed = Launch("kernel", "embed", "embed", "embed", (), {}, (ids, table), (out,))
-    plan = _plan({"embed.weight": {"format": "bf16"}, "w": {"format": "fp8:128x128"}})
+    plan = _plan({
+        "embed.weight": PlanWeight((1000, 64), "bf16", WeightFormat.dense("bf16")),
+        "w": PlanWeight((256, 128), "bf16", WeightFormat.fp8((128, 128))),
+    })  # fmt: skip
     env = {"B": 1, "T": 3}
     assert cost.launch_bytes(embed, plan, env) == 24 + 3 * 64 * 2 + 3 * 64 * 2
     assert cost.launch_flops(embed, plan, env) == 0
@@ -69,7 +73,7 @@ def test_stacked_experts_count_the_routed_ones():
     w = Ref("param", "e.w1", (8, 64, 32), "bf16")
     order = Ref("arena", "%o", (1, 1, 2), "i64", dims=("B", "T", 2))
     launch = Launch("kernel", "grouped_swiglu", "n", "grouped_swiglu", (), {}, (order, w), ())
-    plan = _plan({"e.w1": {"format": "fp4:32", "stack": 8}})
+    plan = _plan({"e.w1": PlanWeight((8, 64, 32), "bf16", WeightFormat.fp4(32), stack=8)})
     env = {"B": 1, "T": 1}
     assert cost.launch_bytes(launch, plan, env) == 2 * 8 + 2 * 64 * 32 * (0.5 + 1 / 32)
     assert cost.launch_flops(launch, plan, env) == 2 * 2 * 64 * 32

@@ -23,6 +23,7 @@ from v4c.codegen.kernels.moe_gemm import e2m1_phase, fp4_words
 from v4c.codegen.kernels.quant import fp8_round_rows, round_to
 from v4c.ir.ops.moe import GroupedSwiglu, MoeSort, Swiglu
 from v4c.ir.semantics.quant import QuantWeight, act_quant_fp8, fp4_dequantize
+from v4c.ir.weights import WeightFormat
 
 D, I, E = 64, 32, 8
 
@@ -194,8 +195,8 @@ def test_shared_expert_split_ranges(kernel_cache):
     need not round alike; the GPU's are one MMA shape per k16 step.)"""
     gen = torch.Generator().manual_seed(17)
     x = 2 * torch.randn(1, 20, 256, generator=gen)
-    ws = [QuantWeight.quantize(0.1 * torch.randn(256, 256, generator=gen), "fp8:128x128")
-          for _ in range(3)]  # fmt: skip
+    fp8 = WeightFormat.fp8((128, 128))
+    ws = [QuantWeight.quantize(0.1 * torch.randn(256, 256, generator=gen), fp8) for _ in range(3)]
     op = Swiglu(limit=LIMIT)
     params = jit.params_for(op.kind, op.attrs(), [describe(t) for t in (x, *ws)])
     assert (params.split_d, params.split_i) == (2, 2)

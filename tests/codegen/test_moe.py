@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.codegen.conftest import run_kernel
+from v4c.ir.weights import WeightFormat
 from v4c.codegen import jit
 from v4c.codegen.jit import CodegenError
 from v4c.codegen.ops.moe import MoeSort as MoeSortParams
@@ -46,9 +47,9 @@ def experts(fmt: str, gen: torch.Generator, lead: tuple[int, ...] = (E,)):
     if fmt in ("bf16", "fp32"):
         return [w.to(torch.bfloat16 if fmt == "bf16" else torch.float32) for w in ws]
     if fmt == "fp4":
-        return [QuantWeight(*fp4_quantize(w), "fp4") for w in ws]
+        return [QuantWeight(*fp4_quantize(w), WeightFormat.fp4(32)) for w in ws]
     block = (128, 128) if fmt == "fp8" else (16, 16)  # "fp8/16": several scale blocks per matrix
-    return [QuantWeight(*fp8_block_quantize(w, block), "fp8", block) for w in ws]
+    return [QuantWeight(*fp8_block_quantize(w, block), WeightFormat.fp8(block)) for w in ws]
 
 
 def assert_clamps_hit(x, w1, w3):
@@ -73,11 +74,12 @@ def test_score_gate(scoring, norm, dtype, n, kernel_cache):
     weight = (0.2 * torch.randn(E, D, generator=gen)).to(torch.bfloat16)
     bias = torch.randn(E, generator=gen)  # as large as the scores: it changes the picks
     op = MoeGate(gate="score", top_k=K, route_scale=1.5, scoring_func=scoring, norm_topk_prob=norm)
-    ins = [x, weight, bias]
+    logits = x.float() @ weight.float().T  # the router's linear
+    ins = [logits, bias]
     got_w, got_idx = run_kernel(op, ins, kernel_cache)
     want_w, want_idx = op.run(ins)
     assert got_idx.dtype == torch.int64 and torch.equal(got_idx, want_idx)
-    assert not torch.equal(want_idx, op.run([x, weight, torch.zeros(E)])[1])  # the bias mattered
+    assert not torch.equal(want_idx, op.run([logits, torch.zeros(E)])[1])  # the bias mattered
     torch.testing.assert_close(got_w, want_w, rtol=1e-5, atol=1e-6)
 
 
@@ -87,7 +89,8 @@ def test_hash_gate(kernel_cache):
     ids = torch.tensor([[4, 4, 0, 15, 7, 4, 2, 9, 0]])  # repeated ids: the same expert set
     tid2eid = torch.stack([torch.randperm(E, generator=gen)[:K] for _ in range(16)])  # [V,K]
     op = MoeGate(gate="hash", top_k=6, route_scale=2.5)  # K comes from tid2eid, not top_k
-    ins = [x, ids, (0.2 * torch.randn(E, D, generator=gen)).to(torch.bfloat16), tid2eid]
+    weight = (0.2 * torch.randn(E, D, generator=gen)).to(torch.bfloat16)
+    ins = [x.float() @ weight.float().T, ids, tid2eid]
     got_w, got_idx = run_kernel(op, ins, kernel_cache)
     want_w, want_idx = op.run(ins)
     assert torch.equal(got_idx, want_idx)
@@ -172,7 +175,8 @@ def test_scheduled_moe_matches_moe(kernel_cache):
     gate = [(0.2 * torch.randn(E, D, generator=gen)), torch.randn(E, generator=gen)]
     ws = experts("fp32", gen)
     attrs = dict(gate="score", top_k=K, route_scale=1.5)
-    weights, idx = run_kernel(MoeGate(**attrs), [x, *gate], kernel_cache)
+    logits = x @ gate[0].T  # the router's linear
+    weights, idx = run_kernel(MoeGate(**attrs), [logits, gate[1]], kernel_cache)
     order, offsets = run_kernel(MoeSort(num_experts=E), [idx], kernel_cache)
     (y,) = run_kernel(GroupedSwiglu(limit=LIMIT), [x, order, offsets, weights, *ws], kernel_cache)
     (got,) = run_kernel(MoeCombine(with_shared=False), [y, order], kernel_cache)
@@ -182,9 +186,10 @@ def test_scheduled_moe_matches_moe(kernel_cache):
 
 def test_weight_format_from_launch():
     """A launch may name dtypes as the IR does; a QuantWeight names its format and scale block."""
-    fp8 = "fp8:128x128"
+    fp8 = WeightFormat.fp8((128, 128))
     shapes = [((1, 5, D), "bf16"), ((1, 5, K), "i64"), ((E + 1,), "i64"), ((1, 5, K), "fp32"),
-              ((E, I, D), fp8), ((E, D, I), fp8), ((E, I, D), fp8)]  # fmt: skip
+              ((E, I, D), "bf16", fp8), ((E, D, I), "bf16", fp8),
+              ((E, I, D), "bf16", fp8)]  # fmt: skip
     p = jit.params_for("grouped_swiglu", GroupedSwiglu().attrs(), shapes)
     got = (p.act, p.weights, p.scale_block, p.experts, p.top_k)
     assert got == ("bf16", "fp8", (128, 128), E, K)
@@ -202,12 +207,14 @@ def test_expert_parallel_rank(gate, kernel_cache):
     n, local = 9, E // 2
     x = 2 * torch.randn(1, n, D, generator=gen)
     weight, first = 0.2 * torch.randn(E, D, generator=gen), torch.tensor([local])
+    logits = x @ weight.T  # the router's linear
     if gate == "hash":
         ids = torch.randint(0, 16, (1, n), generator=gen)
         table = torch.stack([torch.randperm(E, generator=gen)[:K] for _ in range(16)])
-        gate_ins = [x, ids, weight, table, first]
+        gate_ins, moe_ins = [logits, ids, table, first], [x, ids, weight, table, first]
     else:
-        gate_ins = [x, weight, torch.randn(E, generator=gen), first]
+        bias = torch.randn(E, generator=gen)
+        gate_ins, moe_ins = [logits, bias, first], [x, weight, bias, first]
     attrs = dict(gate=gate, top_k=K, route_scale=1.5, local_experts=local)
     weights, idx = run_kernel(MoeGate(**attrs), gate_ins, kernel_cache)
     want_w, want_idx = MoeGate(**attrs).run(gate_ins)
@@ -219,5 +226,5 @@ def test_expert_parallel_rank(gate, kernel_cache):
     (y,) = run_kernel(GroupedSwiglu(limit=LIMIT), ins, kernel_cache)
     torch.testing.assert_close(y, GroupedSwiglu(limit=LIMIT).run(ins)[0], **TOL[torch.float32])
     (got,) = run_kernel(MoeCombine(with_shared=False), [y, order], kernel_cache)
-    (want,) = Moe(**attrs, limit=LIMIT).run([*gate_ins, *ws])
+    (want,) = Moe(**attrs, limit=LIMIT).run([*moe_ins, *ws])
     torch.testing.assert_close(got, want, **TOL[torch.float32])

@@ -111,8 +111,7 @@ def test_every_template_writes_into_out(tiny, tmp_path):
     spec, weights = tiny
     options = CompileOptions(max_batch=2, max_tokens=8, max_seq=160, dtype="fp32")
     fused = compile_spec(spec, options).plan  # experts as stored: FP4 routed, FP8 shared
-    formats = {name: info["format"] for name, info in fused.params.items()}
-    stored = as_stored({n: weights[n] for n in fused.params}, formats)
+    stored = as_stored({n: weights[n] for n in fused.params}, fused.params)
     checked = walk_decode(fused, stored, tmp_path)
     more = replace(options, weights="bf16")
     unfused = compile_spec(spec, more, disabled={"fuse_hc_norm"}).plan

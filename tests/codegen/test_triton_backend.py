@@ -141,10 +141,13 @@ def test_quantised_experts_stay_quantised(tmp_path, kernel_cache):
         tmp_path / "tiny", backend="triton", numerics="plain", progress=False,
         kernel_root=kernel_cache,
     )  # fmt: skip
-    kept = {name: w.fmt for name, w in tri.engine.params.items() if isinstance(w, QuantWeight)}
+    params = tri.engine.params.items()
+    kept = {name: w.format.kind for name, w in params if isinstance(w, QuantWeight)}
     assert kept["layers.0.ffn.experts.{e}.w1.weight"] == "fp4"
     assert kept["layers.3.ffn.shared_experts.w2.weight"] == "fp8"
-    assert len(kept) == 5 * 6 and not any(  # 4 layers and the MTP block
+    assert kept["layers.3.attn.wo_b.weight"] == "fp8"  # the dense GEMMs read FP8 as stored
+    # 4 layers and the MTP block: 6 expert and 5 attention GEMM weights each, e_proj, h_proj
+    assert len(kept) == 5 * (6 + 5) + 2 and not any(
         isinstance(w, QuantWeight) for w in ref.engine.params.values()
     )
     prompt = [[0, 128803, 19923, 128804, 128822]]

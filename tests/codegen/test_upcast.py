@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from v4c.ir.weights import WeightFormat
 from v4c.codegen import jit
 from v4c.codegen.params import Dots, load_templates
 from v4c.codegen.render import render
@@ -31,15 +32,21 @@ INDEXER = {"rope_dim": 16, "topk": 4, "ratio": 4, "theta": 10000.0, "yarn": None
 IDX_IN = [((1, 2, 256), "bf16"), ((1, 2, 4), "bf16"), ((1, 2), "i64"), ((1,), "i64"),
           ((1, 8, 64), "bf16")]  # fmt: skip
 SWIGLU = {"limit": 7.0}
-DENSE = [((1, 2, 256), "bf16")] + [((512, 256), "fp8:128x128"), ((256, 512), "fp8:128x128")] * 2
+FP8 = WeightFormat.fp8((128, 128))
+DENSE = [((1, 2, 256), "bf16")] + [((512, 256), "bf16", FP8), ((256, 512), "bf16", FP8)] * 2
 EXPERTS = [((1, 2, 256), "bf16"), ((1, 2, 2), "i64"), ((5,), "i64"), ((1, 2, 2), "fp32")]
-FP4 = [((4, 512, 256), "fp4:32"), ((4, 256, 512), "fp4:32"), ((4, 512, 256), "fp4:32")]
+FP4 = [
+    ((4, 512, 256), "bf16", WeightFormat.fp4(32)),
+    ((4, 256, 512), "bf16", WeightFormat.fp4(32)),
+    ((4, 512, 256), "bf16", WeightFormat.fp4(32)),
+]
 
 LAUNCHES = {
     "window": ("sparse_attention", {**SPARSE, "ratio": 0}, BF16_ATTN[:6]),
     "csa": ("sparse_attention", {**SPARSE, "ratio": 4}, BF16_ATTN),
     "hca": ("sparse_attention", {**SPARSE, "ratio": 128}, BF16_ATTN[:7]),
     "wo_a": ("grouped_linear", {"groups": 2}, [((1, 2, 16, 64), "bf16"), ((64, 512), "bf16")]),
+    "wq_a_fp8": ("linear", {"out_dtype": "bf16", "act_quant": True}, DENSE[:2]),
     "indexer": ("indexer_topk", INDEXER, IDX_IN),
     "shared_fp8": ("swiglu", SWIGLU, DENSE[:3] + DENSE[1:2]),
     "experts_fp4": ("grouped_swiglu", SWIGLU, EXPERTS + FP4),
@@ -72,7 +79,9 @@ def test_gpu_render_differs_only_in_the_switch(name):
 
 def test_every_template_with_a_dot_has_the_switch():
     """A template whose kernels reach `tl.dot` takes `upcast` from `Dots`, and only those."""
-    dotted = {"sparse_attention", "grouped_linear", "indexer_topk", "swiglu", "grouped_swiglu"}
+    dotted = {
+        "sparse_attention", "grouped_linear", "linear", "indexer_topk", "swiglu", "grouped_swiglu"
+    }  # fmt: skip
     assert {k for k, cls in load_templates().items() if issubclass(cls, Dots)} == dotted
     assert {LAUNCHES[n][0] for n in LAUNCHES} == dotted
 
@@ -101,10 +110,18 @@ SPREAD = {"BM": 16, "BN": 64, "BK": 128, "SPLIT": 2, "RANGE": 128, "SPREAD": Tru
 FP32_DOWN = {"h_ptr": "*fp32", "offsets_ptr": "*i64", "w2_ptr": "*u8", "s2_ptr": "*u8",
              "y_ptr": "*fp32"}  # fmt: skip
 BF16_MMA = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
+WGMMA = ["wgmma.commit_group.sync.aligned", "wgmma.fence.sync.aligned", "{}",
+         "wgmma.wait_group.sync.aligned"]  # fmt: skip
+GEMM_PTRS = {"x_ptr": "*bf16", "w_ptr": "*bf16", "s_ptr": "*bf16", "out_ptr": "*fp32"}
+FP8_GEMM_PTRS = {**GEMM_PTRS, "w_ptr": "*fp8e4nv", "s_ptr": "*u8"}
+# the dense GEMMs at decode: a warpgroup MMA of 64 weight rows x 16 tokens, FP8 x FP8 (W8A8)
+BF16_WGMMA = [m.format("wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16") for m in WGMMA]
+FP8_WGMMA = [m.format("wgmma.mma_async.sync.aligned.m64n16k32.f32.e4m3.e4m3") for m in WGMMA]
 # (launch, kernel, argument types, constexprs the module names otherwise, MMA of the GPU build)
 BUILDS = [
     ("window", "attend", ATTN_PTRS, {"W": 8}, [BF16_MMA]),
-    ("wo_a", "kernel", {"o_ptr": "*bf16", "w_ptr": "*bf16", "out_ptr": "*bf16"}, {}, [BF16_MMA]),
+    ("wo_a", "kernel", GEMM_PTRS, {}, BF16_WGMMA),
+    ("wq_a_fp8", "kernel", FP8_GEMM_PTRS, {}, FP8_WGMMA),
     ("indexer", "score", IDX_PTRS, {"NOPE": 48}, [BF16_MMA]),
     ("shared_fp8", "gate_up_kernel", FP8_GATE_UP, SPREAD, [BF16_MMA]),
     ("experts_fp32", "down_kernel", FP32_DOWN, {"BM": 16, "BN": 64, "BK": 128, "BLOCK_E": 4}, []),

@@ -37,10 +37,14 @@ def test_official_rounds_every_fp8_gemm_input(tiny):
     for node in graph.nodes():
         operands = graph.operands(node.id)
         if node.op.kind == "linear" and not node.id.endswith((".lm_head", ".wq_a_idx")):
-            producer = graph.node(operands[0].node)
-            weight = graph.node(operands[1].node).op.tensor  # head, weights_proj: bf16
-            fp8_weight = not weight.endswith(("head.weight", "indexer.weights_proj.weight"))
-            assert (producer.op.kind == "quant_sim") == fp8_weight, node.id
+            tensor = graph.node(operands[1].node).op.tensor  # bf16: the head, the compressors',
+            # the indexer's weights_proj
+            fp8_weight = (
+                not tensor.startswith("head.")
+                and ".compressor." not in tensor
+                and not tensor.endswith("indexer.weights_proj.weight")
+            )
+            assert node.op.act_quant == fp8_weight, node.id
         if node.op.kind == "sparse_attention":
             kv = graph.node(operands[1].node)
             assert (kv.op.kind, kv.op.block, kv.op.dims) == ("quant_sim", 64, 64)
@@ -92,7 +96,8 @@ def test_compressor_rounds_only_the_new_entries(tiny):
         op = Compressor(rope_dim=8, theta=160000.0, ratio=m, sim=sim)
         for lo, hi in steps:
             pos = torch.arange(lo, hi)[None]
-            op.run([x[:, lo:hi], pos, torch.tensor([0]), *w, *state])
+            k, z = (x[:, lo:hi].float() @ p.float().T for p in w[:2])
+            op.run([k, z, pos, torch.tensor([0]), *w[2:], *state])
         return state[2]
 
     for steps in ([(0, 9)], [(0, 5), (5, 9)]):  # an entry from an earlier step is not rounded twice

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from tests.passes.conftest import FULL, assert_same_outputs, graph_before, run_steps
+from v4c.ir.weights import WeightFormat
 from v4c.ir.graph import Value
 from v4c.ir.ops import core as C
 from v4c.ir.plan import Plan, Ref
@@ -128,7 +129,7 @@ def test_lower_makes_a_plan_that_round_trips(tiny):
     draft = {launch.node for launch in plan.entries["draft"].launches}
     assert draft and not draft & main  # the MTP block alone
     kinds = {launch.op: launch.kind for launch in decode.launches}
-    assert kinds["split_heads"] == "view" and kinds["linear"] == "library"
+    assert kinds["split_heads"] == "view" and kinds["linear"] == "kernel"
     assert kinds["sparse_attention"] == "kernel"
     assert decode.env == {"B": 1, "N": 1, "T": 1, "S": 8192}
     core = next(launch for launch in decode.launches if launch.node == "L01.attn.core")
@@ -136,17 +137,17 @@ def test_lower_makes_a_plan_that_round_trips(tiny):
     assert core.inputs[5] == Ref("state", "L01.window", (1, 16, 128), "bf16", 0, ("N", 16, 128))
     assert plan.states["L01.window"]["shape"] == ["N", 16, 128]
     wq_a = next(launch for launch in decode.launches if launch.node == "L01.attn.wq_a")
-    assert (wq_a.kind, wq_a.kernel) == ("library", "torch.matmul")
+    assert (wq_a.kind, wq_a.kernel) == ("kernel", "linear")  # the GEMM family's template
     assert wq_a.inputs[1].kind == "param" and wq_a.inputs[1].name == "layers.1.attn.wq_a.weight"
     assert wq_a.inputs[0].dims == ("B", "T", tiny.hidden_size)
-    # tiny stores FP8 dense and FP4 routed weights: a GEMM left to torch reads them widened,
-    # the expert kernels as stored, and the plan's launches say so
-    assert plan.params["layers.1.attn.wq_a.weight"]["format"] == "bf16"
-    assert wq_a.inputs[1].dtype == "bf16"
+    # tiny stores FP8 dense and FP4 routed weights: the GEMMs and the expert kernels read
+    # them as stored, and the plan's launches say so
+    assert plan.params["layers.1.attn.wq_a.weight"].format == WeightFormat.fp8((128, 128))
+    assert wq_a.inputs[1].dtype == "bf16" and wq_a.inputs[1].format == WeightFormat.fp8()
     experts = plan.params["layers.1.ffn.experts.{e}.w1.weight"]
-    assert (experts["dtype"], experts["format"]) == ("bf16", "fp4:32")
+    assert (experts.dtype, experts.format) == ("bf16", WeightFormat.fp4(32))
     shared = plan.params["layers.1.ffn.shared_experts.w1.weight"]
-    assert shared["format"] == "fp8:128x128"
+    assert shared.format == WeightFormat.fp8((128, 128))
     assert set(decode.outputs) == {"logits"}
     assert set(plan.entries["verify"].outputs) == set(plan.entries["draft"].outputs)
     assert plan.entries["verify"].env["T"] == FULL.max_draft + 1

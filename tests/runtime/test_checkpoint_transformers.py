@@ -157,7 +157,7 @@ def test_fp8_folder_keeps_weights_quantised(origin, saved, sources, spec):
     _, got = load_checkpoint(saved(origin), keep_quantised=names, progress=False)
     _, want = load_checkpoint(sources["official"], spec, keep_quantised=names, progress=False)
     for name in names:
-        assert isinstance(got[name], QuantWeight) and got[name].fmt == want[name].fmt
+        assert isinstance(got[name], QuantWeight) and got[name].format == want[name].format
         assert torch.equal(got[name].data.view(torch.uint8), want[name].data.view(torch.uint8))
         assert torch.equal(got[name].scale.view(torch.uint8), want[name].scale.view(torch.uint8))
     w3 = f"{experts}w3.weight"

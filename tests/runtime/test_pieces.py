@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.runtime.dist_worker import SPEC
+from v4c.ir.weights import WeightFormat
 from v4c.compile import compile_spec
 from v4c.errors import CheckpointError
 from v4c.ir.semantics.quant import QuantWeight
@@ -18,7 +19,7 @@ from v4c.runtime.checkpoint import read as checkpoint_read
 from v4c.runtime.checkpoint import load_checkpoint, write_hf, write_official
 from v4c.runtime.checkpoint.pieces import rank_ranges, rank_weights, take
 from v4c.runtime.checkpoint.random_weights import random_weights
-from v4c.session import quantised_weights
+from v4c.runtime.checkpoint import quantised_weights
 from v4c.spec import load_spec
 from v4c.spec.parallel import Grid
 
@@ -73,7 +74,7 @@ def test_each_rank_reads_the_pieces_of_the_whole(layout, spec, weights, plan, of
         assert mine.keys() == expected.keys()
         for name, value in expected.items():
             assert same(mine[name], value), name
-            assert list(mine[name].shape) == plan.params[name]["shape"], name
+            assert tuple(mine[name].shape) == plan.params[name].shape, name
 
 
 def spy_reads(monkeypatch) -> list:
@@ -121,6 +122,6 @@ def test_the_hf_layout_reads_the_two_halves_of_gate_up_proj(
 
 
 def test_a_piece_that_cuts_a_scale_block_is_refused():
-    w = QuantWeight.quantize(torch.randn(256, 256), "fp8:128x128")
+    w = QuantWeight.quantize(torch.randn(256, 256), WeightFormat.fp8((128, 128)))
     with pytest.raises(CheckpointError, match="cuts its scale blocks"):
         take(w, ((64, 192), (0, 256)), "w")

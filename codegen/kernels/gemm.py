@@ -1,0 +1,137 @@
+"""The dense GEMM family: out[M, N] = x[M, K] W[N, K]ᵀ for a weight held as bf16/fp32, or
+FP8 e4m3 with one E8M0 scale per [SB_O, SB_I] block, read as stored.
+
+Every tile is computed swap-AB: the weight rows are the MMA's M side and the tokens its N
+side (acc [BN, BM]), so at decode a 64-row weight tile fills a warpgroup MMA while a
+handful of tokens ride along, and the instruction that reduces a row never depends on how
+many rows share the call. The reduction over K is fixed by K and N alone: SPLIT runs of
+whole K blocks, each summed into its own fp32 accumulator, the runs then added in order
+0..SPLIT-1 to a zero — on separate programs (decode: through an fp32 workspace and
+`reduce_splits`) or one after the other in one program (prefill): the same sums in the same
+order, so a row's result does not depend on the number of rows, nor on the entry it runs in.
+
+Weight modes (MODE):
+- "dense": bf16/fp32 weight tiles given to the dot as `dot_operand` takes them;
+- "w8a16": FP8 tiles times their block scales in registers (exact in bf16), bf16 dots;
+- "w8a8" (numerics official): each 128-block of x rounded to e4m3 with a power-of-two
+  scale (`kernels/quant.py`), FP8 x FP8 dots, each K block's fp32 product times the x
+  and weight scales added to the accumulator, as the official fp8_gemm does (BK = SB_I).
+
+Legend: BM tokens, BN weight rows (outputs), BK reduction step; G groups (wo_a: each group
+of N_G outputs reads its own K_G inputs of x; a plain linear is G = 1).
+"""
+
+import triton
+import triton.language as tl
+
+from v4c.codegen.kernels.dots import dot_operand
+from v4c.codegen.kernels.moe_gemm import e8m0_value
+from v4c.codegen.kernels.quant import act_quant_rows
+
+
+@triton.jit
+def tile_order(pid, num_m, num_n, GROUP: tl.constexpr):
+    """(m tile, n tile) of program `pid`, GROUP m tiles swept together across every n tile
+    (prefill: the weight tiles they share stay in L2)."""
+    per_group = GROUP * num_n
+    first_m = (pid // per_group) * GROUP
+    size = tl.minimum(num_m - first_m, GROUP)
+    return first_m + (pid % per_group) % size, (pid % per_group) // size
+
+
+@triton.jit
+def weight_block(
+    w_ptr,
+    s_ptr,
+    n,
+    n_end,
+    kb,
+    k,
+    K_G,
+    MODE: tl.constexpr,
+    SB_O: tl.constexpr,
+    SB_I: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """The weight tile W[n, k] (n: global rows [BN] below n_end, k: the [BK] inputs of K
+    block kb; an FP8 weight has BK = SB_I) as the dot takes it, and (w8a8) the E8M0 scale
+    of each row's block [BN] (1 otherwise)."""
+    live = (n[:, None] < n_end) & (k[None, :] < K_G)
+    w = tl.load(w_ptr + n[:, None].to(tl.int64) * K_G + k[None, :], mask=live, other=0.0)
+    scale = tl.full(n.shape, 1.0, tl.float32)
+    if MODE != "dense":
+        blocks_in = (K_G + SB_I - 1) // SB_I
+        b = tl.load(s_ptr + (n // SB_O) * blocks_in + kb, mask=n < n_end, other=127)
+        scale = e8m0_value(b)
+    if MODE == "w8a8":
+        if UPCAST:
+            w = w.to(tl.float32)
+    elif MODE == "w8a16":
+        w = dot_operand(w.to(tl.float32) * scale[:, None], UPCAST, PRECISION)
+        scale = tl.full(n.shape, 1.0, tl.float32)
+    else:
+        w = dot_operand(w, UPCAST, PRECISION)
+    return w, scale
+
+
+@triton.jit
+def gemm_run(
+    x_ptr,
+    w_ptr,
+    s_ptr,
+    m,
+    n,
+    g,
+    M,
+    s,
+    X_STRIDE,
+    N_G,
+    K_G,
+    MODE: tl.constexpr,
+    SB_O: tl.constexpr,
+    SB_I: tl.constexpr,
+    SPLIT: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """acc [BN, BM] fp32 of run `s` of the SPLIT runs of K blocks, for tokens m [BM] and
+    global weight rows n [BN] of group g (rows g*N_G .. (g+1)*N_G - 1)."""
+    blocks = (K_G + BK - 1) // BK
+    per_run = (blocks + SPLIT - 1) // SPLIT
+    acc = tl.zeros((BN, BM), tl.float32)
+    x_rows = x_ptr + m.to(tl.int64)[:, None] * X_STRIDE + g * K_G
+    for kb in range(s * per_run, tl.minimum(blocks, (s + 1) * per_run)):
+        k = kb * BK + tl.arange(0, BK)
+        x = tl.load(x_rows + k[None, :], mask=(m[:, None] < M) & (k[None, :] < K_G), other=0.0)
+        w, w_scale = weight_block(
+            w_ptr, s_ptr, n, (g + 1) * N_G, kb, k, K_G, MODE, SB_O, SB_I, UPCAST, PRECISION
+        )
+        if MODE == "w8a8":
+            xq, x_scale = act_quant_rows(x, UPCAST)
+            part = tl.dot(w, tl.trans(xq), out_dtype=tl.float32)
+            acc += part * w_scale[:, None] * x_scale[None, :]
+        else:
+            acc = tl.dot(
+                w,
+                tl.trans(dot_operand(x, UPCAST, PRECISION)),
+                acc,
+                input_precision=PRECISION,
+                out_dtype=tl.float32,
+            )
+    return acc
+
+
+@triton.jit
+def reduce_splits(part_ptr, out_ptr, count, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+    """out[i] = 0 + part[0, i] + ... + part[SPLIT - 1, i] in that order, cast to out's dtype
+    (the same sums a program running the splits one after another makes)."""
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    live = i < count
+    total = tl.zeros((BLOCK,), tl.float32)
+    for s in range(SPLIT):
+        total += tl.load(part_ptr + s * count + i, mask=live, other=0.0)
+    tl.store(out_ptr + i, total.to(out_ptr.dtype.element_ty), mask=live)

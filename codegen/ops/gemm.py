@@ -1,0 +1,100 @@
+"""Parameters of the dense GEMM family (`templates/gemm.py.j2`, `kernels/gemm.py`): every
+dense projection of the plan — `linear` (wq_a, wq_b, wkv, wo_b, e_proj, h_proj, lm_head,
+the compressors' and the MoE gate's projections) and `grouped_linear` (wo_a).
+
+The tile rule, fixed per launch from its shapes at the entry's limits (no autotuning):
+- the reduction is fixed by the weight alone, never by the number of rows (batch
+  invariance): BK is the weight's scale block along K for FP8 (128: one scale per K block),
+  else 64; the K blocks are summed in SPLIT runs, SPLIT the least power of two that gives
+  every SM a (group, 64-row weight tile, run) of its own — tiles x SPLIT >= SMS — capped at
+  one K block a run;
+- decode bucket (rows <= 16 at the limits): BM 16 tokens, BN 64 weight rows (one
+  warpgroup MMA), the runs (if SPLIT > 1) on separate programs (SPLIT_CTAS) writing fp32
+  partial sums to a workspace from torch's allocator, and a second launch adding them in
+  order;
+- prefill buckets: rows <= 128: BM 64, BN 128; more: BM 128, BN 128, 8 warps; the runs one
+  after another inside each program (the same sums, no workspace), GROUP_M 8 m tiles swept
+  together so the weight tiles they share stay in L2.
+"""
+
+from __future__ import annotations
+
+from math import prod
+from typing import Any, Literal
+
+from v4c.codegen.jit import CodegenError
+from v4c.codegen.params import Dots, Operands, Precision, dot_precision, template, weight_format
+
+Mode = Literal["dense", "w8a16", "w8a8"]
+SMS = 132  # streaming multiprocessors of an H100 / H200 SXM: the decode grid's target
+DECODE_ROWS = 16
+SPLIT_TILE = 64  # the weight rows of the tile the split rule counts (the decode BN)
+
+
+def split_runs(groups: int, n_g: int, k_blocks: int) -> int:
+    """The number of runs the K blocks are summed in, from the weight's shape alone."""
+    tiles, split = groups * -(-n_g // SPLIT_TILE), 1
+    while tiles * split < SMS and split * 2 <= k_blocks:
+        split *= 2
+    return split
+
+
+class Gemm(Dots):
+    TEMPLATE = "gemm"
+    groups: int  # G
+    n_g: int  # outputs per group
+    k_g: int  # inputs per group
+    x_dims: int  # trailing dims of x holding the G * K_G inputs
+    mode: Mode
+    scale_block: tuple[int, int]  # FP8: [out, in] elements per E8M0 scale; else (1, 1)
+    precision: Precision
+    out_fp32: bool
+    split: int
+    split_ctas: bool
+    block_m: int
+    block_n: int
+    block_k: int
+    group_m: int
+    num_warps: int
+    num_stages: int
+
+    @classmethod
+    def build(cls, attrs: dict[str, Any], x: Any, w: Any, groups: int, x_dims: int) -> Gemm:
+        fmt = weight_format(w)
+        if fmt.kind == "fp4":
+            raise CodegenError("dense GEMM: FP4 weights are the experts' (codegen/ops/moe.py)")
+        act_quant = bool(attrs.get("act_quant"))
+        if act_quant and fmt.kind != "fp8":
+            raise CodegenError(f"dense GEMM: act_quant rounds the input of FP8 weights, not {fmt}")
+        if fmt.kind == "fp8" and fmt.block[1] % 16:
+            raise CodegenError(f"dense GEMM: an FP8 scale block of {fmt.block[1]} inputs")
+        n_total, k_g = w.shape
+        block_k = fmt.block[1] if fmt.kind == "fp8" else 64
+        rows = prod(x.shape[: len(x.shape) - x_dims])
+        decode, small = rows <= DECODE_ROWS, rows <= 128
+        mode = "dense" if fmt.kind == "dense" else "w8a8" if act_quant else "w8a16"
+        split = split_runs(groups, n_total // groups, -(-k_g // block_k))
+        dtypes = [x.dtype, "bf16" if fmt.quantised else fmt.dtype]
+        return cls(
+            groups=groups, n_g=n_total // groups, k_g=k_g, x_dims=x_dims, mode=mode,
+            scale_block=fmt.block, precision=dot_precision(dtypes),
+            out_fp32=attrs.get("out_dtype") == "fp32",
+            split=split,
+            split_ctas=decode and split > 1, block_m=16 if decode else 64 if small else 128,
+            block_n=64 if decode else 128, block_k=block_k, group_m=8,
+            num_warps=4 if small else 8, num_stages=4 if decode else 3,
+        )  # fmt: skip
+
+
+@template("linear")
+class Linear(Gemm):
+    @classmethod
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> Gemm:
+        return cls.build(attrs, ops["x"], ops["weight"], groups=1, x_dims=1)
+
+
+@template("grouped_linear")
+class GroupedLinear(Gemm):
+    @classmethod
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> Gemm:
+        return cls.build(attrs, ops["o"], ops["weight"], groups=attrs["groups"], x_dims=2)
