@@ -32,12 +32,9 @@ KNOWN = {
     ("slice", "ctas", "hc_pre_norm.kernel"): 23,
     ("slice", "ctas", "hc_post_pre_norm.kernel"): 23,
     ("slice", "ctas", "compressor.entries"): 23,
-    ("slice", "ctas", "compressor.carry"): 23,
     ("slice", "ctas", "sparse_attention.attend"): 23,
     # the HC head kind (one program's whole collapse in registers) spills at tiny dims
     ("tiny", "spills", "hc_post_head_norm.kernel"): 23,
-    # dense GEMMs (issue 21)
-    ("slice", "ctas", "grouped_linear.kernel"): 21,
 }
 
 MMA_TYPES = {"bf16", "fp16", "fp8", "tf32"}  # dot operand types that have tensor cores
