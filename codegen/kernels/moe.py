@@ -67,19 +67,24 @@ def chunk_experts(idx_ptr, chunk, n, E: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def expert_starts(counts_ptr, base_ptr, offsets_ptr, chunks, E: tl.constexpr, NB: tl.constexpr):
-    """From per-chunk expert counts [chunks, NB] (int32): offsets [E+1] (int64, exclusive
-    scan of the totals) and base [chunks, NB], where chunk c's first slot of expert e goes:
-    offsets[e] + the count of e in chunks before c. One program walks the chunks in order."""
+def counting_sort(idx_ptr, order_ptr, offsets_ptr, n, E: tl.constexpr, NB: tl.constexpr,
+                  BLOCK: tl.constexpr):  # fmt: skip
+    """Slots 0..n-1 sorted stably by expert, in one program: the experts' totals over every
+    chunk, offsets [E+1] (int64, their exclusive scan), then each chunk's slots to their
+    expert's next free places (in order: a slot's place is its expert's running start plus
+    its rank among the chunk's earlier slots of that expert) -> order [n] (int64)."""
     bins = tl.arange(0, NB)
+    chunks = tl.cdiv(n, BLOCK)
     total = tl.zeros([NB], dtype=tl.int32)
     for c in range(chunks):
-        total += tl.load(counts_ptr + c * NB + bins)
+        total += tl.histogram(chunk_experts(idx_ptr, c, n, E, BLOCK)[1], NB)
     start = tl.cumsum(total, axis=0) - total  # start[E] = every real slot, the padding bin last
     tl.store(offsets_ptr + bins, start.to(tl.int64), mask=bins <= E)
     for c in range(chunks):
-        tl.store(base_ptr + c * NB + bins, start)
-        start += tl.load(counts_ptr + c * NB + bins)
+        slot, e, on = chunk_experts(idx_ptr, c, n, E, BLOCK)
+        place = tl.gather(start, e, 0) + rank_in_chunk(e, BLOCK)
+        tl.store(order_ptr + place, slot.to(tl.int64), mask=on)
+        start += tl.histogram(e, NB)
 
 
 @triton.jit

@@ -1,17 +1,25 @@
-"""The expert GEMMs: weight tiles dequantised on the fly from their stored format, one
-linear tile over a whole reduction, the clamped SwiGLU, and the map from a grouped GEMM's
-tile to its expert group.
+"""The expert GEMMs: weight tiles decoded on the fly from their stored format, linear tiles
+over a range of the reduction, the clamped SwiGLU, and the map from a grouped GEMM's tile to
+its expert group.
 
 Weight formats (FMT): "bf16" / "fp32" plain tensors; "fp8" e4m3 with one E8M0 scale per
 [SB_O, SB_I] block; "fp4" e2m1 packed two per byte (element 2k in the low nibble of byte k)
-with one E8M0 scale per SB_I inputs of a row. A weight matrix is [OUT, IN] and every
-product reduces over IN, as `x @ W.T` does. Only the tile a program needs is dequantised,
-straight into fp32 registers, then given to the dot as `dot_operand` takes it (kernels/dots.py):
-bf16 on a GPU (fp8 and fp4 values times E8M0 scales are exact in bf16), fp32 under the
-interpreter, where fp8, fp4 and bf16 values are exact in tf32 and a tf32 dot of bf16
-activations against them rounds no product.
+with one E8M0 scale per SB_I inputs of a row. A weight matrix is [OUT, IN], stored row-major
+as the checkpoint holds it (no load-time re-layout), and every product reduces over IN, as
+`x @ W.T` does.
 
-Legend: BM rows (token slots), BN outputs, BK reduction chunk of one step.
+A weight tile is [BN outputs, BK inputs] with the inputs, the stored rows' contiguous axis,
+innermost, so a thread copies 16 consecutive bytes of a row (32 FP4 codes, 16 FP8 values)
+and each tile is decoded once for the BM rows of its program. FP4 is read as int32 words of
+8 codes and decoded phase by phase with three integer operations per code (`e2m1_phase`),
+its E8M0 scale folded into one multiply per code; phase j of the tile meets phase j of the
+activation's columns in its own dot (`tile_dot`). Tiles go to the dot as `dot_operand` takes
+them (kernels/dots.py): bf16 on a GPU (fp8 and fp4 values times E8M0 scales are exact in
+bf16), fp32 under the interpreter.
+
+Legend: BM rows (token slots), BN outputs, BK reduction step (>= 16, 128 for FP4 so that a
+phase is 16; under ROUND one FP8 activation block: 128, or all of a shorter IN), G = BK /
+SB_I scale groups of a step.
 """
 
 import torch
@@ -19,6 +27,7 @@ import triton
 import triton.language as tl
 
 from v4c.codegen.kernels.dots import dot_operand
+from v4c.codegen.kernels.quant import fp8_round_rows, round_to
 
 
 def weight_planes(w):
@@ -29,6 +38,16 @@ def weight_planes(w):
     return w.data.contiguous(), w.scale.view(torch.uint8).contiguous()
 
 
+def row_tile(slots: int, groups: int) -> tuple[int, int]:
+    """(BM, num_warps) of a grouped GEMM over `slots` rows in `groups` groups: the mean
+    group rounded up to 16 (a decode step: tl.dot's least), 64 or 128 rows. Only the row
+    tiling follows the row count; the reduction steps never do."""
+    mean = -(-slots // groups)
+    if mean <= 16:
+        return 16, 4
+    return (64, 4) if mean <= 64 else (128, 8)
+
+
 @triton.jit
 def e8m0_value(b):
     """E8M0 bytes -> fp32 2^(b - 127), built from the bits (byte 0 is the subnormal 2^-127)."""
@@ -37,14 +56,33 @@ def e8m0_value(b):
 
 
 @triton.jit
-def e2m1_value(code):
-    """e2m1 codes 0..15 (int32) -> fp32: bit 3 the sign, bits 2-1 the exponent, bit 0 the
-    mantissa; magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6."""
-    ex = (code >> 1) & 3
-    half = (code & 1).to(tl.float32) * 0.5
-    power = tl.where(ex == 3, 4.0, tl.where(ex == 2, 2.0, 1.0))  # 2^(ex - 1) for ex >= 1
-    mag = tl.where(ex == 0, half, (1.0 + half) * power)
-    return tl.where((code & 8) != 0, -mag, mag)
+def e2m1_phase(words, J: tl.constexpr):
+    """Input 8i + J of each int32 word [BN, BK/8] of FP4 codes (word i holds inputs 8i..8i+7
+    of a row, input 8i + j in bits 4j..4j+3) -> fp32 holding value * 2^-126, exactly: the
+    sign to bit 31, the two exponent bits to the bottom of fp32's exponent and the mantissa
+    bit to the top of its mantissa, so code 1 (0.5) lands on the subnormal 2^-127 and every
+    other code on a normal. Three integer operations per input, on whole words."""
+    SHIFT: tl.constexpr = 22 - 4 * J  # the magnitude bits 4J..4J+2 -> 22..24
+    if SHIFT >= 0:
+        magnitude = words << SHIFT
+    else:
+        magnitude = words >> -SHIFT
+    sign = words << (28 - 4 * J)  # bit 4J+3 -> 31
+    return ((magnitude & 0x01C00000) | (sign & -0x80000000)).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def phases8(a):
+    """The 8 column phases a[:, j::8] of a [BM, BK] -> a tuple of 8 [BM, BK/8] tiles."""
+    a = tl.reshape(a, [a.shape[0], a.shape[1] // 8, 2, 2, 2])  # column 8i + 4c + 2b + d
+    d0, d1 = tl.split(a)
+    b00, b01 = tl.split(d0)
+    b10, b11 = tl.split(d1)
+    p0, p4 = tl.split(b00)
+    p2, p6 = tl.split(b01)
+    p1, p5 = tl.split(b10)
+    p3, p7 = tl.split(b11)
+    return p0, p1, p2, p3, p4, p5, p6, p7
 
 
 @triton.jit
@@ -68,85 +106,149 @@ def expert_base(
 
 
 @triton.jit
-def weight_tile(
-    w_ptr,
-    s_ptr,
-    o,
-    i,
-    mask,
-    IN: tl.constexpr,
-    FMT: tl.constexpr,
-    SB_O: tl.constexpr,
-    SB_I: tl.constexpr,
-):
-    """W[o, i] in fp32 for broadcastable row/column index tiles o, i of one [OUT, IN]
-    matrix stored at w_ptr in format FMT (its scales at s_ptr)."""
-    if FMT == "fp4":
-        byte = tl.load(w_ptr + o * (IN // 2) + i // 2, mask=mask, other=0).to(tl.int32)
-        code = (byte >> ((i % 2) * 4)) & 15
-        b = tl.load(s_ptr + o * (IN // SB_I) + i // SB_I, mask=mask, other=127)
-        return e2m1_value(code) * e8m0_value(b)
-    elif FMT == "fp8":
-        q = tl.load(w_ptr + o * IN + i, mask=mask, other=0.0).to(tl.float32)
-        blocks_in = (IN + SB_I - 1) // SB_I
-        b = tl.load(s_ptr + (o // SB_O) * blocks_in + i // SB_I, mask=mask, other=127)
-        return q * e8m0_value(b)
+def group_scales(s_ptr, rows, on, k0, IN: tl.constexpr, SB_I: tl.constexpr, BK: tl.constexpr):
+    """The fp32 scales of the BK inputs from k0 for scale rows `rows` [BN] of a row-major
+    [*, ceil(IN / SB_I)] E8M0 matrix -> [BN, G] (G = 1 where one block spans the BK inputs)."""
+    blocks = (IN + SB_I - 1) // SB_I
+    if SB_I >= BK:
+        b = tl.load(s_ptr + rows[:, None] * blocks + k0 // SB_I, mask=on[:, None], other=127)
     else:
-        return tl.load(w_ptr + o * IN + i, mask=mask, other=0.0).to(tl.float32)
+        g = k0 // SB_I + tl.arange(0, BK // SB_I)
+        b = tl.load(s_ptr + rows[:, None] * blocks + g[None, :],
+                    mask=on[:, None] & (g < blocks)[None, :], other=127)  # fmt: skip
+    return e8m0_value(b)
 
 
 @triton.jit
-def linear_tile(
-    a_ptr,
-    rows,
-    row_on,
-    w_ptr,
-    s_ptr,
-    n0,
-    OUT: tl.constexpr,
-    IN: tl.constexpr,
-    FMT: tl.constexpr,
-    SB_O: tl.constexpr,
-    SB_I: tl.constexpr,
-    BN: tl.constexpr,
-    BK: tl.constexpr,
-    PRECISION: tl.constexpr,
-    UPCAST: tl.constexpr,
-):
-    """A[rows, :] @ W[n0:n0+BN, :]^T -> [BM, BN] fp32, A a row-major [*, IN] activation
-    (rows [BM] may gather), W one [OUT, IN] matrix; masked rows and outputs give 0. An fp32 A
-    under bf16 activations (the scratch h) is rounded to bf16 for the dot on a GPU."""
-    n = n0 + tl.arange(0, BN)
-    k = tl.arange(0, BK)
-    rows = rows.to(tl.int64)
-    acc = tl.zeros([rows.shape[0], BN], dtype=tl.float32)
-    for k0 in range(0, IN, BK):
-        kk = k0 + k
-        k_on = kk < IN
-        a = tl.load(
-            a_ptr + rows[:, None] * IN + kk[None, :],
-            mask=row_on[:, None] & k_on[None, :],
-            other=0.0,
-        )  # [BM, BK]
-        w = weight_tile(
-            w_ptr,
-            s_ptr,
-            n[None, :],
-            kk[:, None],
-            k_on[:, None] & (n < OUT)[None, :],
-            IN,
-            FMT,
-            SB_O,
-            SB_I,
-        )  # [BK, BN]: W^T
-        a = dot_operand(a, UPCAST, PRECISION)
-        acc = tl.dot(a, dot_operand(w, UPCAST, PRECISION), acc, input_precision=PRECISION)
+def scaled(w, s, SB_I: tl.constexpr, BK: tl.constexpr):
+    """w [BN, BK] times its group scales s [BN, G] (each on SB_I consecutive inputs)."""
+    if SB_I >= BK:
+        return w * s
+    else:
+        w = tl.reshape(w, [w.shape[0], BK // SB_I, SB_I]) * s[:, :, None]
+        return tl.reshape(w, [w.shape[0], BK])
+
+
+@triton.jit
+def weight_tile(w_ptr, s_ptr, n, n_on, k0, IN: tl.constexpr, FMT: tl.constexpr,
+                SB_O: tl.constexpr, SB_I: tl.constexpr, BK: tl.constexpr):  # fmt: skip
+    """W[n, k0:k0+BK] -> [BN, BK] fp32 for output rows n [BN] of one [OUT, IN] matrix stored
+    at w_ptr in a plain or the FP8 format (its scales at s_ptr); rows off n_on and inputs
+    past IN give 0."""
+    k = k0 + tl.arange(0, BK)
+    on = n_on[:, None] & (k < IN)[None, :] if IN % BK else n_on[:, None]
+    w = tl.load(w_ptr + n[:, None] * IN + k[None, :], mask=on, other=0.0).to(tl.float32)
+    if FMT == "fp8":
+        w = scaled(w, group_scales(s_ptr, n // SB_O, n_on, k0, IN, SB_I, BK), SB_I, BK)
+    return w
+
+
+@triton.jit
+def fp4_words(w_ptr, s_ptr, n, n_on, k0, IN: tl.constexpr, SB_I: tl.constexpr,
+              BK: tl.constexpr):  # fmt: skip
+    """The FP4 tile W[n, k0:k0+BK] as it is stored: int32 words [BN, BK/8] (8 codes each,
+    `e2m1_phase`) and each word's factor [BN, BK/8] fp32, 2^126 times its group's E8M0 scale
+    2^(b - 127), so e2m1_phase(words, j) * factor is the weight. The factor is exact for
+    scale bytes up to 128 (scales up to 2, weights up to 12; checkpoints' are far below)."""
+    kw = k0 // 8 + tl.arange(0, BK // 8)
+    on = n_on[:, None] & (kw < IN // 8)[None, :] if IN % BK else n_on[:, None]
+    words = tl.load(w_ptr.to(tl.pointer_type(tl.int32)) + n[:, None] * (IN // 8) + kw[None, :],
+                    mask=on, other=0)  # fmt: skip
+    blocks = IN // SB_I
+    if SB_I >= BK:
+        b = tl.load(s_ptr + n[:, None] * blocks + k0 // SB_I, mask=n_on[:, None], other=127)
+        b = tl.broadcast_to(b, [n.shape[0], BK // 8])
+    else:
+        g = k0 // SB_I + tl.arange(0, BK // SB_I)
+        b = tl.load(s_ptr + n[:, None] * blocks + g[None, :],
+                    mask=n_on[:, None] & (g < blocks)[None, :], other=127)  # fmt: skip
+        b = tl.reshape(tl.broadcast_to(b[:, :, None], [n.shape[0], BK // SB_I, SB_I // 8]),
+                       [n.shape[0], BK // 8])  # fmt: skip
+    factor = ((b.to(tl.int32) + 126) << 23).to(tl.float32, bitcast=True)  # 2^(b - 1)
+    return words, factor
+
+
+@triton.jit
+def tile_dot(acc, a, w_ptr, s_ptr, n, n_on, k0, IN: tl.constexpr, FMT: tl.constexpr,
+             SB_O: tl.constexpr, SB_I: tl.constexpr, BK: tl.constexpr,
+             PRECISION: tl.constexpr, UPCAST: tl.constexpr):  # fmt: skip
+    """acc [BM, BN] + a @ W[n, k0:k0+BK]^T for an activation tile a [BM, BK] (as `dot_operand`
+    made it). An FP4 tile is decoded from its words phase by phase and each phase of 8 meets
+    the same phase of a's columns (BK/8 of the reduction per dot, in phase order)."""
+    if FMT == "fp4":
+        words, factor = fp4_words(w_ptr, s_ptr, n, n_on, k0, IN, SB_I, BK)
+        phases = phases8(a)
+        for j in tl.static_range(8):
+            w = dot_operand(e2m1_phase(words, j) * factor, UPCAST, PRECISION)
+            acc = tl.dot(phases[j], tl.trans(w), acc, input_precision=PRECISION)
+    else:
+        w = dot_operand(weight_tile(w_ptr, s_ptr, n, n_on, k0, IN, FMT, SB_O, SB_I, BK),
+                        UPCAST, PRECISION)  # fmt: skip
+        acc = tl.dot(a, tl.trans(w), acc, input_precision=PRECISION)
     return acc
 
 
 @triton.jit
-def clamped_swiglu(gate, up, LIMIT: tl.constexpr):
-    """silu(min(gate, LIMIT)) * clamp(up, -LIMIT, LIMIT); LIMIT 0 means no clamp."""
+def activation_tile(a_ptr, rows, row_on, k0, IN: tl.constexpr, BK: tl.constexpr,
+                    ROUND: tl.constexpr):  # fmt: skip
+    """A[rows, k0:k0+BK] -> [BM, BK] fp32 of a row-major [*, IN] activation (rows may
+    gather); under ROUND (numerics: official) FP8-rounded as the official GEMM input is."""
+    k = k0 + tl.arange(0, BK)
+    on = row_on[:, None] & (k < IN)[None, :] if IN % BK else row_on[:, None]
+    a = tl.load(a_ptr + rows[:, None] * IN + k[None, :], mask=on, other=0.0)
+    a = a.to(tl.float32)
+    if ROUND:
+        a = fp8_round_rows(a)
+    return a
+
+
+@triton.jit
+def linear_tile(a_ptr, rows, row_on, w_ptr, s_ptr, n0, k_lo, k_hi, OUT: tl.constexpr,
+                IN: tl.constexpr, FMT: tl.constexpr, SB_O: tl.constexpr, SB_I: tl.constexpr,
+                BN: tl.constexpr, BK: tl.constexpr, ROUND: tl.constexpr,
+                PRECISION: tl.constexpr, UPCAST: tl.constexpr):  # fmt: skip
+    """A[rows, k_lo:k_hi] @ W[n0:n0+BN, k_lo:k_hi]^T -> [BM, BN] fp32, W one [OUT, IN] matrix;
+    masked rows and outputs give 0. The sum starts from 0 and runs in steps of BK, in order."""
+    n = n0 + tl.arange(0, BN)
+    n_on = n < OUT
+    rows = rows.to(tl.int64)
+    acc = tl.zeros([rows.shape[0], BN], dtype=tl.float32)
+    for k0 in range(k_lo, k_hi, BK):
+        a = dot_operand(activation_tile(a_ptr, rows, row_on, k0, IN, BK, ROUND), UPCAST, PRECISION)
+        acc = tile_dot(acc, a, w_ptr, s_ptr, n, n_on, k0, IN, FMT, SB_O, SB_I, BK, PRECISION,
+                       UPCAST)  # fmt: skip
+    return acc
+
+
+@triton.jit
+def gate_up_tile(a_ptr, rows, row_on, w1_ptr, s1_ptr, w3_ptr, s3_ptr, n0, k_lo, k_hi,
+                 OUT: tl.constexpr, IN: tl.constexpr, FMT: tl.constexpr, SB_O: tl.constexpr,
+                 SB_I: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, ROUND: tl.constexpr,
+                 PRECISION: tl.constexpr, UPCAST: tl.constexpr):  # fmt: skip
+    """(A W1[n0:n0+BN]^T, A W3[n0:n0+BN]^T), each [BM, BN] fp32: `linear_tile` of the two
+    matrices of one SwiGLU with each activation tile loaded (and rounded) once for both."""
+    n = n0 + tl.arange(0, BN)
+    n_on = n < OUT
+    rows = rows.to(tl.int64)
+    gate = tl.zeros([rows.shape[0], BN], dtype=tl.float32)
+    up = tl.zeros([rows.shape[0], BN], dtype=tl.float32)
+    for k0 in range(k_lo, k_hi, BK):
+        a = dot_operand(activation_tile(a_ptr, rows, row_on, k0, IN, BK, ROUND), UPCAST, PRECISION)
+        gate = tile_dot(gate, a, w1_ptr, s1_ptr, n, n_on, k0, IN, FMT, SB_O, SB_I, BK,
+                        PRECISION, UPCAST)  # fmt: skip
+        up = tile_dot(up, a, w3_ptr, s3_ptr, n, n_on, k0, IN, FMT, SB_O, SB_I, BK, PRECISION,
+                      UPCAST)  # fmt: skip
+    return gate, up
+
+
+@triton.jit
+def swiglu_rows(gate, up, LIMIT: tl.constexpr, ROUND: tl.constexpr, ROUND_TO: tl.constexpr):
+    """silu(min(gate, LIMIT)) * clamp(up, -LIMIT, LIMIT) in fp32; LIMIT 0 means no clamp.
+    Under ROUND the GEMM outputs gate and up are first rounded to ROUND_TO (the activation
+    dtype), as the official GEMMs write them."""
+    if ROUND:
+        gate = round_to(gate, ROUND_TO)
+        up = round_to(up, ROUND_TO)
     if LIMIT > 0:
         gate = tl.minimum(gate, LIMIT)
         up = tl.minimum(tl.maximum(up, -LIMIT), LIMIT)

@@ -17,6 +17,7 @@ from v4c.ir.types import ir_dtype
 Act = Literal["bf16", "fp32"]
 WeightFormat = Literal["bf16", "fp32", "fp8", "fp4"]
 FLOATS = ("bf16", "fp32")  # a launch may name them as the IR does or as torch does
+SMS = 132  # H100/H200 SXM: the programs a decode step's weight stream should reach at least
 
 
 def weight_format(dtypes: list[str]) -> tuple[WeightFormat, tuple[int, int]]:
@@ -82,28 +83,33 @@ class _Swiglu(Dots):
     act: Act
     weights: WeightFormat
     scale_block: tuple[int, int]  # [out, in] elements per E8M0 scale; (1, 1) for plain tensors
-    block_m: int = 16  # rows (token slots) per tile: tl.dot's least; not tuned yet
-    block_i: int  # tile of I: the outputs of w1/w3, the reduction of w2
-    block_d: int  # tile of D: the reduction of w1/w3, the outputs of w2
+    round: bool  # numerics official: the GEMM inputs rounded to FP8, their outputs to `act`
+    block_i: int = 64  # outputs of w1/w3 per program
+    block_d: int = 64  # outputs of w2 per program
+    # reduction steps over D (w1/w3) and I (w2): one FP8 activation block, 128 or all of a
+    # shorter dim; 128 for FP4, whose tiles split into 8 phases of at least 16 (tl.dot's least)
+    block_kd: int
+    block_ki: int
 
     @classmethod
     def from_operands(cls, attrs: dict[str, Any], ops: Operands, **extra: Any) -> _Swiglu:
         """From the launch's attributes and its x, w1, w2, w3."""
-        if attrs.get("act_quant"):
-            raise CodegenError(
-                "swiglu: no Triton template rounds the expert GEMMs as numerics official does"
-            )
         limit, (inter, dim) = attrs["limit"], ops["w1"].shape[-2:]
         fmt, scale_block = weight_format([ops[w].dtype for w in ("w1", "w2", "w3")])
+        if scale_block[1] & (scale_block[1] - 1) or (fmt == "fp4" and scale_block[1] % 8):
+            raise CodegenError(f"{fmt} scale blocks of {scale_block[1]} inputs: a power of two"
+                               + (", at least 8" if fmt == "fp4" else ""))  # fmt: skip
+        lo = 128 if fmt == "fp4" else 16
         return cls(
             dim=dim, inter=inter, limit=limit, act=activation(ops["x"].dtype), weights=fmt,
-            scale_block=scale_block, block_i=tile(inter, hi=64), block_d=tile(dim, hi=64),
-            **extra,
+            scale_block=scale_block, round=attrs.get("act_quant", False),
+            block_kd=tile(dim, lo, 128), block_ki=tile(inter, lo, 128), **extra,
         )  # fmt: skip
 
 
 @template("grouped_swiglu")
 class GroupedSwiglu(_Swiglu):
+    block_d: int = 128  # w2's outputs per program: 6 experts x D/128 programs at batch 1
     experts: int
     top_k: int
     others: bool = False  # offsets end with a group for other ranks' experts: rows of 0
@@ -119,9 +125,23 @@ class GroupedSwiglu(_Swiglu):
 
 @template("swiglu")
 class Swiglu(_Swiglu):
+    split_d: int = 1  # ranges of the reduction over D (w1/w3), `splits`
+    split_i: int = 1  # ranges of the reduction over I (w2)
+
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> Swiglu:
-        return cls.from_operands(attrs, ops)
+        p = cls.from_operands(attrs, ops)
+        split_d = splits(-(-p.dim // p.block_kd), -(-p.inter // p.block_i))
+        split_i = splits(-(-p.inter // p.block_ki), -(-p.dim // p.block_d))
+        return p.model_copy(update=dict(split_d=split_d, split_i=split_i))
+
+
+def splits(steps: int, blocks: int) -> int:
+    """Ranges to cut a reduction of `steps` steps into, so that a decode step's `blocks`
+    output blocks times the ranges cover the SMs: the least divisor of steps that does, or
+    every step. From the GEMM's K and N only, never its rows (batch invariance)."""
+    need = -(-SMS // blocks)
+    return next((d for d in range(1, steps + 1) if steps % d == 0 and d >= need), steps)
 
 
 @template("moe_combine")

@@ -93,7 +93,9 @@ IDX_PTRS = {"q_ptr": "*fp32", "w_ptr": "*fp32", "pos_ptr": "*i64", "slots_ptr": 
             "keys_ptr": "*bf16", "freqs_ptr": "*fp32", "out_ptr": "*i64",
             "scale": "fp32"}  # fmt: skip
 FP8_GATE_UP = {"x_ptr": "*bf16", "w1_ptr": "*fp8e4nv", "w3_ptr": "*fp8e4nv", "s1_ptr": "*u8",
-               "s3_ptr": "*u8", "h_ptr": "*fp32"}  # fmt: skip
+               "s3_ptr": "*u8", "h_ptr": "*fp32", "part_ptr": "*fp32",
+               "count_ptr": "*i32"}  # fmt: skip
+SPREAD = {"BM": 16, "BN": 64, "BK": 128, "SPLIT": 2, "RANGE": 128, "SPREAD": True}
 FP32_DOWN = {"h_ptr": "*fp32", "offsets_ptr": "*i64", "w2_ptr": "*u8", "s2_ptr": "*u8",
              "y_ptr": "*fp32"}  # fmt: skip
 BF16_MMA = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
@@ -102,8 +104,8 @@ BUILDS = [
     ("window", "attend", ATTN_PTRS, {"W": 8}, [BF16_MMA]),
     ("wo_a", "kernel", {"o_ptr": "*bf16", "w_ptr": "*bf16", "out_ptr": "*bf16"}, {}, [BF16_MMA]),
     ("indexer", "kernel", IDX_PTRS, {"NOPE": 48}, [BF16_MMA]),
-    ("shared_fp8", "gate_up_kernel", FP8_GATE_UP, {"BN": 64, "BK": 64}, [BF16_MMA]),
-    ("experts_fp32", "down_kernel", FP32_DOWN, {"BN": 64, "BK": 64, "BLOCK_E": 4}, []),
+    ("shared_fp8", "gate_up_kernel", FP8_GATE_UP, SPREAD, [BF16_MMA]),
+    ("experts_fp32", "down_kernel", FP32_DOWN, {"BM": 16, "BN": 64, "BK": 128, "BLOCK_E": 4}, []),
 ]
 
 
