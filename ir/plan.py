@@ -62,6 +62,7 @@ class Plan:
     states: dict[str, dict]  # cache key -> {shape (symbolic), dtype, fill}
     entries: dict[str, EntryPlan]
     model: dict = field(default_factory=dict)  # the whole ModelSpec, as JSON data
+    offload: dict = field(default_factory=dict)  # `v4c.budget`: resident experts; {} all
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
@@ -89,5 +90,11 @@ class Plan:
             launches = [launch(d) for d in e["launches"]]
             entries[name] = EntryPlan(e["env"], e["peak_bytes"], launches, outputs)
         return Plan(
-            data["spec"], data["options"], data["params"], data["states"], entries, data["model"]
+            data["spec"],
+            data["options"],
+            data["params"],
+            data["states"],
+            entries,
+            data["model"],
+            data.get("offload", {}),
         )
