@@ -58,6 +58,7 @@ class BenchResult:
     bandwidth_fraction: float = 0.0
     hf: dict[str, float] = field(default_factory=dict)  # the same figures for transformers
     speculation: dict[str, dict] = field(default_factory=dict)  # mode -> figures (see above)
+    experts: dict[str, float] = field(default_factory=dict)  # offload: per decode token
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,7 +132,12 @@ def bench_engine(
     logits = prefill()
     tokens = [[int(t)] for t in logits.argmax(-1).tolist()]
     engine.forward(tokens)  # the first decode step (on CUDA: the CUDA graph is captured)
+    before = _expert_counts(engine)
     seconds = _timed(lambda: engine.forward(tokens), device, repeat=decode)
+    if engine.offload:
+        diff = [b - a for a, b in zip(before, _expert_counts(engine))]
+        names = ("hit_on_device", "read_from_host", "host_link_bytes")
+        result.experts = {k: v / (decode * batch) for k, v in zip(names, diff)}
     result.decode_ms_per_token = seconds * 1e3
     result.decode_tokens_per_s = batch / seconds
     for entry, tokens_per_row in (("prefill", min(prompt_len, engine.max_tokens)), ("decode", 1)):
@@ -150,6 +156,16 @@ def bench_engine(
     result.copy_gb_per_s = copy_bandwidth(device, 256 if device.type == "cuda" else 64)
     result.bandwidth_fraction = result.achieved_gb_per_s / result.copy_gb_per_s
     return result
+
+
+def _expert_counts(engine: Engine) -> tuple[int, int, int]:
+    """Offload counters summed over layers: picks hit on the device, picks read from host
+    memory, bytes fetched over the host link (one read, after the steps)."""
+    hits = misses = fetched = 0
+    for store in engine.offload.values():
+        h, m, f = store.counts.tolist()
+        hits, misses, fetched = hits + h, misses + m, fetched + f * store.expert_bytes
+    return hits, misses, fetched
 
 
 def bench_speculation(engine: Engine, prompts: list[list[int]], new: int, k: int) -> dict:
@@ -242,12 +258,17 @@ def run_bench(
     speculative: str = "off",
     draft_tokens: int = 1,
     comm=None,
+    device_gb: float | None = None,
+    profile: Path | None = None,
+    record: Path | None = None,
 ) -> BenchResult:
     """Compile `spec` for this run's limits, bind it to `weights` (dense tensors: the ones the
     plan keeps FP8/FP4 are quantised to their stored format first) and measure it. `comm`:
     this process is one rank of a TP x EP grid (`runtime.distributed`), and every rank runs
     the same steps; `weights` may also be a function of the plan giving what it needs (a
-    rank's pieces read from a checkpoint), else the whole weights are cut to the rank's."""
+    rank's pieces read from a checkpoint), else the whole weights are cut to the rank's.
+    `device_gb`: a device budget (`v4c.budget`, resident experts from the routing profile
+    at `profile`); `record`: write the routing profile of the run there."""
     from v4c.runtime.checkpoint.pieces import rank_weights
     from v4c.runtime.checkpoint.random_weights import as_stored
 
@@ -262,6 +283,12 @@ def run_bench(
         tp=grid[0], ep=grid[1],
     )  # fmt: skip
     plan = compile_spec(spec, options).plan
+    if device_gb is not None:
+        from v4c.budget import fit
+        from v4c.expert_profile import ExpertProfile
+
+        chosen = ExpertProfile.load(profile, spec.name) if profile else None
+        plan.offload = fit(plan, device_gb, spec.moe.top_k, chosen).to_plan()
     formats = {name: info["format"] for name, info in plan.params.items()}
     if callable(weights):
         needed = weights(plan)
@@ -273,7 +300,12 @@ def run_bench(
         plan, as_stored(needed, formats), device=device, dtype=dtype, backend=backend,
         cuda_graphs=cuda_graphs and comm is None, comm=comm,
     )  # fmt: skip
+    picks = engine.record_experts() if record is not None else None
     result = bench_engine(engine, spec, batch=batch, prompt_len=prompt_len, decode=decode)
+    if picks is not None:
+        from v4c.cli.experts import save_profile
+
+        save_profile(record, spec.name, picks)
     if speculative == "mtp":
         gen = torch.Generator().manual_seed(1)
         prompts = torch.randint(0, spec.vocab_size, (batch, prompt_len), generator=gen).tolist()
@@ -304,6 +336,13 @@ def format_result(r: BenchResult) -> list[str]:
         f"{r.achieved_gb_per_s:.1f} GB/s = {100 * r.bandwidth_fraction:.1f} % of the "
         f"measured copy bandwidth ({r.copy_gb_per_s:.1f} GB/s)",
     ]
+    if r.experts:
+        e = r.experts
+        lines.append(
+            f"  experts  per decode token: {e['hit_on_device']:.1f} picks hit on the device, "
+            f"{e['read_from_host']:.1f} read from host memory, "
+            f"{e['host_link_bytes'] / 2**20:.2f} MiB over the host link"
+        )
     for mode, f in r.speculation.items():
         rate = (
             f", {100 * f['acceptance']:.0f} % accepted, {f['tokens_per_step']:.2f} tokens/step"

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from v4c.cli.experts import RecordExperts, save_profile
 from v4c.cli.options import (
     Backend,
     Checkpoint,
@@ -162,6 +163,7 @@ def run_command(
     ] = False,
     tp: Tp = None,
     ep: Ep = None,
+    record_experts: RecordExperts = None,
 ) -> None:
     """Generate a reply to one prompt, streaming tokens; prints tokens/s at the end. With
     --tp/--ep (or under torchrun) every rank runs its piece of the model (v4c.cli.ranks)."""
@@ -189,6 +191,7 @@ def run_command(
 
             sampler = BroadcastSampler(sampler, comm)
         drafter = cli_drafter(session, speculative, draft_tokens, sampler, comm)
+        picks = session.engine.record_experts() if record_experts else None
         tok = session.tokenizer
         if chat:
             text = encode_chat(conversation, thinking=thinking)
@@ -200,6 +203,8 @@ def run_command(
         )
         if json_out:
             typer.echo(json.dumps(_parsed(session, text, reply.tokens), ensure_ascii=False))
+        if picks is not None:
+            save_profile(record_experts, session.spec.name, picks)
 
 
 def _run_rank(kwargs: dict) -> None:
