@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from tests.test_cli import v4c
 from v4c.budget import GiB, BudgetError, fit, routed_experts
 from v4c.compile import compile_spec, write_output
 from v4c.expert_profile import ExpertProfile, ProfileError
@@ -105,3 +106,12 @@ def test_report_and_plan_agree(tiny, tmp_path):
     for name, ids in offload["resident"].items():
         assert f"| {name} | {len(ids)}/{groups[name][0]} |" in report
     assert "Host-link bytes per decode token" in report and "estimate" in report
+
+
+def test_cli_refuses_a_budget_below_the_minimum_and_offloads_above(tmp_path):
+    out = v4c("compile", "tiny", "--device-gb", "0.1", "-o", str(tmp_path))
+    assert out.returncode != 0 and "pass --device-gb 0.15 or more" in out.stderr
+    out = v4c("compile", "tiny", "--device-gb", "0.1403", "-o", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "offload: 1 routed experts resident" in out.stdout
+    assert "| layers.0 | 1/8 |" in (tmp_path / "report.md").read_text()

@@ -139,6 +139,12 @@ def fit(
     if everything <= budget or not groups:
         layers = {n: LayerFit(e, b, tuple(range(e)), 0.0) for n, (e, b) in groups.items()}
         return ExpertFit(budget, dense, 0, 0, layers, top_k, source)
+    if plan.options.get("ep", 1) > 1:
+        raise BudgetError(
+            f"--device-gb {device_gb:g}: the plan needs {everything / GiB:.2f} GiB with every "
+            "expert resident; offloading experts of an expert-parallel rank (--ep > 1) is not "
+            "supported: use more ranks or a larger budget"
+        )
     slots, slot_bytes = slot_cache(plan, top_k)
     minimum = dense + slots * slot_bytes
     if budget < minimum:
