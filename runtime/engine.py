@@ -149,9 +149,13 @@ class Engine:
         stores = {}
         for layer, resident in offload.get("resident", {}).items():
             names = {w: f"{layer}.ffn.experts.{{e}}.{w}.weight" for w in PLANES}
-            store = ExpertStore(
-                {w: weights[n] for w, n in names.items()}, resident, offload["slots"], self.device
-            )
+            held = {  # a dense expert weight in the dtype the plan holds it in
+                w: weights[n]
+                if isinstance(weights[n], QuantWeight)
+                else weights[n].to(torch_dtype(self.plan.params[n]["dtype"], self.dtype))
+                for w, n in names.items()
+            }
+            store = ExpertStore(held, resident, offload["slots"], self.device)
             if store.expert_bytes:
                 stores[layer] = store
         return stores
