@@ -62,7 +62,8 @@ def _runs(engine, prompts, new):
 
 # the interpreter runs the Triton kernels slowly: one prompt, fewer tokens
 @pytest.mark.parametrize(
-    "backend, prompts, new", [("torch", PROMPTS, 6), ("triton", PROMPTS[1:], 3)]
+    "backend, prompts, new",
+    [("torch", PROMPTS, 6), pytest.param("triton", PROMPTS[1:], 3, marks=pytest.mark.slow)],
 )
 def test_offloaded_plan_gives_the_same_tokens(plans, backend, prompts, new, tmp_path):
     plan, offloaded, stored = plans
