@@ -287,7 +287,7 @@ def run_bench(
         from v4c.budget import fit
         from v4c.expert_profile import ExpertProfile
 
-        chosen = ExpertProfile.load(profile, spec.name) if profile else None
+        chosen = ExpertProfile.load(profile) if profile else None
         plan.offload = fit(plan, device_gb, spec.moe.top_k, chosen).to_plan()
     formats = {name: info["format"] for name, info in plan.params.items()}
     if callable(weights):

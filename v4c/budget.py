@@ -131,7 +131,7 @@ def fit(
     groups = routed_experts(plan)
     everything = rank_memory(plan).total
     dense = everything - sum(e * b for e, b in groups.values())
-    source = "profile" if profile is not None else DEFAULT
+    source = f"the routing profile recorded with {profile.spec}" if profile else DEFAULT
     shares = {
         name: (profile.share(name, e) if profile else None) or [1 / e] * e
         for name, (e, _) in groups.items()

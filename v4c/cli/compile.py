@@ -120,7 +120,9 @@ def compile_command(
     )  # fmt: skip
     from v4c.expert_profile import ExpertProfile
 
-    profile = ExpertProfile.load(expert_profile, spec.name) if expert_profile else None
+    # any spec's profile of the same layers and expert counts applies (a checkpoint may name
+    # its spec otherwise: the embedded tiny is tiny-seed0); the counts are checked per layer
+    profile = ExpertProfile.load(expert_profile) if expert_profile else None
     compiled = write_output(
         spec, out, dump_ir, device_gb, profile, options=options, pipeline=pipeline,
         disabled=set(disable_pass or []),
