@@ -65,6 +65,7 @@ class Plan:
     states: dict[str, dict]  # cache key -> {shape (symbolic), dtype, fill}
     entries: dict[str, EntryPlan]
     model: dict = field(default_factory=dict)  # the whole ModelSpec, as JSON data
+    offload: dict = field(default_factory=dict)  # `v4c.budget`: resident experts; {} all
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
@@ -93,4 +94,7 @@ class Plan:
             launches = [launch(d) for d in e["launches"]]
             entries[name] = EntryPlan(e["env"], e["peak_bytes"], launches, outputs)
         params = {name: PlanWeight.from_json(p) for name, p in data["params"].items()}
-        return Plan(data["spec"], data["options"], params, data["states"], entries, data["model"])
+        return Plan(
+            data["spec"], data["options"], params, data["states"], entries, data["model"],
+            data.get("offload", {}),
+        )  # fmt: skip

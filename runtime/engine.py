@@ -28,6 +28,7 @@ from v4c.ir.semantics.quant import QuantWeight
 from v4c.ir.types import resolve_dim, torch_dtype
 from v4c.ir.weights import WeightFormat
 from v4c.runtime.caches import new_caches
+from v4c.runtime.offload import PLANES, ExpertStore, layer_of
 from v4c.runtime.program import Program, Step
 from v4c.runtime.rollback import Rollback
 
@@ -75,6 +76,7 @@ class Engine:
         self.max_batch = plan.options["max_batch"]
         self.max_tokens = plan.options["max_tokens"]
         self.max_seq = plan.options["max_seq"]
+        self.offload = self._offload(weights)
         self.params = self._place(weights)
         states = {k: (s["shape"], s["dtype"], s["fill"]) for k, s in plan.states.items()}
         self.state = new_caches(
@@ -94,6 +96,7 @@ class Engine:
                 backend=backend,
                 kernel_root=kernel_root,
                 comm=comm,
+                offload=self.offload,
             )  # fmt: skip
             for entry in plan.entries
         }
@@ -124,6 +127,10 @@ class Engine:
             )
         placed = {}
         for name, info in self.plan.params.items():
+            layer = layer_of(name)
+            if layer in self.offload:  # the device bank of resident and fetched experts
+                placed[name] = self.offload[layer].bank[name.rsplit(".", 2)[-2]]
+                continue
             weight = weights[name]
             quantised = isinstance(weight, QuantWeight)
             have = weight.format if quantised else WeightFormat.dense(info.dtype)
@@ -137,6 +144,38 @@ class Engine:
             else:
                 placed[name] = weight.to(self.device, torch_dtype(info.dtype, self.dtype))
         return placed
+
+    def _offload(self, weights: Mapping) -> dict[str, ExpertStore]:
+        """The expert stores of the layers `plan.offload` keeps partly in host memory."""
+        offload = self.plan.offload
+        stores = {}
+        for layer, resident in offload.get("resident", {}).items():
+            names = {w: f"{layer}.ffn.experts.{{e}}.{w}.weight" for w in PLANES}
+            held = {  # a dense expert weight in the dtype the plan holds it in
+                w: weights[n]
+                if isinstance(weights[n], QuantWeight)
+                else weights[n].to(torch_dtype(self.plan.params[n].dtype, self.dtype))
+                for w, n in names.items()
+            }
+            store = ExpertStore(held, resident, offload["slots"], self.device)
+            if store.expert_bytes:
+                stores[layer] = store
+        return stores
+
+    def record_experts(self) -> dict[str, torch.Tensor]:
+        """Count each routed expert's picks from now on (a routing profile): layer -> [E]
+        counts on the device, added to by every step (steps bound again to count)."""
+        picks = {}
+        for name, info in self.plan.params.items():
+            if layer_of(name) and name.endswith(".w1.weight"):
+                picks[layer_of(name)] = torch.zeros(
+                    info.shape[0], dtype=torch.long, device=self.device
+                )
+        for program in self.programs.values():
+            program.picks = picks
+            program._steps.clear()
+        self.graphs.clear()
+        return picks
 
     # -- sequences ------------------------------------------------------------------------
 

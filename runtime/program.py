@@ -37,6 +37,7 @@ from v4c.ir.op import Op, make_op
 from v4c.ir.plan import Launch, Plan, Ref
 from v4c.ir.semantics.quant import QuantWeight
 from v4c.ir.types import ir_dtype, resolve_dim, torch_dtype
+from v4c.runtime.offload import layer_of, offloaded_call
 
 BACKENDS = ("torch", "triton")
 Call = Callable[[], None]
@@ -84,10 +85,12 @@ class Program:
         backend: str = "torch",
         kernel_root: Path | None = None,
         comm=None,
+        offload: Mapping[str, Any] | None = None,
     ) -> None:
         """`inputs`: one flat static buffer per step input key, large enough for the entry's
         limits; a step views its first B*T elements. `comm`: the rank's communicator
-        (`v4c.runtime.comm`), which a plan sharded over several ranks needs."""
+        (`v4c.runtime.comm`), which a plan sharded over several ranks needs. `offload`:
+        layer -> its `runtime.offload.ExpertStore`, for a plan with offloaded experts."""
         if backend not in BACKENDS:
             raise V4CError(f"backend {backend!r} is not available; backends: {', '.join(BACKENDS)}")
         self.plan, self.entry = plan, plan.entries[entry]
@@ -100,7 +103,8 @@ class Program:
                 f"the plan's buffers hold activations in {plan.options['dtype']}, not {dtype}: "
                 f"compile it with --dtype {held or 'bf16'}"
             )
-        self.comm = comm
+        self.comm, self.offload = comm, offload or {}
+        self.picks: dict[str, torch.Tensor] = {}  # layer -> picks per expert, when recording
         _check_comm(plan, comm)
         self.ops = [plan_op(launch) for launch in self.entry.launches]
         self.scratch: dict[int, int] = {}  # launch index -> the scratch bytes its kernel takes
@@ -176,7 +180,13 @@ class Program:
                 continue
             outs = [None if ref.kind == "state" else tensor(ref) for ref in launch.outputs]
             _check_dense(launch, outs)
-            calls.append(self._call(i, launch, op, args, outs))
+            call = self._call(i, launch, op, args, outs)
+            picks = (
+                self.picks.get(layer_of(launch.inputs[4].name))
+                if launch.op == "grouped_swiglu"
+                else None
+            )
+            calls.append(call if picks is None else _counting(call, picks, args[2]))
         outputs = {key: tensor(ref) for key, ref in self.entry.outputs.items()}
         return Step(calls, outputs, step_inputs, len(calls))
 
@@ -197,6 +207,10 @@ class Program:
         if launch.kind == "collective":
             comm = self.comm
             return _writing(lambda: comm.run(op, args), outs)
+        if launch.op == "grouped_swiglu" and layer_of(launch.inputs[4].name) in self.offload:
+            kernel = self.kernels[i].run if self.backend == "triton" else None
+            store = self.offload[layer_of(launch.inputs[4].name)]
+            return offloaded_call(store, op, args, outs[0], kernel)
         if self.backend == "triton" and launch.kind == "kernel":  # writes into the arena
             run, out = self.kernels[i].run, tuple(o for o in outs if o is not None)
             if i in self.scratch:  # a kernel's own scratch lies past the arena's peak
@@ -210,6 +224,17 @@ class Program:
             activation = next(a.dtype for a in args if isinstance(a, torch.Tensor))
             return _writing(lambda: op.run(_dequantized(args, activation)), outs)
         return _writing(lambda: op.run(args), outs)
+
+
+def _counting(call: Call, picks: torch.Tensor, offsets: torch.Tensor) -> Call:
+    """`call`, then the step's picks of each expert added to `picks` (on the device)."""
+    experts = picks.numel()
+
+    def counted() -> None:
+        call()
+        picks.add_(offsets[1 : experts + 1] - offsets[:experts])
+
+    return counted
 
 
 def _check_comm(plan: Plan, comm) -> None:

@@ -61,6 +61,7 @@ class BenchResult:
     runs: dict[str, list[float]] = field(default_factory=dict)  # figure -> each run's value
     hf: dict[str, float] = field(default_factory=dict)  # the same figures for transformers
     speculation: dict[str, dict] = field(default_factory=dict)  # mode -> figures (see above)
+    experts: dict[str, float] = field(default_factory=dict)  # offload: per decode token
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,7 +147,12 @@ def bench_engine(
         log(f"run {i + 1}/{repeat}: prefill {batch} x {prompt_len} tokens, {decode} decode steps")
         prefills.append(batch * prompt_len / _timed(prefill, device))
         engine.forward(tokens)  # the step after the prompt, as in the warm-up
+        before = _expert_counts(engine)
         decodes.append(_timed(lambda: engine.forward(tokens), device, repeat=decode))
+        if engine.offload:  # the last run's expert reads per decode token
+            diff = [b - a for a, b in zip(before, _expert_counts(engine))]
+            names = ("hit_on_device", "read_from_host", "host_link_bytes")
+            result.experts = {k: v / (decode * batch) for k, v in zip(names, diff)}
     seconds = statistics.median(decodes)
     result.repeat = repeat
     result.runs = {
@@ -173,6 +179,16 @@ def bench_engine(
     result.copy_gb_per_s = copy_bandwidth(device, 256 if device.type == "cuda" else 64)
     result.bandwidth_fraction = result.achieved_gb_per_s / result.copy_gb_per_s
     return result
+
+
+def _expert_counts(engine: Engine) -> tuple[int, int, int]:
+    """Offload counters summed over layers: picks hit on the device, picks read from host
+    memory, bytes fetched over the host link (one read, after the steps)."""
+    hits = misses = fetched = 0
+    for store in engine.offload.values():
+        h, m, f = store.counts.tolist()
+        hits, misses, fetched = hits + h, misses + m, fetched + f * store.expert_bytes
+    return hits, misses, fetched
 
 
 def bench_speculation(engine: Engine, prompts: list[list[int]], new: int, k: int) -> dict:
@@ -286,6 +302,9 @@ def run_bench(
     comm=None,
     repeat: int = 1,
     log=lambda _: None,
+    device_gb: float | None = None,
+    profile: Path | None = None,
+    record: Path | None = None,
 ) -> BenchResult:
     """Compile `spec` for this run's limits, bind it to `weights` (dense tensors: the ones the
     plan keeps FP8/FP4 are quantised to their stored format first) and measure it. `comm`:
@@ -294,7 +313,9 @@ def run_bench(
     rank's pieces read from a checkpoint), else the whole weights are cut to the rank's.
     The prompt is prefilled in steps of at most `CompileOptions.max_tokens` tokens, as
     `v4c run` does, so a long prompt needs the caches' memory, not a prompt-long step's;
-    what the plan needs is checked against the device's free memory before binding."""
+    what the plan needs is checked against the device's free memory before binding.
+    `device_gb`: a device budget (`v4c.budget`, resident experts from the routing profile
+    at `profile`); `record`: write the routing profile of the run there."""
     from v4c.runtime.checkpoint.pieces import rank_weights
     from v4c.runtime.checkpoint.random_weights import as_stored
 
@@ -310,6 +331,12 @@ def run_bench(
         spec, batch=batch, prompt_len=prompt_len, decode=decode, numerics=numerics,
         weight_formats=weight_formats, dtype=dtype, speculative=speculative, grid=grid,
     )  # fmt: skip
+    if device_gb is not None:
+        from v4c.budget import fit
+        from v4c.expert_profile import ExpertProfile
+
+        chosen = ExpertProfile.load(profile) if profile else None
+        plan.offload = fit(plan, device_gb, spec.moe.top_k, chosen).to_plan()
     if callable(weights):
         needed = weights(plan)
     else:
@@ -320,9 +347,14 @@ def run_bench(
         plan, as_stored(needed, plan.params), device=device, dtype=dtype, backend=backend,
         cuda_graphs=cuda_graphs and comm is None, comm=comm,
     )  # fmt: skip
+    picks = engine.record_experts() if record is not None else None
     result = bench_engine(
         engine, spec, batch=batch, prompt_len=prompt_len, decode=decode, repeat=repeat, log=log
     )
+    if picks is not None:
+        from v4c.cli.experts import save_profile
+
+        save_profile(record, spec.name, picks)
     if speculative == "mtp":
         log("greedy generation: speculation off, with the MTP block, with a perfect drafter")
         gen = torch.Generator().manual_seed(1)
@@ -368,6 +400,13 @@ def format_result(r: BenchResult) -> list[str]:
         f"{r.achieved_gb_per_s:.1f} GB/s = {100 * r.bandwidth_fraction:.1f} % of the "
         f"measured copy bandwidth ({r.copy_gb_per_s:.1f} GB/s)",
     ]
+    if r.experts:
+        e = r.experts
+        lines.append(
+            f"  experts  per decode token: {e['hit_on_device']:.1f} picks hit on the device, "
+            f"{e['read_from_host']:.1f} read from host memory, "
+            f"{e['host_link_bytes'] / 2**20:.2f} MiB over the host link"
+        )
     for mode, f in r.speculation.items():
         rate = (
             f", {100 * f['acceptance']:.0f} % accepted, {f['tokens_per_step']:.2f} tokens/step"

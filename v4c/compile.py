@@ -13,7 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from v4c.budget import fit
+from v4c.budget_report import budget_section
 from v4c.errors import V4CError
+from v4c.expert_profile import ExpertProfile
 from v4c.ir.build import build
 from v4c.ir.graph import Graph
 from v4c.ir.plan import Plan
@@ -63,11 +66,13 @@ def write_output(
     out: Path,
     dump_ir: Path | None = None,
     device_gb: float = DEVICE_GB,
+    profile: ExpertProfile | None = None,
     **kwargs,
 ) -> Compiled:
     """Compile into `out` (made if missing); the IR dumps go to `dump_ir` (default out/ir),
     whose earlier *.ir files and manifest are replaced. `device_gb`: the device size the
-    report checks one rank's memory against."""
+    report checks one rank's memory against, in GiB: the routed experts that do not fit live
+    in host memory (`v4c.budget`), chosen by `profile`."""
     ir_dir = dump_ir or out / "ir"
     for folder in (out, ir_dir):
         try:
@@ -84,10 +89,13 @@ def write_output(
                 f"{folder}: cannot write the output folder: {err.strerror or err}"
             ) from None
     compiled = compile_spec(spec, dump_dir=ir_dir, **kwargs)
+    budget = fit(compiled.plan, device_gb, spec.moe.top_k, profile)
+    compiled.plan.offload = budget.to_plan()
     (out / "plan.json").write_text(compiled.plan.to_json())
     kernels, where = _write_kernels(out / "kernels", compiled.plan)
     active = [r.name for r in compiled.records if not r.skipped]
     report = render(spec, compiled.built, compiled.graph, compiled.plan, active, where, device_gb)
+    report += "\n".join(budget_section(budget, spec))
     (out / "report.md").write_text(report)
     return compiled
 

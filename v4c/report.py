@@ -10,7 +10,7 @@ from math import prod
 from v4c.ir.graph import Graph
 from v4c.ir.plan import Plan
 from v4c.ir.types import DTYPE_BYTES, resolve_dim
-from v4c.ir.weights import stored_format
+from v4c.ir.weights import PlanWeight, stored_format
 from v4c.spec import ModelSpec, layer_table
 from v4c.spec.parallel import DEVICE_GB
 from v4c.spec.params import active_share
@@ -67,6 +67,12 @@ class RankMemory:
         return self.params + self.caches + self.activations
 
 
+def param_bytes(info: PlanWeight, held: int) -> int:
+    """Bytes of one plan weight (all its stacked experts, scales included) in its plan
+    format; `held`: the bytes of the activation dtype, which IR-bf16 weights are held in."""
+    return info.format.nbytes(info.shape, {**DTYPE_BYTES, "bf16": held})
+
+
 def rank_memory(plan: Plan) -> RankMemory:
     """One rank's bytes (every rank's: the plan is the same for all), IR-bf16 values held in
     the plan's activation dtype as the engine holds them."""
@@ -75,8 +81,7 @@ def rank_memory(plan: Plan) -> RankMemory:
     def size(dtype: str, n: int) -> int:
         return n * (held if dtype == "bf16" else DTYPE_BYTES[dtype])
 
-    held_bytes = {**DTYPE_BYTES, "bf16": held}
-    params = sum(info.format.nbytes(info.shape, held_bytes) for info in plan.params.values())
+    params = sum(param_bytes(info, held) for info in plan.params.values())
     env = {"N": plan.options["max_batch"], "S": plan.options["max_seq"]}
     caches = sum(
         size(s["dtype"], prod(resolve_dim(d, env) for d in s["shape"]))
@@ -87,15 +92,16 @@ def rank_memory(plan: Plan) -> RankMemory:
 
 
 def fits_line(plan: Plan, device_gb: float) -> str:
-    """One line: what a rank holds and whether it fits a device of `device_gb` GB."""
+    """One line: what a rank holds and whether it fits a device of `device_gb` GiB."""
     m, o = rank_memory(plan), plan.options
     tp, ep = o.get("tp", 1), o.get("ep", 1)
-    verdict = "fits" if m.total <= device_gb * 1e9 else "does NOT fit"
+    verdict = "fits" if m.total <= device_gb * (1 << 30) else "does NOT fit"
     ranks = f"{tp * ep} rank{'s' * (tp * ep > 1)}"
     return (
         f"per rank (tp={tp} x ep={ep} = {ranks}): weights {_bytes(m.params)}, caches "
         f"{_bytes(m.caches)} (batch {o['max_batch']} x {o['max_seq']} tokens), activations "
-        f"{_bytes(m.activations)}; total {_bytes(m.total)}: {verdict} a {device_gb:g} GB device"
+        f"{_bytes(m.activations)}; total {_bytes(m.total)}: {verdict} a {device_gb:g} GiB "
+        "device with every expert resident"
     )
 
 
@@ -212,13 +218,13 @@ def _rank_section(plan: Plan, device_gb: float) -> list[str]:
             "(FP8/FP4 kept as stored where the kernels read them, else widened), its caches for",
             "the plan's batch and sequence limits, and the activation arena.", ""]  # fmt: skip
     out += [
-        "| weights | caches | activations | total | fits |",
+        "| weights | caches | activations | total | fits, every expert resident |",
         "| ---: | ---: | ---: | ---: | --- |",
     ]  # noqa: E501
-    verdict = "yes" if m.total <= device_gb * 1e9 else "no"
+    verdict = "yes" if m.total <= device_gb * (1 << 30) else "no"
     out.append(
         f"| {_bytes(m.params)} | {_bytes(m.caches)} | {_bytes(m.activations)} | "
-        f"{_bytes(m.total)} | {verdict} ({device_gb:g} GB) |"
+        f"{_bytes(m.total)} | {verdict} ({device_gb:g} GiB) |"
     )
     collectives = Counter(
         launch.op for launch in plan.entries["decode"].launches if launch.kind == "collective"

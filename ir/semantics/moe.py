@@ -225,6 +225,7 @@ def grouped_swiglu(
     *,
     limit: float,
     act_quant: bool = False,
+    slots: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Every expert group of the sorted slots through its SwiGLU, routing weight before w2.
 
@@ -236,15 +237,23 @@ def grouped_swiglu(
     With no more slots than experts (a decode step) each slot gathers its expert's weights
     by index, so nothing is read on the host (a CUDA graph can hold the step); otherwise
     each expert's contiguous group runs at once, its bounds read from `offsets`.
+
+    `slots` [E] (expert offload, `runtime.offload`): expert e's weights are w1[slots[e]] of a
+    bank of resident and fetched experts, and an expert at slot -1 is skipped (rows of 0).
     """
-    k, experts = weights.shape[1], w1.shape[0]
+    k = weights.shape[1]
+    experts = w1.shape[0] if slots is None else slots.numel()
+    if slots is None:
+        slots = torch.arange(experts, device=order.device)
     flat_w = weights.reshape(-1)  # [N*K]
     y = torch.zeros((order.numel(), x.shape[1]), dtype=x.dtype, device=x.device)  # [N*K,D]
     if order.numel() <= experts:
         positions = torch.arange(order.numel(), device=order.device)
         expert = torch.searchsorted(offsets[1:], positions, right=True)  # [N*K] sorted slot's
         mine = (expert < experts).to(x.dtype)  # [N*K] 0 on the other ranks' slots
-        expert = expert.clamp(max=experts - 1)
+        expert = slots.index_select(0, expert.clamp(max=experts - 1))
+        mine = mine * (expert >= 0).to(x.dtype)
+        expert = expert.clamp(min=0)
         for i in range(order.numel()):
             e, slot = expert[i : i + 1], order[i : i + 1]
             out = swiglu(
@@ -259,15 +268,17 @@ def grouped_swiglu(
             y[i : i + 1] = out * mine[i : i + 1, None]
         return y
     for e in range(experts):
-        lo, hi = int(offsets[e]), int(offsets[e + 1])
-        slots = order[lo:hi]
+        lo, hi, at = int(offsets[e]), int(offsets[e + 1]), int(slots[e])
+        if at < 0:
+            continue
+        picks = order[lo:hi]
         y[lo:hi] = swiglu(
-            x[slots // k],
-            w1[e],
-            w2[e],
-            w3[e],
+            x[picks // k],
+            w1[at],
+            w2[at],
+            w3[at],
             limit=limit,
-            scale=flat_w[slots],
+            scale=flat_w[picks],
             act_quant=act_quant,
         )
     return y

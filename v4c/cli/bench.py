@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from v4c.cli.experts import DeviceGb, ExpertProfileOpt, RecordExperts
 from v4c.cli.options import DraftTokens, Speculative
 from v4c.cli.ranks import (
     Ep,
@@ -85,6 +86,9 @@ def bench_command(
             "measurement on one.",
         ),
     ] = None,
+    device_gb: DeviceGb = None,
+    expert_profile: ExpertProfileOpt = None,
+    record_experts: RecordExperts = None,
 ) -> None:
     """Measure prefill and decode of a plan: launches, host time, tokens/s, bandwidth. With
     --tp/--ep every rank runs its piece (started here, or by torchrun); rank 0 reports.
@@ -142,7 +146,8 @@ def bench_command(
             spec, tensors, device=device, dtype=dtype, backend=backend, batch=batch,
             prompt_len=prompt_len, decode=decode, weight_formats=weights,
             cuda_graphs=cuda_graphs, compare=compare, comm=comm, speculative=speculative,
-            draft_tokens=draft_tokens, repeat=repeat, log=_progress,
+            draft_tokens=draft_tokens, repeat=repeat, log=_progress, device_gb=device_gb,
+            profile=expert_profile, record=record_experts,
         )  # fmt: skip
         if comm is not None:
             typer.echo(f"{comm.grid.world} ranks: tp={comm.grid.tp} x ep={comm.grid.ep}; rank 0:")

@@ -84,7 +84,12 @@ def compile_command(
     ] = None,
     device_gb: Annotated[
         float,
-        typer.Option("--device-gb", min=0.001, help="Device memory (GB) one rank must fit in."),
+        typer.Option(
+            "--device-gb",
+            min=0.001,
+            help="Device memory (GiB) one rank must fit in: the routed experts that do not fit "
+            "live in pinned host memory.",
+        ),
     ] = DEVICE_GB,
     targets: Annotated[
         list[str] | None,
@@ -93,6 +98,14 @@ def compile_command(
             help="Also build every kernel ahead of time for a GPU target (sm_80, sm_89, "
             "sm_90; repeatable), no GPU needed: DIR/targets/<target>.json and an estimated "
             "cost section in report.md.",
+        ),
+    ] = None,
+    expert_profile: Annotated[
+        Path | None,
+        typer.Option(
+            "--expert-profile",
+            help="A routing profile (v4c run/bench --record-experts FILE): the most picked "
+            "experts stay on the device (default: the lowest expert ids).",
         ),
     ] = None,
 ) -> None:
@@ -118,8 +131,13 @@ def compile_command(
         logits="all" if all_logits else "last", max_draft=max_draft, numerics=numerics,
         weights=weights, dtype=dtype, tp=tp, ep=ep,
     )  # fmt: skip
+    from v4c.expert_profile import ExpertProfile
+
+    # any spec's profile of the same layers and expert counts applies (a checkpoint may name
+    # its spec otherwise: the embedded tiny is tiny-seed0); the counts are checked per layer
+    profile = ExpertProfile.load(expert_profile) if expert_profile else None
     compiled = write_output(
-        spec, out, dump_ir, device_gb, options=options, pipeline=pipeline,
+        spec, out, dump_ir, device_gb, profile, options=options, pipeline=pipeline,
         disabled=set(disable_pass or []),
     )  # fmt: skip
     for r in compiled.records:
@@ -132,6 +150,13 @@ def compile_command(
         f"({kernels} kernel launches per decode step)"
     )
     typer.echo(fits_line(compiled.plan, device_gb))
+    offload = compiled.plan.offload
+    if offload:
+        kept = sum(map(len, offload["resident"].values()))
+        typer.echo(
+            f"offload: {kept} routed experts resident, the rest in pinned host memory, a slot "
+            f"cache of {offload['slots']} experts (see report.md)"
+        )
     if targets:
         from v4c.codegen.lens import write_targets
 

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from v4c.cli.experts import RecordExperts, save_profile
 from v4c.cli.options import (
     Backend,
     Checkpoint,
@@ -227,6 +228,7 @@ def run_command(
     ] = False,
     tp: Tp = None,
     ep: Ep = None,
+    record_experts: RecordExperts = None,
 ) -> None:
     """Generate a reply to a prompt, streaming tokens; prints tokens/s at the end
     (--prompt-file: many prompts as one batch, JSON lines out).
@@ -268,12 +270,15 @@ def run_command(
         for text in stop or []:
             utf8(text, "--stop")
         drafter = choose_drafter(session, speculative, draft_tokens, sampler, comm, penalties)
+        picks = session.engine.record_experts() if record_experts else None
         if items is not None:
             from v4c.cli.batch import run_batch
 
             run_batch(session, limit, items, chat=chat, thinking=thinking,
                       max_new=max_new_tokens, sampler=sampler, drafter=drafter,
                       penalties=penalties, stops=stop or [])  # fmt: skip
+            if picks is not None:
+                save_profile(record_experts, session.spec.name, picks)
             return
         tok = session.tokenizer
         if chat:
@@ -288,6 +293,8 @@ def run_command(
         if json_out:
             message = _parsed(session, text, reply.tokens, stop)
             typer.echo(json.dumps(message, ensure_ascii=False))
+        if picks is not None:
+            save_profile(record_experts, session.spec.name, picks)
         if reply.interrupted:  # Ctrl-C: what came is printed; the shell's code for it
             raise typer.Exit(130)
 

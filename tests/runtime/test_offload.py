@@ -1,0 +1,153 @@
+"""Expert offload (`runtime/offload.py`): a plan whose budget keeps most routed experts in the
+host store gives the same tokens, bitwise, as the all-resident plan: greedy, sampled with a
+seed, and with MTP speculation; on the torch backend and the Triton one (interpreter). The
+slot table really routes the reads: the counters see picks of offloaded experts and fetches.
+A step with more offloaded experts than slots runs in rounds, with the same bits."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from tests.conftest import SPECS
+from v4c.budget import GiB, fit, minimum_bytes, routed_experts
+from v4c.compile import compile_spec
+from v4c.ir.semantics.moe import grouped_swiglu, moe_sort
+from v4c.ir.semantics.quant import QuantWeight
+from v4c.passes.base import CompileOptions
+from v4c.cli.experts import save_profile
+from v4c.expert_profile import ExpertProfile
+from v4c.runtime.checkpoint.random_weights import as_stored, random_weights
+from v4c.runtime.drafting import MtpDrafter
+from v4c.runtime.engine import Engine
+from v4c.runtime.generate import generate
+from v4c.runtime.offload import ExpertStore, offloaded_call
+from v4c.runtime.sampler import Sampler
+from v4c.spec import load_spec
+
+NEW = 6
+PROMPTS = [[(7 * i + 3) % 1024 for i in range(20)], [(11 * i + 5) % 1024 for i in range(9)]]
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("offload")
+    (folder / "spec.yaml").write_text("extends: tiny.yaml\nname: tiny-offload\nvocab_size: 1024\n")
+    spec = load_spec(folder / "spec.yaml")
+    options = CompileOptions(max_batch=2, max_tokens=32, max_seq=64, max_draft=2, dtype="fp32")
+    plan = compile_spec(spec, options).plan
+    size = max(b for _, b in routed_experts(plan).values())
+    budget = fit(plan, (minimum_bytes(plan, spec.moe.top_k) + 3 * size) / GiB, spec.moe.top_k)
+    assert sum(len(f.offloaded) for f in budget.layers.values()) == 5 * 8 - 3
+    offloaded = dataclasses.replace(plan, offload=budget.to_plan())
+    weights = random_weights(spec, seed=5)
+    stored = as_stored({n: weights[n] for n in plan.params}, plan.params)
+    return plan, offloaded, stored
+
+
+def _runs(engine, prompts, new):
+    """Tokens of greedy, sampled (seeded) and speculative (MTP, 2 drafts) generation."""
+    out = []
+    for sampler, drafter in ((Sampler(), None), (Sampler(temperature=1.0, seed=3), None),
+                             (Sampler(), 2)):  # fmt: skip
+        draft = None if drafter is None else MtpDrafter(engine, sampler, drafter)
+        result = generate(engine, prompts, sampler, max_new_tokens=new, stop_ids=set(),
+                          drafter=draft)  # fmt: skip
+        out.append(result.tokens)
+    return out
+
+
+# the interpreter runs the Triton kernels slowly: one prompt, fewer tokens
+@pytest.mark.parametrize(
+    "backend, prompts, new",
+    [("torch", PROMPTS, 6), pytest.param("triton", PROMPTS[1:], 3, marks=pytest.mark.slow)],
+)
+def test_offloaded_plan_gives_the_same_tokens(plans, backend, prompts, new, tmp_path):
+    plan, offloaded, stored = plans
+    kw = dict(dtype=torch.float32, backend=backend, kernel_root=tmp_path)
+    want = _runs(Engine(plan, stored, **kw), prompts, new)
+    engine = Engine(offloaded, stored, **kw)
+    assert set(engine.offload) == {"layers.0", "layers.1", "layers.2", "layers.3", "mtp.0"}
+    assert _runs(engine, prompts, new) == want
+    hits, misses, fetched = sum(s.counts for s in engine.offload.values()).tolist()
+    assert misses > hits > 0 and fetched > 0  # 37 of 40 experts live in the host stores
+    bank = engine.offload["layers.1"].bank["w1"]
+    slots = offloaded.offload["slots"]  # 2 rounds x min(2 rows x 3 tokens x 2 picks, 8)
+    assert slots == 16 and bank.data.shape[0] == len(offloaded.offload["resident"]["layers.1"]) + 16
+
+
+def test_rounds_when_the_slots_are_fewer_than_the_picked_experts():
+    """A prefill step picking 7 offloaded experts through a cache of 2 slots: 4 rounds, each
+    filling the rows of its experts; the result is the all-resident one, bit for bit."""
+    gen = torch.Generator().manual_seed(0)
+    e, d, i, n, k = 8, 64, 32, 12, 2
+    dense = {w: torch.randn(e, *s, generator=gen) * 0.1
+             for w, s in (("w1", (i, d)), ("w2", (d, i)), ("w3", (i, d)))}  # fmt: skip
+    weights = {w: QuantWeight.quantize(t, "fp4:32") for w, t in dense.items()}
+    x = torch.randn(1, n, d, generator=gen)
+    idx = torch.stack([torch.randperm(e, generator=gen)[:k] for _ in range(n)]).view(1, n, k)
+    routing = torch.rand(1, n, k, generator=gen)
+    order, offsets = moe_sort(idx.view(-1, k), e)
+    order = order.view(1, n, k)
+    full = [weights[w].dequantize(torch.float32) for w in ("w1", "w2", "w3")]
+    want = grouped_swiglu(x.view(n, d), order.view(-1), offsets, routing.view(n, k), *full,
+                          limit=7.0).view(1, n, k, d)  # fmt: skip
+    store = ExpertStore(weights, [3], cache=2, device=torch.device("cpu"))
+    out = torch.full_like(want, float("nan"))
+    op = type("Op", (), {"limit": 7.0, "act_quant": False})
+    offloaded_call(store, op, [x, order, offsets, routing], out)()
+    picked = [x for x in range(e) if x != 3 and offsets[x + 1] > offsets[x]]
+    assert len(picked) == 7 and store.rounds(offsets, n * k) == 4
+    assert torch.equal(out, want)
+    hits, misses, fetched = store.counts.tolist()
+    assert (hits + misses, fetched) == (n * k, 7)
+
+
+def test_recorded_profile_round_trip(plans, tmp_path):
+    """`record_experts` counts every pick: K per token per layer, over prefill and decode;
+    the profile written from it reads back the same and chooses the residents."""
+    plan, _, stored = plans
+    engine = Engine(plan, stored, dtype=torch.float32)
+    picks = engine.record_experts()
+    generate(engine, [PROMPTS[1]], Sampler(), max_new_tokens=3, stop_ids=set())
+    fed = len(PROMPTS[1]) + 2  # the prompt, then two tokens fed back
+    main = {k: v for k, v in picks.items() if not k.startswith("mtp.")}
+    assert len(main) == 4 and all(int(v.sum()) == 2 * fed for v in main.values())
+    path = tmp_path / "profile.json"
+    save_profile(path, plan.spec, picks)
+    profile = ExpertProfile.load(path, plan.spec)
+    assert profile.picks == {k: v.tolist() for k, v in picks.items()}
+    size = max(b for _, b in routed_experts(plan).values())
+    budget = (minimum_bytes(plan, 2) + 4 * size) / GiB
+    chosen = fit(plan, budget, 2, profile).layers
+    share = {k: profile.share(k, 8) or [1 / 8] * 8 for k in chosen}  # mtp.0: never routed
+    kept = [share[k][e] for k, f in chosen.items() for e in f.resident]
+    dropped = [share[k][e] for k, f in chosen.items() for e in f.offloaded]
+    assert len(kept) == 4 and min(kept) >= max(dropped)  # the hottest, whatever the layer
+
+
+@pytest.mark.slow
+def test_flash_slice_offloaded_gives_the_same_tokens(tmp_path):
+    """The Flash slice at real dims (vocabulary cut to 1024), 16 experts a layer of which 12
+    live in the host store: greedy and seeded sampled tokens as with every expert resident."""
+    (tmp_path / "slice.yaml").write_text(
+        f"extends: {SPECS / 'variants' / 'flash-2l-slice.yaml'}\nname: slice\nvocab_size: 1024\n"
+    )
+    spec = load_spec(tmp_path / "slice.yaml")
+    options = CompileOptions(max_batch=1, max_tokens=8, max_seq=16, max_draft=0, dtype="fp32")
+    plan = compile_spec(spec, options).plan
+    size = max(b for _, b in routed_experts(plan).values())
+    budget = fit(plan, (minimum_bytes(plan, spec.moe.top_k) + 8 * size) / GiB, spec.moe.top_k)
+    assert [len(f.resident) for f in budget.layers.values()] == [4, 4]
+    weights = random_weights(spec, seed=2)
+    stored = as_stored({n: weights.pop(n) for n in plan.params}, plan.params)
+    prompt = [[(5 * i + 1) % 1024 for i in range(8)]]
+    tokens = []
+    for p in (plan, dataclasses.replace(plan, offload=budget.to_plan())):
+        engine = Engine(p, stored, dtype=torch.float32)
+        tokens.append([generate(engine, prompt, sampler, max_new_tokens=3, stop_ids=set()).tokens
+                       for sampler in (Sampler(), Sampler(temperature=1.0, seed=7))])  # fmt: skip
+    assert tokens[0] == tokens[1]
+    assert sum(int(s.counts[1]) for s in engine.offload.values()) > 0  # picks read from host
