@@ -43,6 +43,10 @@ NOT_RUN = {  # a line's start -> why it is only parsed here
     "v4c bench tiny --random-weights --tp 2": "ranks: minutes on two cores",
     "v4c bench tiny --random-weights --prompt-len 64": "minutes on two cores: test_bench.py",
     "v4c bench tiny --random-weights --draft-tokens 2": "minutes on two cores: test_bench.py",
+    "v4c compile specs/flash.yaml -o build/flash --target": "minutes of sm_90 builds, which need "
+    "the Triton compiler and so no TRITON_INTERPRET: tests/codegen/test_lens.py builds the slice",
+    "v4c bench tiny --random-weights --target": "sm_90 builds outside the interpreter: "
+    "tests/codegen/test_lens.py runs it",
 }
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
 
