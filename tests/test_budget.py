@@ -108,10 +108,17 @@ def test_report_and_plan_agree(tiny, tmp_path):
     assert "Host-link bytes per decode token" in report and "estimate" in report
 
 
-def test_cli_refuses_a_budget_below_the_minimum_and_offloads_above(tmp_path):
+def test_cli_refuses_a_budget_below_the_minimum_and_offloads_above(tiny, tmp_path):
+    """Below the minimum: refused with a budget that fits (the minimum rounded up to 0.01
+    GiB); the minimum plus one expert's bytes keeps one expert resident."""
+    spec, plan = tiny
+    least = _minimum(plan, spec.moe.top_k)
     out = v4c("compile", "tiny", "--device-gb", "0.1", "-o", str(tmp_path))
-    assert out.returncode != 0 and "pass --device-gb 0.15 or more" in out.stderr
-    out = v4c("compile", "tiny", "--device-gb", "0.1403", "-o", str(tmp_path))
+    suggested = float(re.search(r"pass --device-gb ([0-9.]+) or more", out.stderr).group(1))
+    assert out.returncode != 0 and least / GiB <= suggested < least / GiB + 0.01
+    size = max(b for _, b in routed_experts(plan).values())
+    budget = f"{(least + size + 1024) / GiB:.6f}"  # + 1 KiB for the printed digits
+    out = v4c("compile", "tiny", "--device-gb", budget, "-o", str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert "offload: 1 routed experts resident" in out.stdout
     assert "| layers.0 | 1/8 |" in (tmp_path / "report.md").read_text()

@@ -24,6 +24,7 @@ from v4c.runtime.drafting import MtpDrafter
 from v4c.runtime.engine import Engine
 from v4c.runtime.generate import generate
 from v4c.runtime.offload import ExpertStore, offloaded_call
+from v4c.ir.weights import WeightFormat
 from v4c.runtime.sampler import Sampler
 from v4c.spec import load_spec
 
@@ -85,7 +86,7 @@ def test_rounds_when_the_slots_are_fewer_than_the_picked_experts():
     e, d, i, n, k = 8, 64, 32, 12, 2
     dense = {w: torch.randn(e, *s, generator=gen) * 0.1
              for w, s in (("w1", (i, d)), ("w2", (d, i)), ("w3", (i, d)))}  # fmt: skip
-    weights = {w: QuantWeight.quantize(t, "fp4:32") for w, t in dense.items()}
+    weights = {w: QuantWeight.quantize(t, WeightFormat.fp4(32)) for w, t in dense.items()}
     x = torch.randn(1, n, d, generator=gen)
     idx = torch.stack([torch.randperm(e, generator=gen)[:k] for _ in range(n)]).view(1, n, k)
     routing = torch.rand(1, n, k, generator=gen)
