@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from v4c.ir.op import Op, register
 from v4c.ir.types import TensorType, torch_dtype
+from v4c.ir.semantics.invariant import matmul
 
 Yarn = (
     tuple[float, int, float, float] | None
@@ -118,7 +119,7 @@ class Linear(Op):
     def run(self, ins):
         x, w = ins
         held = x.dtype if x.dtype.is_floating_point else None  # the run's dtype for IR-bf16
-        return ((x.float() @ w.float().T).to(torch_dtype(self.out_dtype, held)),)
+        return (matmul(x.float(), w.float()).to(torch_dtype(self.out_dtype, held)),)
 
 
 @register

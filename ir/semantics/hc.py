@@ -12,6 +12,7 @@ port differs: post/comb stay fp32 when mixing (HF rounds them to the model dtype
 from __future__ import annotations
 
 import torch
+from v4c.ir.semantics.invariant import matmul
 
 
 def hc_expand(h: torch.Tensor, n: int) -> torch.Tensor:
@@ -27,7 +28,7 @@ def _mix_logits(
     Xf = X.float()  # [B,T,n,D]
     flat = Xf.flatten(2)  # [B,T,n*D]
     rsqrt = torch.rsqrt(flat.square().mean(-1, keepdim=True) + norm_eps)  # [B,T,1]
-    return Xf, (flat @ fn.float().T) * rsqrt  # [B,T,n,D], [B,T,rows of fn]
+    return Xf, matmul(flat, fn.float()) * rsqrt  # [B,T,n,D], [B,T,rows of fn]
 
 
 def _collapse(pre: torch.Tensor, Xf: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -83,7 +84,8 @@ def hc_post(
     comb [B,T,n,n]. Returns [B,T,n,D] in a's dtype (official: `.type_as(a)`).
     """
     expand = post.float().unsqueeze(-1) * a.float().unsqueeze(-2)  # [B,T,n,D]
-    mix = comb.float().transpose(-1, -2) @ X.float()  # [B,T,n,n] @ [B,T,n,D] -> [B,T,n,D]
+    comb, Xf = comb.float(), X.float()
+    mix = sum(comb[..., j, :, None] * Xf[..., j, None, :] for j in range(comb.shape[-1]))
     return (expand + mix).to(a.dtype)
 
 

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from v4c.ir.semantics.quant import act_quant_fp8, fp4_sim, hadamard, round_to
 from v4c.ir.semantics.rope import apply_rope
+from v4c.ir.semantics.invariant import bmm, matmul
 
 
 def indexer_scores(
@@ -44,20 +45,20 @@ def indexer_scores(
     act = x.dtype  # the activation dtype: where the official code holds a bf16 tensor
     if sim:
         qr = act_quant_fp8(qr)
-    q = (qr.float() @ wq_b.float().T).unflatten(-1, (n_heads, head_dim))  # [B, T, Hi, di]
+    q = matmul(qr.float(), wq_b.float()).unflatten(-1, (n_heads, head_dim))  # [B, T, Hi, di]
     if sim:
         q = q.to(act)  # official: the wq_b GEMM writes bf16, RoPE and Hadamard write bf16 back
     q = apply_rope(q, positions, rope_freqs)
     if sim:
         q = fp4_sim(hadamard(q))
-    w = x.float() @ weights_proj.float().T  # [B, T, Hi]
+    w = matmul(x.float(), weights_proj.float())  # [B, T, Hi]
     if sim:  # official: weights_proj writes bf16, and its product with the scale is bf16
         w = round_to(round_to(w, act) * scale, act)
     else:
         w = w * scale
-    dots = torch.einsum("bthd,bsd->bths", q.float(), keys.float())  # [B, T, Hi, C]
+    dots = bmm(q.float(), keys.float())  # [B, T, Hi, C]
     if not sim:
-        return torch.einsum("bth,bths->bts", w, dots.relu())
+        return (dots.relu() * w[..., None]).sum(2)
     dots = round_to(dots, act).relu()  # official: the q·k einsum writes bf16
     weighted = round_to(dots * w[..., None], act)  # official: each head's weighted score is bf16
     return round_to(weighted.sum(2), act)  # official: the sum over heads is bf16

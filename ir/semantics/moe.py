@@ -20,13 +20,14 @@ import torch
 import torch.nn.functional as F
 
 from v4c.ir.semantics.quant import act_quant_fp8, round_to
+from v4c.ir.semantics.invariant import matmul
 
 SCORING_FUNCS = ("sqrtsoftplus", "sigmoid", "softmax")
 
 
 def _scores(x: torch.Tensor, weight: torch.Tensor, scoring_func: str) -> torch.Tensor:
     """Router scores s [N,E] fp32 from fp32 logits x Wg^T."""
-    z = x.float() @ weight.float().T  # [N,E]
+    z = matmul(x.float(), weight.float())  # [N,E]
     if scoring_func == "sqrtsoftplus":
         return F.softplus(z).sqrt()
     if scoring_func == "sigmoid":
@@ -123,8 +124,8 @@ def swiglu(
     if act_quant:
         x = act_quant_fp8(x)
     xf = x.float()
-    gate = xf @ w1.float().T  # [N,I]
-    up = xf @ w3.float().T  # [N,I]
+    gate = matmul(xf, w1.float())  # [N,I]
+    up = matmul(xf, w3.float())  # [N,I]
     if act_quant:  # official: the w1 and w3 GEMMs write bf16, cast to fp32 for the SwiGLU
         gate, up = round_to(gate, x.dtype), round_to(up, x.dtype)
     if limit > 0:
@@ -135,7 +136,7 @@ def swiglu(
         h = scale.float().unsqueeze(-1) * h
     if act_quant:
         h = act_quant_fp8(h.to(x.dtype)).float()
-    return (h @ w2.float().T).to(x.dtype)
+    return matmul(h, w2.float()).to(x.dtype)
 
 
 def moe(
