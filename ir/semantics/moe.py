@@ -17,10 +17,9 @@ Shapes: N = B*T flattened tokens (legend in `ir.semantics`).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from v4c.ir.semantics.quant import act_quant_fp8, round_to
-from v4c.ir.semantics.invariant import matmul
+from v4c.ir.semantics.invariant import matmul, sigmoid, silu, softplus
 
 SCORING_FUNCS = ("sqrtsoftplus", "sigmoid", "softmax")
 
@@ -29,9 +28,9 @@ def _scores(x: torch.Tensor, weight: torch.Tensor, scoring_func: str) -> torch.T
     """Router scores s [N,E] fp32 from fp32 logits x Wg^T."""
     z = matmul(x.float(), weight.float())  # [N,E]
     if scoring_func == "sqrtsoftplus":
-        return F.softplus(z).sqrt()
+        return softplus(z).sqrt()
     if scoring_func == "sigmoid":
-        return z.sigmoid()
+        return sigmoid(z)
     if scoring_func == "softmax":
         return z.softmax(dim=-1)
     raise ValueError(f"unknown scoring_func {scoring_func!r}; expected one of {SCORING_FUNCS}")
@@ -131,7 +130,7 @@ def swiglu(
     if limit > 0:
         gate = gate.clamp(max=limit)
         up = up.clamp(min=-limit, max=limit)
-    h = F.silu(gate) * up  # [N,I]
+    h = silu(gate) * up  # [N,I]
     if scale is not None:
         h = scale.float().unsqueeze(-1) * h
     if act_quant:
