@@ -93,6 +93,19 @@ def test_mtp_drafts_give_the_plain_greedy_tokens_and_caches(setup, case, k):
     assert stats.rounds >= (NEW - 1) // (k + 1) and stats.emitted == len(prompts) * (NEW - 1)
 
 
+def test_auto_gives_the_plain_greedy_tokens_and_caches(setup):
+    """`--speculative auto` (plain steps, rounds, maybe plain again: when it stops depends on
+    timing) changes nothing in the output or the caches."""
+    _, _, engine, plain = setup
+    tokens, caches, lengths = plain["batch"]
+    drafter = MtpDrafter(engine, Sampler(), 2, auto=True)
+    result = generate(
+        engine, PROMPTS, Sampler(), max_new_tokens=NEW, stop_ids=set(), drafter=drafter
+    )
+    assert result.tokens == tokens and engine.lengths == lengths
+    _assert_same_caches(engine, caches)
+
+
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_a_perfect_drafter_keeps_every_draft(setup, k):
     _, _, engine, plain = setup

@@ -102,6 +102,8 @@ def _reply(
             f", {spec.acceptance:.0%} of {spec.drafted} drafts accepted, "
             f"{spec.tokens_per_step:.2f} tokens per main-model step"
         )
+        if spec.stopped:
+            decode += f"; speculation {spec.stopped}"
     typer.echo(
         f"[{_count(result.prompt_tokens[0], 'prompt token')}, {result.generated_tokens[0]} new "
         f"({reason}); prefill {result.prefill_s:.2f} s, {decode}]",
