@@ -13,14 +13,14 @@ thread count and CPU (its kernel choice, blocking and thread split are decided f
 alone), so every call for one weight takes the same path on any x86-64 CPU. Inside one call,
 a row's K reduction does not depend on which of the ROWS positions it sits in: GEMM kernels
 run the K loop outside the row tiling (a row is a register or SIMD lane of the same rank-1
-updates), and ROWS = 8 fills whole row tiles of the x86 sgemm/bf16 kernels' 4- and 8-row
-micro-kernels, so no row lands in an edge tile. That last point is the BLAS's behaviour,
-not a documented contract: tests/ir/semantics/test_invariant.py checks it on the machine
-that runs the suite (every position of a block, M = 1..27, 1 and 2 threads), so a BLAS that
-breaks it fails there rather than silently.
+updates, an edge tile a masked copy of them). That last point is the BLAS's behaviour, not a
+documented contract: tests/ir/semantics/test_invariant.py checks it on the machine that runs
+the suite (every position of a block, M = 1..15, 1 and 2 threads), so a BLAS that breaks it
+fails there rather than silently.
 
-Cost: a lone row pays for ROWS rows of arithmetic (the weights are read once either way,
-and a decode step's GEMMs are bound by reading them); BENCHMARKS.md has the measurement.
+ROWS = 4: a verify step's K + 1 <= 4 rows are one call, as a decode step's one row is, so
+verifying costs what decoding does. Cost: a lone row pays for 4 rows of arithmetic (measured
+in BENCHMARKS.md); a long prefill makes M / 4 calls.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import math
 import torch
 from torch import Tensor
 
-ROWS = 8  # rows per BLAS call; fixed, so the call's shape never depends on the batch
+ROWS = 4  # rows per BLAS call; fixed, so the call's shape never depends on the batch
 
 
 def matmul(x: Tensor, w: Tensor) -> Tensor:

@@ -1,5 +1,5 @@
 """The batch-invariant product (ir/semantics/invariant.py), bitwise: a row alone, at every
-position of a block, and inside M = 1..27 rows (three blocks and a part) give the same bits,
+position of a block, and inside M = 1..15 rows (three blocks and a part) give the same bits,
 in fp32 and bf16, with 1 and 2 threads; and the values are x Wᵀ (against torch.mm, to fp32
 reordering)."""
 
