@@ -4,8 +4,8 @@ a drafter emits exactly the tokens of plain greedy decoding, and leaves the main
 caches bit for bit as plain decoding leaves them.
 
 The oracle of every check is the plain `generate` loop on the same engine and weights. The
-runs decode 200 tokens after prompts of 40 and 13 tokens, so they cross the sliding window
-(16), the CSA windows (4) and the HCA window (128) many times. Three drafters:
+runs decode 120 tokens after prompts of 40 and 13 tokens, so they cross the sliding window
+(16) and the CSA windows (4) many times and the HCA window (128) once each. Three drafters:
 - the MTP block (random weights: it almost never agrees with the main model, so this covers
   rejection, the MTP's own rounds and its chained steps);
 - the perfect drafter (every draft accepted: verify steps of K+1 tokens kept whole);
