@@ -90,7 +90,7 @@ def test_chat_feeds_only_new_tokens(env):
         (("--temperature", "-1"), "Invalid value for '--temperature'"),
         (("--numerics", "exact"), "error: --numerics: expected official or plain"),
         (("--top-p", "0"), "Invalid value for '--top-p': must be a number in (0, 1], got 0.0"),
-        (("--speculative", "eagle"), "Invalid value for '--speculative': expected auto, mtp or off"),
+        (("--speculative", "eagle"), "'--speculative': expected auto, mtp or off"),
         (("--tp", "4"), "error: --tp 4 --ep 1: attention.o_groups (2) is not divisible by tp"),
     ],
 )
