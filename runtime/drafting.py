@@ -35,6 +35,7 @@ import torch
 
 from v4c.errors import V4CError
 from v4c.runtime.engine import Engine
+from v4c.runtime.pays import Pays
 from v4c.runtime.sampler import Sampler
 from v4c.runtime.speculative import accept
 
@@ -47,6 +48,7 @@ class DraftStats:
     drafted: int = 0  # draft tokens verified (but those after a sequence's last token)
     accepted: int = 0  # draft tokens the main model kept
     emitted: int = 0  # tokens the verify steps produced (taken by the caller)
+    stopped: str = ""  # why `auto` turned speculation off ("" while it runs)
 
     @property
     def acceptance(self) -> float:
@@ -64,6 +66,7 @@ class MtpDrafter:
         sampler: Sampler,
         draft_tokens: int,
         oracle: list[list[int]] | None = None,
+        auto: bool = False,
     ) -> None:
         limit = engine.plan.options["max_draft"] if "draft" in engine.programs else 0
         if not 1 <= draft_tokens <= limit:
@@ -72,6 +75,7 @@ class MtpDrafter:
                 + ("" if limit else " (it was compiled without the MTP block: --max-draft)")
             )
         self.engine, self.sampler, self.k, self.oracle = engine, sampler, draft_tokens, oracle
+        self.pays = Pays() if auto else None  # None: speculate to the end (`mtp`)
         for rollback in engine.rollbacks.values():
             rollback.check(draft_tokens + 1)
         # the MTP block's sliding window: its caches are rings of that many slots
@@ -100,6 +104,13 @@ class MtpDrafter:
         logits = self.engine.forward([list(p) for p in prompts], hidden=self.window)
         self.prompt_lengths = list(self.engine.lengths)
         return logits
+
+    def plain(self, tokens: list[list[int]]) -> torch.Tensor:
+        """A plain decode step (tokens[b]: [] or sequence b's last token) that keeps what
+        drafting needs (the main model's streams, the fed tokens), so `start` can follow."""
+        for b, ids in enumerate(tokens):
+            self.fed[b] = (self.fed[b] + ids)[-self.window :]
+        return self.engine.forward(tokens, hidden=self.window)
 
     def start(self, rows: list[int], first: list[int]) -> None:
         """Draft for `rows` after a prefill: `first` is each one's sampled token."""

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 from v4c.errors import SamplingError
+from v4c.runtime.pays import WARM
 from v4c.runtime.penalties import Penalties
 from v4c.runtime.sampler import Sampler
 
@@ -142,7 +143,7 @@ def generate(
 
     start = time.perf_counter()
     if drafter is not None:
-        _speculate(drafter, batch)
+        _speculate(drafter, batch, sampler)
     while live := batch.live():
         step = [[batch.tokens[i][-1]] if i in live else [] for i in everyone]
         logits = _forward(engine, step)
@@ -160,15 +161,30 @@ def generate(
     )
 
 
-def _speculate(drafter: MtpDrafter, batch: _Batch) -> None:
+def _speculate(drafter: MtpDrafter, batch: _Batch, sampler: Sampler) -> None:
     """The decode rounds with a drafter: verify, take what each sequence keeps, commit. Near
-    the caches' end, where K + 1 positions no longer fit, the plain loop finishes."""
+    the caches' end, where K + 1 positions no longer fit, the plain loop finishes; it also
+    does once an `auto` drafter's rounds stop paying (`runtime/pays.py`), after the plain
+    steps that measure what they must beat."""
+    pays = drafter.pays
+    for _ in range(WARM if pays is not None else 0):
+        if not (live := batch.live()):
+            return
+        step = [[tokens[-1]] if i in live else [] for i, tokens in enumerate(batch.tokens)]
+        start = time.perf_counter()
+        logits = drafter.plain(step)
+        pays.plain_step(time.perf_counter() - start, len(live))
+        batch.accept(live, sampler.sample(logits[live]).tolist())
     if live := batch.live():
         drafter.start(live, [batch.tokens[i][-1] for i in live])
     while (live := batch.live()) and drafter.fits(live):
+        start = time.perf_counter()
         emitted = drafter.propose(live, [batch.tokens[i][-1] for i in live])
         taken = [batch.take(i, ids) for i, ids in zip(live, emitted)]
         drafter.commit(taken, [batch.reasons[i] is None for i in live])
+        if pays is not None and (why := pays.round(time.perf_counter() - start, sum(taken))):
+            drafter.stats.stopped = why
+            return
 
 
 def _check(prompts: list[list[int]], max_new_tokens: int) -> None:

@@ -35,6 +35,7 @@ from v4c.envs import cache_dir
 from v4c.errors import V4CError
 from v4c.ir.op import Op, make_op
 from v4c.ir.plan import Launch, Plan, Ref
+from v4c.ir.semantics.invariant import RowBlocks
 from v4c.ir.semantics.quant import QuantWeight
 from v4c.ir.types import ir_dtype, resolve_dim, torch_dtype
 from v4c.runtime.offload import layer_of, offloaded_call
@@ -287,18 +288,13 @@ def _blas_linear(op: Op, args: list) -> bool:
 
 def _matmul(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> Call:
     """y = x Wᵀ straight into `out`, in the operands' own dtype (fp32 accumulation on the
-    tensor cores / in the BLAS); an fp32 result of 16-bit operands (the lm_head) is widened
-    from the GEMM's output, never computed from fp32 copies of the weight."""
+    tensor cores / in the BLAS), batch-invariant: the rows go through fixed-shape blocks
+    (`ir/semantics/invariant.py`) so a token's row never depends on the step's other rows;
+    an fp32 result of 16-bit operands (the lm_head) is widened from the GEMM's output, never
+    computed from fp32 copies of the weight."""
     x2, w_t, o2 = x.view(-1, x.shape[-1]), w.t(), out.view(-1, out.shape[-1])
-    if out.dtype == x.dtype:
-        return lambda: torch.mm(x2, w_t, out=o2)
-    scratch = torch.empty(o2.shape, dtype=x.dtype, device=x.device)  # bound once, reused
-
-    def call() -> None:
-        torch.mm(x2, w_t, out=scratch)
-        o2.copy_(scratch)
-
-    return call
+    blocks = RowBlocks(x2.shape[1], o2.shape[1], x.dtype, x.device)  # bound once, reused
+    return lambda: blocks(x2, w_t, o2)
 
 
 def _dequantized(args: list, dtype: torch.dtype) -> list:

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from v4c.ir.op import Op, register
 from v4c.ir.types import TensorType, torch_dtype
+from v4c.ir.semantics.invariant import matmul
 
 Yarn = (
     tuple[float, int, float, float] | None
@@ -127,7 +128,7 @@ class Linear(Op):
             from v4c.ir.semantics.quant import act_quant_fp8
 
             x = act_quant_fp8(x.float())
-        return ((x.float() @ w.float().T).to(torch_dtype(self.out_dtype, held)),)
+        return (matmul(x.float(), w.float()).to(torch_dtype(self.out_dtype, held)),)
 
 
 @register

@@ -14,23 +14,28 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from v4c.ir.semantics.invariant import bmm, matmul
 from v4c.ir.semantics.quant import round_to
 from v4c.spec.schema import CSA_RATIO
 
 
-def _window_mask(positions: Tensor, window: int) -> tuple[Tensor, Tensor]:
-    """Visibility of the ring buffer's slots and of this step's tokens to each query.
+def _window_keys(kv: Tensor, positions: Tensor, ring: Tensor) -> tuple[Tensor, Tensor]:
+    """Each query's window in slot order: ([B, T, W, d] keys, [B, T, W] visibility).
 
-    Returns ([B, T, W], [B, T, T]) booleans: key position j is visible to query i iff
-    i - W < j <= i. Slot s holds the latest position p < start with p % W == s (none if < 0)."""
-    start = positions[:, :1]  # [B, 1]
+    Slot s of query i holds the key of p = i - ((i - s) mod W), the one position of
+    (i - W, i] with p % W == s: this step's kv where p >= start, else the ring's slot s (which
+    holds the latest position before start with that residue, so p itself); visible iff p >= 0.
+    The layout depends on the query's position alone, never on T, so a query's sums run over
+    the same slots in the same order in a decode, verify or prefill step (batch invariance)."""
+    start, window = positions[:, :1], ring.shape[1]  # [B, 1]
     slot = torch.arange(window, device=positions.device)  # [W]
-    slot_pos = start - 1 - (start - 1 - slot).remainder(window)  # [B, W]
     query = positions[..., None]  # [B, T, 1]
-    in_cache = (slot_pos[:, None, :] >= 0) & (slot_pos[:, None, :] > query - window)
-    keys = positions[:, None, :]  # [B, 1, T]
-    in_step = (keys <= query) & (keys > query - window)
-    return in_cache, in_step
+    pos = query - (query - slot).remainder(window)  # [B, T, W]
+    in_step = pos >= start[..., None]
+    step_row = (pos - start[..., None]).clamp(0, kv.shape[1] - 1)  # [B, T, W]
+    from_step = kv.float()[torch.arange(kv.shape[0])[:, None, None], step_row]  # [B, T, W, d]
+    from_ring = ring.float()[:, None].expand(-1, kv.shape[1], -1, -1)  # [B, T, W, d]
+    return torch.where(in_step[..., None], from_step, from_ring), pos >= 0
 
 
 def _compressed_mask(
@@ -67,23 +72,35 @@ def sparse_attention(
     running max of 64-key blocks, so where a later block raises the max the official value
     differs from this one by bf16 noise; with the max in the first block they are the same.
     """
-    masks = list(_window_mask(positions, window_cache.shape[1]))
-    keys = [window_cache[slots].float(), kv.float()]
+    window_keys, visible = _window_keys(kv, positions, window_cache[slots])
+    qf = q.float()
+    logits = (qf[:, :, :, None] * window_keys[:, :, None]).sum(-1)  # [B, T, H, W]
+    masks, compressed_keys = [visible[:, :, None].expand_as(logits)], None
     if ratio and compressed is not None:
-        keys.append(compressed[slots].float())
-        masks.append(_compressed_mask(positions, compressed.shape[1], ratio, topk_idx))
-    keys_all, mask = torch.cat(keys, dim=1), torch.cat(masks, dim=-1)  # [B, L, d], [B, T, L]
-    logits = torch.einsum("bthd,bld->bthl", q.float(), keys_all) * softmax_scale
-    logits = logits.masked_fill(~mask[:, :, None, :], float("-inf"))
+        compressed_keys = compressed[slots].float()  # [B, C, d]
+        logits = torch.cat((logits, bmm(qf, compressed_keys)), dim=-1)  # [B, T, H, W + C]
+        mask = _compressed_mask(positions, compressed.shape[1], ratio, topk_idx)  # [B, T, C]
+        masks.append(mask[:, :, None].expand(-1, -1, q.shape[2], -1))
+    logits = (logits * softmax_scale).masked_fill(~torch.cat(masks, dim=-1), float("-inf"))
     top = logits.amax(dim=-1, keepdim=True)  # [B, T, H, 1], finite: the query sees itself
     weights = (logits - top).exp()
     denom = weights.sum(-1, keepdim=True) + (sink.float()[:, None] - top).exp()
+    probs = round_to(weights, q.dtype) if round_probs else weights / denom
+    out = _weighted_keys(probs, window_keys, compressed_keys)
     if round_probs:  # official: P in bf16 for P·V, then the division in fp32
-        out = torch.einsum("bthl,bld->bthd", round_to(weights, q.dtype), keys_all) / denom
-    else:
-        out = torch.einsum("bthl,bld->bthd", weights / denom, keys_all)
+        out = out / denom
     _write_window(window_cache, slots, kv, positions)
     return out.to(q.dtype)
+
+
+def _weighted_keys(probs: Tensor, window_keys: Tensor, compressed_keys: Tensor | None) -> Tensor:
+    """P·V over the window's slots (summed in slot order), plus the compressed entries' part
+    (an invariant product over the C cache entries): [B, T, H, W (+ C)] -> [B, T, H, d]."""
+    window = window_keys.shape[2]
+    out = (probs[..., :window, None] * window_keys[:, :, None]).sum(-2)
+    if compressed_keys is None:
+        return out
+    return out + bmm(probs[..., window:], compressed_keys.transpose(1, 2))
 
 
 def _write_window(window_cache: Tensor, slots: Tensor, kv: Tensor, positions: Tensor) -> None:
@@ -102,4 +119,5 @@ def grouped_out_proj(o: Tensor, wo_a: Tensor, groups: int) -> Tensor:
     g*R .. (g+1)*R - 1 of wo_a [G*R, H*d/G]. Returns o's dtype."""
     grouped = o.float().flatten(2).unflatten(-1, (groups, -1))  # [B, T, G, H*d/G]
     weight = wo_a.float().unflatten(0, (groups, -1))  # [G, R, H*d/G]
-    return torch.einsum("btgi,gri->btgr", grouped, weight).flatten(2).to(o.dtype)
+    out = torch.stack([matmul(grouped[:, :, g], weight[g]) for g in range(groups)], dim=2)
+    return out.flatten(2).to(o.dtype)  # [B, T, G, R] -> [B, T, G*R]

@@ -12,6 +12,7 @@ port differs: post/comb stay fp32 when mixing (HF rounds them to the model dtype
 from __future__ import annotations
 
 import torch
+from v4c.ir.semantics.invariant import matmul, sigmoid
 
 
 def hc_expand(h: torch.Tensor, n: int) -> torch.Tensor:
@@ -27,7 +28,7 @@ def _mix_logits(
     Xf = X.float()  # [B,T,n,D]
     flat = Xf.flatten(2)  # [B,T,n*D]
     rsqrt = torch.rsqrt(flat.square().mean(-1, keepdim=True) + norm_eps)  # [B,T,1]
-    return Xf, (flat @ fn.float().T) * rsqrt  # [B,T,n,D], [B,T,rows of fn]
+    return Xf, matmul(flat, fn.float()) * rsqrt  # [B,T,n,D], [B,T,rows of fn]
 
 
 def _collapse(pre: torch.Tensor, Xf: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -67,8 +68,8 @@ def hc_pre(
     m_pre, m_post, m_comb = m.split([n, n, n * n], dim=-1)
     b_pre, b_post, b_comb = base.float().split([n, n, n * n])
     s_pre, s_post, s_comb = scale.float().unbind(0)
-    pre = torch.sigmoid(m_pre * s_pre + b_pre) + eps  # [B,T,n]
-    post = 2 * torch.sigmoid(m_post * s_post + b_post)  # [B,T,n]
+    pre = sigmoid(m_pre * s_pre + b_pre) + eps  # [B,T,n]
+    post = 2 * sigmoid(m_post * s_post + b_post)  # [B,T,n]
     logits = (m_comb * s_comb + b_comb).unflatten(-1, (n, n))  # [B,T,n,n], row-major (j, k)
     comb = _sinkhorn(logits, sinkhorn_iters, eps)
     return _collapse(pre, Xf, X.dtype), post, comb
@@ -83,7 +84,8 @@ def hc_post(
     comb [B,T,n,n]. Returns [B,T,n,D] in a's dtype (official: `.type_as(a)`).
     """
     expand = post.float().unsqueeze(-1) * a.float().unsqueeze(-2)  # [B,T,n,D]
-    mix = comb.float().transpose(-1, -2) @ X.float()  # [B,T,n,n] @ [B,T,n,D] -> [B,T,n,D]
+    comb, Xf = comb.float(), X.float()
+    mix = sum(comb[..., j, :, None] * Xf[..., j, None, :] for j in range(comb.shape[-1]))
     return (expand + mix).to(a.dtype)
 
 
@@ -101,5 +103,5 @@ def hc_head(
     X [B,T,n,D]; fn [n, n*D], base [n], scale [1] (fp32). Returns y [B,T,D] in X's dtype.
     """
     Xf, m = _mix_logits(X, fn, norm_eps)  # m [B,T,n]
-    pre = torch.sigmoid(m * scale.float() + base.float()) + eps  # [B,T,n]
+    pre = sigmoid(m * scale.float() + base.float()) + eps  # [B,T,n]
     return _collapse(pre, Xf, X.dtype)

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from v4c.ir.semantics.quant import fp4_sim, hadamard, round_to
 from v4c.ir.semantics.rope import apply_rope
+from v4c.ir.semantics.invariant import bmm
 
 
 def indexer_scores(
@@ -50,9 +51,9 @@ def indexer_scores(
     w = w.float() * scale
     if sim:  # official: weights_proj's bf16 output times the scale is bf16
         w = round_to(w, act)
-    dots = torch.einsum("bthd,bsd->bths", q.float(), keys.float())  # [B, T, Hi, C]
+    dots = bmm(q.float(), keys.float())  # [B, T, Hi, C]
     if not sim:
-        return torch.einsum("bth,bths->bts", w, dots.relu())
+        return (dots.relu() * w[..., None]).sum(2)
     dots = round_to(dots, act).relu()  # official: the q·k einsum writes bf16
     weighted = round_to(dots * w[..., None], act)  # official: each head's score is bf16
     return round_to(weighted.sum(2), act)  # official: the sum over heads is bf16

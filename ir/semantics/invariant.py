@@ -13,29 +13,31 @@ thread count and CPU (its kernel choice, blocking and thread split are decided f
 alone), so every call for one weight takes the same path on any x86-64 CPU. Inside one call,
 a row's K reduction does not depend on which of the ROWS positions it sits in: GEMM kernels
 run the K loop outside the row tiling (a row is a register or SIMD lane of the same rank-1
-updates), and ROWS = 8 fills whole row tiles of the x86 sgemm/bf16 kernels' 4- and 8-row
-micro-kernels, so no row lands in an edge tile. That last point is the BLAS's behaviour,
-not a documented contract: tests/ir/semantics/test_invariant.py checks it on the machine
-that runs the suite (every position of a block, M = 1..27, 1 and 2 threads), so a BLAS that
-breaks it fails there rather than silently.
+updates, an edge tile a masked copy of them). That last point is the BLAS's behaviour, not a
+documented contract: tests/ir/semantics/test_invariant.py checks it on the machine that runs
+the suite (every position of a block, M = 1..15, 1 and 2 threads), so a BLAS that breaks it
+fails there rather than silently.
 
-Cost: a lone row pays for ROWS rows of arithmetic (the weights are read once either way,
-and a decode step's GEMMs are bound by reading them); BENCHMARKS.md has the measurement.
+ROWS = 4: a verify step's K + 1 <= 4 rows are one call, as a decode step's one row is, so
+verifying costs what decoding does. Cost: a lone row pays for 4 rows of arithmetic (measured
+in BENCHMARKS.md); a long prefill makes M / 4 calls.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-ROWS = 8  # rows per BLAS call; fixed, so the call's shape never depends on the batch
+ROWS = 4  # rows per BLAS call; fixed, so the call's shape never depends on the batch
 
 
 def matmul(x: Tensor, w: Tensor) -> Tensor:
     """x [..., K] @ w[N, K]ᵀ -> [..., N] in x's dtype (torch.mm's accumulation), row by row
     invariant: the rows go through the BLAS in zero-padded blocks of exactly ROWS."""
-    flat = x.reshape(-1, x.shape[-1])
-    m = flat.shape[0]
+    m = math.prod(x.shape[:-1])
+    flat = x.reshape(m, x.shape[-1])
     if m == 0:  # (an expert no token was routed to)
         return x.new_empty(*x.shape[:-1], w.shape[0])
     padded = torch.cat((flat, flat.new_zeros(-m % ROWS, flat.shape[1])))  # [M', K], M' % ROWS = 0
@@ -67,3 +69,25 @@ def bmm(x: Tensor, w: Tensor) -> Tensor:
     """x [G, ..., K] @ w[G, N, K]ᵀ -> [G, ..., N]: one invariant `matmul` per group g (the
     einsums whose second operand differs per batch row or head group)."""
     return torch.stack([matmul(x[g], w[g]) for g in range(x.shape[0])])
+
+
+# Elementwise: torch's CPU kernels run a tensor's elements through a SIMD formula and the
+# tail past the last full vector through a scalar one. For exp, log1p, sqrt and the IEEE
+# arithmetic the two give the same bits, for sigmoid, silu and softplus they do not (a row
+# alone is all tail; measured: a third of [1, 8] rows differ from the same rows in [64, 8]).
+# So those three are written in the first kind's terms.
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """1 / (1 + e^-x), the same bits wherever x sits in its tensor."""
+    return 1 / (1 + torch.exp(-x))
+
+
+def silu(x: Tensor) -> Tensor:
+    """x sigmoid(x) = x / (1 + e^-x), batch-invariant as `sigmoid`."""
+    return x / (1 + torch.exp(-x))
+
+
+def softplus(x: Tensor) -> Tensor:
+    """log(1 + e^x), x itself above 20 (torch's threshold), batch-invariant as `sigmoid`."""
+    return torch.where(x > 20, x, torch.log1p(torch.exp(x)))

@@ -17,24 +17,24 @@ Shapes: N = B*T flattened tokens (legend in `ir.semantics`).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from v4c.ir.semantics.quant import act_quant_fp8, round_to
+from v4c.ir.semantics.invariant import matmul, sigmoid, silu, softplus
 
 SCORING_FUNCS = ("sqrtsoftplus", "sigmoid", "softmax")
 
 
 def router_logits(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """The router's logits z = x Wgᵀ [N,E] in fp32 (§10 step 1)."""
-    return x.float() @ weight.float().T
+    return matmul(x.float(), weight.float())
 
 
 def _scores(z: torch.Tensor, scoring_func: str) -> torch.Tensor:
     """Router scores s [N,E] fp32 from the fp32 logits z."""
     if scoring_func == "sqrtsoftplus":
-        return F.softplus(z).sqrt()
+        return softplus(z).sqrt()
     if scoring_func == "sigmoid":
-        return z.sigmoid()
+        return sigmoid(z)
     if scoring_func == "softmax":
         return z.softmax(dim=-1)
     raise ValueError(f"unknown scoring_func {scoring_func!r}; expected one of {SCORING_FUNCS}")
@@ -159,19 +159,19 @@ def swiglu(
     if act_quant:
         x = act_quant_fp8(x)
     xf = x.float()
-    gate = xf @ w1.float().T  # [N,I]
-    up = xf @ w3.float().T  # [N,I]
+    gate = matmul(xf, w1.float())  # [N,I]
+    up = matmul(xf, w3.float())  # [N,I]
     if act_quant:  # official: the w1 and w3 GEMMs write bf16, cast to fp32 for the SwiGLU
         gate, up = round_to(gate, x.dtype), round_to(up, x.dtype)
     if limit > 0:
         gate = gate.clamp(max=limit)
         up = up.clamp(min=-limit, max=limit)
-    h = F.silu(gate) * up  # [N,I]
+    h = silu(gate) * up  # [N,I]
     if scale is not None:
         h = scale.float().unsqueeze(-1) * h
     if act_quant:
         h = act_quant_fp8(h.to(x.dtype)).float()
-    return (h @ w2.float().T).to(x.dtype)
+    return matmul(h, w2.float()).to(x.dtype)
 
 
 def moe(

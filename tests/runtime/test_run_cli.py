@@ -90,7 +90,7 @@ def test_chat_feeds_only_new_tokens(env):
         (("--temperature", "-1"), "Invalid value for '--temperature'"),
         (("--numerics", "exact"), "error: --numerics: expected official or plain"),
         (("--top-p", "0"), "Invalid value for '--top-p': must be a number in (0, 1], got 0.0"),
-        (("--speculative", "eagle"), "Invalid value for '--speculative': expected off or mtp"),
+        (("--speculative", "eagle"), "'--speculative': expected auto, mtp or off"),
         (("--tp", "4"), "error: --tp 4 --ep 1: attention.o_groups (2) is not divisible by tp"),
     ],
 )
@@ -100,14 +100,15 @@ def test_bad_input(env, args, message):
 
 
 def test_speculation_is_on_by_default_and_changes_no_token(env):
-    """The tiny checkpoint has the MTP block: `run` drafts with it (said at start, acceptance
-    in the summary) and prints the text `--speculative off` prints."""
+    """The tiny checkpoint has the MTP block: `run` drafts with it while it pays (`auto`, said
+    at start, acceptance in the summary) and prints the text `--speculative off` prints."""
     greedy = ("run", "--prompt", "Hi", "--temperature", "0", "--max-new-tokens", "6")
     on = v4c(env, *greedy, "--draft-tokens", "2")
     off = v4c(env, *greedy, "--speculative", "off")
     assert on.returncode == off.returncode == 0, on.stderr + off.stderr
     assert on.stdout == off.stdout
-    assert "speculative mtp, 2 draft tokens (the plan drafts with the MTP block)" in on.stderr
+    said = "speculative auto: while it pays, 2 draft tokens (the plan drafts with the MTP block)"
+    assert said in on.stderr
     assert "drafts accepted" in on.stderr and "tokens per main-model step" in on.stderr
     assert "speculative off (--speculative)" in off.stderr and "drafts" not in off.stderr
 

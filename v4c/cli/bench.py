@@ -141,7 +141,8 @@ def bench_command(
         if speculative == "mtp" and (not has_mtp or comm is not None):
             why = "not yet with --tp/--ep" if has_mtp else "the weights have no MTP block"
             raise V4CError(f"--speculative mtp: {why}")
-        speculative = speculative or ("mtp" if has_mtp and comm is None else "off")
+        if speculative in (None, "auto"):  # the bench measures speculation where it can
+            speculative = "mtp" if has_mtp and comm is None else "off"
         result = run_bench(
             spec, tensors, device=device, dtype=dtype, backend=backend, batch=batch,
             prompt_len=prompt_len, decode=decode, weight_formats=weights,

@@ -114,8 +114,8 @@ CudaGraphs = Annotated[
 
 
 def _speculative(value: str | None) -> str | None:
-    if value not in (None, "off", "mtp"):
-        raise typer.BadParameter(f"expected off or mtp, got {value!r}")
+    if value not in (None, "auto", "off", "mtp"):
+        raise typer.BadParameter(f"expected auto, mtp or off, got {value!r}")
     return value
 
 
@@ -123,10 +123,11 @@ Speculative = Annotated[
     str | None,
     typer.Option(
         callback=_speculative,
-        help="mtp: draft tokens with the MTP block and verify them in one step of the main "
-        "model; greedy decoding gives the same tokens as off, sampling the same distribution. "
-        "off: one main-model step per token. Default: mtp when the plan has the draft entry "
-        "point (the checkpoint has MTP weights), else off.",
+        help="auto (default where the plan has the MTP block's draft entry point): draft "
+        "tokens with the MTP block, verify them in one main-model step, and stop once that is "
+        "slower than plain decoding (measured on the run, said in the summary); mtp: "
+        "speculate to the end; off: never. Greedy decoding gives the same tokens in every "
+        "mode, sampling the same distribution.",
     ),
 ]
 DraftTokens = Annotated[

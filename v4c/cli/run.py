@@ -152,6 +152,8 @@ def _say(prompt: int, new: int, reason: str, prefill_s: float, decode: int, rate
             f", {speculation.acceptance:.0%} of {speculation.drafted} drafts accepted, "
             f"{speculation.tokens_per_step:.2f} tokens per main-model step"
         )
+        if speculation.stopped:
+            speed += f"; speculation {speculation.stopped}"
     typer.echo(
         f"[{_count(prompt, 'prompt token')}, {new} new ({reason}); prefill {prefill_s:.2f} s, "
         f"{speed}]",

@@ -224,9 +224,10 @@ def _check_triton(backend: str, device: str, numerics: str) -> None:
 
 
 def cli_drafter(session, speculative: str | None, draft_tokens: int, sampler, comm=None):
-    """The drafter `--speculative` asks for (said at start with why), or None. Default: the
-    MTP block with `draft_tokens` drafts when the plan has the draft entry point (it is
-    compiled with one when the checkpoint holds MTP weights), else off. Not yet across
+    """The drafter `--speculative` asks for (said at start with why), or None. Default
+    (auto): the MTP block with `draft_tokens` drafts, stopping once it does not pay, when the
+    plan has the draft entry point (it is compiled with one when the checkpoint holds MTP
+    weights), else off. Not yet across
     ranks (`comm`): the acceptance draws would have to be the same on every rank."""
     from v4c.runtime.drafting import MtpDrafter
 
@@ -245,7 +246,9 @@ def cli_drafter(session, speculative: str | None, draft_tokens: int, sampler, co
         why = "--speculative" if speculative == "off" else "the plan has no draft entry point"
         log(f"speculative off ({why})")
         return None
-    drafter = MtpDrafter(session.engine, sampler, draft_tokens)
+    auto = speculative != "mtp"
+    drafter = MtpDrafter(session.engine, sampler, draft_tokens, auto=auto)
     why = "--speculative" if speculative else "the plan drafts with the MTP block"
-    log(f"speculative mtp, {draft_tokens} draft token{'s' * (draft_tokens > 1)} ({why})")
+    mode = "auto: while it pays" if auto else "mtp"
+    log(f"speculative {mode}, {draft_tokens} draft token{'s' * (draft_tokens > 1)} ({why})")
     return drafter
