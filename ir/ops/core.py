@@ -13,7 +13,6 @@ from typing import Any, Sequence
 
 from v4c.ir.op import Op, register
 from v4c.ir.types import TensorType, torch_dtype
-from v4c.ir.semantics.invariant import matmul
 
 Yarn = (
     tuple[float, int, float, float] | None
@@ -123,6 +122,8 @@ class Linear(Op):
 
     def run(self, ins):
         x, w = ins
+        from v4c.ir.semantics.invariant import matmul
+
         held = x.dtype if x.dtype.is_floating_point else None  # the run's dtype for IR-bf16
         if self.act_quant:
             from v4c.ir.semantics.quant import act_quant_fp8

@@ -146,8 +146,9 @@ def test_quantised_experts_stay_quantised(tmp_path, kernel_cache):
     assert kept["layers.0.ffn.experts.{e}.w1.weight"] == "fp4"
     assert kept["layers.3.ffn.shared_experts.w2.weight"] == "fp8"
     assert kept["layers.3.attn.wo_b.weight"] == "fp8"  # the dense GEMMs read FP8 as stored
-    # 4 layers and the MTP block: 6 expert and 5 attention GEMM weights each, e_proj, h_proj
-    assert len(kept) == 5 * (6 + 5) + 2 and not any(
+    # 4 layers and the MTP block: 6 expert and 5 attention GEMM weights each, e_proj, h_proj,
+    # the 2 CSA layers' indexer wq_b
+    assert len(kept) == 5 * (6 + 5) + 2 + 2 and not any(
         isinstance(w, QuantWeight) for w in ref.engine.params.values()
     )
     prompt = [[0, 128803, 19923, 128804, 128822]]

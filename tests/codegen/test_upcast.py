@@ -124,7 +124,13 @@ BUILDS = [
     ("wq_a_fp8", "kernel", FP8_GEMM_PTRS, {}, FP8_WGMMA),
     ("indexer", "score", IDX_PTRS, {"NOPE": 48}, [BF16_MMA]),
     ("shared_fp8", "gate_up_kernel", FP8_GATE_UP, SPREAD, [BF16_MMA]),
-    ("experts_fp32", "down_kernel", FP32_DOWN, {"BM": 16, "BN": 64, "BK": 128, "BLOCK_E": 4}, []),
+    (
+        "experts_fp32",
+        "down_kernel",
+        FP32_DOWN,
+        {"BM": 16, "BN": 64, "BK": 128, "BLOCK_E": 4, "SLOTS": False},
+        [],
+    ),
 ]
 
 

@@ -55,7 +55,8 @@ def test_every_pass_after_simulate_numerics_keeps_every_rounding(tiny):
     graph = official_until(tiny, AFTER_NUMERICS[0])
     placed = live_roundings(graph)
     # what simulate_numerics places on tiny: see test_numerics.py for where
-    assert placed[("act_quant", True)] == 10 + 22  # 5 routed MoEs + 5 shared experts + GEMMs
+    # 5 routed MoEs + 5 shared experts + the FP8 GEMMs (the 2 indexers' wq_b among them)
+    assert placed[("act_quant", True)] == 10 + 24
     assert placed[("sim", "fp8")] == 3 and placed[("sim", "fp4")] == placed[("sim", True)] == 2
     assert ("quant_sim", (128, 0)) not in placed and placed[("quant_sim", (64, 64))] == 5
     assert placed[("round_probs", True)] == placed[("inline", True)] == 5  # one per attention

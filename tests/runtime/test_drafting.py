@@ -41,7 +41,11 @@ MODES = {  # numerics -> (activation dtype at run time, weight storage)
 }
 
 
-@pytest.fixture(scope="module", params=list(MODES))
+# official numerics (bf16, weights as stored) takes minutes on 2 cores: `pytest -m long`
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(m, marks=pytest.mark.long) if m == "official" else m for m in MODES],
+)
 def setup(tmp_path_factory, request):
     folder = tmp_path_factory.mktemp("drafting")
     numerics, (dtype, stored) = request.param, MODES[request.param]
@@ -53,8 +57,7 @@ def setup(tmp_path_factory, request):
     )
     plan = compile_spec(spec, options).plan
     activations = torch.float32 if dtype == "fp32" else torch.bfloat16
-    formats = {name: info["format"] for name, info in plan.params.items()}
-    stored = as_stored({n: weights[n] for n in plan.params}, formats)
+    stored = as_stored({n: weights[n] for n in plan.params}, plan.params)
     engine = Engine(plan, stored, dtype=activations)
     plain = {}
     for name, prompts in (("single", PROMPTS[:1]), ("batch", PROMPTS)):

@@ -25,7 +25,11 @@ SEQ = [(13 * i + 7) % 1024 for i in range(N)]
 MODES = {"plain": ("fp32", torch.float32), "official": ("bf16", torch.bfloat16)}
 
 
-@pytest.fixture(scope="module", params=list(MODES))
+# official numerics (bf16, weights as stored) takes minutes on 2 cores: `pytest -m long`
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(m, marks=pytest.mark.long) if m == "official" else m for m in MODES],
+)
 def engine(tmp_path_factory, request):
     folder = tmp_path_factory.mktemp("invariance")
     (folder / "spec.yaml").write_text("extends: tiny.yaml\nname: tiny-inv\nvocab_size: 1024\n")
@@ -36,9 +40,10 @@ def engine(tmp_path_factory, request):
         numerics=request.param, dtype=dtype,
     )  # fmt: skip
     plan = compile_spec(spec, options).plan
-    formats = {name: info["format"] for name, info in plan.params.items()}
     weights = random_weights(spec, seed=5)
-    return Engine(plan, as_stored({n: weights[n] for n in plan.params}, formats), dtype=activations)
+    return Engine(
+        plan, as_stored({n: weights[n] for n in plan.params}, plan.params), dtype=activations
+    )
 
 
 def _run(engine: Engine, rows: list[list[int]], chunk: int, slots: list[int]) -> torch.Tensor:

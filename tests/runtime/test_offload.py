@@ -63,7 +63,7 @@ def _runs(engine, prompts, new):
 # the interpreter runs the Triton kernels slowly: one prompt, fewer tokens
 @pytest.mark.parametrize(
     "backend, prompts, new",
-    [("torch", PROMPTS, 6), pytest.param("triton", PROMPTS[1:], 3, marks=pytest.mark.slow)],
+    [("torch", PROMPTS, 6), pytest.param("triton", PROMPTS[1:], 3, marks=pytest.mark.long)],
 )
 def test_offloaded_plan_gives_the_same_tokens(plans, backend, prompts, new, tmp_path):
     plan, offloaded, stored = plans
@@ -129,7 +129,7 @@ def test_recorded_profile_round_trip(plans, tmp_path):
     assert len(kept) == 4 and min(kept) >= max(dropped)  # the hottest, whatever the layer
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_flash_slice_offloaded_gives_the_same_tokens(tmp_path):
     """The Flash slice at real dims (vocabulary cut to 1024), 16 experts a layer of which 12
     live in the host store: greedy and seeded sampled tokens as with every expert resident."""
