@@ -17,6 +17,7 @@ DEFAULT_PIPELINE = [
     "fuse_norms",  # the q and kv norms of a layer in one launch; needs fuse_rope's kv norm
     # -- scheduling
     "schedule_moe",  # explicit gate -> sort -> grouped GEMMs -> combine (+ shared expert)
+    "fuse_moe_route",  # the gate and the sort in one launch; needs schedule_moe's ops
     # -- memory and code generation: last, so they see the final set of values
     "memory_plan",  # static arena offsets for the prefill and decode entry points
     "lower",  # needs the memory plan; makes graph.meta["plan"]

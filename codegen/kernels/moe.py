@@ -57,6 +57,39 @@ def gather_lanes(v, cols, idx):
 
 
 @triton.jit
+def route_token(row, z_ptr, bias_ptr, ids_ptr, tid2eid_ptr, first_ptr, w_ptr, idx_ptr,
+                route_scale, E: tl.constexpr, K: tl.constexpr, HASH: tl.constexpr,
+                SCORING: tl.constexpr, NORM: tl.constexpr, LOCAL: tl.constexpr,
+                BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+    """The gate of token `row` (int64): its router logits z [E] fp32 to its K picks' weights
+    (fp32) and expert ids (int64), stored at [row, :K] of w and idx. Score gate: the top-K of
+    score + bias; hash gate: tid2eid[token id]. LOCAL > 0 (expert parallelism): the ids are
+    local to the rank holding experts first..first+LOCAL-1, another rank's pick is id LOCAL
+    at weight 0."""
+    cols = tl.arange(0, BLOCK_E)
+    on = cols < E
+    z = tl.load(z_ptr + row * E + cols, mask=on, other=0.0)  # [BLOCK_E] logits
+    s = router_scores(z, on, SCORING)
+    kk = tl.arange(0, BLOCK_K)
+    if HASH:
+        token = tl.load(ids_ptr + row).to(tl.int64)
+        idx = tl.load(tid2eid_ptr + token * K + kk, mask=kk < K, other=0).to(tl.int32)
+    else:
+        bias = tl.load(bias_ptr + cols, mask=on, other=0.0).to(tl.float32)
+        idx = top_k(tl.where(on, s + bias, float("-inf")), cols, K, BLOCK_K)
+    w = tl.where(kk < K, gather_lanes(s, cols, idx), 0.0)  # [BLOCK_K]
+    if NORM:
+        w = w / tl.sum(w, axis=0)
+    if LOCAL > 0:
+        local = idx - tl.load(first_ptr).to(tl.int32)
+        mine = (local >= 0) & (local < LOCAL)
+        w = tl.where(mine, w, 0.0)
+        idx = tl.where(mine, local, LOCAL)
+    tl.store(w_ptr + row * K + kk, w * route_scale, mask=kk < K)
+    tl.store(idx_ptr + row * K + kk, idx.to(tl.int64), mask=kk < K)
+
+
+@triton.jit
 def chunk_experts(idx_ptr, chunk, n, E: tl.constexpr, BLOCK: tl.constexpr):
     """The experts of chunk `chunk`'s slots -> (slot ids [BLOCK], experts [BLOCK] int32,
     E on the padding lanes past the n slots, and the lane mask)."""
@@ -67,12 +100,13 @@ def chunk_experts(idx_ptr, chunk, n, E: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def counting_sort(idx_ptr, order_ptr, offsets_ptr, n, E: tl.constexpr, NB: tl.constexpr,
-                  BLOCK: tl.constexpr):  # fmt: skip
+def counting_sort(idx_ptr, order_ptr, offsets_ptr, rows_ptr, n, E: tl.constexpr,
+                  NB: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr):  # fmt: skip
     """Slots 0..n-1 sorted stably by expert, in one program: the experts' totals over every
     chunk, offsets [E+1] (int64, their exclusive scan), then each chunk's slots to their
     expert's next free places (in order: a slot's place is its expert's running start plus
-    its rank among the chunk's earlier slots of that expert) -> order [n] (int64)."""
+    its rank among the chunk's earlier slots of that expert) -> order [n] (int64); with
+    ROWS, also each slot's place, rows [n] (int64: the inverse permutation of order)."""
     bins = tl.arange(0, NB)
     chunks = tl.cdiv(n, BLOCK)
     total = tl.zeros([NB], dtype=tl.int32)
@@ -84,6 +118,8 @@ def counting_sort(idx_ptr, order_ptr, offsets_ptr, n, E: tl.constexpr, NB: tl.co
         slot, e, on = chunk_experts(idx_ptr, c, n, E, BLOCK)
         place = tl.gather(start, e, 0) + rank_in_chunk(e, BLOCK)
         tl.store(order_ptr + place, slot.to(tl.int64), mask=on)
+        if ROWS:
+            tl.store(rows_ptr + slot, place.to(tl.int64), mask=on)
         start += tl.histogram(e, NB)
 
 

@@ -77,6 +77,25 @@ class MoeSort(Template):
         return cls(experts=attrs["num_experts"])
 
 
+# Tokens up to which `moe_route` gates in the sort's one program (one launch); more are gated
+# by a launch of one program per token first. A token's gate is the same helper, at the same
+# warps, in either launch: its weights and ids do not depend on the path (batch invariance).
+ROUTE_TOKENS = 4
+
+
+@template("moe_route")
+class MoeRoute(MoeGate):
+    TEMPLATE = "moe_route"  # not the gate's, which the class inherits
+    groups: int  # the sort's expert groups (+ 1 for other ranks' experts with EP)
+    route_tokens: int = ROUTE_TOKENS
+    block: int = 128  # token slots per chunk of the counting sort
+
+    @classmethod
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> MoeRoute:
+        gate = MoeGate.from_launch(attrs, ops)
+        return cls(**gate.model_dump(), groups=attrs["num_experts"])
+
+
 class _Swiglu(Dots):
     dim: int  # D
     inter: int  # I
@@ -150,13 +169,15 @@ class MoeCombine(Template):
     dim: int
     top_k: int
     with_shared: bool
+    rows: bool = False  # given each slot's sorted row (moe_route's): no inversion launch
     block: int = 128  # slots per program of the inverse permutation
     block_d: int
 
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> MoeCombine:
         dim = ops["y_sorted"].shape[-1]  # [B,T,K,D]
+        rows = attrs.get("rows", False)
         return cls(
-            dim=dim, top_k=ops["order"].shape[-1], with_shared=attrs["with_shared"],
-            block_d=tile(dim, 16, 256),
+            dim=dim, top_k=ops["rows" if rows else "order"].shape[-1],
+            with_shared=attrs["with_shared"], rows=rows, block_d=tile(dim, 16, 256),
         )  # fmt: skip

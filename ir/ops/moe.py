@@ -215,21 +215,28 @@ class MoeCombine(Op):
 
     kind = "moe_combine"
     with_shared: bool = True
+    # the second operand is each slot's row in the sorted order (`rows`, the inverse of
+    # `order`, which `moe_route` writes as it sorts), so the kernel needs no inversion
+    rows: bool = False
 
     def operand_roles(self):
-        return ("y_sorted", "order", "shared") if self.with_shared else ("y_sorted", "order")
+        roles = ("y_sorted", "rows" if self.rows else "order")
+        return roles + ("shared",) if self.with_shared else roles
 
     def infer(self, ins):
         y, order = ins[0], ins[1]
         return (y.with_shape(*order.shape[:-1], y.shape[-1]),)
 
     def run(self, ins):
-        from v4c.ir.semantics.moe import moe_combine
+        from v4c.ir.semantics.moe import moe_combine, moe_gather
 
         y, order = ins[0], ins[1]
         bt = order.shape[:-1]
         n = order[..., 0].numel()
-        out = moe_combine(y.float().flatten(0, -2), order.flatten(), n).view(*bt, -1)  # fp32
+        if self.rows:
+            out = moe_gather(y.flatten(0, -2), order.flatten(), order.shape[-1]).view(*bt, -1)
+        else:
+            out = moe_combine(y.float().flatten(0, -2), order.flatten(), n).view(*bt, -1)  # fp32
         if self.with_shared:
             return ((out + ins[2].float()).to(ins[2].dtype),)
         return (out.to(y.dtype),)

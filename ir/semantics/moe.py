@@ -293,3 +293,20 @@ def moe_combine(y_sorted: torch.Tensor, order: torch.Tensor, n_tokens: int) -> t
     y = torch.zeros((n_tokens, y_sorted.shape[1]), dtype=torch.float32, device=y_sorted.device)
     y.index_add_(0, order // k, y_sorted.float())
     return y.to(y_sorted.dtype)
+
+
+def sorted_rows(order: torch.Tensor) -> torch.Tensor:
+    """Each slot's row in the sorted order: the inverse permutation of order [N*K] -> [N*K]."""
+    rows = torch.empty_like(order)
+    rows[order] = torch.arange(order.numel(), dtype=order.dtype, device=order.device)
+    return rows
+
+
+def moe_gather(y_sorted: torch.Tensor, rows: torch.Tensor, top_k: int) -> torch.Tensor:
+    """The combine from the sorted rows' side: token t's K outputs y_sorted[rows[t*K + k]]
+    summed in fp32 in pick order (k = 0, 1, ...). y_sorted [N*K,D], rows [N*K] -> [N,D] fp32."""
+    picks = y_sorted.index_select(0, rows).view(-1, top_k, y_sorted.shape[1])  # [N,K,D]
+    acc = torch.zeros_like(picks[:, 0], dtype=torch.float32)
+    for k in range(top_k):
+        acc += picks[:, k].float()
+    return acc

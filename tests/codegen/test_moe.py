@@ -17,7 +17,9 @@ from v4c.ir.weights import WeightFormat
 from v4c.codegen import jit
 from v4c.codegen.jit import CodegenError
 from v4c.codegen.ops.moe import MoeSort as MoeSortParams
+from v4c.ir.ops.fused import MoeRoute
 from v4c.ir.ops.moe import GroupedSwiglu, Moe, MoeCombine, MoeGate, MoeSort, Swiglu
+from v4c.ir.semantics.moe import sorted_rows
 from v4c.ir.semantics.quant import QuantWeight, fp4_quantize, fp8_block_quantize
 
 D, I, E, K = 64, 32, 8, 2
@@ -108,6 +110,32 @@ def test_sort(block, kernel_cache):
     assert got_order.shape == want_order.shape and torch.equal(got_order, want_order)
 
 
+@pytest.mark.parametrize("gate, n", [("score", 3), ("score", 9), ("hash", 2), ("hash", 7)])
+def test_route(gate, n, kernel_cache):
+    """The gate and the sort in one launch (n <= ROUTE_TOKENS) or two: the reference's ids,
+    order, offsets and rows (the inverse of order) exactly, its weights to fp32 rounding
+    (normalised sums in another order); a token's weights are bitwise the same whichever
+    path ran (its first 2 tokens alone take the one-launch path). Hash: expert parallelism,
+    a rank of experts 2..5 (local ids 0..3, another rank's pick is group 4 at weight 0)."""
+    gen = torch.Generator().manual_seed(8)
+    logits = 3 * torch.randn(1, n, E, generator=gen)
+    if gate == "score":
+        op = MoeRoute(gate="score", top_k=K, route_scale=1.5, num_experts=E)
+        extra = [torch.randn(E, generator=gen)]
+    else:
+        op = MoeRoute(gate="hash", top_k=3, route_scale=2.5, local_experts=4, num_experts=5)
+        ids = torch.randint(0, 16, (1, n), generator=gen)
+        tid2eid = torch.stack([torch.randperm(E, generator=gen)[:3] for _ in range(16)])
+        extra = [ids, tid2eid, torch.tensor([2])]
+    got = run_kernel(op, [logits, *extra], kernel_cache)
+    want = op.run([logits, *extra])
+    assert all(torch.equal(g, w) for g, w in zip(got[1:], want[1:]))
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
+    head = [logits[:, :2], *(t[:, :2] if t.dim() == 2 and t.shape[0] == 1 else t for t in extra)]
+    alone = run_kernel(op, head, kernel_cache)
+    assert torch.equal(alone[0], got[0][:, :2]) and torch.equal(alone[1], got[1][:, :2])
+
+
 @pytest.mark.parametrize(
     "fmt, dtype, n",
     [
@@ -138,7 +166,10 @@ def test_grouped_swiglu(fmt, dtype, n, kernel_cache):
     torch.testing.assert_close(got, want, **TOL[dtype])
 
 
-@pytest.mark.parametrize("with_shared, dtype", [(True, torch.bfloat16), (False, torch.float32)])
+@pytest.mark.parametrize(
+    "with_shared, dtype",
+    [(True, torch.bfloat16), (True, torch.float32), (False, torch.float32)],
+)
 def test_combine(with_shared, dtype, kernel_cache):
     gen = torch.Generator().manual_seed(5)
     n = 11
@@ -151,6 +182,17 @@ def test_combine(with_shared, dtype, kernel_cache):
     (want,) = op.run(ins)
     assert got.dtype == want.dtype
     torch.testing.assert_close(got, want, **TOL[dtype])
+    # given the rows (moe_route's inverse of the order): one launch, bitwise the two-launch
+    # result; in fp32 bitwise the reference too, whose arithmetic it is (fp32 sum in pick
+    # order, + shared). (The interpreter rounds fp32 -> bf16 toward zero, torch to nearest.)
+    rows_op = MoeCombine(with_shared=with_shared, rows=True)
+    rows = [ins[0], sorted_rows(order.flatten()).view_as(order), *ins[2:]]
+    (got_rows,) = run_kernel(rows_op, rows, kernel_cache)
+    (want_rows,) = rows_op.run(rows)
+    assert torch.equal(got_rows, got)
+    if dtype == torch.float32:
+        assert torch.equal(got_rows, want_rows)
+    torch.testing.assert_close(want_rows, want, **TOL[dtype])
 
 
 @pytest.mark.parametrize("fmt, dtype", [("bf16", torch.bfloat16), ("fp8/16", torch.float32)])

@@ -32,7 +32,9 @@ def apply(name, spec):
     return before, after, result
 
 
-@pytest.mark.parametrize("name", ["fuse_hc_norm", "fuse_rope", "fuse_norms", "schedule_moe"])
+@pytest.mark.parametrize(
+    "name", ["fuse_hc_norm", "fuse_rope", "fuse_norms", "schedule_moe", "fuse_moe_route"]
+)
 def test_rewrite_pass_preserves_outputs(name, tiny, tiny_weights):
     before, after, result = apply(name, tiny)
     assert result.changed
@@ -83,6 +85,22 @@ def test_schedule_moe_makes_the_dispatch_schedule(tiny):
     combine = after.node("L03.ffn.combine")
     assert combine.op.with_shared
     assert after.operands(combine.id)[2] == Value("L03.ffn.shared0")
+
+
+def test_fuse_moe_route_joins_gate_and_sort(tiny):
+    """Each of the 5 MoEs: its gate and sort become one moe_route, whose rows the combine
+    reads (no inversion); the grouped experts read the route's order, offsets and weights."""
+    _, after, result = apply("fuse_moe_route", tiny)
+    k = kinds(after)
+    assert k["moe_route"] == 5 and k["moe_gate"] == k["moe_sort"] == 0
+    assert result.stats == {"moe_sort(moe_gate) -> moe_route": 5}
+    route, combine = after.node("L03.ffn.route"), after.node("L03.ffn.combine")
+    assert route.origin == ("fuse_moe_route", ("L03.ffn.gate", "L03.ffn.sort"))
+    assert route.op.num_experts == tiny.moe.num_experts and route.op.gate == "score"
+    assert combine.op.rows and combine.op.with_shared
+    assert after.operands(combine.id)[1] == route.out(4)
+    experts = after.operands("L03.ffn.experts")
+    assert experts[1:4] == [route.out(2), route.out(3), route.out(0)]
 
 
 def test_dce_removes_dead_nodes_and_keeps_outputs(tiny, tiny_weights):
