@@ -3,13 +3,14 @@
 The projection `fn . flatten(X)` reads a [R, n*D] fp32 matrix (1.5 MB for Flash) per launch.
 It is split over many programs: program (token block, split s) projects D-blocks s, s+S, ...
 of BLOCK_T tokens with `tl.dot` in fp32 (IEEE, as the official fp32 `F.linear`) and writes
-its partial logits and sum of squares to a scratch [tokens, S, R+1] (column R: the squares).
+its partial logits and sum of squares to a scratch [tokens, S, RP] (column R: the squares).
 `reduce_splits` then sums one token's partials in a fixed order. A token's tile is always
 [BLOCK_T, ...] and S is a constant of the kernel, so a row's result never depends on how many
 tokens share the call (the dot computes each output from its own row alone, K in order).
 
 Tiles: streams [BLOCK_T, NP, BLOCK_D] fp32 (NP = n padded to a power of two; padded streams,
-columns >= D and tokens off `on` are 0); logits [BLOCK_T, RP] (RP = R padded, >= 16 for the dot).
+columns >= D and tokens off `on` are 0); logits [BLOCK_T, RP] (RP = R + 1 padded to a power of
+two, >= 16 for the dot: column R holds the sum of squares in the scratch).
 """
 
 import triton
@@ -41,22 +42,23 @@ def store_block(x_ptr, tile, toks, on, d0, N: tl.constexpr, D: tl.constexpr,
 @triton.jit
 def mix_block(a_ptr, x_ptr, post_ptr, comb_ptr, toks, on, d0, N: tl.constexpr, D: tl.constexpr,
               NP: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
-    """hc_post on a block of tokens in fp32, the reference's order (the mix, then + the
-    expansion): X'[t, k] = post[t, k] a[t] + sum_j comb[t, j, k] X[t, j] -> [BLOCK_T, NP,
-    BLOCK_D]."""
-    t = toks[:, None]
-    k = tl.arange(0, NP)[None, :]
-    d = d0 + tl.arange(0, BLOCK_D)[None, :]
-    on_k = on[:, None] & (k < N)
-    on_d = on[:, None] & (d < D)
-    mix = tl.zeros([BLOCK_T, NP, BLOCK_D], tl.float32)
-    for j in tl.static_range(N):
-        c = tl.load(comb_ptr + t * (N * N) + j * N + k, mask=on_k, other=0.0)  # [BLOCK_T, NP]
-        xj = tl.load(x_ptr + t * (N * D) + j * D + d, mask=on_d, other=0.0).to(tl.float32)
-        mix += c.to(tl.float32)[:, :, None] * xj[:, None, :]
-    post = tl.load(post_ptr + t * N + k, mask=on_k, other=0.0).to(tl.float32)  # [BLOCK_T, NP]
-    a = tl.load(a_ptr + t * D + d, mask=on_d, other=0.0).to(tl.float32)  # [BLOCK_T, BLOCK_D]
-    return post[:, :, None] * a[:, None, :] + mix
+    """hc_post on a block of tokens in fp32, the reference's terms (the mix over j, then +
+    the expansion): X'[t, k] = post[t, k] a[t] + sum_j comb[t, j, k] X[t, j] -> [BLOCK_T, NP,
+    BLOCK_D]. The streams and a are read as whole [BLOCK_T, NP, BLOCK_D] tiles (a repeated
+    over the stream axis), so their loads are 16-byte vectors."""
+    t = toks[:, None, None]
+    j = tl.arange(0, NP)[None, :, None]
+    d = d0 + tl.arange(0, BLOCK_D)[None, None, :]
+    x = load_block(x_ptr, toks, on, d0, N, D, NP, BLOCK_D)  # [BLOCK_T, NP(j), BLOCK_D]
+    on_jd = on[:, None, None] & (j < N) & (d < D)
+    a = tl.load(a_ptr + t * D + 0 * j + d, mask=on_jd, other=0.0).to(tl.float32)  # over k
+    k = tl.arange(0, NP)[None, None, :]
+    on_jk = on[:, None, None] & (j < N) & (k < N)
+    c = tl.load(comb_ptr + t * (N * N) + j * N + k, mask=on_jk, other=0.0).to(tl.float32)
+    mix = tl.sum(c[:, :, :, None] * x[:, :, None, :], axis=1)  # [BLOCK_T, NP(k), BLOCK_D]
+    kk = tl.arange(0, NP)[None, :]
+    post = tl.load(post_ptr + toks[:, None] * N + kk, mask=on[:, None] & (kk < N), other=0.0)
+    return post.to(tl.float32)[:, :, None] * a + mix
 
 
 @triton.jit
@@ -77,28 +79,28 @@ def project_block(acc, x, fn_ptr, d0, R: tl.constexpr, N: tl.constexpr, D: tl.co
 @triton.jit
 def store_partial(part_ptr, acc, sq, toks, on, s, SPLITS: tl.constexpr, R: tl.constexpr,
                   RP: tl.constexpr):  # fmt: skip
-    """Split s's partial logits acc [BLOCK_T, RP] and sums of squares sq [BLOCK_T] into the
-    scratch [tokens, SPLITS, R+1]."""
-    row = (toks * SPLITS + s) * (R + 1)  # [BLOCK_T]
+    """Split s's partial logits acc [BLOCK_T, RP] (columns >= R are 0) with the sums of
+    squares sq [BLOCK_T] in column R (RP > R), into the scratch [tokens, SPLITS, RP]: whole
+    rows, so the stores and the finishing program's loads are 16-byte vectors."""
+    row = (toks * SPLITS + s) * RP  # [BLOCK_T]
     r = tl.arange(0, RP)[None, :]
-    tl.store(part_ptr + row[:, None] + r, acc, mask=on[:, None] & (r < R))
-    tl.store(part_ptr + row + R, sq, mask=on)
+    tile = tl.where(r == R, sq[:, None], acc)
+    tl.store(part_ptr + row[:, None] + r, tile, mask=on[:, None])
 
 
 @triton.jit
 def reduce_splits(part_ptr, tok, SPLITS: tl.constexpr, R: tl.constexpr, RP: tl.constexpr,
                   BLOCK_S: tl.constexpr):  # fmt: skip
-    """One token's logits [RP] and sum of squares (scalar), summed over the splits in a
-    fixed order: [BLOCK_S, RP] tiles in split order, each reduced by `tl.sum`. Loads go to L2
-    (`.cg`): other programs of this launch wrote the scratch."""
-    r = tl.arange(0, RP)[None, :]
+    """One token's logits [RP] (column R: the sum of squares, which it also returns as a
+    scalar) summed over the splits in a fixed order: [BLOCK_S, RP] tiles in split order, each
+    reduced by `tl.sum`. Loads go to L2 (`.cg`): other programs of this launch wrote the
+    scratch."""
+    r = tl.arange(0, RP)
     acc = tl.zeros([RP], tl.float32)
-    sq = tl.zeros([BLOCK_S], tl.float32)
     for s0 in tl.static_range(0, SPLITS, BLOCK_S):
         s = s0 + tl.arange(0, BLOCK_S)
-        row = part_ptr + (tok * SPLITS + s) * (R + 1)  # [BLOCK_S]
-        p = tl.load(row[:, None] + r, mask=(s < SPLITS)[:, None] & (r < R), other=0.0,
+        row = part_ptr + (tok * SPLITS + s) * RP  # [BLOCK_S]
+        p = tl.load(row[:, None] + r[None, :], mask=(s < SPLITS)[:, None], other=0.0,
                     cache_modifier=".cg")  # fmt: skip
         acc += tl.sum(p, axis=0)
-        sq += tl.load(row + R, mask=s < SPLITS, other=0.0, cache_modifier=".cg")
-    return acc, tl.sum(sq, axis=0)
+    return acc, tl.sum(tl.where(r == R, acc, 0.0), axis=0)

@@ -16,12 +16,13 @@ from v4c.codegen.params import Operands, Template, pow2, template, tile
 MAX_BLOCK = 1024  # columns per program of the copy kernel (hc_expand)
 
 # The split-K projection (templates/hc_streams.py.j2). Splits: one per SM of the target
-# (H100 SXM: 132), at most one per D-block of 32 columns: Flash (D = 4096) has 128 splits of
-# one block each, 128 CTAs at decode batch 1. The count comes from D and the target alone,
-# never from the token count, so a token's sum over splits is the same in any batch; for the
-# same reason the token block is fixed (16, the smallest `tl.dot` tile) at decode and prefill.
+# (H100 SXM: 132), at most one per D-block of 16 columns: Flash (D = 4096, 256 blocks) has
+# 132 splits of one or two blocks, 132 CTAs at decode batch 1. The count comes from D and the
+# target alone, never from the token count, so a token's sum over splits is the same in any
+# batch; for the same reason the token block is fixed (16, the smallest `tl.dot` tile) at
+# decode and prefill. 16 columns: a [16 tokens, n, 16] bf16 tile still loads 16 bytes a thread.
 SPLIT_CTAS = 132
-SPLIT_BLOCK_D = 32
+SPLIT_BLOCK_D = 16
 SPLIT_BLOCK_T = 16
 MAX_BLOCK_S = 128  # splits summed per tile by the finishing program
 # The finishing program holds a collapsed row in registers: [D padded] fp32, 32 per thread
@@ -40,7 +41,7 @@ class HcStreams(Template):
     norm_eps: float
     rms_eps: float | None
     streams_p: int  # n padded to a power of two
-    rows_p: int  # rows of fn padded to a power of two, at least 16 (`tl.dot`)
+    rows_p: int  # rows of fn + 1 (the sum of squares) padded to a power of two, >= 16 (`tl.dot`)
     block_t: int  # tokens per program
     block_d: int  # columns per D-block of a split
     splits: int = Field(ge=1)  # S: split s projects the D-blocks s, s + S, ...
@@ -66,7 +67,7 @@ class HcStreams(Template):
             post=post, head=head, norm=norm, streams=n, dim=d,
             iters=None if head else attrs["iters"], eps=attrs["eps"], norm_eps=attrs["norm_eps"],
             rms_eps=attrs["rms_eps"] if norm else None,
-            streams_p=pow2(n), rows_p=tile(rows), block_t=SPLIT_BLOCK_T, block_d=SPLIT_BLOCK_D,
+            streams_p=pow2(n), rows_p=tile(rows + 1), block_t=SPLIT_BLOCK_T, block_d=SPLIT_BLOCK_D,
             splits=splits, dim_p=pow2(d), warps=8 if pow2(d) > WIDE_ROW else 4,
         )  # fmt: skip
 

@@ -91,8 +91,9 @@ def split_params(op, ins: list[torch.Tensor], splits: int):
 
 @pytest.mark.parametrize("cls", STREAMS, ids=lambda c: c.kind)
 def test_split_counts(cls, kernel_cache):
-    """S = 1 (one program projects all 8 D-blocks), 2 and 7 (split 0 takes blocks 0 and 7,
-    the others one each): each against the reference, and the three against each other."""
+    """S = 1 (one program projects all 16 D-blocks), 2 and 7 (splits 0 and 1 take three
+    blocks, 0, 7, 14 and 1, 8, 15, the others two): each against the reference, and the three
+    against each other."""
     op = cls(eps=1e-6, norm_eps=1e-6) if cls is HcHead else cls(iters=20)
     ins = operands(op, 4, 256, torch.float32)
     want = op.run(ins)
@@ -130,14 +131,15 @@ def test_token_count_invariance(cls, kernel_cache):
 
 
 def test_flash_decode_fills_the_gpu():
-    """Flash dims (n = 4, D = 4096): 128 splits of one 32-column block each, so a decode step
-    of one token runs 128 programs; the count is D's alone (the same for 1 or 1000 tokens)."""
+    """Flash dims (n = 4, D = 4096): 132 splits (one per H100 SM) of the 256 D-blocks of 16
+    columns, so a decode step of one token runs 132 programs; the count is D's alone (the same
+    for 1 or 1000 tokens)."""
     shapes = {"X": ((1, 1, 4, 4096), "bf16"), "fn": ((24, 4 * 4096), "fp32")}
     op = HcPre(iters=20)
     ins = [shapes.get(role, ((1,), "fp32")) for role in op.operand_roles()]
     params = jit.params_for(op.kind, op.attrs(), ins)
-    assert (params.splits, params.block_d, params.block_t) == (128, 32, 16)
-    assert params.splits * -(-1 // params.block_t) == 128
+    assert (params.splits, params.block_d, params.block_t) == (132, 16, 16)
+    assert params.splits * -(-1 // params.block_t) == 132
 
 
 def test_scratch_is_made_once_per_size_bucket():
