@@ -10,6 +10,7 @@ def load_passes() -> None:
     from v4c.passes import (  # noqa: F401
         dce,
         fuse_hc_norm,
+        fuse_moe_hc,
         fuse_moe_route,
         fuse_norms,
         fuse_rope,

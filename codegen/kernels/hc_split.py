@@ -40,18 +40,44 @@ def store_block(x_ptr, tile, toks, on, d0, N: tl.constexpr, D: tl.constexpr,
 
 
 @triton.jit
-def mix_block(a_ptr, x_ptr, post_ptr, comb_ptr, toks, on, d0, N: tl.constexpr, D: tl.constexpr,
-              NP: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
-    """hc_post on a block of tokens in fp32, the reference's terms (the mix over j, then +
-    the expansion): X'[t, k] = post[t, k] a[t] + sum_j comb[t, j, k] X[t, j] -> [BLOCK_T, NP,
-    BLOCK_D]. The streams and a are read as whole [BLOCK_T, NP, BLOCK_D] tiles (a repeated
-    over the stream axis), so their loads are 16-byte vectors."""
+def load_a(a_ptr, toks, on, d0, N: tl.constexpr, D: tl.constexpr, NP: tl.constexpr,
+           BLOCK_D: tl.constexpr):  # fmt: skip
+    """The sublayer output a[toks, d0:d0+BLOCK_D] of a [tokens, D], repeated over the stream
+    axis -> [BLOCK_T, NP, BLOCK_D] fp32: a whole tile, so its loads are 16-byte vectors."""
     t = toks[:, None, None]
     j = tl.arange(0, NP)[None, :, None]
     d = d0 + tl.arange(0, BLOCK_D)[None, None, :]
+    mask = on[:, None, None] & (j < N) & (d < D)
+    return tl.load(a_ptr + t * D + 0 * j + d, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def combine_a(y_ptr, rows_ptr, shared_ptr, toks, on, d0, N: tl.constexpr, D: tl.constexpr,
+              K: tl.constexpr, NP: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+    """`load_a` of the MoE combine's result, computed here as moe_combine does: a token's K
+    expert rows y[rows[t*K + k]] summed in fp32 in pick order, + the shared expert's row,
+    rounded once to the shared expert's dtype -> [BLOCK_T, NP, BLOCK_D] fp32."""
+    j = tl.arange(0, NP)[None, :, None]
+    d = d0 + tl.arange(0, BLOCK_D)[None, None, :]
+    mask = on[:, None, None] & (j < N) & (d < D)
+    acc = tl.zeros([toks.shape[0], NP, BLOCK_D], tl.float32)
+    for k in tl.static_range(K):
+        row = tl.load(rows_ptr + toks * K + k, mask=on, other=0)[:, None, None]  # [BLOCK_T]
+        acc += tl.load(y_ptr + row * D + 0 * j + d, mask=mask, other=0.0).to(tl.float32)
+    acc += load_a(shared_ptr, toks, on, d0, N, D, NP, BLOCK_D)
+    return acc.to(shared_ptr.dtype.element_ty).to(tl.float32)
+
+
+@triton.jit
+def mix_block(a, x_ptr, post_ptr, comb_ptr, toks, on, d0, N: tl.constexpr, D: tl.constexpr,
+              NP: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+    """hc_post on a block of tokens in fp32, the reference's terms (the mix over j, then +
+    the expansion): X'[t, k] = post[t, k] a[t] + sum_j comb[t, j, k] X[t, j] -> [BLOCK_T, NP,
+    BLOCK_D], from a as `load_a` gives it. The streams are read as a whole [BLOCK_T, NP,
+    BLOCK_D] tile (16-byte loads)."""
+    t = toks[:, None, None]
+    j = tl.arange(0, NP)[None, :, None]
     x = load_block(x_ptr, toks, on, d0, N, D, NP, BLOCK_D)  # [BLOCK_T, NP(j), BLOCK_D]
-    on_jd = on[:, None, None] & (j < N) & (d < D)
-    a = tl.load(a_ptr + t * D + 0 * j + d, mask=on_jd, other=0.0).to(tl.float32)  # over k
     k = tl.arange(0, NP)[None, None, :]
     on_jk = on[:, None, None] & (j < N) & (k < N)
     c = tl.load(comb_ptr + t * (N * N) + j * N + k, mask=on_jk, other=0.0).to(tl.float32)

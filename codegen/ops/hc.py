@@ -47,6 +47,7 @@ class HcStreams(Template):
     splits: int = Field(ge=1)  # S: split s projects the D-blocks s, s + S, ...
     dim_p: int  # D padded to a power of two: the collapsed row's lanes
     warps: int
+    moe_k: int = 0  # post kinds: `a` is the MoE combine of K expert rows + the shared expert
 
     @computed_field
     @property
@@ -69,6 +70,7 @@ class HcStreams(Template):
             rms_eps=attrs["rms_eps"] if norm else None,
             streams_p=pow2(n), rows_p=tile(rows + 1), block_t=SPLIT_BLOCK_T, block_d=SPLIT_BLOCK_D,
             splits=splits, dim_p=pow2(d), warps=8 if pow2(d) > WIDE_ROW else 4,
+            moe_k=ops["rows"].shape[-1] if attrs.get("moe") else 0,
         )  # fmt: skip
 
 

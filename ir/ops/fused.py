@@ -6,10 +6,11 @@ computes a value and never what the value is.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from v4c.ir.op import Op, register
 from v4c.ir.ops.core import HcHead, HcPost, HcPre, RmsNorm, Rope, _Rotary, hc_pre_types
-from v4c.ir.ops.moe import MoeGate, MoeSort
+from v4c.ir.ops.moe import MoeCombine, MoeGate, MoeSort
 from v4c.ir.types import TensorType
 
 
@@ -42,41 +43,67 @@ class HcPreNorm(_HcNorm):
         return self.pre(*ins)
 
 
+@dataclass(frozen=True)
+class _HcPostNorm(_HcNorm):
+    """The kinds that start with an hc_post. `moe`: its sublayer output `a` is not an
+    operand but the MoE combine before it (moe_combine with rows and the shared expert),
+    computed in the same launch from (y_sorted, rows, shared)."""
+
+    moe: bool = False
+
+    POST: ClassVar[tuple[str, ...]] = ("X", "post", "comb", "fn", "base", "scale", "norm")
+
+    def operand_roles(self):
+        return (("y_sorted", "rows", "shared") if self.moe else ("a",)) + self.POST
+
+    def rest(self, ins: list) -> list:
+        """The hc_post + pre operands after `a` (or after the combine's three)."""
+        return list(ins[3:] if self.moe else ins[1:])
+
+    def a(self, ins: list):
+        """The sublayer output hc_post adds: operand `a`, or the combine's result."""
+        if not self.moe:
+            return ins[0]
+        return MoeCombine(with_shared=True, rows=True).run(ins[:3])[0]
+
+
 @register
 @dataclass(frozen=True)
-class HcPostPreNorm(_HcNorm):
+class HcPostPreNorm(_HcPostNorm):
     """hc_post of one sublayer + hc_pre of the next + the next one's RMSNorm."""
 
     kind = "hc_post_pre_norm"
-    operands = ("a", "X", "post", "comb", "fn", "base", "scale", "norm")
     results = ("X_next", "x", "post_next", "comb_next")
 
     def infer(self, ins):
-        return (ins[1], *hc_pre_types(self, ins[1], ins[4]))
+        rest = self.rest(ins)
+        return (rest[0], *hc_pre_types(self, rest[0], rest[3]))
 
     def run(self, ins):
-        (X,) = HcPost().run(ins[:4])
-        return (X, *self.pre(X, *ins[4:]))
+        rest = self.rest(ins)
+        (X,) = HcPost().run([self.a(ins), *rest[:3]])
+        return (X, *self.pre(X, *rest[3:]))
 
 
 @register
 @dataclass(frozen=True)
-class HcPostHeadNorm(_HcNorm):
+class HcPostHeadNorm(_HcPostNorm):
     """hc_post of the last sublayer + hc_head + the final RMSNorm; X_next stays a result
     for the MTP block."""
 
     kind = "hc_post_head_norm"
-    operands = ("a", "X", "post", "comb", "fn", "base", "scale", "norm")
     results = ("X_next", "y")
 
     def infer(self, ins):
-        (y,) = HcHead(self.eps, self.norm_eps).infer([ins[1], ins[4]])
-        return (ins[1], y)
+        rest = self.rest(ins)
+        (y,) = HcHead(self.eps, self.norm_eps).infer([rest[0], rest[3]])
+        return (rest[0], y)
 
     def run(self, ins):
-        (X,) = HcPost().run(ins[:4])
-        (y,) = HcHead(self.eps, self.norm_eps).run([X, *ins[4:7]])
-        (yn,) = RmsNorm(self.rms_eps).run([y, ins[7]])
+        rest = self.rest(ins)
+        (X,) = HcPost().run([self.a(ins), *rest[:3]])
+        (y,) = HcHead(self.eps, self.norm_eps).run([X, *rest[3:6]])
+        (yn,) = RmsNorm(self.rms_eps).run([y, rest[6]])
         return (X, yn)
 
 

@@ -1,7 +1,7 @@
 """The hyper-connection templates (Triton) against the ops' reference semantics (mHC, §3).
 
-Tokens come in B=2 rows of T=3; n=4 streams over D=96 (three D-blocks of 32: three splits) or
-D=256 (eight blocks), and one n=3 case whose padded stream and comb lanes must stay 0.
+Tokens come in B=2 rows of T=3; n=4 streams over D=96 (six D-blocks of 16: six splits) or
+D=256 (sixteen blocks), and one n=3 case whose padded stream and comb lanes must stay 0.
 Tolerances: fp32 streams 1e-5 (the kernel sums the n*D <= 1024 products of a logit in another
 order than torch: a random walk of ~sqrt(1024) roundings of 2^-24 relative, ~2e-6, which the
 sigmoid gates and the Sinkhorn normalisations do not amplify); bf16 streams 1.6e-2 relative
@@ -21,6 +21,7 @@ from v4c.codegen.params import describe
 from v4c.codegen.runtime import hc_split_scratch
 from v4c.ir.ops.core import HcHead, HcPost, HcPre
 from v4c.ir.ops.fused import HcPostHeadNorm, HcPostPreNorm, HcPreNorm
+from v4c.ir.ops.moe import MoeCombine
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=1.6e-2, atol=1e-2)}
 B, T = 2, 3
@@ -40,6 +41,10 @@ def operands(op, n: int, d: int, dtype: torch.dtype, b: int = B, t: int = T) -> 
         "base": torch.randn(rows, generator=gen),
         "scale": 0.5 + torch.rand(1 if rows == n else 3, generator=gen),
         "norm": 1 + 0.1 * torch.randn(d, generator=gen),
+        # the MoE combine before an hc_post (`moe`): K = 3 expert rows a token, sorted anyhow
+        "y_sorted": torch.randn(B, T, 3, d, generator=gen).to(dtype),
+        "rows": torch.randperm(B * T * 3, generator=gen).view(B, T, 3),
+        "shared": torch.randn(B, T, d, generator=gen).to(dtype),
     }
     return [made[role] for role in op.operand_roles()]
 
@@ -75,6 +80,25 @@ def test_three_streams(cls, kernel_cache):
     """n=3 pads to 4 lanes: the padded row and column of comb must not leak into Sinkhorn."""
     op = cls(iters=20)
     check(op, operands(op, 3, 96, torch.float32), torch.float32, kernel_cache)
+
+
+@pytest.mark.parametrize("cls", [HcPostPreNorm, HcPostHeadNorm], ids=lambda c: c.kind)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_moe_combine_in_the_post(cls, dtype, kernel_cache):
+    """`moe`: the kernel sums the MoE combine's rows itself. Bitwise the two launches it
+    replaces (moe_combine with rows, then the kind with `a`): the same fp32 sum in pick order
+    and the same rounding of `a`; fp32 against the reference too (bf16: the interpreter
+    rounds `a` toward zero, torch to nearest, an ulp of `a` that post then scales by up to 2,
+    past the one-ulp bf16 tolerance; the two-launch chain is checked there by the tests of
+    each launch)."""
+    op = cls(moe=True, iters=20)
+    ins = operands(op, 4, 96, dtype)
+    if dtype == torch.float32:
+        check(op, ins, dtype, kernel_cache)
+    (a,) = run_kernel(MoeCombine(with_shared=True, rows=True), ins[:3], kernel_cache)
+    apart = run_kernel(cls(iters=20), [a, *ins[3:]], kernel_cache)
+    for g, w in zip(run_kernel(op, ins, kernel_cache), apart):
+        assert torch.equal(g, w)
 
 
 @pytest.mark.parametrize("d, dtype", [(96, torch.float32), (256, torch.bfloat16)])

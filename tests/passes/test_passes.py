@@ -33,7 +33,8 @@ def apply(name, spec):
 
 
 @pytest.mark.parametrize(
-    "name", ["fuse_hc_norm", "fuse_rope", "fuse_norms", "schedule_moe", "fuse_moe_route"]
+    "name",
+    ["fuse_hc_norm", "fuse_rope", "fuse_norms", "schedule_moe", "fuse_moe_route", "fuse_moe_hc"],
 )
 def test_rewrite_pass_preserves_outputs(name, tiny, tiny_weights):
     before, after, result = apply(name, tiny)
@@ -101,6 +102,20 @@ def test_fuse_moe_route_joins_gate_and_sort(tiny):
     assert after.operands(combine.id)[1] == route.out(4)
     experts = after.operands("L03.ffn.experts")
     assert experts[1:4] == [route.out(2), route.out(3), route.out(0)]
+
+
+def test_fuse_moe_hc_folds_every_combine(tiny):
+    """Each of the 5 MoEs' combines (4 layers + MTP) goes into the HC op after it: the next
+    layer's hc_post_pre_norm, or the head's hc_post_head_norm (the last layer, the MTP
+    block), which then reads the expert rows, the route's rows and the shared expert."""
+    _, after, result = apply("fuse_moe_hc", tiny)
+    assert kinds(after)["moe_combine"] == 0 and sum(result.stats.values()) == 5
+    hc = after.node("L01.attn.hc_fused")
+    assert hc.op.moe and hc.op.kind == "hc_post_pre_norm"
+    operands = after.operands(hc.id)
+    combine = [Value("L00.ffn.experts"), Value("L00.ffn.route", 4), Value("L00.ffn.shared0")]
+    assert operands[:3] == combine
+    assert all(n.op.moe for n in after.nodes() if n.op.kind == "hc_post_head_norm")
 
 
 def test_dce_removes_dead_nodes_and_keeps_outputs(tiny, tiny_weights):
