@@ -29,12 +29,8 @@ BIG = 1 << 20  # bytes a decode call moves above which its grid must fill the SM
 
 KNOWN = {
     # attention side (issue 23): one program per token, or per token and head block
-    ("slice", "ctas", "hc_pre_norm.kernel"): 23,
-    ("slice", "ctas", "hc_post_pre_norm.kernel"): 23,
     ("slice", "ctas", "compressor.entries"): 23,
     ("slice", "ctas", "sparse_attention.attend"): 23,
-    # the HC head kind (one program's whole collapse in registers) spills at tiny dims
-    ("tiny", "spills", "hc_post_head_norm.kernel"): 23,
 }
 
 MMA_TYPES = {"bf16", "fp16", "fp8", "tf32"}  # dot operand types that have tensor cores
