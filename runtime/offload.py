@@ -78,12 +78,13 @@ class ExpertStore:
         for name in PLANES:
             w = weights[name]
             planes = _planes(w)
+            at = planes[0].device  # where the weights were read: any device
             bank = [
-                torch.cat((p.index_select(0, keep), p.new_zeros((cache, *p.shape[1:]))))
+                torch.cat((p.index_select(0, keep.to(at)), p.new_zeros((cache, *p.shape[1:]))))
                 for p in planes
             ]
             self.bank[name] = _like(w, [b.to(device) for b in bank])
-            self.host[name] = [_host(p.index_select(0, away), device) for p in planes]
+            self.host[name] = [_host(p.index_select(0, away.to(at)), device) for p in planes]
         self.expert_bytes = sum(
             p[0].numel() * p.element_size() for name in PLANES for p in self.host[name]
         ) if offloaded else 0  # fmt: skip
@@ -167,9 +168,10 @@ class ExpertStore:
 
 
 def _host(plane: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The host store's copy of a plane: pinned (page-locked, device-mapped) for a GPU."""
-    plane = plane.contiguous()
-    return plane.pin_memory() if device.type == "cuda" else plane
+    """The host store's copy of a plane (from wherever the weights were read): pinned
+    (page-locked, device-mapped) for a GPU."""
+    pinned = device.type == "cuda"
+    return torch.empty(plane.shape, dtype=plane.dtype, pin_memory=pinned).copy_(plane)
 
 
 def _device_address(host: torch.Tensor, device: torch.device) -> int:

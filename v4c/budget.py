@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import fsum
+from pathlib import Path
 
 from v4c.errors import V4CError
 from v4c.expert_profile import ExpertProfile
@@ -170,6 +171,26 @@ def fit(
         miss = fsum(shares[name][e] for e in range(n) if e not in set(resident))
         layers[name] = LayerFit(n, size, resident, miss)
     return ExpertFit(budget, dense, slots, slot_bytes, layers, top_k, source)
+
+
+def apply(plan: Plan, device_gb: float, top_k: int, profile: Path | None = None) -> ExpertFit:
+    """Fit `plan` into `device_gb` GiB (resident experts from the routing profile at
+    `profile`, else the default) and record the offload in it (`plan.offload`)."""
+    chosen = ExpertProfile.load(profile) if profile is not None else None
+    budget = fit(plan, device_gb, top_k, chosen)
+    plan.offload = budget.to_plan()
+    return budget
+
+
+def offload_line(offload: dict) -> str:
+    """What a plan's offload keeps where, in one line (empty: nothing offloaded)."""
+    if not offload:
+        return ""
+    kept = sum(map(len, offload["resident"].values()))
+    return (
+        f"offload: {kept} routed experts resident, the rest in pinned host memory, a slot "
+        f"cache of {offload['slots']} experts"
+    )
 
 
 def _ceil_gib(n: int) -> str:
