@@ -29,12 +29,12 @@ def tokens_per_s(read: float, host: float, hbm: float, link: float) -> float:
 
 def budget_section(fit: ExpertFit, spec: ModelSpec) -> list[str]:
     out = ["## Device budget and expert offload", ""]
-    slots = fit.slots * fit.slot_bytes
+    slots = fit.slot_cache_bytes
     out += [
         "| budget | dense weights, caches, activations | slot cache | resident experts | "
         "on the device | offloaded to pinned host memory |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| {_gib(fit.budget)} | {_gib(fit.dense)} | {_gib(slots)} ({fit.slots} slots) | "
+        f"| {_gib(fit.budget)} | {_gib(fit.dense)} | {_gib(slots)} ({fit.slots} slots a layer) | "
         f"{_gib(fit.resident_bytes)} | {_gib(fit.device_bytes)} | {_gib(fit.offloaded_bytes)} |",
         "",
     ]

@@ -73,12 +73,12 @@ def test_offloaded_plan_gives_the_same_tokens(plans, backend, prompts, new, tmp_
     assert set(engine.offload) == {"layers.0", "layers.1", "layers.2", "layers.3", "mtp.0"}
     assert _runs(engine, prompts, new) == want
     hits, misses, fetched = sum(s.counts for s in engine.offload.values()).tolist()
-    assert hits > 0 and misses >= fetched > 0  # 37 of 40 experts live in the host stores
-    # 16 slots hold a layer's 7 or 8 offloaded experts: each is copied once, then hit
-    assert all(0 < s.counts[2] <= s.experts - s.held for s in engine.offload.values())
+    # 37 of 40 experts live in the host stores; a copied expert serves at least its pick,
+    # and some picks find their expert still in the slot cache from an earlier step
+    assert misses >= fetched > 0 and hits > 0
     bank = engine.offload["layers.1"].bank["w1"]
-    slots = offloaded.offload["slots"]  # 2 rounds x min(2 rows x 3 tokens x 2 picks, 8)
-    assert slots == 16 and bank.data.shape[0] == len(offloaded.offload["resident"]["layers.1"]) + 16
+    slots = offloaded.offload["slots"]  # a decode step's picks: 2 rows x 2
+    assert slots == 4 and bank.data.shape[0] == len(offloaded.offload["resident"]["layers.1"]) + 4
 
 
 def test_rounds_when_the_slots_are_fewer_than_the_picked_experts():
