@@ -98,6 +98,17 @@ class ExpertStore:
         self.counts = torch.zeros(3, dtype=torch.long, device=device)
         self.cached = torch.full((cache + 1,), -1, dtype=torch.long, device=device)
         self.table = self._table() if self.kernel and offloaded else None
+        self.ahead = torch.zeros(experts, dtype=torch.long, device=device)  # predicted picks
+        self.pending = None  # the side stream a prefetch runs on until the next fetch
+
+    def prefetch(self) -> None:
+        """Copy the offloaded experts `ahead` marks (the first `cache` of them) into the slot
+        cache ahead of the fetch that needs them (`runtime/prefetch.py`)."""
+        now = (self.ahead > 0) & self.offloaded
+        now &= now.cumsum(0) <= self.cache
+        got = assign(self.cached, now)
+        self.counts[2] += got.copied.sum()
+        self._copy(torch.where(got.source >= 0, self.host_index[got.source.clamp(min=0)], -1))
 
     def _pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(host plane, slot-cache part of the bank plane) of every plane."""
@@ -132,6 +143,9 @@ class ExpertStore:
     def fetch(self, offsets: torch.Tensor, round: int) -> torch.Tensor:
         """Make round `round`'s offloaded experts present in the slot cache (copying those it
         does not hold) -> the slot table [E]: bank entry of each expert, -1 outside the round."""
+        if self.pending is not None:  # a prefetch on a side stream: joined here
+            torch.cuda.current_stream(self.device).wait_stream(self.pending)
+            self.pending = None
         counts = offsets[1 : self.experts + 1] - offsets[: self.experts]
         need = (counts > 0) & self.offloaded
         rank = need.cumsum(0) - 1 - round * self.cache  # this round: ranks 0 .. cache - 1

@@ -96,6 +96,25 @@ def test_store_fetch_over_steps(kernel):
     assert (hits, misses, fetched) == (9 - 4, 4, 4)
 
 
+def test_prefetched_experts_are_found_by_the_fetch():
+    """A prefetch of experts 1, 3 (resident), 5 and 6 with 2 slots copies the first two
+    offloaded ones (1, 5); the fetch of 1, 5 and 7 then copies only 7."""
+    weights = _weights(3)
+    store = ExpertStore(weights, [0, 3], cache=2, device=torch.device("cpu"))
+    store.ahead[[1, 3, 5, 6]] = 1
+    store.prefetch()
+    assert sorted(store.cached[:2].tolist()) == [1, 5] and store.counts.tolist() == [0, 0, 2]
+    offsets = torch.tensor([0, 0, 1, 1, 1, 1, 2, 2, 2])  # picks 1, 5 (7 in a second step)
+    slots = store.fetch(offsets, 0)
+    assert store.counts.tolist() == [2, 0, 2]  # both served from the slot cache
+    for e in (1, 5):
+        assert torch.equal(store.bank["w2"].data[slots[e]], weights["w2"].data[e])
+    offsets = torch.tensor([0, 0, 1, 1, 1, 1, 1, 1, 2])  # picks 1 and 7
+    slots = store.fetch(offsets, 0)
+    assert store.counts.tolist() == [3, 1, 3]  # 1 still cached, 7 copied over 5
+    assert torch.equal(store.bank["w1"].data[slots[7]], weights["w1"].data[7])
+
+
 @pytest.mark.gpu
 def test_copy_from_pinned_host_memory_in_a_cuda_graph():
     """On a GPU: the host store is pinned, the kernel reads it in place inside a captured
