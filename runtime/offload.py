@@ -14,13 +14,15 @@ still holds from earlier steps (hits on the device) and gives the others slots; 
 kernel reads just those from the host store in place (device-mapped pinned memory) into
 their slots; the slot table then says where each expert is: slots[e] = bank entry of expert
 e (-1: not in this round). The kernel reads expert e at slots[e] (grouped_swiglu's `slots`).
-A step of at most S picks (decode, verify, draft: S is sized for them,
-`v4c.budget.slot_cache`) is one round; a prefill step with more distinct offloaded experts
-than S runs the kernel in rounds (counted on the host: prefill is never captured).
+A step of at most S picks (a one-token step, the one a CUDA graph holds: S is sized for it,
+`v4c.budget.slot_cache`) is one round; a step of more tokens (prefill, verify) with more
+distinct offloaded experts than S runs the kernel in rounds (counted on the host: those
+steps are never captured). `prefetch` copies a predicted set ahead of the fetch
+(`runtime/prefetch.py`: the next layer's router on this layer's input).
 
 Counters on the device (read once, after a run): picks served by experts on the device
-(resident or cached), picks of experts copied from host memory, and the experts copied (x
-their bytes: host-link bytes).
+(resident or cached, prefetched included), picks of experts copied at their fetch, and the
+experts copied, prefetches included (x their bytes: host-link bytes).
 """
 
 from __future__ import annotations
