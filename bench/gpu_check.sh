@@ -15,6 +15,9 @@
 #   bench-bf16       v4c bench, bf16 weights, --compare hf  -> bench_bf16.json
 #   bench-speculative v4c bench tiny: greedy off, MTP K=2, perfect drafter K=1..3
 #                                                           -> bench_speculative.json
+#   bench-offload    v4c bench, the slice with half its routed experts in pinned host memory
+#                    (bench/offload_budget.py's --device-gb), the all-resident slice's decode
+#                    step timed in the same run            -> bench_offload.json
 #   report           bench/gpu_check_report.py             -> gpu_check.json, gpu_check.md
 # A failing or timed-out stage is recorded in stages.tsv and the next one runs; the script
 # exits 0 once the report is written and printed (the report says what failed: rc 124 timed
@@ -45,7 +48,8 @@ trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT"
 for f in stages.tsv gpu_check.json gpu_check.md env.json env.log pytest_gpu.log pytest_gpu.xml \
   kernels.json kernels.log estimate.json estimate.log bench_as_stored.json bench_as_stored.log bench_bf16.json \
-  bench_bf16.log bench_speculative.json bench_speculative.log report.log; do rm -f "$OUT/$f"; done  # this script's files from a last run
+  bench_bf16.log bench_speculative.json bench_speculative.log bench_offload.json bench_offload.log \
+  report.log; do rm -f "$OUT/$f"; done  # this script's files from a last run
 cd "$ROOT" || exit 1
 
 VENV=$ROOT/.venv/bin/python  # used when it runs and (but for a dry run) sees the GPU
@@ -115,6 +119,11 @@ run_stage bench-bf16 60 bench_bf16.log "$PY" "${BENCH[@]}" --weights bf16 \
   --json "$OUT/bench_bf16.json"
 run_stage bench-speculative 45 bench_speculative.log "$PY" -m v4c bench tiny --random-weights \
   --prompt-len 256 --decode 64 --draft-tokens 2 --json "$OUT/bench_speculative.json"
+OFFLOAD=(--batch 1 --prompt-len 256 --decode 32)
+HALF=$([ "$DRY" = 1 ] && echo 0 || "$PY" bench/offload_budget.py "$SLICE" "${OFFLOAD[@]:2}" 2>/dev/null)
+run_stage bench-offload 60 bench_offload.log "$PY" -m v4c bench "$SLICE" --random-weights \
+  "${OFFLOAD[@]}" --weights as-stored --speculative off --device-gb "${HALF:-0}" \
+  --json "$OUT/bench_offload.json"
 DEADLINE=$(( $(date +%s) + 60 ))  # the report always runs, whatever the budget left
 DRY=0 run_stage report 30 report.log "$PY" bench/gpu_check_report.py "$OUT"
 if [ -s "$OUT/gpu_check.md" ]; then

@@ -21,6 +21,7 @@ BENCH_FILES = {
     "bench-as-stored": "bench_as_stored.json",
     "bench-bf16": "bench_bf16.json",
     "bench-speculative": "bench_speculative.json",
+    "bench-offload": "bench_offload.json",
 }
 # issue 10's targets on one H200 (fractions and ratios: measured >= want)
 TARGETS = {
@@ -210,6 +211,25 @@ def _speculation_lines(bench: dict) -> list[str]:
     return lines if len(lines) > 2 else ["No speculation figures."]
 
 
+def _offload_lines(bench: dict) -> list[str]:
+    lines = [
+        "| run | decode ms/token | all-resident ms/token | picks on the device / token "
+        "| picks read from host / token | MiB over the host link / token |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in bench.items():
+        e = r.get("experts") or {}
+        if not e:
+            continue
+        alone = e.get("resident_decode_ms_per_token")
+        lines.append(
+            f"| {name} | {r['decode_ms_per_token']:.3f} | "
+            f"{'–' if alone is None else f'{alone:.3f}'} | {e['hit_on_device']:.1f} | "
+            f"{e['read_from_host']:.1f} | {e['host_link_bytes'] / 2**20:.2f} |"
+        )
+    return lines if len(lines) > 2 else ["No offload figures."]
+
+
 def markdown(report: dict) -> str:
     env = report["env"] or {}
     lines = [
@@ -238,6 +258,8 @@ def markdown(report: dict) -> str:
     lines += _bench_lines(report["bench"]) if report["bench"] else ["No bench figures."]
     lines += ["", "### Speculative decoding (greedy, the same tokens in every mode)", ""]
     lines += _speculation_lines(report["bench"] or {})
+    lines += ["", "### Expert offload (half the slice's experts in pinned host memory)", ""]
+    lines += _offload_lines(report["bench"] or {})
     lines += [
         "",
         "### Targets",

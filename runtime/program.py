@@ -39,6 +39,7 @@ from v4c.ir.semantics.invariant import RowBlocks
 from v4c.ir.semantics.quant import QuantWeight
 from v4c.ir.types import ir_dtype, resolve_dim, torch_dtype
 from v4c.runtime.offload import layer_of, offloaded_call
+from v4c.runtime.prefetch import next_gate, prefetcher
 
 BACKENDS = ("torch", "triton")
 Call = Callable[[], None]
@@ -187,9 +188,31 @@ class Program:
                 if launch.op == "grouped_swiglu"
                 else None
             )
-            calls.append(call if picks is None else _counting(call, picks, args[2]))
+            call = call if picks is None else _counting(call, picks, args[2])
+            if launch.op == "grouped_swiglu" and self.offload:
+                call = self._ahead(i, call, tensor, args[0])
+            calls.append(call)
         outputs = {key: tensor(ref) for key, ref in self.entry.outputs.items()}
         return Step(calls, outputs, step_inputs, len(calls))
+
+    def _ahead(self, i: int, call: Call, tensor, x: torch.Tensor) -> Call:
+        """`call` (launch i's experts on input x), then the prefetch of the next MoE layer's
+        offloaded experts (runtime/prefetch.py), when it has any."""
+        found = next_gate(self.entry.launches, i)
+        if found is None or found[2] not in self.offload:
+            return call
+        p, j, layer = found
+        proj, gate = (self.entry.launches[k] for k in (p, j))
+        ahead = prefetcher(
+            self.offload[layer], self.ops[p], [tensor(r) for r in proj.inputs[1:]],
+            self.ops[j], [tensor(r) for r in gate.inputs[1:]], x,
+        )  # fmt: skip
+
+        def both() -> None:
+            call()
+            ahead()
+
+        return both
 
     def _param(self, name: str) -> Any:
         if name not in self.params:

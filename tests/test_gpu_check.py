@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 from v4c.spec import load_spec
 
 STAGES = ["env", "pytest-gpu", "kernels", "estimate", "bench-as-stored", "bench-bf16",
-          "bench-speculative"]  # fmt: skip
+          "bench-speculative", "bench-offload"]  # fmt: skip
 
 
 def _bench_module(name: str):
@@ -126,6 +126,15 @@ def test_report_gathers_the_figures(tmp_path, kernels_json):
                        "acceptance": 1.0, "tokens_per_step": 2.9},
     }  # fmt: skip
     write_json(drafted, tmp_path / "bench_speculative.json")
+    offloaded = BenchResult("slice", "cuda", "triton", "bf16", "as-stored", 1, 8, 2)
+    offloaded.decode_ms_per_token = 5.0
+    offloaded.experts = {
+        "hit_on_device": 20.0,
+        "read_from_host": 4.0,
+        "host_link_bytes": 3 * 2**20,
+        "resident_decode_ms_per_token": 4.5,
+    }
+    write_json(offloaded, tmp_path / "bench_offload.json")
     (tmp_path / "stages.tsv").write_text("bench-bf16\t124\t60\tpython -m v4c bench\n")
     (tmp_path / "pytest_gpu.log").write_text(
         "tests/x.py ss\n===== 3 passed, 2 skipped, 900 deselected in 41.20s =====\n"
@@ -141,6 +150,7 @@ def test_report_gathers_the_figures(tmp_path, kernels_json):
     md = (tmp_path / "gpu_check.md").read_text()
     assert "| bench-speculative | perfect_k2 | 2 | 100.0 | 2.00 | 100 % | 2.90 |" in md
     assert "| bench-speculative | off | 0 | 50.0 | 1.00 | – | 1 |" in md
+    assert "| bench-offload | 5.000 | 4.500 | 20.0 | 4.0 | 3.00 |" in md
     assert "| 300 | 4.000 |" in md and "| 3.00 | 2.50 |" in md  # v4c / transformers
     for entry in report["kernels"]["entries"].values():
         for g in entry["by_kernel"]:

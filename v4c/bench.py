@@ -315,7 +315,8 @@ def run_bench(
     `v4c run` does, so a long prompt needs the caches' memory, not a prompt-long step's;
     what the plan needs is checked against the device's free memory before binding.
     `device_gb`: a device budget (`v4c.budget`, resident experts from the routing profile
-    at `profile`); `record`: write the routing profile of the run there."""
+    at `profile`; on a GPU the all-resident plan's decode step is timed after, beside it);
+    `record`: write the routing profile of the run there."""
     from v4c.runtime.checkpoint.pieces import rank_weights
     from v4c.runtime.checkpoint.random_weights import as_stored
 
@@ -332,11 +333,9 @@ def run_bench(
         weight_formats=weight_formats, dtype=dtype, speculative=speculative, grid=grid,
     )  # fmt: skip
     if device_gb is not None:
-        from v4c.budget import fit
-        from v4c.expert_profile import ExpertProfile
+        from v4c.budget import apply
 
-        chosen = ExpertProfile.load(profile) if profile else None
-        plan.offload = fit(plan, device_gb, spec.moe.top_k, chosen).to_plan()
+        apply(plan, device_gb, spec.moe.top_k, profile)
     if callable(weights):
         needed = weights(plan)
     else:
@@ -360,6 +359,19 @@ def run_bench(
         gen = torch.Generator().manual_seed(1)
         prompts = torch.randint(0, spec.vocab_size, (batch, prompt_len), generator=gen).tolist()
         result.speculation = bench_speculation(engine, prompts, decode, draft_tokens)
+    if engine.offload and device.type == "cuda":  # the same steps with every expert resident
+        del engine
+        torch.cuda.empty_cache()
+        log("the all-resident plan, for its decode step time")
+        plan.offload = {}
+        resident = Engine(
+            plan, as_stored(needed, plan.params), device=device, dtype=dtype, backend=backend,
+            cuda_graphs=cuda_graphs and comm is None, comm=comm,
+        )  # fmt: skip
+        alone = bench_engine(resident, spec, batch=batch, prompt_len=prompt_len, decode=decode,
+                             repeat=repeat, log=log)  # fmt: skip
+        result.experts["resident_decode_ms_per_token"] = alone.decode_ms_per_token
+        engine = resident
     if compare == "hf":
         del engine
         log("transformers (eager) on the same weights")
@@ -407,6 +419,12 @@ def format_result(r: BenchResult) -> list[str]:
             f"{e['read_from_host']:.1f} read from host memory, "
             f"{e['host_link_bytes'] / 2**20:.2f} MiB over the host link"
         )
+        if "resident_decode_ms_per_token" in e:
+            alone = e["resident_decode_ms_per_token"]
+            lines.append(
+                f"  resident {alone:.3f} ms/step with every expert on the device: offload "
+                f"costs {r.decode_ms_per_token - alone:+.3f} ms/step"
+            )
     for mode, f in r.speculation.items():
         rate = (
             f", {100 * f['acceptance']:.0f} % accepted, {f['tokens_per_step']:.2f} tokens/step"

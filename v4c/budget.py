@@ -4,9 +4,9 @@ device and which routed experts live in pinned host memory.
 Order of fitting, in bytes of N GiB: the dense weights (everything but the routed experts,
 MTP included), the caches at --max-seq x --max-batch and the activation arena (its peak
 holds every kernel's scratch) come first; then, once any expert is offloaded, a device slot
-cache the offloaded experts are copied into ahead of use (`SLOT_ROUNDS` rounds of the most
-picks one step makes: this layer's and the next layer's, prefetched); then as many routed
-experts as fit, hottest first. Hotness is each expert's share of its layer's picks in the
+cache in every layer of routed experts that its offloaded experts are copied into (as many
+slots as a captured decode step picks: `slot_cache`); then as many routed experts as fit,
+hottest first. Hotness is each expert's share of its layer's picks in the
 routing profile (`v4c.expert_profile`), else the stated default: uniform routing, so the
 lowest expert ids stay, the same count in every layer. A budget below the dense part and
 the slot cache is refused with the minimum that fits.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import fsum
+from pathlib import Path
 
 from v4c.errors import V4CError
 from v4c.expert_profile import ExpertProfile
@@ -26,7 +27,6 @@ from v4c.ir.types import DTYPE_BYTES
 from v4c.report import param_bytes, rank_memory
 
 GiB = 1 << 30
-SLOT_ROUNDS = 2  # the layer being computed and the next one, whose experts are prefetched
 DEFAULT = "no profile: uniform routing assumed, the lowest expert ids stay resident"
 # Nominal per-direction host->device bandwidths, bytes/s; achieved copies come in lower.
 LINKS = {
@@ -58,7 +58,7 @@ class LayerFit:
 class ExpertFit:
     budget: int
     dense: int  # weights but the routed experts, caches, activations
-    slots: int  # device slot cache: expert slots (0 when every expert is resident)
+    slots: int  # expert slots of each layer's slot cache (0 when every expert is resident)
     slot_bytes: int
     layers: dict[str, LayerFit]  # by weight prefix: layers.3, mtp.0
     top_k: int
@@ -73,8 +73,12 @@ class ExpertFit:
         return sum(len(f.offloaded) * f.expert_bytes for f in self.layers.values())
 
     @property
+    def slot_cache_bytes(self) -> int:
+        return len(self.layers) * self.slots * self.slot_bytes
+
+    @property
     def device_bytes(self) -> int:
-        return self.dense + self.slots * self.slot_bytes + self.resident_bytes
+        return self.dense + self.slot_cache_bytes + self.resident_bytes
 
     def host_bytes_per_token(self, mtp: bool = False) -> float:
         """Expected bytes over the host link per decode token: each of top_k picks a layer
@@ -108,19 +112,21 @@ def routed_experts(plan: Plan) -> dict[str, tuple[int, int]]:
 
 
 def slot_cache(plan: Plan, top_k: int) -> tuple[int, int]:
-    """(slots, bytes a slot) of the device slot cache: SLOT_ROUNDS x the most expert picks
-    one step makes (a verify step: max_batch x (max_draft + 1) tokens), at most the experts."""
+    """(slots a layer, bytes a slot) of the slot caches, one a layer of routed experts: the
+    picks of a one-token step (max_batch x top_k, at most the experts), the step a CUDA graph
+    holds, so that its experts are fetched in one round with no host sync. Steps of more
+    tokens (prefill, verify) run uncaptured, in rounds when they need more (runtime/offload)."""
     groups = routed_experts(plan).values()
-    o = plan.options
-    picks = o["max_batch"] * top_k * (o.get("max_draft", 0) + 1)
-    return SLOT_ROUNDS * min(picks, max(e for e, _ in groups)), max(b for _, b in groups)
+    picks = plan.options["max_batch"] * top_k
+    return min(picks, max(e for e, _ in groups)), max(b for _, b in groups)
 
 
 def minimum_bytes(plan: Plan, top_k: int) -> int:
-    """The least budget an offloaded plan fits in: all but the routed experts, and the slots."""
+    """The least budget an offloaded plan fits in: all but the routed experts, and the slot
+    caches."""
     groups = routed_experts(plan).values()
     slots, size = slot_cache(plan, top_k)
-    return rank_memory(plan).total - sum(e * b for e, b in groups) + slots * size
+    return rank_memory(plan).total - sum(e * b for e, b in groups) + len(groups) * slots * size
 
 
 def fit(
@@ -146,12 +152,13 @@ def fit(
             "supported: use more ranks or a larger budget"
         )
     slots, slot_bytes = slot_cache(plan, top_k)
-    minimum = dense + slots * slot_bytes
+    cache = len(groups) * slots * slot_bytes
+    minimum = dense + cache
     if budget < minimum:
         raise BudgetError(
             f"--device-gb {device_gb:g}: the plan needs at least {minimum / GiB:.2f} GiB "
-            f"(dense weights, caches and activations {dense / GiB:.2f} GiB, a slot cache of "
-            f"{slots} experts {slots * slot_bytes / GiB:.2f} GiB); pass --device-gb "
+            f"(dense weights, caches and activations {dense / GiB:.2f} GiB, slot caches of "
+            f"{slots} experts in {len(groups)} layers {cache / GiB:.2f} GiB); pass --device-gb "
             f"{_ceil_gib(minimum)} or more, or lower --max-seq/--max-batch"
         )
     order = sorted(
@@ -170,6 +177,26 @@ def fit(
         miss = fsum(shares[name][e] for e in range(n) if e not in set(resident))
         layers[name] = LayerFit(n, size, resident, miss)
     return ExpertFit(budget, dense, slots, slot_bytes, layers, top_k, source)
+
+
+def apply(plan: Plan, device_gb: float, top_k: int, profile: Path | None = None) -> ExpertFit:
+    """Fit `plan` into `device_gb` GiB (resident experts from the routing profile at
+    `profile`, else the default) and record the offload in it (`plan.offload`)."""
+    chosen = ExpertProfile.load(profile) if profile is not None else None
+    budget = fit(plan, device_gb, top_k, chosen)
+    plan.offload = budget.to_plan()
+    return budget
+
+
+def offload_line(offload: dict) -> str:
+    """What a plan's offload keeps where, in one line (empty: nothing offloaded)."""
+    if not offload:
+        return ""
+    kept = sum(map(len, offload["resident"].values()))
+    return (
+        f"offload: {kept} routed experts resident, the rest in pinned host memory, a slot "
+        f"cache of {offload['slots']} experts a layer"
+    )
 
 
 def _ceil_gib(n: int) -> str:

@@ -12,11 +12,12 @@ from __future__ import annotations
 from v4c.budget import GiB, LINKS, ExpertFit
 from v4c.report import _bytes, decode_read_bytes
 from v4c.spec import ModelSpec
+from v4c.spec.parallel import DEVICE_GB
 
 # Nominal HBM bandwidth, bytes/s, of the devices a budget is usually drawn for, and the
 # memory a process gets on them (GiB, about: what CUDA reports free on an idle device).
 HBM = {
-    "H200 (141 GB HBM3e)": (4.8e12, 139, "NVIDIA H200 Tensor Core GPU datasheet"),
+    "H200 (141 GB HBM3e)": (4.8e12, DEVICE_GB, "NVIDIA H200 Tensor Core GPU datasheet"),
     "H100 SXM (80 GB HBM3)": (3.35e12, 78, "NVIDIA H100 Tensor Core GPU datasheet"),
 }
 
@@ -28,12 +29,12 @@ def tokens_per_s(read: float, host: float, hbm: float, link: float) -> float:
 
 def budget_section(fit: ExpertFit, spec: ModelSpec) -> list[str]:
     out = ["## Device budget and expert offload", ""]
-    slots = fit.slots * fit.slot_bytes
+    slots = fit.slot_cache_bytes
     out += [
         "| budget | dense weights, caches, activations | slot cache | resident experts | "
         "on the device | offloaded to pinned host memory |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| {_gib(fit.budget)} | {_gib(fit.dense)} | {_gib(slots)} ({fit.slots} slots) | "
+        f"| {_gib(fit.budget)} | {_gib(fit.dense)} | {_gib(slots)} ({fit.slots} slots a layer) | "
         f"{_gib(fit.resident_bytes)} | {_gib(fit.device_bytes)} | {_gib(fit.offloaded_bytes)} |",
         "",
     ]

@@ -82,11 +82,15 @@ def open_session(
     progress: bool = True,
     log=print,
     comm=None,
+    device_gb: float | None = None,
+    expert_profile: Path | None = None,
 ) -> Session:
     """Compile the checkpoint's spec for these limits, or run `plan` (what `v4c compile`
     wrote, `load_plan`) as it is: its spec, limits, numerics, dtype and weight formats.
     `comm` (`runtime.distributed.join`): this process is one rank of a TP x EP grid; the
-    plan is compiled for that grid, and the rank reads only its pieces of the weights."""
+    plan is compiled for that grid, and the rank reads only its pieces of the weights.
+    `device_gb`: the compiled plan fits that many GiB, the routed experts that do not fit in
+    pinned host memory (`v4c.budget`; resident ones from the profile `expert_profile`)."""
     folder = Path(checkpoint) if checkpoint is not None else tiny_checkpoint(cache_dir(), log)
     need_folder(folder, "checkpoint folder", CheckpointError)
     if plan is not None:
@@ -121,9 +125,21 @@ def open_session(
             tp=grid[0], ep=grid[1],
         )  # fmt: skip
         plan = compile_spec(spec, options).plan
+        if device_gb is not None:
+            from v4c.budget import apply, offload_line
+
+            apply(plan, device_gb, spec.moe.top_k, expert_profile)
+            log(offload_line(plan.offload) or f"--device-gb {device_gb:g}: every expert fits")
+    elif device_gb is not None or expert_profile is not None:
+        raise V4CError(
+            "--device-gb/--expert-profile: a compiled plan (--plan) keeps the budget it was "
+            "compiled with (v4c compile --device-gb)"
+        )
     rank = (comm.grid, comm.rank) if comm is not None else None
+    # an offloaded plan's experts are read into host memory: the engine moves what stays
     tensors = load_weights(
-        folder, plan, dtype=dtype, device=device, progress=progress, rank=rank
+        folder, plan, dtype=dtype, device="cpu" if plan.offload else device,
+        progress=progress, rank=rank,
     )  # fmt: skip
     engine = Engine(
         plan,

@@ -73,10 +73,45 @@ def test_offloaded_plan_gives_the_same_tokens(plans, backend, prompts, new, tmp_
     assert set(engine.offload) == {"layers.0", "layers.1", "layers.2", "layers.3", "mtp.0"}
     assert _runs(engine, prompts, new) == want
     hits, misses, fetched = sum(s.counts for s in engine.offload.values()).tolist()
-    assert misses > hits > 0 and fetched > 0  # 37 of 40 experts live in the host stores
+    # 37 of 40 experts live in the host stores; a copied expert serves at least its pick,
+    # and some picks find their expert still in the slot cache from an earlier step
+    assert misses >= fetched > 0 and hits > 0
     bank = engine.offload["layers.1"].bank["w1"]
-    slots = offloaded.offload["slots"]  # 2 rounds x min(2 rows x 3 tokens x 2 picks, 8)
-    assert slots == 16 and bank.data.shape[0] == len(offloaded.offload["resident"]["layers.1"]) + 16
+    slots = offloaded.offload["slots"]  # a decode step's picks: 2 rows x 2
+    assert slots == 4 and bank.data.shape[0] == len(offloaded.offload["resident"]["layers.1"]) + 4
+
+
+@pytest.mark.gpu
+def test_offloaded_plan_on_cuda_gives_the_same_tokens(plans, tmp_path):
+    """On a GPU, decode steps captured as CUDA graphs: the host store pinned, the copy kernel
+    reading it in place, the prefetch on its side stream; the tokens of the all-resident
+    plan on the same device."""
+    plan, offloaded, stored = plans
+    kw = dict(device="cuda", dtype=torch.float32, kernel_root=tmp_path)
+    want = _runs(Engine(plan, stored, **kw), PROMPTS, NEW)
+    engine = Engine(offloaded, stored, **kw)
+    assert engine.cuda_graphs and _runs(engine, PROMPTS, NEW) == want
+    hits, misses, fetched = sum(s.counts for s in engine.offload.values()).tolist()
+    assert hits > 0 and fetched > 0
+
+
+def test_hash_layer_experts_are_prefetched_exactly(plans, tmp_path):
+    """Decode steps after the prompt: layer 1's hash gate picks from the token ids, so the
+    prefetch after layer 0's experts copies exactly them and its fetch reads nothing from
+    host memory; layer 3's score gate is guessed from layer 2's input, so its fetch still
+    reads some (a wrong guess costs copies, never tokens: the test above)."""
+    _, offloaded, stored = plans
+    engine = Engine(offloaded, stored, dtype=torch.float32, kernel_root=tmp_path)
+    engine.reset(1)
+    token = engine.forward([PROMPTS[0]]).argmax(-1).tolist()
+    for store in engine.offload.values():
+        store.counts.zero_()
+    for _ in range(6):
+        token = engine.forward([token]).argmax(-1).tolist()
+    hits, misses, copied = engine.offload["layers.1"].counts.tolist()
+    assert (hits + misses, misses) == (6 * 2, 0) and copied > 0
+    hits, misses, copied = engine.offload["layers.3"].counts.tolist()
+    assert hits + misses == 6 * 2 and copied >= misses
 
 
 def test_rounds_when_the_slots_are_fewer_than_the_picked_experts():

@@ -111,6 +111,7 @@ def compile_command(
 ) -> None:
     """Build the IR of a spec, run the passes, write plan.json, ir/ dumps and report.md."""
     from v4c.compile import write_output
+    from v4c.budget import offload_line
     from v4c.report import fits_line
     from v4c.spec.parallel import grid_problems
 
@@ -150,13 +151,8 @@ def compile_command(
         f"({kernels} kernel launches per decode step)"
     )
     typer.echo(fits_line(compiled.plan, device_gb))
-    offload = compiled.plan.offload
-    if offload:
-        kept = sum(map(len, offload["resident"].values()))
-        typer.echo(
-            f"offload: {kept} routed experts resident, the rest in pinned host memory, a slot "
-            f"cache of {offload['slots']} experts (see report.md)"
-        )
+    if compiled.plan.offload:
+        typer.echo(offload_line(compiled.plan.offload) + " (see report.md)")
     if targets:
         from v4c.codegen.lens import write_targets
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from v4c.cli.experts import RecordExperts, save_profile
+from v4c.cli.experts import DeviceGb, ExpertProfileOpt, RecordExperts, save_profile
 from v4c.cli.options import (
     Backend,
     Checkpoint,
@@ -231,6 +231,8 @@ def run_command(
     tp: Tp = None,
     ep: Ep = None,
     record_experts: RecordExperts = None,
+    device_gb: DeviceGb = None,
+    expert_profile: ExpertProfileOpt = None,
 ) -> None:
     """Generate a reply to a prompt, streaming tokens; prints tokens/s at the end
     (--prompt-file: many prompts as one batch, JSON lines out).
@@ -257,6 +259,7 @@ def run_command(
         session, limit = open_cli_session(
             checkpoint, spec, device, numerics, backend, max_seq, threads, plan, cuda_graphs,
             comm=comm, max_batch=len(items) if items else 1, random_weights=random_weights,
+            device_gb=device_gb, expert_profile=expert_profile,
         )  # fmt: skip
         from v4c.runtime.chat.encode import encode_chat
         from v4c.runtime.sampler import Sampler

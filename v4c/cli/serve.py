@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from v4c.cli.experts import DeviceGb, ExpertProfileOpt
 from v4c.cli.options import (
     Backend,
     Checkpoint,
@@ -54,6 +55,8 @@ def serve_command(
         ),
     ] = None,
     draft_tokens: DraftTokens = 1,
+    device_gb: DeviceGb = None,
+    expert_profile: ExpertProfileOpt = None,
 ) -> None:
     """Serve the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health,
     /metrics) with continuous batching; Ctrl-C or SIGTERM stops it, ending requests in
@@ -66,7 +69,8 @@ def serve_command(
 
     session, limit = open_cli_session(
         checkpoint, None, device, numerics, backend, max_seq, threads, plan,
-        max_batch=max_batch, max_tokens=prefill_chunk,
+        max_batch=max_batch, max_tokens=prefill_chunk, device_gb=device_gb,
+        expert_profile=expert_profile,
     )  # fmt: skip
     drafter = None
     if speculative == "mtp":

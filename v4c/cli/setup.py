@@ -44,6 +44,8 @@ def open_cli_session(
     max_batch: int = 1,
     max_tokens: int | None = None,
     random_weights: bool = False,
+    device_gb: float | None = None,
+    expert_profile: Path | None = None,
 ):
     """(session, max_seq) after every choice is checked and said; see the module doc. With
     `plan` (a `v4c compile` folder) the spec, numerics, activation dtype and limits are the
@@ -51,7 +53,8 @@ def open_cli_session(
     the rank's device. `max_batch`: the cache rows, sequences generated at once (`run
     --prompt-file`, a server's batch); `max_tokens`: the longest prefill step a compiled plan
     is made for (a server's). `random_weights`: the spec (--spec, or the plan's) with random
-    weights, no checkpoint."""
+    weights, no checkpoint. `device_gb`, `expert_profile`: the device budget the plan is
+    compiled for (`v4c.budget`: experts that do not fit live in host memory)."""
     if numerics not in (None, "official", "plain"):
         raise V4CError(f"--numerics: expected official or plain, got {numerics!r}")
     if backend not in ("auto", "torch", "triton"):
@@ -168,6 +171,8 @@ def open_cli_session(
         cuda_graphs=cuda_graphs and comm is None,
         log=log,
         comm=comm,
+        device_gb=device_gb,
+        expert_profile=expert_profile,
     )
     return session, limit.max_seq
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from v4c.spec.schema import ModelSpec
 
 AXES = ("tp", "ep", "world")
-DEVICE_GB = 141.0  # an H200's memory: what one rank's memory is checked against by default
+# GiB a process gets on one H200 (141 GB HBM3e; about 139 GiB free on an idle device): what one
+# rank's memory is checked against by default
+DEVICE_GB = 139.0
 Split = tuple[int, int, str]  # (dim, parts, axis)
 
 
