@@ -26,11 +26,14 @@ from v4c.ir.semantics.quant import QuantWeight
 from v4c.runtime.offload import ExpertStore, layer_of
 
 
+ROUTERS = ("moe_gate", "moe_route")  # the gate alone, or with its sort (passes/fuse_moe_route)
+
+
 def next_gate(launches: list[Launch], i: int) -> tuple[int, int, str] | None:
     """(gate projection, gate, the layer of its experts) of the first MoE layer after launch
     i, when its logits come from a linear launch whose other operands, like the gate's, are
     weights or step inputs (bound before the step: nothing the step computes); else None."""
-    gate = next((j for j in range(i + 1, len(launches)) if launches[j].op == "moe_gate"), None)
+    gate = next((j for j in range(i + 1, len(launches)) if launches[j].op in ROUTERS), None)
     if gate is None:
         return None
     source = launches[gate].inputs[0].name
@@ -57,7 +60,7 @@ def prefetcher(
 
     def call() -> None:
         (logits,) = proj.run([x, *rest])
-        _, idx = gate.run([logits, *gate_rest])  # [.., K] expert ids
+        idx = gate.run([logits, *gate_rest])[1]  # [.., K] expert ids (moe_route: + its sort)
         store.ahead.zero_().scatter_(0, idx.flatten(), 1)
         if stream is None:
             store.prefetch()
