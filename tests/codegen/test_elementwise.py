@@ -80,3 +80,18 @@ def test_embed(dtype, kernel_cache):
     weight = torch.randn(50, 96, generator=gen).to(dtype)
     ids = torch.randint(0, 50, (2, 3), generator=gen)
     check(Embed(), [ids, weight], kernel_cache, EXACT)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 64), (1, 2, 2, 96)])  # q heads; not a power of 2
+def test_official_q_norm_is_bitwise(shape, dtype, kernel_cache):
+    """`inline` (numerics official): the weightless q norm op by op in q's dtype. In bf16
+    each rounding is the reference's (on the bits): bit for bit its result, which differs
+    from the fp32 norm's (the roundings are on); in fp32 nothing rounds and only the order
+    of the mean's sum differs (TOL)."""
+    gen = torch.Generator().manual_seed(1)
+    x = (3 * torch.randn(shape, generator=gen)).to(dtype)
+    op = RmsNorm(eps=1e-6, weighted=False, inline=True)
+    check(op, [x], kernel_cache, EXACT if dtype == torch.bfloat16 else TOL[dtype])
+    (plain,) = RmsNorm(eps=1e-6, weighted=False).run([x])
+    assert torch.equal(plain, op.run([x])[0]) == (dtype == torch.float32)
