@@ -31,7 +31,6 @@ KNOWN = {
     # attention side (issue 23): one program per token, or per token and head block
     ("slice", "ctas", "hc_pre_norm.kernel"): 23,
     ("slice", "ctas", "hc_post_pre_norm.kernel"): 23,
-    ("slice", "ctas", "compressor.entries"): 23,
     ("slice", "ctas", "sparse_attention.attend"): 23,
     # the HC head kind (one program's whole collapse in registers) spills at tiny dims
     ("tiny", "spills", "hc_post_head_norm.kernel"): 23,
