@@ -56,13 +56,12 @@ def default_numerics(layout: str) -> tuple[str, str]:
 
 
 def default_backend(device: str, numerics: str) -> tuple[str, str]:
-    """(backend, why) for `--backend auto`: the kernels do not implement the official
-    rounding yet, and need a GPU."""
+    """(backend, why) for `--backend auto`: the Triton kernels on CUDA, for every numerics
+    mode (they compute the official roundings too); the torch reference elsewhere (the
+    kernels would run in Triton's interpreter)."""
     if torch.device(device).type != "cuda":
         return "torch", "no CUDA device"
-    if numerics != "plain":
-        return "torch", "the Triton kernels do not implement official numerics yet"
-    return "triton", "CUDA with plain numerics"
+    return "triton", f"CUDA ({numerics} numerics)"
 
 
 def open_session(

@@ -48,7 +48,7 @@ def timeline(
 
 
 @triton.jit
-def pool(
+def pool_part(
     k_ptr,
     z_ptr,
     ape_ptr,
@@ -57,6 +57,8 @@ def pool(
     skv_slot,
     ssc_slot,
     first,
+    lo,
+    hi,
     start,
     end,
     ch,
@@ -68,19 +70,21 @@ def pool(
     OVERLAP: tl.constexpr,
     BLOCK_S: tl.constexpr,
 ):
-    """Per-channel softmax-gated sum over the SLOTS slots of the entry whose slot 0 is position
-    `first`, at channels ch [N] (ch_ok: real ones): an online softmax over slot tiles of
-    BLOCK_S. With OVERLAP, slots [0, M) read the "a" half (columns ch), the rest the "b" half
-    (columns C + ch). Returns [N] fp32, 0 on padding channels."""
+    """One part of the per-channel softmax-gated sum over the slots of the entry whose slot 0
+    is position `first`: slots [lo, hi), channels ch [N] (ch_ok: real ones), an online
+    softmax over slot tiles of BLOCK_S. With OVERLAP, slots [0, M) read the "a" half
+    (columns ch), the rest the "b" half (columns C + ch). Returns (max, den, acc) [N] fp32:
+    the part's gate maximum (-inf where all its slots are empty), sum of e^(gate - max) and
+    sum of e^(gate - max) kv; `merge_parts` combines the parts of an entry."""
     mx = tl.full(ch.shape, float("-inf"), tl.float32)
     den = tl.zeros(ch.shape, tl.float32)
     acc = tl.zeros(ch.shape, tl.float32)
-    for s0 in range(0, SLOTS, BLOCK_S):
+    for s0 in range(lo, hi, BLOCK_S):
         s = s0 + tl.arange(0, BLOCK_S)
         col = ch[None, :]
         if OVERLAP:
             col += (s >= M).to(tl.int32)[:, None] * C
-        ok = (s < SLOTS)[:, None] & ch_ok[None, :]
+        ok = (s < hi)[:, None] & ch_ok[None, :]
         kv, gate = timeline(
             k_ptr,
             z_ptr,
@@ -105,4 +109,23 @@ def pool(
         den = den * alpha + tl.sum(e, axis=0)
         acc = acc * alpha + tl.sum(e * kv, axis=0)
         mx = top
+    return mx, den, acc
+
+
+@triton.jit
+def merge_parts(part_ptr, ch, ch_ok, C: tl.constexpr, PARTS: tl.constexpr):
+    """The pooled entry at channels ch [N] from its PARTS parts' (max, den, acc), stored at
+    part_ptr as [PARTS, 3, C] fp32, combined in part order (a fixed order: the entry's value
+    never depends on the batch). Returns [N] fp32, 0 on padding channels."""
+    mx = tl.full(ch.shape, float("-inf"), tl.float32)
+    for i in range(PARTS):
+        mx = tl.maximum(mx, tl.load(part_ptr + i * 3 * C + ch, mask=ch_ok, other=float("-inf")))
+    ref = tl.where(mx == float("-inf"), 0.0, mx)
+    den = tl.zeros(ch.shape, tl.float32)
+    acc = tl.zeros(ch.shape, tl.float32)
+    for i in range(PARTS):
+        at = part_ptr + i * 3 * C + ch
+        alpha = tl.exp(tl.load(at, mask=ch_ok, other=float("-inf")) - ref)
+        den += alpha * tl.load(at + C, mask=ch_ok, other=0.0)
+        acc += alpha * tl.load(at + 2 * C, mask=ch_ok, other=0.0)
     return tl.where(den > 0, acc / tl.where(den > 0, den, 1.0), 0.0)

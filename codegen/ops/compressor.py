@@ -19,6 +19,7 @@ class Compressor(Template):
     eps: float
     theta: float
     yarn: tuple[float, int, float, float] | None
+    sim: str  # numerics official: "fp8" (non-RoPE dims), "fp4" (Hadamard) rounding, or "none"
 
     @model_validator(mode="after")
     def _pairs(self) -> Compressor:
@@ -26,14 +27,15 @@ class Compressor(Template):
             raise ValueError(f"rope_dim {self.rope_dim}: even, >= 2, <= width {self.width} (even)")
         if self.overlap != (coff(self.ratio) == 2):
             raise ValueError(f"overlap is {self.overlap} for ratio {self.ratio}")
+        if self.sim == "fp4" and (self.width & (self.width - 1) or not 32 <= self.width <= 512):
+            raise ValueError(f"sim 'fp4': a power-of-two width in 32..512, not {self.width}")
         return self
 
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> Compressor:
-        if attrs.get("sim", "none") != "none":
-            raise ValueError(f"compressor: no Triton template for sim={attrs['sim']!r} rounding")
         (width,) = ops["norm"].shape  # [c]
         return cls(
             width=width, ratio=attrs["ratio"], overlap=coff(attrs["ratio"]) == 2,
             rope_dim=attrs["rope_dim"], eps=attrs["eps"], theta=attrs["theta"], yarn=attrs["yarn"],
+            sim=attrs.get("sim", "none"),
         )  # fmt: skip

@@ -14,13 +14,15 @@ class RmsNorm(Template):
     weighted: bool
     eps: float
     block: int
+    inline: bool  # numerics official: the weightless q norm op by op in x's dtype (§12.1)
 
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> RmsNorm:
-        if attrs.get("inline"):
-            raise ValueError("rms_norm: no Triton template computes the official bf16 q norm")
         dim = ops["x"].shape[-1]
-        return cls(dim=dim, weighted=attrs["weighted"], eps=attrs["eps"], block=pow2(dim))
+        return cls(
+            dim=dim, weighted=attrs["weighted"], eps=attrs["eps"], block=pow2(dim),
+            inline=attrs.get("inline", False),
+        )  # fmt: skip
 
 
 @template("rms_norm_rope")
@@ -32,15 +34,15 @@ class RmsNormRope(Template):
     eps: float
     theta: float
     yarn: tuple[float, int, float, float] | None
+    inline: bool  # as RmsNorm's
 
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> RmsNormRope:
-        if attrs.get("inline"):
-            raise ValueError("rms_norm_rope: no Triton template computes the official bf16 q norm")
         shape = ops["x"].shape
         return cls(
             dim=shape[-1], rope_dim=attrs["rope_dim"], heads=shape[2] if len(shape) == 4 else 1,
             weighted=attrs["weighted"], eps=attrs["eps"], theta=attrs["theta"], yarn=attrs["yarn"],
+            inline=attrs.get("inline", False),
         )  # fmt: skip
 
 

@@ -1,7 +1,8 @@
 """The small row-wise templates (Triton) against their ops' reference semantics: RMSNorm
 (weighted, and weightless per head), RoPE (forward and inverse, with and without YaRN),
-hc_expand, add and embed. Tolerances: fp32 1e-5; bf16 1.6e-2 relative (one rounding apart);
-the copies (hc_expand, embed) must be exact."""
+hc_expand, add, embed and quant_sim. Tolerances: fp32 1e-5; bf16 1.6e-2 relative (one
+rounding apart); the copies (hc_expand, embed) and the FP8 rounding (exact integer
+arithmetic on the bits, values exact in either dtype) must be exact."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from tests.codegen.conftest import run_kernel
-from v4c.ir.ops.core import Add, Embed, HcExpand, RmsNorm, Rope
+from v4c.ir.ops.core import Add, Embed, HcExpand, QuantSim, RmsNorm, Rope
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=1.6e-2, atol=1e-2)}
 EXACT = dict(rtol=0, atol=0)
@@ -80,3 +81,34 @@ def test_embed(dtype, kernel_cache):
     weight = torch.randn(50, 96, generator=gen).to(dtype)
     ids = torch.randint(0, 50, (2, 3), generator=gen)
     check(Embed(), [ids, weight], kernel_cache, EXACT)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 64), (1, 2, 2, 96)])  # q heads; not a power of 2
+def test_official_q_norm_is_bitwise(shape, dtype, kernel_cache):
+    """`inline` (numerics official): the weightless q norm op by op in q's dtype. In bf16
+    each rounding is the reference's (on the bits): bit for bit its result, which differs
+    from the fp32 norm's (the roundings are on); in fp32 nothing rounds and only the order
+    of the mean's sum differs (TOL)."""
+    gen = torch.Generator().manual_seed(1)
+    x = (3 * torch.randn(shape, generator=gen)).to(dtype)
+    op = RmsNorm(eps=1e-6, weighted=False, inline=True)
+    check(op, [x], kernel_cache, EXACT if dtype == torch.bfloat16 else TOL[dtype])
+    (plain,) = RmsNorm(eps=1e-6, weighted=False).run([x])
+    assert torch.equal(plain, op.run([x])[0]) == (dtype == torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "shape, block, dims",
+    [((2, 3, 96), 64, 80), ((1, 3, 256), 128, 0)],  # KV nope dims (a partial block); all
+)
+def test_quant_sim(shape, block, dims, dtype, kernel_cache):
+    """The official FP8 rounding, rows scaled over decades so the power-of-two scales vary;
+    exact, and it changes the values."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(shape, generator=gen) * 10 ** torch.randn(*shape[:-1], 1, generator=gen)
+    ins = [x.to(dtype)]
+    op = QuantSim(block, dims)
+    check(op, ins, kernel_cache, EXACT)
+    assert not torch.equal(op.run(ins)[0], ins[0])

@@ -29,7 +29,6 @@ BIG = 1 << 20  # bytes a decode call moves above which its grid must fill the SM
 
 KNOWN = {
     # attention side (issue 23): one program per token, or per token and head block
-    ("slice", "ctas", "compressor.entries"): 23,
     ("slice", "ctas", "sparse_attention.attend"): 23,
 }
 

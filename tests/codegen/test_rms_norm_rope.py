@@ -34,3 +34,27 @@ def test_matches_reference(shape, weighted, rope_dim, yarn, dtype, kernel_cache)
     (want,) = op.run(ins)
     assert got.dtype == want.dtype
     torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "shape, rope_dim, yarn",
+    [((2, 3, 4, 128), 64, None), ((1, 2, 3, 96), 32, YARN)],  # q heads; a dim not a power of 2
+)
+def test_official_q_norm_is_bitwise(shape, rope_dim, yarn, dtype, kernel_cache):
+    """`inline` (numerics official): the weightless q norm op by op in q's dtype, then RoPE.
+    In bf16 every rounding is the reference's (on the bits), so the result is bit for bit
+    its own, and differs from the fp32 norm's (the roundings are on); in fp32 nothing rounds
+    and only the order of the mean's sum differs (TOL)."""
+    gen = torch.Generator().manual_seed(1)
+    x = (3 * torch.randn(shape, generator=gen)).to(dtype)
+    positions = torch.randint(0, 70000, shape[:2], generator=gen)
+    theta = 160000.0 if yarn else 10000.0
+    op = RmsNormRope(rope_dim, theta, yarn, eps=1e-6, weighted=False, inline=True)
+    (got,) = run_kernel(op, [x, positions], kernel_cache)
+    (want,) = op.run([x, positions])
+    assert got.dtype == want.dtype
+    exact = dict(rtol=0, atol=0) if dtype == torch.bfloat16 else TOL[dtype]
+    torch.testing.assert_close(got, want, **exact)
+    (plain,) = RmsNormRope(rope_dim, theta, yarn, eps=1e-6, weighted=False).run([x, positions])
+    assert torch.equal(plain, want) == (dtype == torch.float32)

@@ -176,7 +176,6 @@ def batch(cache, tiny, tmp_path_factory) -> dict[str, Result]:
     env = cli_env(cache, work / "home")
     cases = {
         "triton_no_gpu": run_args(tiny, "--backend", "triton", "--numerics", "plain"),
-        "triton_official": run_args(tiny, "--backend", "triton"),
         "no_fit": run_args(tiny, "--max-seq", 4, "--max-new-tokens", 10),
         "over_model": run_args(tiny, "--max-seq", 2**21),
         "at_limit": run_args(tiny, "--max-seq", 7, "--max-new-tokens", 50, "--temperature", 0),
@@ -200,10 +199,7 @@ def batch(cache, tiny, tmp_path_factory) -> dict[str, Result]:
     cases["broken_config"] = run_args(broken)
     (work / "file").write_text("")
     cases["compile_unwritable"] = ["compile", "tiny", "-o", work / "file" / "out"]
-    envs = {"triton_official": {"TRITON_INTERPRET": "1"}}  # past the GPU check, to numerics
-    listed = [
-        {"name": n, "argv": list(map(str, a)), "env": envs.get(n, {})} for n, a in cases.items()
-    ]
+    listed = [{"name": n, "argv": list(map(str, a)), "env": {}} for n, a in cases.items()]
     listed.append({"name": "unwritable_cache", "argv": ["run", "--prompt", "Hi"],
                    "env": {"V4C_CACHE_DIR": str(work / "file" / "cache")}})  # fmt: skip
     (work / "cases.json").write_text(json.dumps(listed))
@@ -221,8 +217,6 @@ def test_triton_without_a_gpu_says_what_to_do(batch):
         pytest.skip("this machine has a GPU")
     err = fails(batch["triton_no_gpu"])
     assert err.count("\n") == 1 and "use --backend torch" in err
-    err = fails(batch["triton_official"])
-    assert err.count("\n") == 1 and "--numerics plain" in err
 
 
 def test_a_prompt_that_does_not_fit_is_refused_before_generating(batch):

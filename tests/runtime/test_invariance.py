@@ -1,9 +1,18 @@
 """Batch invariance end to end (DESIGN.md): a token's logits are bitwise the same whether it is
 decoded alone, sits anywhere in a prefill chunk of T = 2..5 tokens, or its sequence shares
 the step with B - 1 other sequences (B = 1..4, in any cache row), on the tiny model (vocabulary
-1024) under both numerics modes, torch backend. The sequence (21 tokens) crosses the sliding
-window (16) and five CSA windows (4), so the window ring, the compressor's state and the
-indexer's selection are read across chunk boundaries.
+1024) under both numerics modes, on both backends (Triton's kernels in its interpreter on a
+CPU). The sequence (21 tokens) crosses the sliding window (16) and five CSA windows (4), so
+the window ring, the compressor's state and the indexer's selection are read across chunk
+boundaries. The interpreter takes minutes for that: its full cases are `long`, and a shorter
+sequence (6 tokens, a CSA entry) checks the Triton backend in the default run.
+
+Known shortfall (Triton backend, interpreter): a token's logits in a prefill chunk differ
+from its decode step's. The first launch that differs is a dense GEMM (L00.attn.wkv, by
+1 ulp): the GEMM family's decode configuration (split-K over CTAs, 16 x 64 tiles) and its
+prefill one (64 x 128 tiles) run the interpreter's `tl.dot` (numpy's BLAS) on different
+tile shapes, which round differently. Those cases are strict xfails; within one entry
+point (the same kernels) a row is invariant to the batch, which the short test checks.
 
 The oracle is the same engine decoding the sequence one token at a time: a lone row is the
 case every other shape must reproduce (what exact speculation and batching rely on)."""
@@ -22,37 +31,49 @@ from v4c.spec import load_spec
 pytestmark = pytest.mark.slow
 N = 21
 SEQ = [(13 * i + 7) % 1024 for i in range(N)]
+SHORT = 6  # the Triton backend's default-run sequence: SEQ[:SHORT] (a CSA entry at 3)
 MODES = {"plain": ("fp32", torch.float32), "official": ("bf16", torch.bfloat16)}
+# official numerics (bf16, weights as stored) takes minutes on 2 cores, and the interpreter
+# too: `pytest -m long`
+CASES = [("plain", "torch"), ("official", "torch"), ("plain", "triton"), ("official", "triton")]
 
 
-# official numerics (bf16, weights as stored) takes minutes on 2 cores: `pytest -m long`
-@pytest.fixture(
-    scope="module",
-    params=[pytest.param(m, marks=pytest.mark.long) if m == "official" else m for m in MODES],
-)
-def engine(tmp_path_factory, request):
-    folder = tmp_path_factory.mktemp("invariance")
+def make_engine(folder, numerics: str, backend: str) -> Engine:
     (folder / "spec.yaml").write_text("extends: tiny.yaml\nname: tiny-inv\nvocab_size: 1024\n")
     spec = load_spec(folder / "spec.yaml")
-    dtype, activations = MODES[request.param]
+    dtype, activations = MODES[numerics]
     options = CompileOptions(
         max_batch=4, max_tokens=5, max_seq=32, logits="all", max_draft=0,
-        numerics=request.param, dtype=dtype,
+        numerics=numerics, dtype=dtype,
     )  # fmt: skip
     plan = compile_spec(spec, options).plan
     weights = random_weights(spec, seed=5)
     return Engine(
-        plan, as_stored({n: weights[n] for n in plan.params}, plan.params), dtype=activations
-    )
+        plan, as_stored({n: weights[n] for n in plan.params}, plan.params), dtype=activations,
+        backend=backend, kernel_root=folder / "kernels",
+    )  # fmt: skip
 
 
-def _run(engine: Engine, rows: list[list[int]], chunk: int, slots: list[int]) -> torch.Tensor:
-    """Feed sequences rows[i] (cache row slots[i]) in steps of `chunk` tokens, all rows in
-    every step; the logits of every token, [len(rows), N, V]."""
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(c, marks=pytest.mark.long) if c != ("plain", "torch") else c for c in CASES
+    ],
+    ids="-".join,
+)
+def engine(tmp_path_factory, request):
+    return make_engine(tmp_path_factory.mktemp("invariance"), *request.param)
+
+
+def _run(
+    engine: Engine, rows: list[list[int]], chunk: int, slots: list[int], n: int = N
+) -> torch.Tensor:
+    """Feed the first `n` tokens of sequences rows[i] (cache row slots[i]) in steps of
+    `chunk` tokens, all rows in every step; the logits of every token, [len(rows), n, V]."""
     engine.reset(max(slots) + 1)
     out = []
-    for start in range(0, N, chunk):
-        ids = torch.tensor([row[start : start + chunk] for row in rows])
+    for start in range(0, n, chunk):
+        ids = torch.tensor([row[start : min(start + chunk, n)] for row in rows])
         entry = "decode" if ids.shape[1] == 1 else "prefill"
         out.append(engine.feed(entry, slots, {"ids": ids})["logits"].float().clone())
         for b in slots:
@@ -60,9 +81,20 @@ def _run(engine: Engine, rows: list[list[int]], chunk: int, slots: list[int]) ->
     return torch.cat(out, dim=1)
 
 
+TRITON_CHUNKS = "Triton: the GEMMs' decode and prefill tile shapes round differently (module doc)"
+
+
 @pytest.fixture(scope="module")
 def alone(engine) -> torch.Tensor:
     return _run(engine, [SEQ], 1, [0])[0]
+
+
+@pytest.fixture(autouse=True)
+def triton_shortfall(request):
+    """The cases that compare a prefill chunk against decoding are strict xfails on Triton."""
+    case = getattr(request.node, "callspec", None) and request.node.callspec.params.get("engine")
+    if case and case[1] == "triton":
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=TRITON_CHUNKS))
 
 
 @pytest.mark.parametrize("chunk", [2, 3, 4, 5])
@@ -79,3 +111,28 @@ def test_a_sequence_among_others_equals_it_alone(engine, alone, batch):
     for chunk in (1, 3):
         logits = _run(engine, [*others, SEQ], chunk, slots)
         assert torch.equal(logits[-1], alone), chunk
+
+
+@pytest.mark.parametrize(
+    "numerics, chunk",
+    [("plain", 3), *(pytest.param(n, c, marks=pytest.mark.long) for n, c in [
+        ("plain", 1), ("official", 3), ("official", 1)])],
+)  # fmt: skip
+def test_triton_backend_short(tmp_path, numerics, chunk):
+    """The Triton backend (interpreter): the short sequence as the second of two sequences
+    (in cache row 0) equals it alone, in prefill chunks of 3 (the default run's case: about
+    a minute of interpreter) or decoded (T = 1): the same kernels, so a row never depends
+    on the batch."""
+    engine = make_engine(tmp_path, numerics, "triton")
+    other = [(7 * t + 3) % 1024 for t in SEQ]
+    alone = _run(engine, [SEQ], chunk, [0], SHORT)[0]
+    assert torch.equal(_run(engine, [other, SEQ], chunk, [1, 0], SHORT)[1], alone)
+
+
+@pytest.mark.long
+@pytest.mark.xfail(strict=True, reason=TRITON_CHUNKS)
+def test_triton_backend_short_chunks_equal_decoding(tmp_path):
+    """The short sequence prefilled in chunks of 3 against decoded alone (Triton, plain)."""
+    engine = make_engine(tmp_path, "plain", "triton")
+    alone = _run(engine, [SEQ], 1, [0], SHORT)
+    assert torch.equal(_run(engine, [SEQ], 3, [0], SHORT), alone)

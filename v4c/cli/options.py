@@ -89,7 +89,7 @@ Backend = Annotated[
     str,
     typer.Option(
         help="torch (reference semantics), triton (generated kernels, needs a CUDA GPU) "
-        "or auto: triton on CUDA with plain numerics, else torch."
+        "or auto: triton on CUDA, else torch."
     ),
 ]
 Threads = Annotated[

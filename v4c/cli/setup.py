@@ -3,9 +3,9 @@ said at start with its reason: the device, the dtype, the CPU threads, the numer
 backend and the longest sequence. torch is imported by the caller's command only.
 
 Why the CLI decides rather than `open_session`: a user must see what was picked and why,
-and a combination that cannot run (the Triton kernels without a GPU, or with the official
-rounding they do not implement) must be one line saying what to do, before the checkpoint
-is read. The rules themselves are `v4c.session`'s and `v4c.limits`'.
+and a combination that cannot run (the Triton kernels without a GPU or the interpreter) must
+be one line saying what to do, before the checkpoint is read. The rules themselves are
+`v4c.session`'s and `v4c.limits`'.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def open_cli_session(
         backend, backend_why = default_backend(device, numerics)
     else:
         backend_why = "--backend"
-        _check_triton(backend, device, numerics)
+        _check_triton(backend, device)
     if compiled is not None:
         max_seq = max_seq or compiled.options["max_seq"]
         if max_seq != compiled.options["max_seq"]:
@@ -213,18 +213,13 @@ def _device(device: str | None, has_cuda: bool) -> tuple[str, str]:
     return device, "--device"
 
 
-def _check_triton(backend: str, device: str, numerics: str) -> None:
+def _check_triton(backend: str, device: str) -> None:
     if backend != "triton":
         return
     if device != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise V4CError(
             "--backend triton: the Triton kernels need a CUDA GPU and there is none here; "
             "use --backend torch (or TRITON_INTERPRET=1 to run them, slowly, in the interpreter)"
-        )
-    if numerics == "official":
-        raise V4CError(
-            "--backend triton: the kernels do not implement --numerics official yet; "
-            "add --numerics plain, or use --backend torch"
         )
 
 
