@@ -17,13 +17,13 @@ import pytest
 import torch
 
 from tests.helpers.dispatch import DispatchCounter
+from tests.small_vocab import small_vocab
 from v4c.codegen.params import load_templates
 from v4c.compile import compile_spec
 from v4c.ir.semantics.quant import QuantWeight
 from v4c.passes.base import CompileOptions
 from v4c.runtime.engine import Engine
 from v4c.runtime.checkpoint.random_weights import as_stored, random_weights
-from v4c.spec import load_spec
 
 POSITIONS = (127, 18)  # row 0 completes a ratio-128 and a ratio-4 entry; row 1 neither
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: the interpreter
@@ -103,7 +103,7 @@ def walk_decode(
 
 @pytest.fixture(scope="module")
 def tiny():
-    spec = load_spec("tiny")
+    spec = small_vocab()  # every template of the tiny model, the lm_head 1/126 of its size
     return spec, random_weights(spec, seed=0)
 
 

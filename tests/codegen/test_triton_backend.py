@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import SPECS
+from tests.small_vocab import small_vocab
 from tests.steps import around
 from v4c.compile import compile_spec
 from v4c.ir.types import ir_dtype
@@ -49,18 +50,20 @@ def decode_steps(gen: torch.Generator, vocab: int, rows: int, n: int) -> list[li
 
 
 def test_tiny_prefill_and_decode_across_boundaries(kernel_cache):
-    """A prefill that stops mid CSA window, 3 tokens before the window (16) wraps, decode
-    steps across the wrap while CSA entries complete (15, 19; by 19 the indexer's top-k 4 is
-    smaller than the 5 entries), then a prefill that continues the sequence across another
-    CSA boundary (23); fp32, so the kernels must agree to float rounding. The interpreter
-    runs one program per token, so the test is as short as that coverage allows."""
-    spec = load_spec("tiny")
+    """A prefill that stops mid CSA window (3 of 4 tokens), 1 token before the window (16)
+    wraps, decode steps across the wrap while CSA entries complete (15, 19; by 19 the
+    indexer's top-k 4 is smaller than the 5 entries), then a prefill that continues the
+    sequence across another CSA boundary (23); fp32, so the kernels must agree to float
+    rounding. The interpreter runs one program per token, so the test is as short as that
+    coverage allows: the decode steps 16..18 are the partial-group decodes, more before 15
+    would only repeat them."""
+    spec = small_vocab()
     assert spec.attention.sliding_window == 16 and spec.attention.indexer.topk == 4
     ref, tri = engines(
         spec, random_weights(spec, seed=3), "cpu", torch.float32, kernel_cache, max_seq=128
     )
     ids = torch.randint(0, spec.vocab_size, (24,), generator=torch.Generator().manual_seed(1))
-    steps = [*around([16], before=3, after=4), range(20, 24)]
+    steps = [*around([16], before=1, after=4), range(20, 24)]
     compare(ref, tri, [[ids[s].tolist()] for s in steps], atol=1e-4)
 
 
@@ -132,10 +135,11 @@ def test_quantised_experts_stay_quantised(tmp_path, kernel_cache):
     weights stay in their stored format in memory (the kernels dequantise on the fly), and
     the logits match the torch backend, which dequantises them at load."""
     from v4c.ir.semantics.quant import QuantWeight
-    from v4c.runtime.checkpoint import make_tiny
+    from v4c.runtime.checkpoint import TINY_SHARDS, write_official
     from v4c.session import open_session
 
-    make_tiny(tmp_path / "tiny")
+    spec = small_vocab()  # the tiny model's layers and formats, written as make_tiny does
+    write_official(tmp_path / "tiny", spec, random_weights(spec, seed=0), shards=TINY_SHARDS)
     ref = open_session(tmp_path / "tiny", backend="torch", numerics="plain", progress=False)
     tri = open_session(
         tmp_path / "tiny", backend="triton", numerics="plain", progress=False,
@@ -151,6 +155,7 @@ def test_quantised_experts_stay_quantised(tmp_path, kernel_cache):
     assert len(kept) == 5 * (6 + 5) + 2 + 2 and not any(
         isinstance(w, QuantWeight) for w in ref.engine.params.values()
     )
-    prompt = [[0, 128803, 19923, 128804, 128822]]
-    steps = [prompt, *decode_steps(torch.Generator().manual_seed(0), ref.spec.vocab_size, 1, 2)]
+    gen = torch.Generator().manual_seed(0)
+    prompt = [[0, *torch.randint(0, spec.vocab_size, (4,), generator=gen).tolist()]]
+    steps = [prompt, *decode_steps(gen, spec.vocab_size, 1, 2)]
     compare(ref.engine, tri.engine, steps, atol=1e-4)
