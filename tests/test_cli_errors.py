@@ -117,7 +117,34 @@ def test_a_plan_for_another_model_asks_for_its_checkpoint(capsys, tmp_path):
         main(["compile", "variants/tiny-8k-vocab", "-o", str(tmp_path / "plan"), "--dtype", "fp32"])
     capsys.readouterr()
     err = fails(capsys, "run", "--plan", tmp_path / "plan", "--prompt", "x")
-    assert "not the embedded tiny model; pass --checkpoint FOLDER with its weights" in err
+    assert (
+        "not the embedded tiny model; pass --checkpoint FOLDER with its weights, or "
+        "--random-weights to run it with random ones" in err
+    )
+
+
+@pytest.mark.parametrize("command", ["run", "chat"])
+def test_the_model_argument_says_what_it_is_not(capsys, paths, command):
+    """MODEL (first, as other engines take it): a spec without --random-weights, a model
+    given twice, or a word that names nothing (a prompt put first) is one line each."""
+    folder, _, missing = paths
+    cases = [
+        (("tiny",), "tiny: a spec, not a checkpoint; to run it without one, add --random-weights"),
+        (("tiny", "--random-weights", "--spec", "tiny"), "tiny and --spec: give the spec once"),
+        (("tiny", "--checkpoint", folder), "tiny and --checkpoint: give the model once"),
+        ((folder, "--plan", folder), "and --plan: give the model once"),
+        (
+            ("Hello",),
+            "Hello: no such checkpoint folder, Hugging Face Hub repo id (owner/name) or "
+            "spec; the model comes first, a prompt goes in --prompt",
+        ),  # fmt: skip
+        ((missing / "x.yaml", "--random-weights"), "x.yaml: spec file not found"),
+        (("flsh", "--random-weights"), "flsh: spec file not found; did you mean flash?"),
+    ]
+    prompt = ("--prompt", "x") if command == "run" else ()
+    for argv, message in cases:
+        err = fails(capsys, command, *argv, *prompt)
+        assert message in err, (argv, err)
 
 
 def test_text_that_is_not_utf8_is_refused_where_it_comes_in(capsys, monkeypatch, tmp_path):

@@ -70,6 +70,7 @@ def run_batch(session, limit: int, items: list[dict], *, chat: bool, thinking: b
     """Generate for every item at once; print one JSON line each, then the speed line.
     A stop string cuts a reply's text there (finish reason "stop"); the batch runs on."""
     from v4c.cli.run import _count, _parsed
+    from v4c.cli.progress import PrefillBar
     from v4c.runtime.penalties import cut_at_stop
     from v4c.limits import check_fits, check_vocab, new_token_budget
     from v4c.runtime.chat.encode import encode_chat
@@ -94,8 +95,9 @@ def run_batch(session, limit: int, items: list[dict], *, chat: bool, thinking: b
     budgets = [new_token_budget(0, len(ids), limit, max_new)[0] for ids in prompts]
     # one budget for the batch: the longest prompt's; shorter ones stop at it too
     budget = min(budgets)
-    result = generate(session.engine, prompts, sampler, max_new_tokens=budget,
-                      stop_ids={tok.eos_id}, drafter=drafter, penalties=penalties)  # fmt: skip
+    with PrefillBar(session.engine, sum(map(len, prompts))):  # closed when the prefill ends
+        result = generate(session.engine, prompts, sampler, max_new_tokens=budget,
+                          stop_ids={tok.eos_id}, drafter=drafter, penalties=penalties)  # fmt: skip
     for i, reply in enumerate(result.tokens):
         reason = result.stop_reasons[i]
         if reason == "length" and budget < max_new:

@@ -9,6 +9,7 @@ import typer
 
 from v4c.cli.experts import DeviceGb, ExpertProfileOpt, RecordExperts
 from v4c.cli.options import DraftTokens, Speculative
+from v4c.cli.progress import StageBar
 from v4c.cli.ranks import (
     Ep,
     Tp,
@@ -115,7 +116,8 @@ def bench_command(
         return
     import torch
 
-    from v4c.bench import format_result, run_bench, write_json
+    from v4c.bench import run_bench
+    from v4c.bench_report import format_result, write_json
 
     if targets and not torch.cuda.is_available():  # nothing to measure: the estimate alone
         for line in _estimate(spec, batch, prompt_len, decode, weights, targets):
@@ -133,10 +135,10 @@ def bench_command(
     comm = join_ranks(grid, device)
     if comm is not None and compare:
         raise V4CError("--compare: transformers runs in one process, not with --tp/--ep")
-    with only_rank0_speaks(comm):
+    with only_rank0_speaks(comm), StageBar() as stage:
         if comm is not None:
             device = str(comm.device)
-        spec, tensors = _weights(target, random_weights, dtype, device, comm)
+        spec, tensors = _weights(target, random_weights, dtype, device, comm, stage)
         has_mtp = spec.mtp.num_layers > 0 and any(n.startswith("mtp.") for n in tensors)
         if speculative == "mtp" and (not has_mtp or comm is not None):
             why = "not yet with --tp/--ep" if has_mtp else "the weights have no MTP block"
@@ -147,9 +149,10 @@ def bench_command(
             spec, tensors, device=device, dtype=dtype, backend=backend, batch=batch,
             prompt_len=prompt_len, decode=decode, weight_formats=weights,
             cuda_graphs=cuda_graphs, compare=compare, comm=comm, speculative=speculative,
-            draft_tokens=draft_tokens, repeat=repeat, log=_progress, device_gb=device_gb,
+            draft_tokens=draft_tokens, repeat=repeat, progress=stage, device_gb=device_gb,
             profile=expert_profile, record=record_experts,
         )  # fmt: skip
+    with only_rank0_speaks(comm):
         if comm is not None:
             typer.echo(f"{comm.grid.world} ranks: tp={comm.grid.tp} x ep={comm.grid.ep}; rank 0:")
         for line in format_result(result):
@@ -176,10 +179,6 @@ def _estimate(spec, batch, prompt_len, decode, weights, targets: list[str]) -> l
         lines.append(f"kernel lens, {t.name} on {t.card.name} (ESTIMATE, not measured):")
         lines += [f"  {x}" for x in entry_lines(lens(plan, t))]
     return lines
-
-
-def _progress(step: str) -> None:
-    typer.echo(f"bench: {step}", err=True)
 
 
 def _check_writable(path: Path) -> None:
@@ -211,16 +210,18 @@ def _bench_rank(kwargs: dict) -> None:
     bench_command(**kwargs)
 
 
-def _weights(target: str, random: bool, dtype, device: str, comm=None):
+def _weights(target: str, random: bool, dtype, device: str, comm, stage):
     """(spec, dense weights by official name) from a checkpoint or random for a spec (made on
     the device: Flash-sized weights take a moment there, minutes on a CPU). A rank reads
-    only its pieces of a checkpoint (a function of the plan, see `run_bench`)."""
+    only its pieces of a checkpoint (a function of the plan, see `run_bench`). `stage` is
+    told which of the two starts, once the target is known to be one."""
     from v4c.spec import load_spec
 
     if random:
         from v4c.runtime.checkpoint.random_weights import random_weights
 
         spec = load_spec(target)
+        stage(f"making random weights for {spec.name}")
         return spec, random_weights(spec, seed=0, dtype=dtype, device=device)
     folder = Path(target)
     if not folder.is_dir():
@@ -237,6 +238,7 @@ def _weights(target: str, random: bool, dtype, device: str, comm=None):
         raise V4CError(f"{target}: not a checkpoint folder; to bench a spec, add --random-weights")
     from v4c.runtime.checkpoint import load_checkpoint
 
+    stage(f"reading {folder}")
     if comm is None:
         return load_checkpoint(folder, dtype=dtype, progress=False)
     from v4c.runtime.checkpoint.read import read_spec

@@ -43,6 +43,7 @@ from v4c.cli.options import (
     TopP,
     utf8,
 )
+from v4c.cli.model import Model, place_model
 from v4c.errors import V4CError
 
 HELP = """commands:
@@ -184,6 +185,7 @@ def say_prompt() -> None:
 
 
 def chat_command(
+    model: Model = None,
     checkpoint: Checkpoint = None,
     spec: SpecOpt = None,
     random_weights: RandomWeights = False,
@@ -218,6 +220,7 @@ def chat_command(
     """
     from v4c.runtime.launch import place_from_env
 
+    checkpoint, spec = place_model(model, checkpoint, spec, plan, random_weights)
     if place_from_env() is not None:
         raise V4CError("v4c chat runs in one process; for several ranks use v4c run --tp/--ep")
     for text, what in [(system or "", "--system"), *((s, "--stop") for s in stop or [])]:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from v4c.cli.experts import RecordExperts, save_profile
+from v4c.cli.model import Model, place_model
 from v4c.cli.options import (
     Backend,
     Checkpoint,
@@ -46,6 +47,7 @@ from v4c.cli.ranks import (
     run_spec,
     start_ranks,
 )
+from v4c.cli.progress import PrefillBar
 from v4c.cli.setup import cli_drafter, log, open_cli_session
 from v4c.errors import V4CError
 
@@ -88,12 +90,14 @@ def _reply(
         typer.echo(
             f"[prefill: {len(prompt_ids)} tokens in {steps} steps of up to {step}]", err=True
         )
+    bar = PrefillBar(session.engine, len(prompt_ids))
     decoder = StreamDecoder(session.tokenizer, skip_special_tokens=True)
     text = StopText(stops or [])
     streamed: list[int] = []
     times = [time.perf_counter()]  # the start, then when each token came
 
     def show(_: int, token: int) -> None:
+        bar.close()
         streamed.append(token)
         times.append(time.perf_counter())
         shown = text.push(decoder.push(token))
@@ -109,9 +113,10 @@ def _reply(
             sys.stdout.flush()
 
     try:
-        result = generate(session.engine, [prompt_ids], sampler, max_new_tokens=budget,
-                          stop_ids={session.tokenizer.eos_id}, on_token=show,
-                          reset=not held, drafter=drafter, penalties=penalties)  # fmt: skip
+        with bar:
+            result = generate(session.engine, [prompt_ids], sampler, max_new_tokens=budget,
+                              stop_ids={session.tokenizer.eos_id}, on_token=show,
+                              reset=not held, drafter=drafter, penalties=penalties)  # fmt: skip
     except (KeyboardInterrupt, _StopString) as stopped:
         stop = isinstance(stopped, _StopString)
         end()
@@ -179,6 +184,7 @@ def _parsed(session, prompt: str, reply: list[int], stops: list[str] | None = No
 
 
 def run_command(
+    model: Model = None,
     prompt: Annotated[
         str | None, typer.Option(help="The prompt (one user message); -: read it from stdin.")
     ] = None,
@@ -237,6 +243,8 @@ def run_command(
 
     With --tp/--ep (or under torchrun) every rank runs its piece of the model.
     """
+    checkpoint, spec = place_model(model, checkpoint, spec, plan, random_weights)
+    model = None  # placed: a rank started from these arguments must not place it again
     prompt = _one_source(prompt, messages, prompt_file, chat)
     grid = resolve_grid(tp, ep, spec, plan)
     if str(prompt_file) == "-" and grid.world > 1:

@@ -60,7 +60,8 @@ def open_cli_session(
         raise V4CError(f"--device: {device!r} is not available here (use cpu or cuda)")
     if random_weights and (checkpoint is not None or (spec_file is None and plan is None)):
         raise V4CError(
-            "--random-weights: give the model as --spec SPEC (or --plan DIR), not --checkpoint"
+            "--random-weights: give the model as a spec (v4c run SPEC --random-weights, or "
+            "--spec SPEC) or a plan (--plan DIR), not a checkpoint"
         )
     if checkpoint is not None:
         from v4c.hub import resolve_checkpoint
@@ -103,7 +104,8 @@ def open_cli_session(
         if checkpoint is None and not random_weights and spec != load_spec("tiny"):
             raise V4CError(
                 f"--plan {plan}: the plan is for {spec.name}, not the embedded tiny model; "
-                "pass --checkpoint FOLDER with its weights"
+                "pass --checkpoint FOLDER with its weights, or --random-weights to run it "
+                "with random ones"
             )
 
     device, device_why = _device(device, torch.cuda.is_available())
