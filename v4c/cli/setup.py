@@ -254,3 +254,14 @@ def cli_drafter(session, speculative: str | None, draft_tokens: int, sampler, co
     mode = "auto: while it pays" if auto else "mtp"
     log(f"speculative {mode}, {draft_tokens} draft token{'s' * (draft_tokens > 1)} ({why})")
     return drafter
+
+
+def choose_drafter(session, speculative, draft_tokens: int, sampler, comm, penalties):
+    """`cli_drafter`'s choice, except that penalties turn speculation off: they change the
+    logits of each token, which the verify step samples without them."""
+    if penalties.active:
+        if speculative == "mtp":
+            raise V4CError("--speculative mtp: not with the penalties (use --speculative off)")
+        log("speculative off (the penalties apply to every main-model step)")
+        return None
+    return cli_drafter(session, speculative, draft_tokens, sampler, comm)
