@@ -157,3 +157,21 @@ def test_text_that_is_not_utf8_is_refused_where_it_comes_in(capsys, monkeypatch,
     (tmp_path / "cache").write_text("")
     monkeypatch.setenv("V4C_CACHE_DIR", str(tmp_path / "cache"))
     assert "is a file, not a folder; set V4C_CACHE_DIR" in fails(capsys, "cache", "info")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("spec", "show"), ("compile",), ("bench",), ("run", "--prompt", "x", "--checkpoint"),
+        ("run", "--prompt", "x", "--spec"), ("run", "--prompt", "x", "--plan"),
+        ("run", "--messages"), ("run", "--prompt-file"), ("run", "--prompt", "x"),
+        ("chat", "--random-weights"),
+    ],
+)  # fmt: skip
+def test_a_name_the_file_system_refuses_is_one_line(capsys, argv):
+    """A 300-character name (longer than a file name may be) wherever a path is read: the
+    name and the system's reason, exit 2, not an OSError's traceback."""
+    name = "a" * 300
+    err = fails(capsys, *argv, name)
+    assert err.startswith(f"error: {name}") and err.rstrip().endswith(": File name too long")
+    assert err.count("\n") == 1
