@@ -91,10 +91,11 @@ def run_bench(
     device = torch.device(device)
     grid = (comm.grid.tp, comm.grid.ep) if comm is not None else (1, 1)
     drafts = CompileOptions.max_draft if speculative == "mtp" else 0
-    check_memory(
-        spec, device, dtype, prompt_len + decode + 2 + drafts, grid[0] * grid[1],
-        f"--prompt-len {prompt_len} with --decode {decode}",
-    )  # fmt: skip
+    what = f"--prompt-len {prompt_len} with --decode {decode}" + (
+        f" and --batch {batch}" if batch > 1 else ""
+    )
+    check_memory(spec, device, dtype, prompt_len + decode + 2 + drafts, grid[0] * grid[1], what,
+                 batch)  # fmt: skip
     extra = (speculative == "mtp") + (compare == "hf")
     stages = Stages(1 + engine_stages(repeat) + extra, progress)
     stages(f"compiling {spec.name} for batch {batch}, {prompt_len + decode + 2 + drafts} tokens")
@@ -151,13 +152,16 @@ def run_bench(
     return result
 
 
-def check_memory(spec: ModelSpec, device, dtype, tokens: int, ranks: int, what: str) -> None:
-    """Refuse, before anything is made, a run whose caches do not fit the device (the rule
-    of `v4c run`'s --max-seq, said in the options of the caller)."""
+def check_memory(
+    spec: ModelSpec, device, dtype, tokens: int, ranks: int, what: str, batch: int = 1
+) -> None:
+    """Refuse, before anything is made, a run whose caches (`batch` sequences of `tokens`)
+    do not fit the device (the rule of `v4c run`'s --max-seq, said in the options of the
+    caller)."""
     from v4c.errors import V4CError
     from v4c.limits import choose_max_seq
 
     try:
-        choose_max_seq(spec, str(device), dtype, tokens, ranks)
+        choose_max_seq(spec, str(device), dtype, tokens, ranks, batch)
     except V4CError as err:
         raise V4CError(f"{what}: {str(err).removeprefix('--max-seq: ')}") from None
