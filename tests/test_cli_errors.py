@@ -123,6 +123,20 @@ def test_a_plan_for_another_model_asks_for_its_checkpoint(capsys, tmp_path):
     )
 
 
+def test_a_plan_whose_caches_cannot_fit_says_what_to_compile(capsys, tmp_path, monkeypatch):
+    """The engine holds caches for every sequence a plan is compiled for: a plan of 1024
+    sequences of 8192 tokens is refused on a 4 GiB machine before anything is made."""
+    with pytest.raises(SystemExit):
+        main(["compile", "tiny", "-o", str(tmp_path / "plan"), "--max-batch", "1024",
+              "--dtype", "fp32"])  # fmt: skip
+    capsys.readouterr()
+    monkeypatch.setattr("v4c.limits.free_memory", lambda device: 4 << 30)
+    err = fails(capsys, "run", "--plan", tmp_path / "plan", "--prompt", "x", "--threads", "1")
+    said = f"--plan {tmp_path / 'plan'}: its caches (1024 sequences of 8192 tokens) do not fit"
+    assert said in err
+    assert "compile it with a smaller --max-batch or --max-seq" in err
+
+
 @pytest.mark.parametrize("command", ["run", "chat"])
 def test_the_model_argument_says_what_it_is_not(capsys, paths, command):
     """MODEL (first, as other engines take it): a spec without --random-weights, a model

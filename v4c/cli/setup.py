@@ -120,6 +120,8 @@ def open_cli_session(
         threads, threads_why = _threads(threads, ranks)
         torch.set_num_threads(threads)
         dtype_why += f", {threads} thread{'s' * (threads > 1)}: {threads_why}"
+    if compiled is not None:  # the engine holds caches for every sequence of the plan
+        limit = _plan_fits(spec, device, dtype, compiled.options, ranks, plan)
     if random_weights:
         from v4c.runtime.checkpoint.tiny_cache import random_checkpoint
 
@@ -146,7 +148,8 @@ def open_cli_session(
             )
     if comm is not None and device == "cuda":
         device, device_why = str(comm.device), f"{device_why}; rank {comm.rank}'s GPU"
-    limit = choose_max_seq(spec, device, dtype, max_seq, ranks, max_batch)
+    if compiled is None:
+        limit = choose_max_seq(spec, device, dtype, max_seq, ranks, max_batch)
     log(f"{spec.name} from {folder}")
     if comm is not None:
         backend_name = "nccl" if device.startswith("cuda") else "gloo"
@@ -172,6 +175,21 @@ def open_cli_session(
         comm=comm,
     )
     return session, limit.max_seq
+
+
+def _plan_fits(spec, device: str, dtype, options: dict, ranks: int, plan: Path):
+    """The plan's max_seq checked against the memory for its max_batch sequences; else what
+    to compile instead (its limits are fixed: no option of `run` changes them)."""
+    from v4c.limits import choose_max_seq
+
+    try:
+        return choose_max_seq(spec, device, dtype, options["max_seq"], ranks, options["max_batch"])
+    except V4CError as err:
+        raise V4CError(
+            f"--plan {plan}: its caches ({options['max_batch']} sequences of "
+            f"{options['max_seq']} tokens) do not fit: {str(err).removeprefix('--max-seq: ')}; "
+            "compile it with a smaller --max-batch or --max-seq"
+        ) from None
 
 
 def _check_disk(spec) -> None:
