@@ -52,23 +52,36 @@ def bench_hf(spec: ModelSpec, weights: dict, device, dtype, *, batch, prompt_len
     ids = torch.randint(0, spec.vocab_size, (batch, prompt_len), generator=gen).to(device)
     with torch.no_grad():
         model(ids)  # warm up
-        seconds = timed(lambda: model(ids, use_cache=True), device)
-        out = model(ids, use_cache=True)
-        # transformers renamed past_key_values to cache (5.2x); the GPU machine has 5.17
-        key = "cache" if hasattr(out, "cache") else "past_key_values"
-        cache, token = getattr(out, key), out.logits[:, -1:].argmax(-1)
-
-        def step():
-            nonlocal cache
-            cache = getattr(model(token, **{key: cache}, use_cache=True), key)
-
-        step()
-        per_token = timed(step, device, repeat=decode)
+        decoder = HfDecoder(model)
+        seconds = timed(lambda: decoder.prefill(ids), device)
+        token = decoder.prefill(ids).argmax(-1, keepdim=True)
+        decoder.step(token)
+        per_token = timed(lambda: decoder.step(token), device, repeat=decode)
     return {
         "prefill_tokens_per_s": batch * prompt_len / seconds,
         "decode_ms_per_token": per_token * 1e3,
         "decode_tokens_per_s": batch / per_token,
     }
+
+
+class HfDecoder:
+    """transformers' model decoding with its own cache: `prefill(ids)`, then `step(tokens)`,
+    each giving the logits at the last position. The cache's keyword is `cache` from
+    transformers 5.2x on and `past_key_values` before (`pyproject` allows 5.17 on)."""
+
+    def __init__(self, model):
+        self.model, self.key, self.cache = model, "cache", None
+
+    def prefill(self, ids: torch.Tensor) -> torch.Tensor:
+        out = self.model(ids, use_cache=True)
+        self.key = "cache" if hasattr(out, "cache") else "past_key_values"
+        self.cache = getattr(out, self.key)
+        return out.logits[:, -1]
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        out = self.model(tokens, **{self.key: self.cache}, use_cache=True)
+        self.cache = getattr(out, self.key)
+        return out.logits[:, -1]
 
 
 def hf_model(spec: ModelSpec, weights: dict, *, device, dtype):
