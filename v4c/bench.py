@@ -44,7 +44,7 @@ def bench_plan(
         min(prompt_len, CompileOptions.max_tokens), spec.attention.sliding_window * (drafts > 0)
     )
     options = CompileOptions(
-        max_batch=batch, max_tokens=steps, max_seq=prompt_len + decode + 2 + drafts,
+        max_batch=batch, max_tokens=steps, max_seq=bench_seq(prompt_len, decode, speculative),
         numerics=numerics, weights=weight_formats, dtype=ir_dtype(str(dtype)), max_draft=drafts,
         tp=grid[0], ep=grid[1],
     )  # fmt: skip
@@ -90,15 +90,12 @@ def run_bench(
 
     device = torch.device(device)
     grid = (comm.grid.tp, comm.grid.ep) if comm is not None else (1, 1)
-    drafts = CompileOptions.max_draft if speculative == "mtp" else 0
-    what = f"--prompt-len {prompt_len} with --decode {decode}" + (
-        f" and --batch {batch}" if batch > 1 else ""
-    )
-    check_memory(spec, device, dtype, prompt_len + decode + 2 + drafts, grid[0] * grid[1], what,
-                 batch)  # fmt: skip
+    check_memory(spec, device, dtype, prompt_len=prompt_len, decode=decode, batch=batch,
+                 speculative=speculative, ranks=grid[0] * grid[1])  # fmt: skip
     extra = (speculative == "mtp") + (compare == "hf")
     stages = Stages(1 + engine_stages(repeat) + extra, progress)
-    stages(f"compiling {spec.name} for batch {batch}, {prompt_len + decode + 2 + drafts} tokens")
+    stages(f"compiling {spec.name} for batch {batch}, {bench_seq(prompt_len, decode, speculative)} "
+           "tokens")  # fmt: skip
     plan = bench_plan(
         spec, batch=batch, prompt_len=prompt_len, decode=decode, numerics=numerics,
         weight_formats=weight_formats, dtype=dtype, speculative=speculative, grid=grid,
@@ -152,16 +149,26 @@ def run_bench(
     return result
 
 
+def bench_seq(prompt_len: int, decode: int, speculative: str) -> int:
+    """The longest sequence a bench holds: the prompt, the decode step after it and the
+    timed ones, one more, and with the MTP block (`speculative="mtp"`) its drafts."""
+    return prompt_len + decode + 2 + (CompileOptions.max_draft if speculative == "mtp" else 0)
+
+
 def check_memory(
-    spec: ModelSpec, device, dtype, tokens: int, ranks: int, what: str, batch: int = 1
-) -> None:
-    """Refuse, before anything is made, a run whose caches (`batch` sequences of `tokens`)
-    do not fit the device (the rule of `v4c run`'s --max-seq, said in the options of the
-    caller)."""
+    spec: ModelSpec, device, dtype, *, prompt_len: int, decode: int, batch: int,
+    speculative: str, ranks: int,
+) -> None:  # fmt: skip
+    """Refuse, before anything is made, a bench whose caches (`batch` sequences of
+    `bench_seq` tokens) do not fit the device: the rule of `v4c run`'s --max-seq, said in
+    bench's options. The CLI asks before making the weights, `run_bench` again."""
     from v4c.errors import V4CError
     from v4c.limits import choose_max_seq
 
+    what = f"--prompt-len {prompt_len} with --decode {decode}"
+    what += f" and --batch {batch}" if batch > 1 else ""
     try:
+        tokens = bench_seq(prompt_len, decode, speculative)
         choose_max_seq(spec, str(device), dtype, tokens, ranks, batch)
     except V4CError as err:
         raise V4CError(f"{what}: {str(err).removeprefix('--max-seq: ')}") from None

@@ -132,6 +132,12 @@ def bench_command(
     if weights not in ("as-stored", "bf16"):
         raise V4CError(f"--weights: expected as-stored or bf16, got {weights!r}")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    if spec is not None:  # before the weights are made or read (Flash-sized: minutes)
+        from v4c.bench import check_memory
+
+        mtp = speculative == "mtp" or (speculative in (None, "auto") and spec.mtp.num_layers > 0)
+        check_memory(spec, device, dtype, prompt_len=prompt_len, decode=decode, batch=batch,
+                     speculative="mtp" if mtp else "off", ranks=grid.world)  # fmt: skip
     comm = join_ranks(grid, device)
     if comm is not None and compare:
         raise V4CError("--compare: transformers runs in one process, not with --tp/--ep")
