@@ -37,11 +37,12 @@ def reply(
     penalties=None,
     stops: list[str] | None = None,
 ) -> Reply:
-    """Generate after `prompt_ids`, streaming text to stdout (unless `stream` is off).
-    `held`: the tokens the engine's
-    sequence holds already (a chat's earlier turns), which the prompt is appended to. A
-    prompt that does not fit in `max_seq` is refused before anything is generated, and a
-    reply that reaches the limit stops there (stop reason max_seq)."""
+    """Generate after `prompt_ids`, streaming text to stdout (unless `stream` is off); a
+    prefill of more than one step is said first and, on a terminal, shown as a bar. `held`:
+    the tokens the engine's sequence holds already (a chat's earlier turns), which the
+    prompt is appended to. A prompt that does not fit in `max_seq` is refused before
+    anything is generated, and a reply that reaches the limit stops there (stop reason
+    max_seq)."""
     from v4c.limits import check_fits, check_vocab, new_token_budget
     from v4c.runtime.generate import generate
     from v4c.runtime.penalties import StopText
