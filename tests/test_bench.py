@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def test_bench_reports_every_figure(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "v4c", "bench", "tiny", "--random-weights", "--prompt-len", "8",
-         "--decode", "6", "--repeat", "2", "--json", str(tmp_path / "b.json")],
+         "--decode", "6", "--repeat", "2", "--json", str(tmp_path / "b.json"), "--threads", "1"],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "V4C_CACHE_DIR": str(tmp_path / "cache")},
     )  # fmt: skip
@@ -35,6 +35,7 @@ def test_bench_reports_every_figure(tmp_path):
     assert "(median of 2: min " in out.stdout
     assert "decode speed: " in out.stdout and "median of 2 runs of 6 steps" in out.stdout
     assert "bench: run 2/2: prefill 1 x 8 tokens, 6 decode steps" in out.stderr  # progress
+    assert "bench: 1 CPU thread (--threads)" in out.stderr  # as run picks and says them
     # tiny has an MTP block: speculation is on by default, with the perfect drafter for K=1..3
     modes = figures["speculation"]
     assert set(modes) == {"off", "mtp", "perfect_k1", "perfect_k2", "perfect_k3"}

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from v4c.cli.experts import DeviceGb, ExpertProfileOpt, RecordExperts
-from v4c.cli.options import DraftTokens, Speculative
+from v4c.cli.options import DraftTokens, Speculative, Threads
 from v4c.cli.progress import StageBar
 from v4c.cli.ranks import (
     Ep,
@@ -60,6 +60,7 @@ def bench_command(
     ] = None,
     speculative: Speculative = None,
     draft_tokens: DraftTokens = 1,
+    threads: Threads = None,
     json_file: Annotated[
         Path | None, typer.Option("--json", help="Write the figures to this JSON file.")
     ] = None,
@@ -132,6 +133,12 @@ def bench_command(
     if weights not in ("as-stored", "bf16"):
         raise V4CError(f"--weights: expected as-stored or bf16, got {weights!r}")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    if device == "cpu":  # as run: a pool as large as the machine swings tenfold under load
+        from v4c.cli.setup import choose_threads
+
+        threads, why = choose_threads(threads, grid.world)
+        torch.set_num_threads(threads)
+        typer.echo(f"bench: {threads} CPU thread{'s' * (threads > 1)} ({why})", err=True)
     if spec is not None:  # before the weights are made or read (Flash-sized: minutes)
         from v4c.bench import check_memory
 

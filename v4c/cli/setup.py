@@ -117,7 +117,7 @@ def open_cli_session(
         held = compiled.options["dtype"]
         dtype, dtype_why = torch_dtype(held), "the plan's"
     if device == "cpu":
-        threads, threads_why = _threads(threads, ranks)
+        threads, threads_why = choose_threads(threads, ranks)
         torch.set_num_threads(threads)
         dtype_why += f", {threads} thread{'s' * (threads > 1)}: {threads_why}"
     if compiled is not None:  # the engine holds caches for every sequence of the plan
@@ -210,7 +210,9 @@ def _check_disk(spec) -> None:
         )
 
 
-def _threads(requested: int | None, ranks: int = 1) -> tuple[int, str]:
+def choose_threads(requested: int | None, ranks: int = 1) -> tuple[int, str]:
+    """(torch's CPU threads, why): --threads, else $V4C_THREADS, else the cores less one
+    (shared by the ranks on this machine); `run`, `chat` and `bench` alike."""
     if requested:
         return requested, "--threads"
     if cpu_threads():
