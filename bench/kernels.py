@@ -208,7 +208,7 @@ def by_kernel(rows: list[dict], copy_gb_per_s: float, peak_tflops: float) -> lis
 
 
 def measure(args: argparse.Namespace) -> dict:
-    from v4c.bench import copy_bandwidth
+    from v4c.bench_measure import copy_bandwidth
     from v4c.spec import load_spec
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

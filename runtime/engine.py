@@ -16,7 +16,7 @@ token. Prefill may follow earlier tokens: every step starts where the sequence s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from math import prod
 from pathlib import Path
 
@@ -114,6 +114,9 @@ class Engine:
         self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs and on_cuda
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.lengths: list[int] = []
+        # told the tokens of each step `forward` runs (all rows together): a caller's
+        # progress over a long prefill (the CLI's bar), never needed to compute anything
+        self.on_step: Callable[[int], None] | None = None
 
     # -- binding --------------------------------------------------------------------------
 
@@ -239,6 +242,8 @@ class Engine:
                 for b in rows:
                     done[b] += n
                     self.lengths[b] += n
+                if self.on_step is not None:
+                    self.on_step(n * len(rows))
         return logits
 
     def feed(

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 from v4c.errors import V4CError
+from v4c.runtime.penalties import Penalties
 from v4c.runtime.sampler import Sampler
 from v4c.runtime.textstream import TextStream
 from v4c.runtime.tokenizer import V4Tokenizer
@@ -78,6 +79,7 @@ class SamplingParams:
     stop_ids: frozenset[int] = frozenset()  # ids that end generation, not decoded
     logprobs: int | None = None  # None: none; k: the sampled id's and the k most likely
     skip_special_tokens: bool = False
+    penalties: Penalties = Penalties()  # on the row's logits before sampling (greedy too)
 
 
 @dataclass
@@ -247,7 +249,8 @@ class Scheduler:
 
     def _may_draft(self, request: Request) -> bool:
         p = request.params
-        return self.drafter is not None and p.temperature == 0.0 and p.logprobs is None
+        plain = p.temperature == 0.0 and p.logprobs is None and not p.penalties.active
+        return self.drafter is not None and plain
 
     def _drafts(self, request: Request) -> bool:
         return self._may_draft(request) and self.drafter.ready(request.row)
@@ -285,6 +288,15 @@ class Scheduler:
         return feeds
 
     def _sample(self, ready: list[Request], logits: torch.Tensor) -> list[int]:
+        """Each ready request's next id: its penalties applied to its row (over its prompt
+        and reply so far; the log-probabilities reported stay the model's), then greedy
+        rows by one argmax together, sampled rows each with its own sampler."""
+        penalised = [r for r in ready if r.params.penalties.active]
+        if penalised:
+            logits = logits.clone()
+            for r in penalised:
+                row = slice(r.row, r.row + 1)
+                logits[row] = r.params.penalties.apply(logits[row], [r.prompt], [r.tokens])
         picked: dict[int, int] = {}
         greedy = [i for i, r in enumerate(ready) if r.params.temperature == 0.0]
         if greedy:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def test_bench_reports_every_figure(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "v4c", "bench", "tiny", "--random-weights", "--prompt-len", "8",
-         "--decode", "6", "--repeat", "2", "--json", str(tmp_path / "b.json")],
+         "--decode", "6", "--repeat", "2", "--json", str(tmp_path / "b.json"), "--threads", "1"],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "V4C_CACHE_DIR": str(tmp_path / "cache")},
     )  # fmt: skip
@@ -35,6 +35,7 @@ def test_bench_reports_every_figure(tmp_path):
     assert "(median of 2: min " in out.stdout
     assert "decode speed: " in out.stdout and "median of 2 runs of 6 steps" in out.stdout
     assert "bench: run 2/2: prefill 1 x 8 tokens, 6 decode steps" in out.stderr  # progress
+    assert "bench: 1 CPU thread (--threads)" in out.stderr  # as run picks and says them
     # tiny has an MTP block: speculation is on by default, with the perfect drafter for K=1..3
     modes = figures["speculation"]
     assert set(modes) == {"off", "mtp", "perfect_k1", "perfect_k2", "perfect_k3"}
@@ -76,4 +77,10 @@ def test_bench_refuses_a_prompt_the_memory_cannot_hold(capsys, monkeypatch):
     code, err = _bench(capsys, "--prompt-len", "900000", "--speculative", "off")
     assert code == 2 and "Traceback" not in err
     assert "error: --prompt-len 900000 with --decode 32: 900034 tokens do not fit on cpu" in err
-    assert "bench: compiling" not in err
+    assert "bench: " not in err  # refused before the weights are made
+    # the caches of every sequence of the batch: a prompt that fits alone, not 100000 times
+    monkeypatch.setattr("v4c.limits.free_memory", lambda device: 8 << 30)
+    code, err = _bench(capsys, "--prompt-len", "1000", "--batch", "100000", "--speculative", "off")
+    assert code == 2 and "Traceback" not in err
+    said = "error: --prompt-len 1000 with --decode 32 and --batch 100000: 1034 tokens do not fit"
+    assert said in err

@@ -117,7 +117,48 @@ def test_a_plan_for_another_model_asks_for_its_checkpoint(capsys, tmp_path):
         main(["compile", "variants/tiny-8k-vocab", "-o", str(tmp_path / "plan"), "--dtype", "fp32"])
     capsys.readouterr()
     err = fails(capsys, "run", "--plan", tmp_path / "plan", "--prompt", "x")
-    assert "not the embedded tiny model; pass --checkpoint FOLDER with its weights" in err
+    assert (
+        "not the embedded tiny model; pass --checkpoint FOLDER with its weights, or "
+        "--random-weights to run it with random ones" in err
+    )
+
+
+def test_a_plan_whose_caches_cannot_fit_says_what_to_compile(capsys, tmp_path, monkeypatch):
+    """The engine holds caches for every sequence a plan is compiled for: a plan of 1024
+    sequences of 8192 tokens is refused on a 4 GiB machine before anything is made."""
+    with pytest.raises(SystemExit):
+        main(["compile", "tiny", "-o", str(tmp_path / "plan"), "--max-batch", "1024",
+              "--dtype", "fp32"])  # fmt: skip
+    capsys.readouterr()
+    monkeypatch.setattr("v4c.limits.free_memory", lambda device: 4 << 30)
+    err = fails(capsys, "run", "--plan", tmp_path / "plan", "--prompt", "x", "--threads", "1")
+    said = f"--plan {tmp_path / 'plan'}: its caches (1024 sequences of 8192 tokens) do not fit"
+    assert said in err
+    assert "compile it with a smaller --max-batch or --max-seq" in err
+
+
+@pytest.mark.parametrize("command", ["run", "chat"])
+def test_the_model_argument_says_what_it_is_not(capsys, paths, command):
+    """MODEL (first, as other engines take it): a spec without --random-weights, a model
+    given twice, or a word that names nothing (a prompt put first) is one line each."""
+    folder, _, missing = paths
+    cases = [
+        (("tiny",), "tiny: a spec, not a checkpoint; to run it without one, add --random-weights"),
+        (("tiny", "--random-weights", "--spec", "tiny"), "tiny and --spec: give the spec once"),
+        (("tiny", "--checkpoint", folder), "tiny and --checkpoint: give the model once"),
+        ((folder, "--plan", folder), "and --plan: give the model once"),
+        (
+            ("Hello",),
+            "Hello: no such checkpoint folder, Hugging Face Hub repo id (owner/name) or "
+            "spec; the model comes first, a prompt goes in --prompt",
+        ),  # fmt: skip
+        ((missing / "x.yaml", "--random-weights"), "x.yaml: spec file not found"),
+        (("flsh", "--random-weights"), "flsh: spec file not found; did you mean flash?"),
+    ]
+    prompt = ("--prompt", "x") if command == "run" else ()
+    for argv, message in cases:
+        err = fails(capsys, command, *argv, *prompt)
+        assert message in err, (argv, err)
 
 
 def test_text_that_is_not_utf8_is_refused_where_it_comes_in(capsys, monkeypatch, tmp_path):
@@ -130,3 +171,21 @@ def test_text_that_is_not_utf8_is_refused_where_it_comes_in(capsys, monkeypatch,
     (tmp_path / "cache").write_text("")
     monkeypatch.setenv("V4C_CACHE_DIR", str(tmp_path / "cache"))
     assert "is a file, not a folder; set V4C_CACHE_DIR" in fails(capsys, "cache", "info")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("spec", "show"), ("compile",), ("bench",), ("run", "--prompt", "x", "--checkpoint"),
+        ("run", "--prompt", "x", "--spec"), ("run", "--prompt", "x", "--plan"),
+        ("run", "--messages"), ("run", "--prompt-file"), ("run", "--prompt", "x"),
+        ("chat", "--random-weights"),
+    ],
+)  # fmt: skip
+def test_a_name_the_file_system_refuses_is_one_line(capsys, argv):
+    """A 300-character name (longer than a file name may be) wherever a path is read: the
+    name and the system's reason, exit 2, not an OSError's traceback."""
+    name = "a" * 300
+    err = fails(capsys, *argv, name)
+    assert err.startswith(f"error: {name}") and err.rstrip().endswith(": File name too long")
+    assert err.count("\n") == 1

@@ -110,7 +110,7 @@ def test_dry_run_records_every_stage_and_the_failing_one(tmp_path):
 
 
 def test_report_gathers_the_figures(tmp_path, kernels_json):
-    from v4c.bench import BenchResult, write_json
+    from v4c.bench_report import BenchResult, write_json
 
     report_module = _bench_module("gpu_check_report")
     (tmp_path / "kernels.json").write_text(kernels_json.read_text())

@@ -115,3 +115,34 @@ def test_every_readme_command(folder, capsys):
         if "prints: " in comment:
             claim = comment.split("prints: ", 1)[1].removeprefix("... ")
             assert claim in output, (line, claim, output[-2000:])
+
+
+def _help_texts(command, name: str = "v4c"):
+    """(command name, help text) of every command and option of the CLI."""
+    yield name, command.help or ""
+    for param in command.params:
+        yield name, getattr(param, "help", None) or ""
+    for sub, child in (getattr(command, "commands", None) or {}).items():
+        yield from _help_texts(child, f"{name} {sub}")
+
+
+def test_every_document_the_readme_and_help_point_at_is_in_the_clone():
+    """The README's links, the docs' links and the `docs/*.md` a `--help` names are files
+    of this checkout; nothing points at a design document or section (§) a clone lacks."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert {p.name for p in pages[1:]} >= {"architecture.md", "numerics.md", "kernels.md"}
+    linked, named = set(), set()
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if not re.match(r"[a-z]+://", target):
+                assert (page.parent / target).is_file(), (page.name, target)
+                linked.add(target)
+        assert "DESIGN.md" not in text and "V4_REFERENCE" not in text and "§" not in text
+    for name, text in _help_texts(typer.main.get_command(app)):
+        for target in re.findall(r"docs/[\w-]+\.md", text):
+            assert (ROOT / target).is_file(), (name, target)
+            named.add(target)
+        assert "DESIGN.md" not in text and "§" not in text, name
+    assert {"docs/architecture.md", "docs/numerics.md", "docs/kernels.md"} <= linked
+    assert "docs/numerics.md" in named  # compile --numerics points there

@@ -96,7 +96,7 @@ def terminal(cache, tmp_path):
 
 
 def test_chat_on_a_terminal(terminal, tiny):
-    chat = terminal("chat", "--checkpoint", str(tiny), "--max-new-tokens", "2000", "--seed", "1")
+    chat = terminal("chat", str(tiny), "--max-new-tokens", "2000", "--seed", "1")  # MODEL first
     at = chat.wait_for(b"/exit or Ctrl-D ends")
     at = chat.wait_for(b"> ", at)
     chat.send(b"/thinkinx" + BACKSPACE + b"g\r")  # edited: /thinking

@@ -38,13 +38,14 @@ def hub(tmp_path, tiny, monkeypatch):
 
 def test_a_repo_id_runs_from_the_local_cache_offline(hub, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no folder named v4c-test/tiny here
-    with pytest.raises(SystemExit) as done:
-        main(["run", "--checkpoint", "v4c-test/tiny", "--prompt", "Hi", "--max-new-tokens", "2",
-              "--threads", "1", "--speculative", "off"])  # fmt: skip
-    err = capsys.readouterr().err
-    assert done.value.code in (0, None), err
-    assert f" from {hub}\n" in err  # the snapshot folder
-    assert "2 new (length)" in err
+    for model in (["--checkpoint", "v4c-test/tiny"], ["v4c-test/tiny"]):  # or MODEL first
+        with pytest.raises(SystemExit) as done:
+            main(["run", *model, "--prompt", "Hi", "--max-new-tokens", "2", "--threads", "1",
+                  "--speculative", "off"])  # fmt: skip
+        err = capsys.readouterr().err
+        assert done.value.code in (0, None), err
+        assert f" from {hub}\n" in err  # the snapshot folder
+        assert "2 new (length)" in err
     with pytest.raises(SystemExit) as done:
         main(["run", "--checkpoint", "v4c-test/none", "--prompt", "Hi"])
     err = capsys.readouterr().err

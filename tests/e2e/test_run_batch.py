@@ -53,16 +53,17 @@ def test_a_plain_prompt_file_from_stdin_raw(capsys, monkeypatch, tiny):
 
 
 def test_a_spec_runs_with_random_weights(capsys, monkeypatch, tmp_path):
-    """`run --spec SPEC --random-weights`: the spec's random checkpoint is made once in the
-    cache (official formats) and run; a second run reuses it."""
+    """`run --spec SPEC --random-weights`, or `run SPEC --random-weights` (as bench takes
+    it): the spec's random checkpoint is made once in the cache (official formats) and run;
+    a second run reuses it."""
     spec = tmp_path / "mine.yaml"
     spec.write_text("extends: tiny\nname: mine\nnum_layers: 2\nlayers: [sliding, csa]\n")
     monkeypatch.setenv("V4C_CACHE_DIR", str(tmp_path / "cache"))
-    argv = ["run", "--spec", str(spec), "--random-weights", "--prompt", "Hi", "--threads", "1",
-            "--max-new-tokens", "2", "--speculative", "off"]  # fmt: skip
-    for made in (True, False):
+    rest = ["--random-weights", "--prompt", "Hi", "--threads", "1", "--max-new-tokens", "2",
+            "--speculative", "off"]  # fmt: skip
+    for made, model in ((True, ["--spec", str(spec)]), (False, [str(spec)])):
         with pytest.raises(SystemExit) as done:
-            main(argv)
+            main(["run", *model, *rest])
         err = capsys.readouterr().err
         assert done.value.code in (0, None), err
         assert ("making a random-weights mine checkpoint" in err) == made
@@ -71,7 +72,9 @@ def test_a_spec_runs_with_random_weights(capsys, monkeypatch, tmp_path):
     with pytest.raises(SystemExit) as done:
         main(["run", "--random-weights", "--prompt", "Hi"])
     assert done.value.code == 2
-    assert "--random-weights: give the model as --spec SPEC" in capsys.readouterr().err
+    assert "--random-weights: give the model as a spec (v4c run SPEC --random-weights" in (
+        capsys.readouterr().err
+    )
     # a vocabulary smaller than the tokenizer's: refused, not an index error in the embedding
     with pytest.raises(SystemExit) as done:
         main(["run", "--spec", "variants/tiny-8k-vocab", "--random-weights", "--prompt", "Hi",

@@ -141,6 +141,10 @@ def test_run_a_compiled_plan_as_it_is(env, tmp_path):
     refused = v4c(env, "run", "--plan", str(tmp_path / "other"), "--prompt", "Hi")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "the plan is for other, not the embedded tiny model; pass --checkpoint" in refused.stderr
+    assert "or --random-weights to run it with random ones" in refused.stderr
+    random = v4c(env, "run", "--plan", str(tmp_path / "other"), "--random-weights", *greedy)
+    assert random.returncode == 0 and " 5 new (length)" in random.stderr, random.stderr
+    assert "making a random-weights other checkpoint" in random.stderr
     tiny = os.path.join(env[CACHE_DIR], "checkpoints", "tiny-seed0")
     refused = v4c(
         env, "run", "--plan", str(tmp_path / "other"), "--prompt", "Hi", "--checkpoint", tiny

@@ -83,3 +83,40 @@ def test_completions_whole_streamed_stop_and_choices(tiny_server):
     assert [c.text for c in sampled[0].choices] == [c.text for c in sampled[1].choices]
     assert sampled[0].choices[0].text != sampled[0].choices[1].text  # seed, seed + 1
     assert sampled[0].usage.completion_tokens == 8
+
+
+def test_penalties_give_the_reply_generate_gives_with_them(tiny_server, tok):
+    """presence, frequency and repetition penalties in a request: the greedy reply is the
+    one `generate` gives with the same `Penalties` on the same model (a second engine of
+    the fixture's spec and weights; the plan is batch-invariant, so a server row gives a
+    lone sequence's tokens), and it is not the unpenalised reply."""
+    import torch
+
+    from v4c.compile import compile_spec
+    from v4c.passes.base import CompileOptions
+    from v4c.runtime.checkpoint.random_weights import random_weights
+    from v4c.runtime.engine import Engine
+    from v4c.runtime.generate import generate
+    from v4c.runtime.penalties import Penalties
+    from v4c.runtime.sampler import Sampler
+    from v4c.spec import load_spec
+
+    spec = load_spec("tiny")
+    options = CompileOptions(max_batch=1, max_tokens=64, max_seq=256, weights="bf16",
+                             dtype="fp32", max_draft=0)  # fmt: skip
+    engine = Engine(compile_spec(spec, options).plan, random_weights(spec, seed=0),
+                    dtype=torch.float32)  # fmt: skip
+    prompt = "The sky is"
+    ids = [tok.bos_id, *tok.encode(prompt)]
+    texts = {}
+    for penalties in (Penalties(), Penalties(0.2, -2.0, -2.0)):  # the latter favours repeats
+        alone = generate(engine, [ids], Sampler(), max_new_tokens=12, stop_ids={tok.eos_id},
+                         penalties=penalties)  # fmt: skip
+        served = tiny_server.client.completions.create(
+            model="tiny", prompt=prompt, max_tokens=12, temperature=0,
+            presence_penalty=penalties.presence, frequency_penalty=penalties.frequency,
+            extra_body={"repetition_penalty": penalties.repetition},
+        )  # fmt: skip
+        texts[penalties] = served.choices[0].text
+        assert texts[penalties] == tok.decode(alone.tokens[0], skip_special_tokens=True)
+    assert len(set(texts.values())) == 2, texts

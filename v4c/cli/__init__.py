@@ -2,7 +2,9 @@
 packages (torch, triton) only inside the command that needs them, so the CLI starts fast.
 
 Errors a user can fix (`V4CError`) are printed as their message, without a traceback, and
-the process exits with the error's code (2); usage errors exit 2 as well (click's rule).
+the process exits with the error's code (2); usage errors exit 2 as well (click's rule), and
+so does a path the system refuses wherever it is first touched (a name longer than the
+file system allows, a folder one may not read), said as the path and the system's reason.
 Ctrl-C ends a command with one line and exit code 130, as a shell expects."""
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ def main(argv: list[str] | None = None) -> None:
         for line in str(err).splitlines() or [type(err).__name__]:
             typer.echo(f"error: {line}", err=True)
         sys.exit(err.exit_code)
+    except OSError as err:  # a path the system refuses (a name too long, no permission)
+        if err.filename is None:  # not about a path: a fault, shown with its traceback
+            raise
+        typer.echo(f"error: {err.filename}: {err.strerror or err}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("\ninterrupted", err=True)
         sys.exit(130)

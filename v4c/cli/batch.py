@@ -69,7 +69,8 @@ def run_batch(session, limit: int, items: list[dict], *, chat: bool, thinking: b
               max_new: int, sampler, drafter, penalties=None, stops=()) -> None:  # fmt: skip
     """Generate for every item at once; print one JSON line each, then the speed line.
     A stop string cuts a reply's text there (finish reason "stop"); the batch runs on."""
-    from v4c.cli.run import _count, _parsed
+    from v4c.cli.reply import count, parsed
+    from v4c.cli.progress import PrefillBar
     from v4c.runtime.penalties import cut_at_stop
     from v4c.limits import check_fits, check_vocab, new_token_budget
     from v4c.runtime.chat.encode import encode_chat
@@ -94,8 +95,9 @@ def run_batch(session, limit: int, items: list[dict], *, chat: bool, thinking: b
     budgets = [new_token_budget(0, len(ids), limit, max_new)[0] for ids in prompts]
     # one budget for the batch: the longest prompt's; shorter ones stop at it too
     budget = min(budgets)
-    result = generate(session.engine, prompts, sampler, max_new_tokens=budget,
-                      stop_ids={tok.eos_id}, drafter=drafter, penalties=penalties)  # fmt: skip
+    with PrefillBar(session.engine, sum(map(len, prompts))):  # closed when the prefill ends
+        result = generate(session.engine, prompts, sampler, max_new_tokens=budget,
+                          stop_ids={tok.eos_id}, drafter=drafter, penalties=penalties)  # fmt: skip
     for i, reply in enumerate(result.tokens):
         reason = result.stop_reasons[i]
         if reason == "length" and budget < max_new:
@@ -109,10 +111,10 @@ def run_batch(session, limit: int, items: list[dict], *, chat: bool, thinking: b
             "text": text,
         }
         if "messages" in items[i] or chat:
-            line["message"] = _parsed(session, texts[i], reply, list(stops))
+            line["message"] = parsed(session, texts[i], reply, list(stops))
         typer.echo(json.dumps(line, ensure_ascii=False))
     typer.echo(
-        f"[{_count(len(items), 'prompt')}, {sum(result.prompt_tokens)} prompt tokens, "
+        f"[{count(len(items), 'prompt')}, {sum(result.prompt_tokens)} prompt tokens, "
         f"{sum(result.generated_tokens)} new; prefill {result.prefill_s:.2f} s, decode "
         f"{result.tokens_per_s:.1f} tokens/s over the batch]",
         err=True,

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from v4c.cli.experts import DeviceGb, ExpertProfileOpt, RecordExperts
-from v4c.cli.options import DraftTokens, Speculative
+from v4c.cli.options import DraftTokens, Speculative, Threads
+from v4c.cli.progress import StageBar
 from v4c.cli.ranks import (
     Ep,
     Tp,
@@ -59,6 +60,7 @@ def bench_command(
     ] = None,
     speculative: Speculative = None,
     draft_tokens: DraftTokens = 1,
+    threads: Threads = None,
     json_file: Annotated[
         Path | None, typer.Option("--json", help="Write the figures to this JSON file.")
     ] = None,
@@ -115,7 +117,8 @@ def bench_command(
         return
     import torch
 
-    from v4c.bench import format_result, run_bench, write_json
+    from v4c.bench import run_bench
+    from v4c.bench_report import format_result, write_json
 
     if targets and not torch.cuda.is_available():  # nothing to measure: the estimate alone
         for line in _estimate(spec, batch, prompt_len, decode, weights, targets):
@@ -130,13 +133,25 @@ def bench_command(
     if weights not in ("as-stored", "bf16"):
         raise V4CError(f"--weights: expected as-stored or bf16, got {weights!r}")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    if device == "cpu":  # as run: a pool as large as the machine swings tenfold under load
+        from v4c.cli.setup import choose_threads
+
+        threads, why = choose_threads(threads, grid.world)
+        torch.set_num_threads(threads)
+        typer.echo(f"bench: {threads} CPU thread{'s' * (threads > 1)} ({why})", err=True)
+    if spec is not None:  # before the weights are made or read (Flash-sized: minutes)
+        from v4c.bench import check_memory
+
+        mtp = speculative == "mtp" or (speculative in (None, "auto") and spec.mtp.num_layers > 0)
+        check_memory(spec, device, dtype, prompt_len=prompt_len, decode=decode, batch=batch,
+                     speculative="mtp" if mtp else "off", ranks=grid.world)  # fmt: skip
     comm = join_ranks(grid, device)
     if comm is not None and compare:
         raise V4CError("--compare: transformers runs in one process, not with --tp/--ep")
-    with only_rank0_speaks(comm):
+    with only_rank0_speaks(comm), StageBar() as stage:
         if comm is not None:
             device = str(comm.device)
-        spec, tensors = _weights(target, random_weights, dtype, device, comm)
+        spec, tensors = _weights(target, random_weights, dtype, device, comm, stage)
         has_mtp = spec.mtp.num_layers > 0 and any(n.startswith("mtp.") for n in tensors)
         if speculative == "mtp" and (not has_mtp or comm is not None):
             why = "not yet with --tp/--ep" if has_mtp else "the weights have no MTP block"
@@ -147,9 +162,10 @@ def bench_command(
             spec, tensors, device=device, dtype=dtype, backend=backend, batch=batch,
             prompt_len=prompt_len, decode=decode, weight_formats=weights,
             cuda_graphs=cuda_graphs, compare=compare, comm=comm, speculative=speculative,
-            draft_tokens=draft_tokens, repeat=repeat, log=_progress, device_gb=device_gb,
+            draft_tokens=draft_tokens, repeat=repeat, progress=stage, device_gb=device_gb,
             profile=expert_profile, record=record_experts,
         )  # fmt: skip
+    with only_rank0_speaks(comm):
         if comm is not None:
             typer.echo(f"{comm.grid.world} ranks: tp={comm.grid.tp} x ep={comm.grid.ep}; rank 0:")
         for line in format_result(result):
@@ -176,10 +192,6 @@ def _estimate(spec, batch, prompt_len, decode, weights, targets: list[str]) -> l
         lines.append(f"kernel lens, {t.name} on {t.card.name} (ESTIMATE, not measured):")
         lines += [f"  {x}" for x in entry_lines(lens(plan, t))]
     return lines
-
-
-def _progress(step: str) -> None:
-    typer.echo(f"bench: {step}", err=True)
 
 
 def _check_writable(path: Path) -> None:
@@ -211,16 +223,18 @@ def _bench_rank(kwargs: dict) -> None:
     bench_command(**kwargs)
 
 
-def _weights(target: str, random: bool, dtype, device: str, comm=None):
+def _weights(target: str, random: bool, dtype, device: str, comm, stage):
     """(spec, dense weights by official name) from a checkpoint or random for a spec (made on
     the device: Flash-sized weights take a moment there, minutes on a CPU). A rank reads
-    only its pieces of a checkpoint (a function of the plan, see `run_bench`)."""
+    only its pieces of a checkpoint (a function of the plan, see `run_bench`). `stage` is
+    told which of the two starts, once the target is known to be one."""
     from v4c.spec import load_spec
 
     if random:
         from v4c.runtime.checkpoint.random_weights import random_weights
 
         spec = load_spec(target)
+        stage(f"making random weights for {spec.name}")
         return spec, random_weights(spec, seed=0, dtype=dtype, device=device)
     folder = Path(target)
     if not folder.is_dir():
@@ -237,6 +251,7 @@ def _weights(target: str, random: bool, dtype, device: str, comm=None):
         raise V4CError(f"{target}: not a checkpoint folder; to bench a spec, add --random-weights")
     from v4c.runtime.checkpoint import load_checkpoint
 
+    stage(f"reading {folder}")
     if comm is None:
         return load_checkpoint(folder, dtype=dtype, progress=False)
     from v4c.runtime.checkpoint.read import read_spec

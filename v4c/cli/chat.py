@@ -43,6 +43,7 @@ from v4c.cli.options import (
     TopP,
     utf8,
 )
+from v4c.cli.model import Model, place_model
 from v4c.errors import V4CError
 
 HELP = """commands:
@@ -86,7 +87,7 @@ class Chat:
         return text, ids, dropped
 
     def turn(self, line: str) -> None:
-        from v4c.cli.run import _parsed, _reply
+        from v4c.cli.reply import parsed, reply
         from v4c.limits import check_fits
 
         user = {"role": "user", "content": line}
@@ -107,7 +108,7 @@ class Chat:
             self.fed = []
         held = len(self.fed)
         try:
-            reply = _reply(
+            answer = reply(
                 self.session, self.limit, ids[held:], self.max_new, self.sampler, held=held,
                 drafter=self.drafter, penalties=self.penalties, stops=self.stops,
             )  # fmt: skip
@@ -117,8 +118,8 @@ class Chat:
             return
         # the last new token was sampled, not fed; after Ctrl-C the caches may hold part of
         # a step, so the next turn feeds the whole conversation again
-        self.fed = ids + reply.tokens[:-1] if reply.complete else []
-        self.turns.append([user, _parsed(self.session, text, reply.tokens, self.stops)])
+        self.fed = ids + answer.tokens[:-1] if answer.complete else []
+        self.turns.append([user, parsed(self.session, text, answer.tokens, self.stops)])
 
     def command(self, line: str) -> bool:
         """Run a /command; False: the chat ends."""
@@ -184,6 +185,7 @@ def say_prompt() -> None:
 
 
 def chat_command(
+    model: Model = None,
     checkpoint: Checkpoint = None,
     spec: SpecOpt = None,
     random_weights: RandomWeights = False,
@@ -218,11 +220,13 @@ def chat_command(
     """
     from v4c.runtime.launch import place_from_env
 
+    checkpoint, spec = place_model(model, checkpoint, spec, plan, random_weights)
     if place_from_env() is not None:
         raise V4CError("v4c chat runs in one process; for several ranks use v4c run --tp/--ep")
     for text, what in [(system or "", "--system"), *((s, "--stop") for s in stop or [])]:
         utf8(text, what)
     from v4c.cli import run as run_cli
+    from v4c.cli.setup import choose_drafter
 
     session, limit = run_cli.open_cli_session(
         checkpoint, spec, device, numerics, backend, max_seq, threads, plan, cuda_graphs,
@@ -233,7 +237,7 @@ def chat_command(
 
     sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     penalties = Penalties(repetition_penalty, frequency_penalty, presence_penalty)
-    drafter = run_cli.choose_drafter(session, speculative, draft_tokens, sampler, None, penalties)
+    drafter = choose_drafter(session, speculative, draft_tokens, sampler, None, penalties)
     chat = Chat(session, limit, sampler, drafter, max_new_tokens, thinking, system, penalties,
                 stop or [])  # fmt: skip
     session.engine.reset(1)

@@ -195,7 +195,8 @@ RandomWeights = Annotated[
     bool,
     typer.Option(
         "--random-weights",
-        help="Run the model of --spec (or --plan) with random weights in its stored formats, "
-        "made once in the cache: a spec one wrote runs without a checkpoint.",
+        help="Run the spec given as MODEL or --spec (or the plan of --plan) with random "
+        "weights in its stored formats, made once in the cache: a spec one wrote runs "
+        "without a checkpoint.",
     ),
 ]

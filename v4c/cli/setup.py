@@ -63,7 +63,8 @@ def open_cli_session(
         raise V4CError(f"--device: {device!r} is not available here (use cpu or cuda)")
     if random_weights and (checkpoint is not None or (spec_file is None and plan is None)):
         raise V4CError(
-            "--random-weights: give the model as --spec SPEC (or --plan DIR), not --checkpoint"
+            "--random-weights: give the model as a spec (v4c run SPEC --random-weights, or "
+            "--spec SPEC) or a plan (--plan DIR), not a checkpoint"
         )
     if checkpoint is not None:
         from v4c.hub import resolve_checkpoint
@@ -106,7 +107,8 @@ def open_cli_session(
         if checkpoint is None and not random_weights and spec != load_spec("tiny"):
             raise V4CError(
                 f"--plan {plan}: the plan is for {spec.name}, not the embedded tiny model; "
-                "pass --checkpoint FOLDER with its weights"
+                "pass --checkpoint FOLDER with its weights, or --random-weights to run it "
+                "with random ones"
             )
 
     device, device_why = _device(device, torch.cuda.is_available())
@@ -118,9 +120,11 @@ def open_cli_session(
         held = compiled.options["dtype"]
         dtype, dtype_why = torch_dtype(held), "the plan's"
     if device == "cpu":
-        threads, threads_why = _threads(threads, ranks)
+        threads, threads_why = choose_threads(threads, ranks)
         torch.set_num_threads(threads)
         dtype_why += f", {threads} thread{'s' * (threads > 1)}: {threads_why}"
+    if compiled is not None:  # the engine holds caches for every sequence of the plan
+        limit = _plan_fits(spec, device, dtype, compiled.options, ranks, plan)
     if random_weights:
         from v4c.runtime.checkpoint.tiny_cache import random_checkpoint
 
@@ -147,7 +151,8 @@ def open_cli_session(
             )
     if comm is not None and device == "cuda":
         device, device_why = str(comm.device), f"{device_why}; rank {comm.rank}'s GPU"
-    limit = choose_max_seq(spec, device, dtype, max_seq, ranks, max_batch)
+    if compiled is None:
+        limit = choose_max_seq(spec, device, dtype, max_seq, ranks, max_batch)
     log(f"{spec.name} from {folder}")
     if comm is not None:
         backend_name = "nccl" if device.startswith("cuda") else "gloo"
@@ -177,6 +182,21 @@ def open_cli_session(
     return session, limit.max_seq
 
 
+def _plan_fits(spec, device: str, dtype, options: dict, ranks: int, plan: Path):
+    """The plan's max_seq checked against the memory for its max_batch sequences; else what
+    to compile instead (its limits are fixed: no option of `run` changes them)."""
+    from v4c.limits import choose_max_seq
+
+    try:
+        return choose_max_seq(spec, device, dtype, options["max_seq"], ranks, options["max_batch"])
+    except V4CError as err:
+        raise V4CError(
+            f"--plan {plan}: its caches ({options['max_batch']} sequences of "
+            f"{options['max_seq']} tokens) do not fit: {str(err).removeprefix('--max-seq: ')}; "
+            "compile it with a smaller --max-batch or --max-seq"
+        ) from None
+
+
 def _check_disk(spec) -> None:
     """A random-weights checkpoint is written to the cache first: refuse one that cannot fit
     (a Flash-sized spec is hundreds of GB) before writing anything."""
@@ -195,7 +215,9 @@ def _check_disk(spec) -> None:
         )
 
 
-def _threads(requested: int | None, ranks: int = 1) -> tuple[int, str]:
+def choose_threads(requested: int | None, ranks: int = 1) -> tuple[int, str]:
+    """(torch's CPU threads, why): --threads, else $V4C_THREADS, else the cores less one
+    (shared by the ranks on this machine); `run`, `chat` and `bench` alike."""
     if requested:
         return requested, "--threads"
     if cpu_threads():
@@ -252,3 +274,14 @@ def cli_drafter(session, speculative: str | None, draft_tokens: int, sampler, co
     mode = "auto: while it pays" if auto else "mtp"
     log(f"speculative {mode}, {draft_tokens} draft token{'s' * (draft_tokens > 1)} ({why})")
     return drafter
+
+
+def choose_drafter(session, speculative, draft_tokens: int, sampler, comm, penalties):
+    """`cli_drafter`'s choice, except that penalties turn speculation off: they change the
+    logits of each token, which the verify step samples without them."""
+    if penalties.active:
+        if speculative == "mtp":
+            raise V4CError("--speculative mtp: not with the penalties (use --speculative off)")
+        log("speculative off (the penalties apply to every main-model step)")
+        return None
+    return cli_drafter(session, speculative, draft_tokens, sampler, comm)

@@ -19,6 +19,7 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
+from v4c.runtime.penalties import Penalties
 from v4c.runtime.scheduler import SamplingParams
 from v4c.serve.chat import chat_prompt
 from v4c.serve.errors import APIError
@@ -51,6 +52,7 @@ def sampling(body, state: ServeState, prompt_len: int, logprobs, skip_special: b
         stop_ids=frozenset({state.tokenizer.eos_id}),
         logprobs=logprobs,
         skip_special_tokens=skip_special,
+        penalties=Penalties(body.repetition_penalty, body.frequency_penalty, body.presence_penalty),
     )
 
 

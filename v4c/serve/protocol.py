@@ -3,7 +3,7 @@
 Why pydantic: a request is checked whole before it reaches the scheduler, and a bad field
 becomes OpenAI's 400 error naming it (`errors.py`). Fields OpenAI defines and v4c does not
 use (`user`, `metadata`, ...) are accepted and ignored, as OpenAI-compatible servers do;
-a field v4c would have to honour and cannot (a penalty, an image) is refused.
+a field v4c would have to honour and cannot (an image) is refused.
 """
 
 from __future__ import annotations
@@ -97,8 +97,9 @@ class _Sampling(_Body):
     stop: str | list[str] | None = None
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    presence_penalty: Annotated[float, Field(ge=0.0, le=0.0)] = 0.0
-    frequency_penalty: Annotated[float, Field(ge=0.0, le=0.0)] = 0.0
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    repetition_penalty: Annotated[float, Field(gt=0.0)] = 1.0  # vLLM's extension; 1: off
 
     @field_validator("stop")
     @classmethod
