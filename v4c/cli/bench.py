@@ -133,6 +133,8 @@ def bench_command(
     if weights not in ("as-stored", "bf16"):
         raise V4CError(f"--weights: expected as-stored or bf16, got {weights!r}")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    if not random_weights:
+        _check_checkpoint(target)
     if device == "cpu":  # as run: a pool as large as the machine swings tenfold under load
         from v4c.cli.setup import choose_threads
 
@@ -223,6 +225,23 @@ def _bench_rank(kwargs: dict) -> None:
     bench_command(**kwargs)
 
 
+def _check_checkpoint(target: str) -> None:
+    """A target that is not a checkpoint folder (without --random-weights) is refused first."""
+    if Path(target).is_dir():
+        return
+    from v4c.errors import SpecError
+    from v4c.spec.load import resolve_spec_path
+
+    try:
+        resolve_spec_path(target)  # a file, or a shipped spec's name
+    except SpecError:
+        raise V4CError(
+            f"{target}: no such checkpoint folder or spec; bench reads a checkpoint "
+            "folder, or a spec with --random-weights"
+        ) from None
+    raise V4CError(f"{target}: not a checkpoint folder; to bench a spec, add --random-weights")
+
+
 def _weights(target: str, random: bool, dtype, device: str, comm, stage):
     """(spec, dense weights by official name) from a checkpoint or random for a spec (made on
     the device: Flash-sized weights take a moment there, minutes on a CPU). A rank reads
@@ -236,19 +255,7 @@ def _weights(target: str, random: bool, dtype, device: str, comm, stage):
         spec = load_spec(target)
         stage(f"making random weights for {spec.name}")
         return spec, random_weights(spec, seed=0, dtype=dtype, device=device)
-    folder = Path(target)
-    if not folder.is_dir():
-        from v4c.errors import SpecError
-        from v4c.spec.load import resolve_spec_path
-
-        try:
-            resolve_spec_path(target)  # a file, or a shipped spec's name
-        except SpecError:
-            raise V4CError(
-                f"{target}: no such checkpoint folder or spec; bench reads a checkpoint "
-                "folder, or a spec with --random-weights"
-            ) from None
-        raise V4CError(f"{target}: not a checkpoint folder; to bench a spec, add --random-weights")
+    folder = Path(target)  # a folder: `_check_checkpoint` said so before anything was said
     from v4c.runtime.checkpoint import load_checkpoint
 
     stage(f"reading {folder}")
