@@ -12,9 +12,9 @@ A weight tile is [BN outputs, BK inputs] with the inputs, the stored rows' conti
 innermost, so a thread copies 16 consecutive bytes of a row (32 FP4 codes, 16 FP8 values)
 and each tile is decoded once for the BM rows of its program. FP4 is read as int32 words of
 8 codes and decoded straight to bf16 two codes at a time (`e2m1_pairs`: 2.5 operations a
-code, its E8M0 scale folded into a packed bf16 multiply), each packed pair one tensor-core
-operand register; the activation's columns are put in the same pair order (`paired`), so one
-dot a step sums the products (`tile_dot`). Tiles go to the dot as
+code, its E8M0 scale folded into a packed bf16 multiply), regrouped in registers into the
+stored order (`e2m1_tile`), so one dot a step meets the activation as loaded (`tile_dot`).
+Tiles go to the dot as
 `dot_operand` takes them (kernels/dots.py): bf16 on a GPU (fp8 and fp4 values times E8M0
 scales are exact in bf16), fp32 under the interpreter.
 
@@ -93,26 +93,18 @@ def e2m1_pairs(words, factor, J: tl.constexpr, UPCAST: tl.constexpr):
 
 @triton.jit
 def e2m1_tile(words, factor, UPCAST: tl.constexpr):
-    """The FP4 tile of `fp4_words` decoded -> [BN, BK] bf16 (fp32 under UPCAST), its columns
-    in the pair order: column 8i + 2j + t holds input 8i + j + 4t (the pair `e2m1_pairs`
-    makes from word i), so each packed register is already the pair of consecutive reduction
-    columns a tensor-core operand takes; `paired` puts the activation in the same order."""
+    """The FP4 tile of `fp4_words` decoded -> [BN, BK] bf16 (fp32 under UPCAST) in the stored
+    order: input 8i + 4t + j from `e2m1_pairs(words, factor, j)[:, i, t]`, the pairs regrouped
+    in registers, so the tile meets the activation as loaded, in one dot a step. (A pair order
+    that skips the regrouping needs the activation permuted instead, which on sm_90 turns its
+    16-byte copies at prefill into 8-byte loads.)"""
     q0 = e2m1_pairs(words, factor, 0, UPCAST)
     q1 = e2m1_pairs(words, factor, 1, UPCAST)
     q2 = e2m1_pairs(words, factor, 2, UPCAST)
     q3 = e2m1_pairs(words, factor, 3, UPCAST)
     w = tl.join(tl.join(q0, q1), tl.join(q2, q3))  # [BN, BK/8, 2 (t), 2 (d), 2 (c)], j = 2c + d
-    w = tl.permute(w, (0, 1, 4, 3, 2))  # [BN, BK/8, c, d, t]
+    w = tl.permute(w, (0, 1, 2, 4, 3))  # input 8i + 4t + 2c + d
     return tl.reshape(w, [w.shape[0], w.shape[1] * 8])
-
-
-@triton.jit
-def paired(a):
-    """An activation tile [BM, BK] in the pair order of `e2m1_tile` (column 8i + 2j + t holds
-    column 8i + j + 4t): one dot of the two sums the same products as of the stored order."""
-    a = tl.reshape(a, [a.shape[0], a.shape[1] // 8, 2, 2, 2])  # column 8i + 4t + 2c + d
-    a = tl.permute(a, (0, 1, 3, 4, 2))  # [BM, BK/8, c, d, t]
-    return tl.reshape(a, [a.shape[0], a.shape[1] * 8])
 
 
 @triton.jit
@@ -204,14 +196,13 @@ def tile_dot(acc, a, w_ptr, s_ptr, n, n_on, k0, IN: tl.constexpr, FMT: tl.conste
              SB_O: tl.constexpr, SB_I: tl.constexpr, BK: tl.constexpr,
              PRECISION: tl.constexpr, UPCAST: tl.constexpr):  # fmt: skip
     """acc [BM, BN] + a @ W[n, k0:k0+BK]^T for an activation tile a [BM, BK] (as `dot_operand`
-    made it); an FP4 tile and a meet in the pair order (`e2m1_tile`). One dot on a GPU (its
+    made it). One dot on a GPU (its
     MMAs sum a row's k16 steps in order whatever BM is); under UPCAST dots of 16 reduction
     columns summed in order, since the interpreter's numpy matmul sums a row of a longer
     product differently at different row counts (batch invariance holds on both)."""
     if FMT == "fp4":
         words, factor = fp4_words(w_ptr, s_ptr, n, n_on, k0, IN, SB_I, BK)
         w = e2m1_tile(words, factor, UPCAST)
-        a = paired(a)
     else:
         w = weight_tile(w_ptr, s_ptr, n, n_on, k0, IN, FMT, SB_O, SB_I, BK)
     w = dot_operand(w, UPCAST, PRECISION)
