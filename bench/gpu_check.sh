@@ -112,7 +112,7 @@ run_stage kernels 75 kernels.log "$PY" bench/kernels.py --spec "$SLICE" --weight
   --prompt-len 2048 --json "$OUT/kernels.json"
 run_stage estimate 90 estimate.log env -u TRITON_INTERPRET "$PY" bench/estimate.py \
   "$OUT/kernels.json" --spec "$SLICE" --target sm_90 --json "$OUT/estimate.json"
-run_stage experts 60 experts.log env -u TRITON_INTERPRET "$PY" bench/experts.py \
+run_stage experts 90 experts.log env -u TRITON_INTERPRET "$PY" bench/experts.py \
   --cache "$WORK/experts-cache" --json "$OUT/experts.json"
 run_stage bench-as-stored 60 bench_as_stored.log "$PY" "${BENCH[@]}" --weights as-stored \
   --json "$OUT/bench_as_stored.json"
