@@ -5,12 +5,15 @@
 #     bench/gpu_check.sh --dry-run  # the plumbing only: each stage prints its command
 #
 # Stages, in order, each under `timeout` and within one overall budget (GPU_CHECK_BUDGET_S,
-# default 330 s, so the whole run stays under 6 minutes on one H200):
+# default 390 s, so the whole run stays under 7 minutes on one H200):
 #   env              bench/gpu_env.py: python, versions, device -> env.json, env.log
 #   pytest-gpu       every `gpu`-marked test               -> pytest_gpu.log, pytest_gpu.xml
 #   kernels          bench/kernels.py, 2-layer Flash slice  -> kernels.json, kernels.log
 #   estimate         bench/estimate.py: each kernel measured beside the kernel lens's estimate
 #                    (sm_90 builds cached in build/aot-cache) -> estimate.json, estimate.log
+#   experts          bench/experts.py: one Flash layer's routed experts (FP4) at 1, 1024 and
+#                    2048 tokens beside the lens's estimate and torch bf16 grouped GEMMs
+#                                                           -> experts.json, experts.log
 #   bench-as-stored  v4c bench, FP8/FP4 weights, --compare hf -> bench_as_stored.json
 #   bench-bf16       v4c bench, bf16 weights, --compare hf  -> bench_bf16.json
 #   bench-speculative v4c bench tiny: greedy off, MTP K=2, perfect drafter K=1..3
@@ -40,16 +43,18 @@ case "${1:-}" in
   "") ;;
   *) echo "usage: bench/gpu_check.sh [--dry-run]" >&2; exit 2 ;;
 esac
-BUDGET=${GPU_CHECK_BUDGET_S:-330}
+BUDGET=${GPU_CHECK_BUDGET_S:-390}
 FAIL=${GPU_CHECK_FAIL:-}
 DEADLINE=$(( $(date +%s) + BUDGET ))
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/v4c-gpu-check.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT"
 for f in stages.tsv gpu_check.json gpu_check.md env.json env.log pytest_gpu.log pytest_gpu.xml \
-  kernels.json kernels.log estimate.json estimate.log bench_as_stored.json bench_as_stored.log bench_bf16.json \
-  bench_bf16.log bench_speculative.json bench_speculative.log bench_offload.json bench_offload.log \
-  report.log; do rm -f "$OUT/$f"; done  # this script's files from a last run
+  kernels.json kernels.log estimate.json estimate.log experts.json experts.log \
+  bench_as_stored.json bench_as_stored.log bench_bf16.json bench_bf16.log bench_speculative.json \
+  bench_speculative.log bench_offload.json bench_offload.log report.log; do
+  rm -f "$OUT/$f"  # this script's files from a last run
+done
 cd "$ROOT" || exit 1
 
 VENV=$ROOT/.venv/bin/python  # used when it runs and (but for a dry run) sees the GPU
@@ -113,6 +118,8 @@ run_stage kernels 75 kernels.log "$PY" bench/kernels.py --spec "$SLICE" --weight
   --prompt-len 2048 --json "$OUT/kernels.json"
 run_stage estimate 90 estimate.log env -u TRITON_INTERPRET "$PY" bench/estimate.py \
   "$OUT/kernels.json" --spec "$SLICE" --target sm_90 --json "$OUT/estimate.json"
+run_stage experts 90 experts.log env -u TRITON_INTERPRET "$PY" bench/experts.py \
+  --cache "$WORK/experts-cache" --json "$OUT/experts.json"
 run_stage bench-as-stored 60 bench_as_stored.log "$PY" "${BENCH[@]}" --weights as-stored \
   --json "$OUT/bench_as_stored.json"
 run_stage bench-bf16 60 bench_bf16.log "$PY" "${BENCH[@]}" --weights bf16 \

@@ -103,6 +103,7 @@ def gather(out: Path) -> dict:
     kernels = _load(out / "kernels.json")
     return {
         "estimate": _load(out / "estimate.json"),
+        "experts": _load(out / "experts.json"),
         "env": _load(out / "env.json"),
         "stages": stages(out),
         "pytest_gpu": pytest_summary(out),
@@ -230,6 +231,28 @@ def _offload_lines(bench: dict) -> list[str]:
     return lines if len(lines) > 2 else ["No offload figures."]
 
 
+def _expert_lines(experts: dict) -> list[str]:
+    """Per step: v4c's grouped_swiglu measured, the lens's ESTIMATE and roofline of it, and
+    torch's bf16 grouped GEMMs on the same weights dequantised (bench/experts.py)."""
+    lines = [
+        f"grouped_swiglu at D={experts['dims']['D']}, I={experts['dims']['I']}, "
+        f"E={experts['dims']['E']}, K={experts['dims']['K']} on {experts.get('device', '?')}; "
+        f"estimate for {experts['target']}.",
+        "",
+        "| tokens | measured µs | estimate µs | roofline µs | torch bf16 µs | baseline "
+        "| torch / v4c | max rel diff |",
+        "| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for s in experts["steps"]:
+        est = s["estimate"]["total"]
+        lines.append(
+            f"| {s['tokens']} | {s['v4c_us']:.1f} | {est['est_us']:.1f} | "
+            f"{est['roofline_us']:.1f} | {s['baseline_us']:.1f} | {s['baseline']} | "
+            f"{s['baseline_us'] / s['v4c_us']:.2f} | {s['max_rel_diff']:.1e} |"
+        )
+    return lines
+
+
 def markdown(report: dict) -> str:
     env = report["env"] or {}
     lines = [
@@ -253,6 +276,12 @@ def markdown(report: dict) -> str:
         _estimate_lines(report["estimate"])
         if report.get("estimate")
         else ["No estimate figures (see the estimate stage)."]
+    )
+    lines += ["", "### Routed experts, one Flash layer (FP4)", ""]
+    lines += (
+        _expert_lines(report["experts"])
+        if report.get("experts")
+        else ["No expert figures (see the experts stage)."]
     )
     lines += ["", "### v4c bench vs transformers (eager, bf16)", ""]
     lines += _bench_lines(report["bench"]) if report["bench"] else ["No bench figures."]

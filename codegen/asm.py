@@ -19,9 +19,10 @@ PTX_TYPES = ("bf16", "f16", "e4m3", "e5m2", "tf32", "s8", "u8", "f64")
 TYPE_NAMES = {"f16": "fp16", "e4m3": "fp8", "e5m2": "fp8", "s8": "int8", "u8": "int8"}
 # SASS: HGMMA.64x64x16.F32.BF16 (wgmma), QGMMA (fp8 wgmma), HMMA.16816.F32.BF16 (mma)
 SASS_MMA = re.compile(r"\b(HGMMA|QGMMA|IGMMA|HMMA|QMMA|IMMA)\.([\w.]+)")
-# SASS global loads: LDG.E.128 (16 bytes a thread), LDGSTS.E.BYPASS.128 (cp.async: global to
-# shared, 16 bytes), UTMALDG (TMA); the opcode whole, so LDGDEPBAR (a barrier) is none
-SASS_LOAD = re.compile(r"\b(LDGSTS|UTMALDG|LDG)\b((?:\.[\w]+)*)")
+# SASS: LDG.E.128 (to registers), LDGSTS.E.BYPASS.128 (cp.async, to shared memory), UTMALDG
+# (TMA); LDGSTS is tried before LDG, and an opcode must end at its modifiers, so neither
+# LDGSTS nor LDGDEPBAR (the cp.async group barrier, no load) reads as a bare LDG
+SASS_LOAD = re.compile(r"\b(LDGSTS|LDG|UTMALDG)((?:\.\w+)*)(?=\s)")
 PTX_LOAD = re.compile(r"\b(ld\.global|cp\.async\.(?:ca|cg)\.shared\.global)([\w.]*)")
 
 
@@ -51,12 +52,11 @@ def mma_kinds_sass(sass: str) -> dict[str, int]:
 
 
 def _width(mods: str) -> int:
-    """Bytes one thread moves in one SASS load: .128 -> 16, .64 -> 8, .U8/.S8 -> 1, .U16/.S16
-    -> 2, none -> 4."""
-    for flag, size in ((".128", 16), (".64", 8), (".U8", 1), (".S8", 1), (".U16", 2), (".S16", 2)):
-        if flag in mods.upper():
-            return size
-    return 4
+    """Bytes one thread moves in one SASS load, from its modifier fields: 128 -> 16, 64 -> 8,
+    U8/S8 -> 1, U16/S16 -> 2, none of them -> 4 (fields such as LTC128B, an L2 prefetch
+    hint, are not sizes)."""
+    sizes = {"128": 16, "64": 8, "U8": 1, "S8": 1, "U16": 2, "S16": 2}
+    return next((sizes[f] for f in mods.upper().split(".") if f in sizes), 4)
 
 
 def load_widths_sass(sass: str) -> dict[int, int]:

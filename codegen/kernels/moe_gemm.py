@@ -11,15 +11,16 @@ as the checkpoint holds it (no load-time re-layout), and every product reduces o
 A weight tile is [BN outputs, BK inputs] with the inputs, the stored rows' contiguous axis,
 innermost, so a thread copies 16 consecutive bytes of a row (32 FP4 codes, 16 FP8 values)
 and each tile is decoded once for the BM rows of its program. FP4 is read as int32 words of
-8 codes and decoded phase by phase with three integer operations per code (`e2m1_phase`),
-its E8M0 scale folded into one multiply per code; phase j of the tile meets phase j of the
-activation's columns in its own dot (`tile_dot`). Tiles go to the dot as `dot_operand` takes
-them (kernels/dots.py): bf16 on a GPU (fp8 and fp4 values times E8M0 scales are exact in
-bf16), fp32 under the interpreter.
+8 codes and decoded straight to bf16 two codes at a time (`e2m1_pairs`: 2.5 operations a
+code, its E8M0 scale folded into a packed bf16 multiply), regrouped in registers into the
+stored order (`e2m1_tile`), so one dot a step meets the activation as loaded (`tile_dot`).
+Tiles go to the dot as
+`dot_operand` takes them (kernels/dots.py): bf16 on a GPU (fp8 and fp4 values times E8M0
+scales are exact in bf16), fp32 under the interpreter.
 
-Legend: BM rows (token slots), BN outputs, BK reduction step (>= 16, 128 for FP4 so that a
-phase is 16; under ROUND one FP8 activation block: 128, or all of a shorter IN), G = BK /
-SB_I scale groups of a step.
+Legend: BM rows (token slots), BN outputs, BK reduction step (>= 16, 128 for FP4; under
+ROUND one FP8 activation block: 128, or all of a shorter IN), G = BK / SB_I scale groups of a
+step.
 """
 
 import torch
@@ -56,33 +57,54 @@ def e8m0_value(b):
 
 
 @triton.jit
-def e2m1_phase(words, J: tl.constexpr):
-    """Input 8i + J of each int32 word [BN, BK/8] of FP4 codes (word i holds inputs 8i..8i+7
-    of a row, input 8i + j in bits 4j..4j+3) -> fp32 holding value * 2^-126, exactly: the
-    sign to bit 31, the two exponent bits to the bottom of fp32's exponent and the mantissa
-    bit to the top of its mantissa, so code 1 (0.5) lands on the subnormal 2^-127 and every
-    other code on a normal. Three integer operations per input, on whole words."""
-    SHIFT: tl.constexpr = 22 - 4 * J  # the magnitude bits 4J..4J+2 -> 22..24
-    if SHIFT >= 0:
-        magnitude = words << SHIFT
+def e2m1_pairs(words, factor, J: tl.constexpr, UPCAST: tl.constexpr):
+    """Inputs 8i + J and 8i + J + 4 of each int32 word [BN, BK/8] of FP4 codes (word i holds
+    inputs 8i..8i+7 of a row, input 8i + j in bits 4j..4j+3) times their word's factor
+    (`fp4_words`) -> [BN, BK/8, 2] bf16, [:, i, t] holding input 8i + J + 4t, exactly.
+
+    Both codes of a pair are placed at once, in the two bf16 halves of one int32: sign to bit
+    15 (31), the two exponent bits to the bottom of bf16's exponent and the mantissa bit to
+    the top of its mantissa, so each half holds value * 2^-126 (code 1, 0.5, lands on the
+    subnormal 2^-127); one packed bf16 multiply by the factor (fma.rn.bf16x2 with -0 added,
+    exact: the products have at most 2 significant bits) gives the weights. Two shifts, two
+    masks and half a multiply per code, no conversion. Under UPCAST (the interpreter, whose
+    bf16 arithmetic works on raw bits and flushes subnormals) the same bits are read as fp32
+    and the same exact products taken there; the tile is fp32."""
+    MAG: tl.constexpr = 6 - 4 * J  # magnitude bits 4J..4J+2 -> 6..8, and 4J+16.. -> 22..24
+    if MAG >= 0:
+        magnitude = words << MAG
     else:
-        magnitude = words >> -SHIFT
-    sign = words << (28 - 4 * J)  # bit 4J+3 -> 31
-    return ((magnitude & 0x01C00000) | (sign & -0x80000000)).to(tl.float32, bitcast=True)
+        magnitude = words >> -MAG
+    sign = words << (12 - 4 * J)  # bits 4J+3 and 4J+19 -> 15 and 31
+    bits = (magnitude & 0x01C001C0) | (sign & -0x7FFF8000)  # masks 0x01C001C0, 0x80008000
+    if UPCAST:  # bf16 pattern p is fp32 pattern p << 16
+        f = (factor << 16).to(tl.float32, bitcast=True)
+        lo = (bits << 16).to(tl.float32, bitcast=True) * f
+        hi = (bits & -0x10000).to(tl.float32, bitcast=True) * f
+    else:
+        lo, hi = tl.inline_asm_elementwise(
+            "{ .reg .b32 p, z; mov.b32 z, 0x80008000; fma.rn.bf16x2 p, $2, $3, z; "
+            "mov.b32 {$0, $1}, p; }",
+            "=h,=h,r,r", [bits, factor], dtype=(tl.bfloat16, tl.bfloat16), is_pure=True,
+            pack=1,
+        )  # fmt: skip
+    return tl.join(lo, hi)
 
 
 @triton.jit
-def phases8(a):
-    """The 8 column phases a[:, j::8] of a [BM, BK] -> a tuple of 8 [BM, BK/8] tiles."""
-    a = tl.reshape(a, [a.shape[0], a.shape[1] // 8, 2, 2, 2])  # column 8i + 4c + 2b + d
-    d0, d1 = tl.split(a)
-    b00, b01 = tl.split(d0)
-    b10, b11 = tl.split(d1)
-    p0, p4 = tl.split(b00)
-    p2, p6 = tl.split(b01)
-    p1, p5 = tl.split(b10)
-    p3, p7 = tl.split(b11)
-    return p0, p1, p2, p3, p4, p5, p6, p7
+def e2m1_tile(words, factor, UPCAST: tl.constexpr):
+    """The FP4 tile of `fp4_words` decoded -> [BN, BK] bf16 (fp32 under UPCAST) in the stored
+    order: input 8i + 4t + j from `e2m1_pairs(words, factor, j)[:, i, t]`, the pairs regrouped
+    in registers, so the tile meets the activation as loaded, in one dot a step. (A pair order
+    that skips the regrouping needs the activation permuted instead, which on sm_90 turns its
+    16-byte copies at prefill into 8-byte loads.)"""
+    q0 = e2m1_pairs(words, factor, 0, UPCAST)
+    q1 = e2m1_pairs(words, factor, 1, UPCAST)
+    q2 = e2m1_pairs(words, factor, 2, UPCAST)
+    q3 = e2m1_pairs(words, factor, 3, UPCAST)
+    w = tl.join(tl.join(q0, q1), tl.join(q2, q3))  # [BN, BK/8, 2 (t), 2 (d), 2 (c)], j = 2c + d
+    w = tl.permute(w, (0, 1, 2, 4, 3))  # input 8i + 4t + 2c + d
+    return tl.reshape(w, [w.shape[0], w.shape[1] * 8])
 
 
 @triton.jit
@@ -147,9 +169,10 @@ def weight_tile(w_ptr, s_ptr, n, n_on, k0, IN: tl.constexpr, FMT: tl.constexpr,
 def fp4_words(w_ptr, s_ptr, n, n_on, k0, IN: tl.constexpr, SB_I: tl.constexpr,
               BK: tl.constexpr):  # fmt: skip
     """The FP4 tile W[n, k0:k0+BK] as it is stored: int32 words [BN, BK/8] (8 codes each,
-    `e2m1_phase`) and each word's factor [BN, BK/8] fp32, 2^126 times its group's E8M0 scale
-    2^(b - 127), so e2m1_phase(words, j) * factor is the weight. The factor is exact for
-    scale bytes up to 128 (scales up to 2, weights up to 12; checkpoints' are far below)."""
+    `e2m1_pairs`) and each word's factor [BN, BK/8]: 2^126 times its group's E8M0 scale
+    2^(b - 127) as a bf16 pattern in both halves of an int32 (one packed multiplier). It is
+    exact for scale bytes up to 128 (scales up to 2, weights up to 12; checkpoints' are far
+    below)."""
     kw = k0 // 8 + tl.arange(0, BK // 8)
     on = n_on[:, None] & (kw < IN // 8)[None, :] if IN % BK else n_on[:, None]
     words = tl.load(w_ptr.to(tl.pointer_type(tl.int32)) + n[:, None] * (IN // 8) + kw[None, :],
@@ -164,8 +187,8 @@ def fp4_words(w_ptr, s_ptr, n, n_on, k0, IN: tl.constexpr, SB_I: tl.constexpr,
                     mask=n_on[:, None] & (g < blocks)[None, :], other=127)  # fmt: skip
         b = tl.reshape(tl.broadcast_to(b[:, :, None], [n.shape[0], BK // SB_I, SB_I // 8]),
                        [n.shape[0], BK // 8])  # fmt: skip
-    factor = ((b.to(tl.int32) + 126) << 23).to(tl.float32, bitcast=True)  # 2^(b - 1)
-    return words, factor
+    factor = (b.to(tl.int32) + 126) << 7  # bf16 2^(b - 1)
+    return words, factor | (factor << 16)
 
 
 @triton.jit
@@ -173,17 +196,21 @@ def tile_dot(acc, a, w_ptr, s_ptr, n, n_on, k0, IN: tl.constexpr, FMT: tl.conste
              SB_O: tl.constexpr, SB_I: tl.constexpr, BK: tl.constexpr,
              PRECISION: tl.constexpr, UPCAST: tl.constexpr):  # fmt: skip
     """acc [BM, BN] + a @ W[n, k0:k0+BK]^T for an activation tile a [BM, BK] (as `dot_operand`
-    made it). An FP4 tile is decoded from its words phase by phase and each phase of 8 meets
-    the same phase of a's columns (BK/8 of the reduction per dot, in phase order)."""
+    made it). One dot on a GPU (its
+    MMAs sum a row's k16 steps in order whatever BM is); under UPCAST dots of 16 reduction
+    columns summed in order, since the interpreter's numpy matmul sums a row of a longer
+    product differently at different row counts (batch invariance holds on both)."""
     if FMT == "fp4":
         words, factor = fp4_words(w_ptr, s_ptr, n, n_on, k0, IN, SB_I, BK)
-        phases = phases8(a)
-        for j in tl.static_range(8):
-            w = dot_operand(e2m1_phase(words, j) * factor, UPCAST, PRECISION)
-            acc = tl.dot(phases[j], tl.trans(w), acc, input_precision=PRECISION)
+        w = e2m1_tile(words, factor, UPCAST)
     else:
-        w = dot_operand(weight_tile(w_ptr, s_ptr, n, n_on, k0, IN, FMT, SB_O, SB_I, BK),
-                        UPCAST, PRECISION)  # fmt: skip
+        w = weight_tile(w_ptr, s_ptr, n, n_on, k0, IN, FMT, SB_O, SB_I, BK)
+    w = dot_operand(w, UPCAST, PRECISION)
+    if UPCAST and BK > 16:
+        a3 = tl.permute(tl.reshape(a, [a.shape[0], BK // 16, 16]), (1, 0, 2))  # [BK/16, BM, 16]
+        w3 = tl.permute(tl.reshape(w, [w.shape[0], BK // 16, 16]), (1, 2, 0))  # [BK/16, 16, BN]
+        acc += tl.sum(tl.dot(a3, w3, input_precision=PRECISION), axis=0)
+    else:
         acc = tl.dot(a, tl.trans(w), acc, input_precision=PRECISION)
     return acc
 

@@ -107,7 +107,7 @@ class _Swiglu(Dots):
     block_i: int = 64  # outputs of w1/w3 per program
     block_d: int = 64  # outputs of w2 per program
     # reduction steps over D (w1/w3) and I (w2): one FP8 activation block, 128 or all of a
-    # shorter dim; 128 for FP4, whose tiles split into 8 phases of at least 16 (tl.dot's least)
+    # shorter dim; 128 for FP4 (a row's step: 64 bytes, four 16-byte copies)
     block_kd: int
     block_ki: int
 

@@ -18,8 +18,9 @@ from tests.codegen.conftest import run_kernel
 from v4c.codegen import jit
 from v4c.codegen.ops.moe import MoeSort as MoeSortParams
 from v4c.codegen.params import describe
+from v4c.envs import triton_interpret
 from tests.codegen.test_moe import LIMIT, TOL, assert_clamps_hit, dequantized, experts
-from v4c.codegen.kernels.moe_gemm import e2m1_phase, fp4_words
+from v4c.codegen.kernels.moe_gemm import e2m1_tile, fp4_words
 from v4c.codegen.kernels.quant import fp8_round_rows, round_to
 from v4c.ir.ops.moe import GroupedSwiglu, MoeSort, Swiglu
 from v4c.ir.semantics.quant import QuantWeight, act_quant_fp8, fp4_dequantize
@@ -30,14 +31,13 @@ D, I, E = 64, 32, 8
 
 @triton.jit
 def decode_fp4(w_ptr, s_ptr, out_ptr, IN: tl.constexpr, SB_I: tl.constexpr, BN: tl.constexpr,
-               BK: tl.constexpr):  # fmt: skip
-    """Writes the [BN, BK] fp32 weights of the first BK inputs of BN FP4 rows."""
+               BK: tl.constexpr, UPCAST: tl.constexpr):  # fmt: skip
+    """Writes the [BN, BK] weights of the first BK inputs of BN FP4 rows (fp32 under the
+    interpreter, bf16 from the packed multiply on a GPU)."""
     n = tl.arange(0, BN)
     words, factor = fp4_words(w_ptr, s_ptr, n, n < BN, 0, IN, SB_I, BK)
-    i = tl.arange(0, BK // 8)
-    for j in tl.static_range(8):
-        dst = out_ptr + n[:, None] * BK + (8 * i + j)[None, :]
-        tl.store(dst, e2m1_phase(words, j) * factor)
+    dst = out_ptr + n[:, None] * BK + tl.arange(0, BK)[None, :]
+    tl.store(dst, e2m1_tile(words, factor, UPCAST).to(tl.float32))
 
 
 @triton.jit
@@ -66,7 +66,7 @@ def test_fp4_decode_is_exact(scale_byte):
     bytes_[:, 1] = max(scale_byte - 3, 0)  # a second scale in the row
     scale = bytes_.view(torch.float8_e8m0fnu)
     out = torch.empty(bn, k)
-    decode_fp4[(1,)](packed, bytes_, out, IN=k, SB_I=32, BN=bn, BK=k)
+    decode_fp4[(1,)](packed, bytes_, out, IN=k, SB_I=32, BN=bn, BK=k, UPCAST=triton_interpret())
     want = fp4_dequantize(packed, scale, torch.float32)
     assert torch.equal(out, want) and (want.view(-1, 16) != 0).any()
 
