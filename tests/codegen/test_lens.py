@@ -32,7 +32,6 @@ KNOWN = {
     ("slice", "ctas", "hc_pre_norm.kernel"): 23,
     ("slice", "ctas", "hc_post_pre_norm.kernel"): 23,
     ("slice", "ctas", "compressor.entries"): 23,
-    ("slice", "ctas", "sparse_attention.attend"): 23,
     # the HC head kind (one program's whole collapse in registers) spills at tiny dims
     ("tiny", "spills", "hc_post_head_norm.kernel"): 23,
 }
