@@ -160,7 +160,8 @@ def test_verify_is_decode_bit_for_bit(slices, kernel_cache):
     """Flash-decoding: a verify step of 3 tokens a row gives each token bit for bit what 3
     decode steps give it, one token at a time (the ring then holds what the step's kv held:
     the same key bits in the same slices), with 20 heads (two head blocks) and the picks of
-    CSA; the rings end the same too."""
+    CSA; the rings end the same too, and so does the verify step in passes of one token (a
+    token's ring write never reaches a slot a later token of its row still reads)."""
     gen = torch.Generator().manual_seed(1)
     op, heads, dtype = SparseAttention(4, W, D**-0.5), 20, torch.bfloat16
     positions = torch.tensor([[30], [51]]) + torch.arange(3)  # [B, 3]
@@ -173,6 +174,10 @@ def test_verify_is_decode_bit_for_bit(slices, kernel_cache):
     ins = [q, kv, positions, SLOTS, sink, ring.clone(), compressed, picks]
     made = params(op, ins, "split", slices)
     (verified,) = run_kernel(op, ins, kernel_cache, made)
+    module, passes = jit.load(made, kernel_cache), ring.clone()
+    single = torch.empty(module.PER_ROW, dtype=torch.float32)  # one token's partials
+    (in_passes,) = module.run(*ins[:5], passes, *ins[6:], scratch=single)
+    assert torch.equal(in_passes, verified) and torch.equal(passes, ins[5])
     stepped = ring.clone()
     for t in range(3):
         one = [q[:, t : t + 1], kv[:, t : t + 1], positions[:, t : t + 1], SLOTS, sink, stepped,
