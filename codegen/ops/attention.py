@@ -47,7 +47,7 @@ class SparseAttention(Dots):
     round_probs: bool  # numerics: official with bf16 activations: P in bf16 for P·V
     split: bool = False  # flash-decoding: (token, slice) programs and a combine; else tiles
     slices: int = 0  # split: slices per query (fixed by the key count), else 0
-    block_h: int = 0  # heads per program (split: all of them)
+    block_h: int = 0  # heads per program (split: up to SPLIT_HEADS)
     block_n: int = 0  # split: keys of one slice (at most); else keys per online-softmax step
     block_d: int = 0  # split: the chunk of d a dot takes; else d whole
     num_warps: int = 4  # tiles: 8 for wide heads (q, output and a key tile are [., d] fp32)
