@@ -52,10 +52,12 @@ def key_rows(
     D: tl.constexpr,
     RATIO: tl.constexpr,
     TOPK: tl.constexpr,
+    ALIGNED: tl.constexpr,
 ):
     """(row pointers [BN], valid [BN]) of virtual keys v [BN] (the list of the module doc):
     step_ptr is the step row's kv, ring_ptr its ring, comp_ptr its compressed entries and
-    idx_ptr its TOPK picks (TOPK > 0: CSA)."""
+    idx_ptr its TOPK picks (TOPK > 0: CSA). ALIGNED: every row the pointers can take starts
+    on a 16-byte boundary (Triton cannot see it through the selects between the sources)."""
     p = pos - (W - 1) + v  # the window position of v < W
     back = tl.maximum(p, 0)
     in_ring = ring_ptr + (back % W).to(tl.int64) * ring_stride
@@ -73,6 +75,8 @@ def key_rows(
         entry = comp_ptr + tl.maximum(w, 0).to(tl.int64) * comp_stride
         ptrs = tl.where(v < W, ptrs, entry)
         valid = valid | seen
+    if ALIGNED:  # every row starts on 16 bytes (the caller checked): 16-byte vector loads
+        ptrs = tl.multiple_of(ptrs, 16)
     return ptrs, valid
 
 
@@ -104,8 +108,7 @@ def fold_rows(
     q [BH, BD] (a dot operand already): logits q·k * scale, softmax-weighted sum of the same
     rows."""
     cols = tl.arange(0, BLOCK_D)
-    live = valid[:, None] & (cols[None, :] < D)
-    k = tl.load(row_ptrs[:, None] + cols[None, :], mask=live, other=0.0)
+    k = tl.load(row_ptrs[:, None] + cols[None, :], mask=_cols(valid, cols, D, BLOCK_D), other=0.0)
     k = dot_operand(k, UPCAST, PRECISION)  # [BN, BD]
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # [BH, BN]
     s = tl.where(valid[None, :], s, float("-inf"))
@@ -130,6 +133,7 @@ def finish(m, l, acc, sink):
 @triton.jit
 def slice_partial(
     q_ptr,
+    h,
     ptrs,
     valid,
     scale,
@@ -137,27 +141,27 @@ def slice_partial(
     ml_ptr,
     HEADS: tl.constexpr,
     D: tl.constexpr,
-    BLOCK_H: tl.constexpr,
+    SLICES: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     ROUND_P: tl.constexpr,
 ):
-    """Flash-decoding: the softmax partial of every head of one query (q_ptr: [HEADS, D])
-    over one slice of its keys (rows at `ptrs` [BN], masked by `valid`), in one block: m [H]
-    the slice's max logit (FLOOR if it has no key), l = Σ e^(ℓ - m), o [H, D] = Σ e^(ℓ - m) k.
-    o goes to part_ptr [HEADS, D], (m, l) to ml_ptr [2, HEADS]. The heads are the dots' M
-    (all of them: the single kv head is shared), D is walked in BLOCK_D chunks, twice (q·k,
-    then p·k), so only a [BH, BD] tile of o is live at a time."""
-    h = tl.arange(0, BLOCK_H)
+    """Flash-decoding: the softmax partial of heads h [BH] of one query (q_ptr: [HEADS, D])
+    over one slice of its keys (rows at `ptrs` [BN], masked by `valid`), in one block: m [BH]
+    the slice's max logit (FLOOR if it has no key), l = Σ e^(ℓ - m), o [BH, D] = Σ e^(ℓ - m) k.
+    o goes to part_ptr [HEADS, D], (m, l) to ml_ptr [2, HEADS, SLICES] (at this slice: a
+    head's SLICES maxima, then sums, lie side by side for `combine_slices`). The heads are
+    the dots' M (a block of the heads that share the single kv head), D is walked in BLOCK_D
+    chunks, twice (q·k, then p·k), so only a [BH, BD] tile of o is live at a time."""
     heads = h < HEADS
-    s = tl.zeros([BLOCK_H, BLOCK_N], tl.float32)
+    s = tl.zeros([h.shape[0], BLOCK_N], tl.float32)
     for d0 in range(0, D, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)
-        live = cols[None, :] < D
-        q = tl.load(q_ptr + h[:, None] * D + cols[None, :], mask=heads[:, None] & live, other=0.0)
-        k = tl.load(ptrs[:, None] + cols[None, :], mask=valid[:, None] & live, other=0.0)
+        q = tl.load(q_ptr + h[:, None] * D + cols[None, :], mask=_cols(heads, cols, D, BLOCK_D),
+                    other=0.0)  # fmt: skip
+        k = tl.load(ptrs[:, None] + cols[None, :], mask=_cols(valid, cols, D, BLOCK_D), other=0.0)
         q = dot_operand(q, UPCAST, PRECISION)
         k = dot_operand(k, UPCAST, PRECISION)
         s = tl.dot(q, tl.trans(k), s, input_precision=PRECISION)  # [BH, BN]
@@ -170,31 +174,59 @@ def slice_partial(
     p = dot_operand(p, UPCAST, PRECISION)
     for d0 in range(0, D, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)
-        live = cols[None, :] < D
-        k = tl.load(ptrs[:, None] + cols[None, :], mask=valid[:, None] & live, other=0.0)
+        k = tl.load(ptrs[:, None] + cols[None, :], mask=_cols(valid, cols, D, BLOCK_D), other=0.0)
         o = tl.dot(p, dot_operand(k, UPCAST, PRECISION), input_precision=PRECISION)
-        tl.store(part_ptr + h[:, None] * D + cols[None, :], o, mask=heads[:, None] & live)
-    tl.store(ml_ptr + h, m, mask=heads)
-    tl.store(ml_ptr + HEADS + h, l, mask=heads)
+        tl.store(part_ptr + h[:, None] * D + cols[None, :], o, mask=_cols(heads, cols, D, BLOCK_D))
+    tl.store(ml_ptr + h * SLICES, m, mask=heads)
+    tl.store(ml_ptr + (HEADS + h) * SLICES, l, mask=heads)
 
 
 @triton.jit
-def combine_slices(part_ptr, ml_ptr, n_slices, sink, h, cols, HEADS: tl.constexpr, D: tl.constexpr):
-    """The output tile [BH, BD] (heads h, columns cols) of one query from its n_slices
-    partials (part_ptr [n_slices, HEADS, D], ml_ptr [n_slices, 2, HEADS]), always in slice
-    order: M = max_s m_s, then l = Σ_s l_s e^(m_s - M) and o = Σ_s o_s e^(m_s - M), so a
-    query's result depends on its own keys only, never on the other queries of the call;
-    o / (l + e^(sink - M)) as `finish`."""
+def _cols(rows, cols, D: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The mask [R, BD] of a tile's rows `rows` [R] and columns `cols` [BD] < D: the rows'
+    alone, broadcast, when the chunks tile D exactly (a mask constant along a row lets the
+    loads be 16-byte vectors)."""
+    if D % BLOCK_D == 0:
+        return tl.broadcast_to(rows[:, None], (rows.shape[0], BLOCK_D))
+    return rows[:, None] & (cols[None, :] < D)
+
+
+@triton.jit
+def combine_slices(part_ptr, ml_ptr, sink, h, cols, HEADS: tl.constexpr, D: tl.constexpr,
+                   SLICES: tl.constexpr, BLOCK_S: tl.constexpr, CHUNK: tl.constexpr):  # fmt: skip
+    """The output tile [BH, BD] (heads h, columns cols) of one query from its SLICES
+    partials (part_ptr [SLICES, HEADS, D], ml_ptr [2, HEADS, SLICES]; BLOCK_S >= SLICES):
+    M = max_s m_s, then l = Σ_s l_s e^(m_s - M) and o = Σ_s o_s e^(m_s - M), the latter in
+    CHUNK slices at a time, always in the same order, so a query's result depends on its own
+    keys only, never on the other queries of the call; o / (l + e^(sink - M)) as `finish`.
+    A missing slice or head reads as m = FLOOR, l = o = 0 (weight e^(FLOOR - M) = 0)."""
     heads = h < HEADS
-    top = tl.full(h.shape, FLOOR, tl.float32)
-    for s in range(n_slices):  # a padding head's max is 0: no e^(sink - FLOOR) overflow
-        top = tl.maximum(top, tl.load(ml_ptr + s * 2 * HEADS + h, mask=heads, other=0.0))
-    l = tl.zeros(h.shape, tl.float32)
+    s = tl.arange(0, BLOCK_S)
+    at = h[:, None] * SLICES + s[None, :]
+    live = heads[:, None] & (s < SLICES)[None, :]
+    m = tl.load(ml_ptr + at, mask=live, other=FLOOR)  # [BH, BS]
+    top = tl.max(m, axis=1)
+    sums = tl.load(ml_ptr + HEADS * SLICES + at, mask=live, other=0.0)
+    l = tl.sum(sums * tl.exp(m - top[:, None]), axis=1)
     acc = tl.zeros([h.shape[0], cols.shape[0]], tl.float32)
-    for s in range(n_slices):
-        a = tl.exp(tl.load(ml_ptr + s * 2 * HEADS + h, mask=heads, other=0.0) - top)
-        l += tl.load(ml_ptr + (s * 2 + 1) * HEADS + h, mask=heads, other=0.0) * a
-        tile = part_ptr + (s * HEADS + h[:, None]) * D + cols[None, :]
-        o = tl.load(tile, mask=heads[:, None] & (cols[None, :] < D), other=0.0)
-        acc += o * a[:, None]
+    for s0 in range(0, SLICES, CHUNK):
+        c = s0 + tl.arange(0, CHUNK)
+        ok = heads[:, None] & (c < SLICES)[None, :]  # [BH, CHUNK]
+        a = tl.exp(tl.load(ml_ptr + h[:, None] * SLICES + c[None, :], mask=ok, other=FLOOR) -
+                   top[:, None])  # fmt: skip
+        tile = part_ptr + (c[None, :, None] * HEADS + h[:, None, None]) * D + cols[None, None, :]
+        o = tl.load(tile, mask=ok[:, :, None] & (cols < D)[None, None, :], other=0.0)
+        acc += tl.sum(o * a[:, :, None], axis=1)
     return finish(top, l, acc, sink)
+
+
+@triton.jit
+def write_ring(kv_ptr, pos_ptr, slots_ptr, ring_ptr, ring_sb, ring_sn, tok, T, cols,
+               D: tl.constexpr, W: tl.constexpr):  # fmt: skip
+    """Columns `cols` of token `tok`'s kv row (b * T + t) into its place in row b's ring: slot
+    pos % W of cache row slots[b]."""
+    b = tok // T
+    at = tl.load(pos_ptr + tok) % W
+    row = tl.load(kv_ptr + tok * D + cols, mask=cols < D)
+    ring = ring_ptr + tl.load(slots_ptr + b) * ring_sb + at * ring_sn
+    tl.store(ring + cols, row.to(ring_ptr.dtype.element_ty), mask=cols < D)

@@ -24,20 +24,21 @@ def rotated_queries(
     BLOCK_D: tl.constexpr,
 ):
     """One query's heads [BLOCK_H, BLOCK_D] fp32 (rows [HEADS, DIM] at q_ptr, 0 padding) with
-    interleaved RoPE at `pos` on channels NOPE..DIM: each channel reads its pair partner."""
+    interleaved RoPE at `pos` on channels NOPE..DIM: the pairs (2j, 2j + 1) are split apart
+    after one contiguous load, rotated, and joined back."""
     h = tl.arange(0, BLOCK_H)[:, None]
     d = tl.arange(0, BLOCK_D)
     ok = (h < HEADS) & (d < DIM)[None, :]
-    q = tl.load(q_ptr + h * DIM + d[None, :], mask=ok, other=0.0)
-    partner = tl.load(q_ptr + h * DIM + (d ^ 1)[None, :], mask=ok, other=0.0)
-    tail = (d >= NOPE) & (d < DIM)
-    f = tl.load(freqs_ptr + (d - NOPE) // 2, mask=tail, other=0.0)
+    q = tl.load(q_ptr + h * DIM + d[None, :], mask=ok, other=0.0).to(tl.float32)
+    re, im = tl.split(tl.reshape(q, [BLOCK_H, BLOCK_D // 2, 2]))  # channels 2j, 2j + 1
+    j = tl.arange(0, BLOCK_D // 2)
+    tail = ((2 * j >= NOPE) & (2 * j < DIM))[None, :]
+    f = tl.load(freqs_ptr + j - NOPE // 2, mask=(2 * j >= NOPE) & (2 * j < DIM), other=0.0)
     angle = pos.to(tl.float32) * f
     c = tl.cos(angle)[None, :]
     s = tl.sin(angle)[None, :]
-    even = (d % 2 == 0)[None, :]
-    rotated = tl.where(even, q * c - partner * s, partner * s + q * c)  # re c - im s, re s + im c
-    return tl.where(tail[None, :], rotated, q.to(tl.float32))
+    turned = tl.join(tl.where(tail, re * c - im * s, re), tl.where(tail, re * s + im * c, im))
+    return tl.reshape(turned, [BLOCK_H, BLOCK_D])  # re c - im s, re s + im c
 
 
 @triton.jit
@@ -117,11 +118,11 @@ def block_scores(
     under UPCAST or fp32 keys (PRECISION "ieee"); on a GPU with bf16 keys q is rounded to
     bf16 for a bf16 tensor-core dot."""
     d = tl.arange(0, BLOCK_D)
-    k = tl.load(
-        keys_ptr + s[:, None].to(tl.int64) * key_stride + d[None, :],
-        mask=valid[:, None] & (d < DIM)[None, :],
-        other=0.0,
-    )
+    if DIM == BLOCK_D:  # a mask constant along a key: 16-byte vector loads
+        live = tl.broadcast_to(valid[:, None], (valid.shape[0], BLOCK_D))
+    else:
+        live = valid[:, None] & (d < DIM)[None, :]
+    k = tl.load(keys_ptr + s[:, None].to(tl.int64) * key_stride + d[None, :], mask=live, other=0.0)
     q = dot_operand(q, UPCAST, PRECISION)
     k = dot_operand(k, UPCAST, PRECISION)
     dots = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # [BLOCK_H, BN]

@@ -5,18 +5,18 @@ A score maps to an int32 key whose signed order is the scores' order (negative f
 their magnitude bits flipped; -0.0 is made +0.0 first, as a float comparison ties them). The
 k-th largest key T is found from the top bits down:
 - the top 12 bits (sign, exponent, 3 mantissa bits): a 4096-bin histogram of the row, which
-  the programs that compute the scores build as they write them (`bins`, `add_bins`); the bin
+  the programs that compute the scores build as they write them (`count_bins`); the bin
   where the count from the top reaches k (`top_bin`) splits the row into keys above it
   (chosen), in it (candidates) and below;
-- the row is cut into parts, one program each: a pass counts each part's keys above the bin
-  and in it (`split_counts`), a second (`compact`) writes the chosen ones' packed keys out
-  and the candidates (score and index) to a buffer, each part from the offset the counts of
-  the parts before it give, so both stay in index order;
+- the row is cut into parts, one program each, that write in one pass (`compact`) the
+  chosen ones' packed keys and the candidates (score and index) to the part's own regions,
+  in index order, with their counts; the last program of a row to finish lays the parts'
+  regions out back to back in part order (`flatten`), so both lists stay in index order;
 - two 10-bit histogram passes over the candidates only (`narrow`) give T and how many keys
   equal to T are among the k; `chosen` picks the candidates above T and the lowest-indexed
   equal ones.
-So a row is read twice by the select, in parallel over its parts, plus O(candidates) work in
-one program, whatever the scores, where a sort is O(n log² n).
+So a row is read once by the select, in parallel over its parts, plus O(k + candidates)
+work in one program, whatever the scores, where a sort is O(n log² n).
 
 The chosen entries are then ordered as the reference orders them (score descending, lower
 index first) by sorting k packed int64 keys: the score key in the high 32 bits, 2^31 - 1 -
@@ -56,16 +56,12 @@ def unpack(best):
 
 
 @triton.jit
-def bins(score, valid):
-    """The first-level histogram [BINS] of scores [N] (masked by `valid`)."""
-    return tl.histogram((score_key(score) >> FIRST) + BINS // 2, BINS, mask=valid)
-
-
-@triton.jit
-def add_bins(hist_ptr, hist):
-    """Add a program's histogram [BINS] to a row's in memory (zeroed before the first)."""
-    b = tl.arange(0, BINS)
-    tl.atomic_add(hist_ptr + b, hist, mask=hist > 0)
+def count_bins(hist_ptr, score, valid):
+    """Add the first-level bins of scores [N] (masked by `valid`) to a row's histogram
+    [BINS] in memory (zeroed before the first), one atomic increment a score: integer
+    sums, so the counts do not depend on the programs' order."""
+    bin = (score_key(score) >> FIRST) + BINS // 2
+    tl.atomic_add(hist_ptr + bin, tl.full(bin.shape, 1, tl.int32), mask=valid)
 
 
 @triton.jit
@@ -79,25 +75,13 @@ def top_bin(hist, k, N_BINS: tl.constexpr):
 
 
 @triton.jit
-def split_counts(row_ptr, lo, hi, prefix, BLOCK: tl.constexpr):
-    """(above, in): how many of the scores at row_ptr[lo:hi] have top bits above `prefix`
-    and equal to it."""
-    above = 0
-    same = 0
-    for i0 in range(lo, hi, BLOCK):
-        i = i0 + tl.arange(0, BLOCK)
-        top = score_key(tl.load(row_ptr + i, mask=i < hi, other=0.0)) >> FIRST
-        above += tl.sum(((i < hi) & (top > prefix)).to(tl.int32), axis=0)
-        same += tl.sum(((i < hi) & (top == prefix)).to(tl.int32), axis=0)
-    return above, same
-
-
-@triton.jit
-def compact(row_ptr, lo, hi, prefix, out_ptr, taken, cand_ptr, cand_idx_ptr, kept,
-            BLOCK: tl.constexpr):  # fmt: skip
+def compact(row_ptr, lo, hi, prefix, out_ptr, cand_ptr, cand_idx_ptr, BLOCK: tl.constexpr):
     """One pass over the scores at row_ptr[lo:hi]: the packed keys of those whose top bits are
-    above `prefix` go to out_ptr from `taken` on, those equal to it (the candidates: score,
-    index) to cand_ptr and cand_idx_ptr from `kept` on, both in index order."""
+    above `prefix` go to out_ptr, those equal to it (the candidates: score, index) to
+    cand_ptr and cand_idx_ptr, each list from its start, in index order. Returns how many
+    went to each: (above, candidates)."""
+    taken = 0
+    kept = 0
     for i0 in range(lo, hi, BLOCK):
         i = i0 + tl.arange(0, BLOCK)
         live = i < hi
@@ -112,6 +96,26 @@ def compact(row_ptr, lo, hi, prefix, out_ptr, taken, cand_ptr, cand_idx_ptr, kep
         tl.store(cand_idx_ptr + to, i, mask=keep)
         taken += tl.sum(pick.to(tl.int32), axis=0)
         kept += tl.sum(keep.to(tl.int32), axis=0)
+    return taken, kept
+
+
+@triton.jit
+def flatten(src_ptr, stride, counts, dst_ptr, FLAT: tl.constexpr):
+    """Copy the first counts[p] items of each region p (at src_ptr + p * stride; counts
+    [P]) to dst_ptr, back to back in region order, FLAT items a step (each item finds its
+    region among the running ends). Returns how many were copied."""
+    ends = tl.cumsum(counts, 0)
+    starts = ends - counts
+    regions = tl.arange(0, counts.shape[0])
+    total = tl.sum(counts, axis=0)
+    for j0 in range(0, total, FLAT):
+        j = j0 + tl.arange(0, FLAT)
+        p = tl.sum((j[:, None] >= ends[None, :]).to(tl.int32), axis=1)  # the region of item j
+        first = tl.sum(tl.where(regions[None, :] == p[:, None], starts[None, :], 0), axis=1)
+        live = j < total
+        item = tl.load(src_ptr + p.to(tl.int64) * stride + (j - first), mask=live)
+        tl.store(dst_ptr + j, item, mask=live)
+    return total
 
 
 @triton.jit

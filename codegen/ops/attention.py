@@ -16,16 +16,22 @@ from v4c.spec.schema import CSA_RATIO
 
 
 SPLIT_STEPS = 16  # a step of at most this many tokens a row (decode, verify) splits its keys
-TARGET_SLICES = 64  # slices a query's keys are cut into, before rounding to a block
+SPLIT_HEADS = 16  # heads a flash-decoding program serves (the dots' M: 16 is tl.dot's least)
+TARGET_CTAS = 132  # programs a batch-1 query's split aims at: the SMs of an H100/H200
 
 
-def slicing(keys: int, slices: int = 0) -> tuple[int, int]:
-    """(slices, block) of a query's `keys`: each slice one block of at most `block` keys (a
-    power of two, 16..256), `slices` of them (0: as many as make blocks of about
-    keys / TARGET_SLICES). A function of the key count alone: the split, and so the rounding
-    of a token's result, is the same whatever the batch."""
-    block = tile(-(-keys // (slices or TARGET_SLICES)), lo=16, hi=256 if not slices else 1 << 30)
-    return (slices or -(-keys // block)), block
+def slicing(keys: int, groups: int, slices: int = 0) -> tuple[int, int]:
+    """(slices, block) of a query's `keys` served by `groups` head blocks: each slice one
+    block of at most `block` keys (a power of two, 16..256), `slices` of them (0: the
+    largest block that still gives TARGET_CTAS programs, slices x groups, where the keys
+    allow). A function of the key count alone: the split, and so the rounding of a token's
+    result, is the same whatever the batch."""
+    if slices:
+        block = tile(-(-keys // slices))
+        return slices, block
+    share = max(1, keys * groups // TARGET_CTAS)  # keys a slice holds at the target
+    block = max(16, min(256, 1 << (share.bit_length() - 1)))  # a power of two at most that
+    return -(-keys // block), block
 
 
 @template("sparse_attention")
@@ -41,7 +47,7 @@ class SparseAttention(Dots):
     round_probs: bool  # numerics: official with bf16 activations: P in bf16 for P·V
     split: bool = False  # flash-decoding: (token, slice) programs and a combine; else tiles
     slices: int = 0  # split: slices per query (fixed by the key count), else 0
-    block_h: int = 0  # heads per program (split: all of them)
+    block_h: int = 0  # heads per program (split: up to SPLIT_HEADS)
     block_n: int = 0  # split: keys of one slice (at most); else keys per online-softmax step
     block_d: int = 0  # split: the chunk of d a dot takes; else d whole
     num_warps: int = 4  # tiles: 8 for wide heads (q, output and a key tile are [., d] fp32)
@@ -65,10 +71,11 @@ class SparseAttention(Dots):
         large tiles."""
         dim, heads = self.dim, self.heads
         if split:
-            slices, block = slicing(self.keys, slices)
+            block_h = tile(heads, hi=SPLIT_HEADS)
+            slices, block = slicing(self.keys, -(-heads // block_h), slices)
             # a [BH, BN] logit tile and [BN, BD] key chunks: narrower chunks for wider slices
             chunk, warps = (128, 4) if block <= 32 else (64, 8)
-            blocks = dict(block_h=tile(heads), block_n=block, block_d=tile(dim, hi=chunk))
+            blocks = dict(block_h=block_h, block_n=block, block_d=tile(dim, hi=chunk))
             update = dict(split=True, slices=slices, num_warps=warps, **blocks)
             return self.model_copy(update=update)
         blocks = dict(

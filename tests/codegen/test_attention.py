@@ -155,6 +155,38 @@ def test_a_token_ignores_its_neighbours(form, kernel_cache):
         assert torch.equal(again, got)
 
 
+@pytest.mark.parametrize("slices", [0, 1, 3])
+def test_verify_is_decode_bit_for_bit(slices, kernel_cache):
+    """Flash-decoding: a verify step of 3 tokens a row gives each token bit for bit what 3
+    decode steps give it, one token at a time (the ring then holds what the step's kv held:
+    the same key bits in the same slices), with 20 heads (two head blocks) and the picks of
+    CSA; the rings end the same too, and so does the verify step in passes of one token (a
+    token's ring write never reaches a slot a later token of its row still reads)."""
+    gen = torch.Generator().manual_seed(1)
+    op, heads, dtype = SparseAttention(4, W, D**-0.5), 20, torch.bfloat16
+    positions = torch.tensor([[30], [51]]) + torch.arange(3)  # [B, 3]
+    q = torch.randn(2, 3, heads, D, generator=gen).to(dtype)
+    kv = torch.randn(2, 3, D, generator=gen).to(dtype)
+    sink = torch.randn(heads, generator=gen)
+    ring = torch.randn(len(SLOTS) + 1, W, D, generator=gen).to(dtype)
+    compressed = torch.randn(len(SLOTS) + 1, 12, D, generator=gen).to(dtype)
+    picks = topk_picks(positions, 12, 8, gen)
+    ins = [q, kv, positions, SLOTS, sink, ring.clone(), compressed, picks]
+    made = params(op, ins, "split", slices)
+    (verified,) = run_kernel(op, ins, kernel_cache, made)
+    module, passes = jit.load(made, kernel_cache), ring.clone()
+    single = torch.empty(module.PER_ROW, dtype=torch.float32)  # one token's partials
+    (in_passes,) = module.run(*ins[:5], passes, *ins[6:], scratch=single)
+    assert torch.equal(in_passes, verified) and torch.equal(passes, ins[5])
+    stepped = ring.clone()
+    for t in range(3):
+        one = [q[:, t : t + 1], kv[:, t : t + 1], positions[:, t : t + 1], SLOTS, sink, stepped,
+               compressed, picks[:, t : t + 1]]  # fmt: skip
+        (got,) = run_kernel(op, one, kernel_cache, made)
+        assert torch.equal(got, verified[:, t : t + 1])
+    assert torch.equal(stepped, ins[5])
+
+
 @pytest.mark.parametrize("form", FORMS)
 def test_sink(form, kernel_cache):
     """20 heads (two head blocks): a sink of -30 leaves head 0 a plain softmax, one of +30
@@ -196,16 +228,18 @@ def test_official_probabilities_in_bf16(form, kernel_cache):
 
 def test_flash_decode_fills_the_gpu():
     """V4-Flash at batch 1: a decode step's CSA query (128 window keys + 512 picks) runs as
-    40 programs of all 64 heads, its HCA query at a 4k context (the cache holds 32 entries)
-    as 10; a prefill of the same layer takes large tiles (16 heads a program)."""
+    40 slices x 4 blocks of 16 heads = 160 programs (an H200 has 132 SMs), its HCA query at
+    a 4k context (the cache holds 32 entries) as 10 x 4, a window-only query as 8 x 4; a
+    prefill of the same layer takes large tiles (16 heads a program)."""
     q, kv, ring = ((1, 1, 64, 512), "bf16"), ((1, 1, 512), "bf16"), ((1, 128, 512), "bf16")
     rest = [((1, 1), "i64"), ((1,), "i64"), ((64,), "fp32"), ring]
     csa = [q, kv, *rest, ((1, 4096 // 4, 512), "bf16"), ((1, 1, 512), "i64")]
     attrs = {"window": 128, "softmax_scale": 512**-0.5}
     made = jit.params_for("sparse_attention", {**attrs, "ratio": 4}, csa)
-    assert (made.split, made.slices, made.block_h, made.block_n) == (True, 40, 64, 16)
+    assert (made.split, made.slices, made.block_h, made.block_n) == (True, 40, 16, 16)
     hca = [q, kv, *rest, ((1, 4096 // 128, 512), "bf16")]
     assert jit.params_for("sparse_attention", {**attrs, "ratio": 128}, hca).slices == 10
+    assert jit.params_for("sparse_attention", {**attrs, "ratio": 0}, [q, kv, *rest]).slices == 8
     prefill = [((1, 1024, 64, 512), "bf16"), ((1, 1024, 512), "bf16"), *csa[2:]]
     made = jit.params_for("sparse_attention", {**attrs, "ratio": 4}, prefill)
     assert (made.split, made.block_h) == (False, 16)

@@ -60,12 +60,13 @@ def test_matches_reference(topk, entries, dtype, blocks, kernel_cache):
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("entries, topk", [(20, 6), (90, 9)])
-def test_exact_ties_go_to_the_lower_entry(entries, topk, kernel_cache):
+@pytest.mark.parametrize("entries, topk, part", [(20, 6, 32), (90, 9, 32), (300, 24, 16)])
+def test_exact_ties_go_to_the_lower_entry(entries, topk, part, kernel_cache):
     """Integer inputs keep every score exact; keys drawn from a small palette (one of them zero,
-        which scores an exact 0) repeat, so many scores tie, across the top-k cut too, at two
-        context lengths. `block` 16 splits the tie counting over several steps, `part` 32 the row
-    over several programs (the ties' order crosses them)."""
+    which scores an exact 0) repeat, so many scores tie, across the top-k cut too, at three
+    context lengths. `block` 16 splits the tie counting over several steps, `part` the row
+    over several programs (1, 3 and 19 parts: the ties' order crosses them, and the last
+    part's program lays out the others' picks and candidates)."""
     gen = torch.Generator().manual_seed(entries)
     rows, tokens = 2, 3
 
@@ -82,7 +83,7 @@ def test_exact_ties_go_to_the_lower_entry(entries, topk, kernel_cache):
     q, w = ints(-2, 2, rows, tokens, HEADS * HEAD_DIM), ints(-1, 1, rows, tokens, HEADS)
     ins = [q, w, positions, slots, keys.to(torch.bfloat16)]
     op = IndexerTopk(ROPE, 10000.0, None, topk=topk, ratio=4)
-    got, want = _run(op, ins, kernel_cache, block=16, part=32)
+    got, want = _run(op, ins, kernel_cache, block=16, part=part)
     read = keys[slots].to(torch.bfloat16)  # [B, C, di]: the rows the step reads
     scores = indexer_scores(q, w, positions, read, rope_freqs=op.freqs("cpu"))
     picked = scores.gather(-1, want)
@@ -116,6 +117,28 @@ def test_one_first_level_bin(entries, kernel_cache):
     unpicked = unpicked.scatter(-1, want[:, 0], float("nan"))
     assert (unpicked == picked[:, -1:]).any()  # a tie across the cut
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_flash_decode_spreads_each_query():
+    """V4-Flash's indexer (64 heads of 128, top-512) at batch 1: a decode step at an 8k context
+    (2048 entries) scores in 128 programs of 16 entries and selects in 16 parts of 128; at
+    256k (65,536 entries) 256 programs of 256 and 128 parts of 512. A prefill of 1024 tokens
+    gives a program 256 entries to score and the whole row to select; the dot's width is the
+    decode's, so a score does not depend on the step's size."""
+    attrs = {"rope_dim": 64, "topk": 512, "ratio": 4, "theta": 10000.0, "yarn": None}
+
+    def made(tokens, entries):
+        ins = [((1, tokens, 64 * 128), "bf16"), ((1, tokens, 64), "bf16"), ((1, tokens), "i64"),
+               ((1,), "i64"), ((1, entries, 128), "bf16")]  # fmt: skip
+        return jit.params_for("indexer_topk", attrs, ins)
+
+    cases = [(2048, (16, 16, 128), (128, 16)), (65536, (64, 256, 512), (256, 128))]
+    for entries, blocks, programs in cases:
+        got = made(1, entries)
+        assert (got.block_n, got.block_s, got.part) == blocks
+        assert (entries // got.block_s, entries // got.part) == programs
+    prefill = made(1024, 2048)
+    assert (prefill.block_n, prefill.block_s, prefill.part) == (16, 256, 2048)
 
 
 def test_the_projections_are_the_graphs_linears():

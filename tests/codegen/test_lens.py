@@ -28,8 +28,6 @@ CHECKS = ("spills", "smem", "mma", "ctas")
 BIG = 1 << 20  # bytes a decode call moves above which its grid must fill the SMs
 
 KNOWN = {
-    # attention side (issue 23): one program per token, or per token and head block
-    ("slice", "ctas", "sparse_attention.attend"): 23,
 }
 
 MMA_TYPES = {"bf16", "fp16", "fp8", "tf32"}  # dot operand types that have tensor cores

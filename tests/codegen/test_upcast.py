@@ -116,7 +116,7 @@ BF16_WGMMA = [m.format("wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16") f
 FP8_WGMMA = [m.format("wgmma.mma_async.sync.aligned.m64n16k32.f32.e4m3.e4m3") for m in WGMMA]
 # (launch, kernel, argument types, constexprs the module names otherwise, MMA of the GPU build)
 BUILDS = [
-    ("window", "attend", ATTN_PTRS, {"W": 8}, [BF16_MMA]),
+    ("window", "attend", ATTN_PTRS, {"W": 8, "ALIGNED": True}, [BF16_MMA]),
     ("wo_a", "kernel", GEMM_PTRS, {}, BF16_WGMMA),
     ("wq_a_fp8", "kernel", FP8_GEMM_PTRS, {}, FP8_WGMMA),
     ("indexer", "score", IDX_PTRS, {"NOPE": 48}, [BF16_MMA]),
