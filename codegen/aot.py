@@ -41,7 +41,7 @@ TORCH_TO_TRITON = {
     torch.float8_e4m3fn: "fp8e4nv", torch.float8_e5m2: "fp8e5", torch.float8_e8m0fnu: "u8",
 }  # fmt: skip
 OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg")
-FACTS_VERSION = 1  # bump when codegen/asm.py reads a build differently: old facts go stale
+FACTS_VERSION = 2  # bump when codegen/asm.py reads a build differently: old facts go stale
 
 
 class AotError(V4CError):

@@ -19,7 +19,9 @@ PTX_TYPES = ("bf16", "f16", "e4m3", "e5m2", "tf32", "s8", "u8", "f64")
 TYPE_NAMES = {"f16": "fp16", "e4m3": "fp8", "e5m2": "fp8", "s8": "int8", "u8": "int8"}
 # SASS: HGMMA.64x64x16.F32.BF16 (wgmma), QGMMA (fp8 wgmma), HMMA.16816.F32.BF16 (mma)
 SASS_MMA = re.compile(r"\b(HGMMA|QGMMA|IGMMA|HMMA|QMMA|IMMA)\.([\w.]+)")
-SASS_LOAD = re.compile(r"\b(LDG|LDGSTS|UTMALDG)((?:\.[\w]+)*)")
+# LDG.E.128 / LDGSTS.E.BYPASS.128 (cp.async) / UTMALDG; the longer names first and a word end,
+# so neither LDGSTS nor the LDGDEPBAR that fences it is read as a bare 4-byte LDG
+SASS_LOAD = re.compile(r"\b(LDGSTS|UTMALDG|LDG)\b((?:\.[\w]+)*)")
 PTX_LOAD = re.compile(r"\b(ld\.global|cp\.async\.(?:ca|cg)\.shared\.global)([\w.]*)")
 
 

@@ -83,6 +83,8 @@ SASS = """
         /*0310*/                   LDG.E.128 R4, desc[UR4][R2.64] ;
         /*0320*/                   LDG.E.U8 R9, desc[UR4][R6.64] ;
         /*0330*/                   LDG.E R10, desc[UR4][R6.64+0x4] ;
+        /*0340*/                   LDGSTS.E.BYPASS.128 [R23+0x800], desc[UR18][R18.64], !P1 ;
+        /*0350*/                   LDGDEPBAR ;
         /*0400*/                   HMMA.16816.F32.BF16 R12, R4, R8, R12 ;
         /*0410*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], R24 ;
 """
@@ -95,7 +97,7 @@ PTX = """
 
 
 def test_asm_readers():
-    assert asm.load_widths_sass(SASS) == {1: 1, 4: 1, 16: 1}
+    assert asm.load_widths_sass(SASS) == {1: 1, 4: 1, 16: 2}  # LDGDEPBAR is no load
     assert asm.mma_kinds_sass(SASS) == {"mma bf16": 1, "wgmma bf16": 1}
     assert asm.load_widths_ptx(PTX) == {1: 1, 16: 1}
     assert asm.mma_kinds_ptx(PTX) == {"mma bf16": 1, "wgmma fp8": 1}
