@@ -40,6 +40,28 @@ def tile_order(pid, num_m, num_n, GROUP: tl.constexpr):
 
 
 @triton.jit
+def fp8_byte(words, J: tl.constexpr):
+    """Byte J of each int32 word (an e4m3 code) -> its value in fp32."""
+    return ((words >> (8 * J)) & 255).to(tl.int8).to(tl.float8e4nv, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def fp8_words(w_ptr, n, n_end, kb, K_G, BK: tl.constexpr):
+    """The e4m3 tile W[n, kb*BK : (kb+1)*BK] -> [BN, BK] fp32, read as int32 words of 4 codes
+    (a row of K_G % 4 == 0 codes is whole words): the W8A16 tile goes through registers to be
+    scaled, and Triton gives a byte tile with that use 8-byte copies, a word tile 16-byte
+    ones. Word i holds inputs 4i..4i+3, input 4i + j in byte j (little-endian); the bytes are
+    put back in input order by two joins, ((b0, b2), (b1, b3)) -> [BN, BK/4, 2, 2]."""
+    kw = kb * (BK // 4) + tl.arange(0, BK // 4)
+    live = (n[:, None] < n_end) & (kw[None, :] < K_G // 4)
+    at = w_ptr.to(tl.pointer_type(tl.int32)) + n[:, None].to(tl.int64) * (K_G // 4) + kw[None, :]
+    words = tl.load(at, mask=live, other=0)
+    low = tl.join(fp8_byte(words, 0), fp8_byte(words, 2))
+    high = tl.join(fp8_byte(words, 1), fp8_byte(words, 3))
+    return tl.reshape(tl.join(low, high), (n.shape[0], BK))
+
+
+@triton.jit
 def weight_block(
     w_ptr,
     s_ptr,
@@ -57,8 +79,11 @@ def weight_block(
     """The weight tile W[n, k] (n: global rows [BN] below n_end, k: the [BK] inputs of K
     block kb; an FP8 weight has BK = SB_I) as the dot takes it, and (w8a8) the E8M0 scale
     of each row's block [BN] (1 otherwise)."""
-    live = (n[:, None] < n_end) & (k[None, :] < K_G)
-    w = tl.load(w_ptr + n[:, None].to(tl.int64) * K_G + k[None, :], mask=live, other=0.0)
+    if MODE == "w8a16" and K_G % 4 == 0:  # whole int32 words a row: 16-byte loads
+        w = fp8_words(w_ptr, n, n_end, kb, K_G, SB_I)
+    else:
+        live = (n[:, None] < n_end) & (k[None, :] < K_G)
+        w = tl.load(w_ptr + n[:, None].to(tl.int64) * K_G + k[None, :], mask=live, other=0.0)
     scale = tl.full(n.shape, 1.0, tl.float32)
     if MODE != "dense":
         blocks_in = (K_G + SB_I - 1) // SB_I
