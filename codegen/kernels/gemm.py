@@ -6,9 +6,10 @@ side (acc [BN, BM]), so at decode a 64-row weight tile fills a warpgroup MMA whi
 handful of tokens ride along, and the instruction that reduces a row never depends on how
 many rows share the call. The reduction over K is fixed by K and N alone: SPLIT runs of
 whole K blocks, each summed into its own fp32 accumulator, the runs then added in order
-0..SPLIT-1 to a zero — on separate programs (decode: through an fp32 workspace and
-`reduce_splits`) or one after the other in one program (prefill): the same sums in the same
-order, so a row's result does not depend on the number of rows, nor on the entry it runs in.
+0..SPLIT-1 — on separate programs (decode: through the plan's fp32 scratch, the last run of
+a tile to arrive adding them, `kernels/split.py`) or one after the other in one program
+(prefill): the same sums in the same order, so a row's result does not depend on the number of
+rows, nor on the entry it runs in.
 
 Weight modes (MODE):
 - "dense": bf16/fp32 weight tiles given to the dot as `dot_operand` takes them;
@@ -148,15 +149,3 @@ def gemm_run(
                 out_dtype=tl.float32,
             )
     return acc
-
-
-@triton.jit
-def reduce_splits(part_ptr, out_ptr, count, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
-    """out[i] = 0 + part[0, i] + ... + part[SPLIT - 1, i] in that order, cast to out's dtype
-    (the same sums a program running the splits one after another makes)."""
-    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    live = i < count
-    total = tl.zeros((BLOCK,), tl.float32)
-    for s in range(SPLIT):
-        total += tl.load(part_ptr + s * count + i, mask=live, other=0.0)
-    tl.store(out_ptr + i, total.to(out_ptr.dtype.element_ty), mask=live)

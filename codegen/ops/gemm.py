@@ -10,8 +10,8 @@ The tile rule, fixed per launch from its shapes at the entry's limits (no autotu
   one K block a run;
 - decode bucket (rows <= 16 at the limits): BM 16 tokens, BN 64 weight rows (one
   warpgroup MMA), the runs (if SPLIT > 1) on separate programs (SPLIT_CTAS) writing fp32
-  partial sums to a workspace from torch's allocator, and a second launch adding them in
-  order;
+  partial sums to the plan's kernel scratch, the last run of an output tile to arrive (a
+  counter in the plan's counter region) adding them in run order: one launch;
 - prefill buckets: rows <= 128: BM 64, BN 128; more: BM 128, BN 128, 8 warps; the runs one
   after another inside each program (the same sums, no workspace), GROUP_M 8 m tiles swept
   together so the weight tiles they share stay in L2.
