@@ -102,28 +102,30 @@ def weight_block(
 
 
 @triton.jit
-def gemm_run(
-    x_ptr,
-    w_ptr,
-    s_ptr,
-    m,
-    n,
-    g,
-    M,
-    s,
-    X_STRIDE,
-    N_G,
-    K_G,
-    MODE: tl.constexpr,
-    SB_O: tl.constexpr,
-    SB_I: tl.constexpr,
-    SPLIT: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BK: tl.constexpr,
-    UPCAST: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
+def k_block(acc, x_rows, w_ptr, s_ptr, m, n, g, M, kb, N_G, K_G, MODE: tl.constexpr,
+            SB_O: tl.constexpr, SB_I: tl.constexpr, BK: tl.constexpr, UPCAST: tl.constexpr,
+            PRECISION: tl.constexpr):  # fmt: skip
+    """acc [BN, BM] + the product of K block kb (x_rows: the tokens' rows of x at group g)."""
+    k = kb * BK + tl.arange(0, BK)
+    x = tl.load(x_rows + k[None, :], mask=(m[:, None] < M) & (k[None, :] < K_G), other=0.0)
+    w, w_scale = weight_block(
+        w_ptr, s_ptr, n, (g + 1) * N_G, kb, k, K_G, MODE, SB_O, SB_I, UPCAST, PRECISION
+    )
+    if MODE == "w8a8":
+        xq, x_scale = act_quant_rows(x, UPCAST)
+        part = tl.dot(w, tl.trans(xq), out_dtype=tl.float32)
+        acc += part * w_scale[:, None] * x_scale[None, :]
+    else:
+        x = tl.trans(dot_operand(x, UPCAST, PRECISION))
+        acc = tl.dot(w, x, acc, input_precision=PRECISION, out_dtype=tl.float32)
+    return acc
+
+
+@triton.jit
+def gemm_run(x_ptr, w_ptr, s_ptr, m, n, g, M, s, X_STRIDE, N_G, K_G, MODE: tl.constexpr,
+             SB_O: tl.constexpr, SB_I: tl.constexpr, SPLIT: tl.constexpr, BM: tl.constexpr,
+             BN: tl.constexpr, BK: tl.constexpr, UPCAST: tl.constexpr,
+             PRECISION: tl.constexpr):  # fmt: skip
     """acc [BN, BM] fp32 of run `s` of the SPLIT runs of K blocks, for tokens m [BM] and
     global weight rows n [BN] of group g (rows g*N_G .. (g+1)*N_G - 1)."""
     blocks = (K_G + BK - 1) // BK
@@ -131,21 +133,33 @@ def gemm_run(
     acc = tl.zeros((BN, BM), tl.float32)
     x_rows = x_ptr + m.to(tl.int64)[:, None] * X_STRIDE + g * K_G
     for kb in range(s * per_run, tl.minimum(blocks, (s + 1) * per_run)):
-        k = kb * BK + tl.arange(0, BK)
-        x = tl.load(x_rows + k[None, :], mask=(m[:, None] < M) & (k[None, :] < K_G), other=0.0)
-        w, w_scale = weight_block(
-            w_ptr, s_ptr, n, (g + 1) * N_G, kb, k, K_G, MODE, SB_O, SB_I, UPCAST, PRECISION
-        )
-        if MODE == "w8a8":
-            xq, x_scale = act_quant_rows(x, UPCAST)
-            part = tl.dot(w, tl.trans(xq), out_dtype=tl.float32)
-            acc += part * w_scale[:, None] * x_scale[None, :]
-        else:
-            acc = tl.dot(
-                w,
-                tl.trans(dot_operand(x, UPCAST, PRECISION)),
-                acc,
-                input_precision=PRECISION,
-                out_dtype=tl.float32,
-            )
+        acc = k_block(acc, x_rows, w_ptr, s_ptr, m, n, g, M, kb, N_G, K_G, MODE, SB_O, SB_I, BK,
+                      UPCAST, PRECISION)  # fmt: skip
+    return acc
+
+
+@triton.jit
+def gemm_runs(x_ptr, w_ptr, s_ptr, m, n, g, M, X_STRIDE, N_G, K_G, MODE: tl.constexpr,
+              SB_O: tl.constexpr, SB_I: tl.constexpr, SPLIT: tl.constexpr, BM: tl.constexpr,
+              BN: tl.constexpr, BK: tl.constexpr, UPCAST: tl.constexpr,
+              PRECISION: tl.constexpr):  # fmt: skip
+    """The SPLIT runs one after another in ONE loop over the K blocks (one software pipeline
+    across the runs, where a loop per run of one or two blocks would wait out each load):
+    each run summed from zero, then the total is the first run's sum, plus each next one's
+    as it ends: ((p_0 + p_1) + p_2) + ..., the sums of `split_total`. (A run past the last
+    block, empty, adds nothing here and a zero there: the same bits but for a zero's sign.)"""
+    blocks = (K_G + BK - 1) // BK
+    per_run = (blocks + SPLIT - 1) // SPLIT
+    acc = tl.zeros((BN, BM), tl.float32)
+    total = tl.zeros((BN, BM), tl.float32)
+    x_rows = x_ptr + m.to(tl.int64)[:, None] * X_STRIDE + g * K_G
+    for kb in range(0, blocks):
+        acc = k_block(acc, x_rows, w_ptr, s_ptr, m, n, g, M, kb, N_G, K_G, MODE, SB_O, SB_I, BK,
+                      UPCAST, PRECISION)  # fmt: skip
+        if SPLIT > 1:
+            end = ((kb + 1) % per_run == 0) | (kb + 1 == blocks)
+            total = tl.where(end, tl.where(kb < per_run, acc, total + acc), total)
+            acc = tl.where(end, 0.0, acc)
+    if SPLIT > 1:
+        acc = total
     return acc
