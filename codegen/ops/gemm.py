@@ -14,7 +14,8 @@ The tile rule, fixed per launch from its shapes at the entry's limits (no autotu
   counter in the plan's counter region) adding them in run order: one launch;
 - prefill buckets: rows <= 128: BM 64, BN 128; more: BM 128, BN 128, 8 warps; a narrow
   weight whose tiles would leave SMs idle (tiles < SMS at the limits) takes BM 64 (4 warps),
-  then BN 64, until they fill them (wkv, wq_a, the compressors at 1k tokens); the runs one
+  then BN 64, then BM 32 and 16, until they fill them (wkv, wq_a, the compressors, the
+  indexer's weights and the MoE gate at 1k tokens); the runs one
   after another inside each program (the same sums, no workspace), GROUP_M 8 m tiles swept
   together so the weight tiles they share stay in L2.
 """
@@ -45,8 +46,8 @@ def prefill_tiles(rows: int, groups: int, n_g: int) -> tuple[int, int]:
     """(BM, BN) of a prefill bucket: 128 x 128 (64 rows at most: 64 x 128), smaller while
     the grid leaves SMs idle (see the module docstring)."""
     block_m, block_n = (64 if rows <= 128 else 128), 128
-    while groups * -(-rows // block_m) * -(-n_g // block_n) < SMS and block_n > 64:
-        if block_m > 64:
+    while groups * -(-rows // block_m) * -(-n_g // block_n) < SMS and block_m > 16:
+        if block_m > 64 or block_n == 64:
             block_m //= 2
         else:
             block_n //= 2

@@ -90,6 +90,20 @@ def test_linear(case, fmt, act_quant, kernel_cache):
     check(Linear(act_quant=act_quant), x, weight(n, k, fmt), kernel_cache)
 
 
+@pytest.mark.parametrize("tiles", [(64, 128, 4), (128, 128, 8)])
+@pytest.mark.parametrize("fmt", ["bf16", "fp8"])
+def test_large_prefill_tiles(tiles, fmt, kernel_cache):
+    """The tiles of a long prefill (the rule picks them at 1k+ tokens of a wide weight; the
+    small cases above get the SM-filling 16 x 64), N below a tile and K not a multiple of BK."""
+    x = torch.randn(1, 70, 200, generator=torch.Generator().manual_seed(10)).bfloat16()
+    w, op = weight(160, 200, fmt), Linear()
+    params = jit.params_for(op.kind, op.attrs(), [describe(x), describe(w)])
+    block_m, block_n, warps = tiles
+    params = params.model_copy(update={"block_m": block_m, "block_n": block_n,
+                                       "num_warps": warps})  # fmt: skip
+    check(op, x, w, kernel_cache, params)
+
+
 def test_lm_head_fp32_out(kernel_cache):
     x = torch.randn(2, 1, 200, generator=torch.Generator().manual_seed(2)).bfloat16()
     got = check(Linear("fp32"), x, weight(72, 200, "bf16"), kernel_cache)
