@@ -27,8 +27,13 @@ class KernelScratch:
     ALIGN = 256
 
     def __init__(self, peak: int) -> None:
-        self.peak = peak
+        self.at = self._aligned(peak)  # where the transient scratch starts
         self.asked: dict[int, tuple[int, int]] = {}  # launch -> (scratch bytes, counters)
+
+    @classmethod
+    def _aligned(cls, offset: int) -> int:
+        """Offsets rounded up to ALIGN bytes: kernels are specialised on 16-byte pointers."""
+        return -(-offset // cls.ALIGN) * cls.ALIGN
 
     def ask(self, i: int, module: Any, shapes: list) -> None:
         nbytes = module.scratch_bytes(shapes) if hasattr(module, "scratch_bytes") else 0
@@ -38,8 +43,7 @@ class KernelScratch:
 
     @property
     def counters_at(self) -> int:
-        most = max((b for b, _ in self.asked.values()), default=0)
-        return -(-(self.peak + most) // self.ALIGN) * self.ALIGN
+        return self._aligned(self.at + max((b for b, _ in self.asked.values()), default=0))
 
     @property
     def end(self) -> int:
@@ -53,7 +57,7 @@ class KernelScratch:
         nbytes, words = self.asked.get(i, (0, 0))
         views = {}
         if nbytes:
-            views["scratch"] = arena[self.peak : self.peak + nbytes]
+            views["scratch"] = arena[self.at : self.at + nbytes]
         if words:
             at = self.counters_at
             views["counters"] = arena[at : at + 4 * words].view(torch.int32)
