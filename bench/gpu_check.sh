@@ -9,6 +9,7 @@
 #   env              bench/gpu_env.py: python, versions, device -> env.json, env.log
 #   pytest-gpu       every `gpu`-marked test               -> pytest_gpu.log, pytest_gpu.xml
 #   kernels          bench/kernels.py, 2-layer Flash slice  -> kernels.json, kernels.log
+#                    (each decode GEMM beside torch.mm in bf16 and torch._scaled_mm)
 #   estimate         bench/estimate.py: each kernel measured beside the kernel lens's estimate
 #                    (sm_90 builds cached in build/aot-cache) -> estimate.json, estimate.log
 #   experts          bench/experts.py: one Flash layer's routed experts (FP4) at 1, 1024 and

@@ -122,6 +122,17 @@ def launch_cost(launch, engine, spec, env: dict[str, int]) -> tuple[int, int]:
     return moved, flops
 
 
+def _baselines():
+    """bench/gemm_baselines.py, loaded by its path (bench/ is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).with_name("gemm_baselines.py")
+    spec = importlib.util.spec_from_file_location("gemm_baselines", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _time_calls_cpu(calls: list[Callable], repeat: int) -> list[list[float]]:
     """Seconds of each call, per repetition."""
     runs = []
@@ -173,13 +184,18 @@ def time_entry(engine, spec, entry: str, tokens: int, start: int, prompt, repeat
     launches = [launch for launch in program.entry.launches if launch.kind != "view"]
     assert len(launches) == len(step.calls), "a bound call per non-view launch"
     env = {**program.entry.env, "B": 1, "T": tokens}
+    baselines = {}
+    if entry == "decode":  # each dense GEMM beside torch.mm / torch._scaled_mm
+        timer = (lambda calls, n: _time_calls_cuda(calls, n, device)) if device.type == "cuda" \
+            else _time_calls_cpu  # fmt: skip
+        baselines = _baselines().time_baselines(program, launches, env, repeat, timer)
     rows = []
     for i, launch in enumerate(launches):
         seconds = statistics.median(run[i] for run in runs)
         moved, flops = launch_cost(launch, engine, spec, env)
         rows.append(
             {"node": launch.node, "kind": launch.kind, "kernel": launch.kernel, "op": launch.op,
-             "seconds": seconds, "bytes": moved, "flops": flops}
+             "seconds": seconds, "bytes": moved, "flops": flops, **baselines.get(i, {})}
         )  # fmt: skip
     step_seconds = statistics.median(sum(run) for run in runs)
     return {"tokens": tokens, "step_seconds": step_seconds, "launches": rows}
@@ -246,6 +262,14 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{g['gb_per_s']:9.1f} GB/s ({100 * g['bandwidth_fraction']:5.1f} %) "
                 f"{g['tflops']:8.2f} TFLOP/s ({100 * g['peak_fraction']:5.1f} %)"
             )
+        for row in timed["launches"]:
+            if "torch_mm_seconds" in row:
+                libs = "".join(
+                    f"  {name} {row[key] * 1e6:8.1f} us ({row[key] / row['seconds']:4.2f}x)"
+                    for name, key in (("torch.mm", "torch_mm_seconds"),
+                                      ("_scaled_mm", "scaled_mm_seconds")) if key in row
+                )  # fmt: skip
+                print(f"  {row['node']:<34} v4c {row['seconds'] * 1e6:8.1f} us{libs}")
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
     return figures

@@ -12,9 +12,12 @@ communicator, its result written into its arena view like any other. A step is a
 over the bound calls: no lookups by name, no validation, no kernel-cache access.
 
 One `Program` per entry owns one arena tensor sized by the memory plan (its peak at the
-entry's limits), and past the peak the scratch of whichever generated kernel asks for the
-most (`scratch_bytes` of its module, at the limits: flash-decoding's partials), which every
-such launch reuses in turn, so a captured step keeps its pointers. `bind(B, T)` makes the
+entry's limits) and, past the peak, the kernels' scratch (`KernelScratch`): transient bytes
+as large as the most any generated kernel asks for (`scratch_bytes` of its module, at the
+limits: split-K partials, flash-decoding's partials), which every such launch reuses in turn,
+then a zeroed region of int32 arrival counters (`counter_words`) that only the kernels that
+count use, each leaving its counters at zero for the next. Nothing is allocated per call and
+a captured step keeps its pointers. `bind(B, T)` makes the
 `Step` of one batch size and step length, with every dim resolved again for (B, T) at the
 same offsets (sizes only shrink below the limits, so buffers that were disjoint stay
 disjoint). Steps are cached: prefill runs one per
@@ -40,6 +43,7 @@ from v4c.ir.semantics.quant import QuantWeight
 from v4c.ir.types import ir_dtype, resolve_dim, torch_dtype
 from v4c.runtime.offload import layer_of, offloaded_call
 from v4c.runtime.prefetch import next_gate, prefetcher
+from v4c.runtime.scratch import KernelScratch
 
 BACKENDS = ("torch", "triton")
 Call = Callable[[], None]
@@ -109,12 +113,10 @@ class Program:
         self.picks: dict[str, torch.Tensor] = {}  # layer -> picks per expert, when recording
         _check_comm(plan, comm)
         self.ops = [plan_op(launch) for launch in self.entry.launches]
-        self.scratch: dict[int, int] = {}  # launch index -> the scratch bytes its kernel takes
+        self.scratch = KernelScratch(self.entry.peak_bytes)
         self.kernels = self._load_kernels() if backend == "triton" else {}
-        # one launch runs at a time: the kernels' scratch shares the bytes past the peak
-        peak = self.entry.peak_bytes
-        self.arena = torch.empty(peak + max(self.scratch.values(), default=0), dtype=torch.uint8,
-                                 device=device)  # fmt: skip
+        self.arena = torch.empty(self.scratch.end, dtype=torch.uint8, device=device)
+        self.scratch.zero_counters(self.arena)
         self._steps: dict[tuple[int, int], Step] = {}
 
     def bind(self, batch: int, tokens: int) -> Step:
@@ -141,8 +143,7 @@ class Program:
                 kernels[i] = jit.load(
                     jit.params_for(launch.op, op.attrs(), shapes), self.kernel_root
                 )
-                if hasattr(kernels[i], "scratch_bytes"):
-                    self.scratch[i] = kernels[i].scratch_bytes(shapes)
+                self.scratch.ask(i, kernels[i], shapes)
             except (V4CError, ValueError) as err:
                 problems.append(f"{launch.node}: {err}")
         if problems:
@@ -237,11 +238,8 @@ class Program:
             return offloaded_call(store, op, args, outs[0], kernel)
         if self.backend == "triton" and launch.kind == "kernel":  # writes into the arena
             run, out = self.kernels[i].run, tuple(o for o in outs if o is not None)
-            if i in self.scratch:  # a kernel's own scratch lies past the arena's peak
-                peak = self.entry.peak_bytes
-                scratch = self.arena[peak : peak + self.scratch[i]]
-                return lambda: run(*args, out=out, scratch=scratch)
-            return lambda: run(*args, out=out)
+            views = self.scratch.views(i, self.arena)  # past the arena's peak
+            return lambda: run(*args, out=out, **views)
         if _blas_linear(op, args):
             return _matmul(*args, *outs)
         if any(isinstance(a, QuantWeight) for a in args):  # the reference reads dense weights

@@ -73,6 +73,13 @@ def test_kernels_reports_every_call_with_its_bytes_and_flops(kernels_json):
         assert mm["gb_per_s"] == pytest.approx(mm["bytes"] / mm["seconds"] / 1e9)
         assert mm["bandwidth_fraction"] == pytest.approx(mm["gb_per_s"] / figures["copy_gb_per_s"])
         assert mm["peak_fraction"] == pytest.approx(mm["tflops"] / 989.0)
+    # each decode GEMM beside torch.mm on its weight (bf16 weights: no _scaled_mm baseline);
+    # the prefill's are not timed twice
+    for entry, timed in figures["entries"].items():
+        gemms = [r for r in timed["launches"] if r["op"] in ("linear", "grouped_linear")]
+        beside = [r for r in timed["launches"] if "torch_mm_seconds" in r]
+        assert gemms and beside == (gemms if entry == "decode" else [])
+        assert all(r["torch_mm_seconds"] > 0 and "scaled_mm_seconds" not in r for r in beside)
     # the decode step's experts read top_k of the 8 stacked experts (plus a few activations),
     # the 8-token prefill's all 8
     decode, prefill = (_launch(figures, e, "L00.ffn.experts")["bytes"] for e in figures["entries"])

@@ -10,9 +10,12 @@ The tile rule, fixed per launch from its shapes at the entry's limits (no autotu
   one K block a run;
 - decode bucket (rows <= 16 at the limits): BM 16 tokens, BN 64 weight rows (one
   warpgroup MMA), the runs (if SPLIT > 1) on separate programs (SPLIT_CTAS) writing fp32
-  partial sums to a workspace from torch's allocator, and a second launch adding them in
-  order;
-- prefill buckets: rows <= 128: BM 64, BN 128; more: BM 128, BN 128, 8 warps; the runs one
+  partial sums to the plan's kernel scratch, the last run of an output tile to arrive (a
+  counter in the plan's counter region) adding them in run order: one launch;
+- prefill buckets: rows <= 128: BM 64, BN 128; more: BM 128, BN 128, 8 warps; a narrow
+  weight whose tiles would leave SMs idle (tiles < SMS at the limits) takes BM 64 (4 warps),
+  then BN 64, then BM 32 and 16, until they fill them (wkv, wq_a, the compressors, the
+  indexer's weights and the MoE gate at 1k tokens); the runs one
   after another inside each program (the same sums, no workspace), GROUP_M 8 m tiles swept
   together so the weight tiles they share stay in L2.
 """
@@ -37,6 +40,18 @@ def split_runs(groups: int, n_g: int, k_blocks: int) -> int:
     while tiles * split < SMS and split * 2 <= k_blocks:
         split *= 2
     return split
+
+
+def prefill_tiles(rows: int, groups: int, n_g: int) -> tuple[int, int]:
+    """(BM, BN) of a prefill bucket: 128 x 128 (64 rows at most: 64 x 128), smaller while
+    the grid leaves SMs idle (see the module docstring)."""
+    block_m, block_n = (64 if rows <= 128 else 128), 128
+    while groups * -(-rows // block_m) * -(-n_g // block_n) < SMS and block_m > 16:
+        if block_m > 64 or block_n == 64:
+            block_m //= 2
+        else:
+            block_n //= 2
+    return block_m, block_n
 
 
 class Gemm(Dots):
@@ -71,18 +86,19 @@ class Gemm(Dots):
         n_total, k_g = w.shape
         block_k = fmt.block[1] if fmt.kind == "fp8" else 64
         rows = prod(x.shape[: len(x.shape) - x_dims])
-        decode, small = rows <= DECODE_ROWS, rows <= 128
+        decode = rows <= DECODE_ROWS
         mode = "dense" if fmt.kind == "dense" else "w8a8" if act_quant else "w8a16"
         split = split_runs(groups, n_total // groups, -(-k_g // block_k))
         dtypes = [x.dtype, "bf16" if fmt.quantised else fmt.dtype]
+        block_m, block_n = prefill_tiles(rows, groups, n_total // groups)
         return cls(
             groups=groups, n_g=n_total // groups, k_g=k_g, x_dims=x_dims, mode=mode,
             scale_block=fmt.block, precision=dot_precision(dtypes),
             out_fp32=attrs.get("out_dtype") == "fp32",
             split=split,
-            split_ctas=decode and split > 1, block_m=16 if decode else 64 if small else 128,
-            block_n=64 if decode else 128, block_k=block_k, group_m=8,
-            num_warps=4 if small else 8, num_stages=4 if decode else 3,
+            split_ctas=decode and split > 1, block_m=16 if decode else block_m,
+            block_n=64 if decode else block_n, block_k=block_k, group_m=8,
+            num_warps=8 if block_m == 128 else 4, num_stages=4 if decode else 3,
         )  # fmt: skip
 
 

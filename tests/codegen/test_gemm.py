@@ -90,6 +90,20 @@ def test_linear(case, fmt, act_quant, kernel_cache):
     check(Linear(act_quant=act_quant), x, weight(n, k, fmt), kernel_cache)
 
 
+@pytest.mark.parametrize("tiles", [(64, 128, 4), (128, 128, 8)])
+@pytest.mark.parametrize("fmt", ["bf16", "fp8"])
+def test_large_prefill_tiles(tiles, fmt, kernel_cache):
+    """The tiles of a long prefill (the rule picks them at 1k+ tokens of a wide weight; the
+    small cases above get the SM-filling 16 x 64), N below a tile and K not a multiple of BK."""
+    x = torch.randn(1, 70, 200, generator=torch.Generator().manual_seed(10)).bfloat16()
+    w, op = weight(160, 200, fmt), Linear()
+    params = jit.params_for(op.kind, op.attrs(), [describe(x), describe(w)])
+    block_m, block_n, warps = tiles
+    params = params.model_copy(update={"block_m": block_m, "block_n": block_n,
+                                       "num_warps": warps})  # fmt: skip
+    check(op, x, w, kernel_cache, params)
+
+
 def test_lm_head_fp32_out(kernel_cache):
     x = torch.randn(2, 1, 200, generator=torch.Generator().manual_seed(2)).bfloat16()
     got = check(Linear("fp32"), x, weight(72, 200, "bf16"), kernel_cache)
@@ -155,21 +169,43 @@ def test_activation_rounding_is_the_references_bit_for_bit():
 
 
 def test_split_count_changes_only_the_rounding(kernel_cache):
-    """The same GEMM summed in 1, 2 and 8 runs: equal within the stated tolerance (fp32
-    out, so that the order shows); and the runs on separate programs or one after another
-    give the same bits."""
+    """The same GEMM summed in 1, 2, 3 (runs of 3, 3, 2 K blocks) and 8 runs: equal within
+    the stated tolerance (fp32 out, so that the order shows); and the runs on separate
+    programs (the last to arrive adding them in one launch) or one after another give the
+    same bits."""
     x = torch.randn(4, 1, 1024, generator=torch.Generator().manual_seed(7)).bfloat16()
     w = weight(64, 1024, "fp8")
     op = Linear("fp32", act_quant=True)
     base = jit.params_for(op.kind, op.attrs(), [describe(x), describe(w)])
     assert base.split == 8 and base.split_ctas  # 1 tile: as many runs as K blocks
     outs = {}
-    for split in (1, 2, 8):
+    for split in (1, 2, 3, 8):
         for ctas in (False, True):
             params = base.model_copy(update={"split": split, "split_ctas": ctas})
             outs[split, ctas] = check(op, x, w, kernel_cache, params)
         assert torch.equal(outs[split, False], outs[split, True])
     assert not torch.equal(outs[1, True], outs[2, True])  # the order did change
+
+
+def test_split_programs_reuse_the_scratch_and_leave_the_counters_at_zero(kernel_cache):
+    """A split-K launch handed scratch and counters (as a bound program hands them): the
+    partials of a previous call (here NaN bytes) are never read, each output tile's counter
+    is back at 0 after the launch, so a second launch gives the same bits."""
+    x = torch.randn(1, 1, 512, generator=torch.Generator().manual_seed(9)).bfloat16()
+    w = weight(160, 512, "bf16")
+    op = Linear()
+    shapes = [describe(x), describe(w)]
+    params = jit.params_for(op.kind, op.attrs(), shapes)
+    assert params.split_ctas and params.split == 8  # 3 n tiles x 8 runs of one K block
+    kernel = jit.load(params, kernel_cache)
+    scratch = torch.full((kernel.scratch_bytes(shapes),), 255, dtype=torch.uint8)
+    counters = torch.zeros(kernel.counter_words(shapes), dtype=torch.int32)
+    first = kernel.run(x, w, scratch=scratch, counters=counters)[0]
+    assert counters.shape == (3,) and not counters.any()
+    again = kernel.run(x, w, out=(torch.full_like(first, float("nan")),), scratch=scratch,
+                       counters=counters)[0]  # fmt: skip
+    assert torch.equal(first, again) and not counters.any()
+    assert torch.equal(first, check(op, x, w, kernel_cache, params))
 
 
 @pytest.mark.parametrize("fmt,act_quant", VARIANTS)

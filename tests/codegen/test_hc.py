@@ -18,7 +18,6 @@ import torch
 from tests.codegen.conftest import run_kernel
 from v4c.codegen import jit
 from v4c.codegen.params import describe
-from v4c.codegen.runtime import hc_split_scratch
 from v4c.ir.ops.core import HcHead, HcPost, HcPre
 from v4c.ir.ops.fused import HcPostHeadNorm, HcPostPreNorm, HcPreNorm
 from v4c.ir.ops.moe import MoeCombine
@@ -140,12 +139,14 @@ def test_token_count_invariance(cls, kernel_cache):
     op = cls(eps=1e-6, norm_eps=1e-6) if cls is HcHead else cls(iters=20)
     ins = operands(op, 4, 96, torch.bfloat16, b=1, t=20)
     kernel = jit.load(split_params(op, ins, 2), kernel_cache)
-    every = kernel.run(*ins)
-    again = kernel.run(*ins, out=nan_like(every))
+    shapes = [(tuple(t.shape), "bf16") for t in ins]
+    scratch = torch.empty(kernel.scratch_bytes(shapes), dtype=torch.uint8)
+    counters = torch.zeros(kernel.counter_words(shapes), dtype=torch.int32)
+    every = kernel.run(*ins, scratch=scratch, counters=counters)
+    again = kernel.run(*ins, out=nan_like(every), scratch=scratch.fill_(255), counters=counters)
     for a, b in zip(every, again):
         assert torch.equal(a, b)
-    _, count = hc_split_scratch(20, 2, (4 if cls is HcHead else 24), 16, ins[0].device)
-    assert not count.any()
+    assert counters.shape == (2,) and not counters.any()
     for lo, hi in ((17, 18), (15, 19)):
         per_token = ("a", "X", "post", "comb")
         part = [t[:, lo:hi] if r in per_token else t for r, t in zip(op.operand_roles(), ins)]
@@ -164,13 +165,3 @@ def test_flash_decode_fills_the_gpu():
     params = jit.params_for(op.kind, op.attrs(), ins)
     assert (params.splits, params.block_d, params.block_t) == (132, 16, 16)
     assert params.splits * -(-1 // params.block_t) == 132
-
-
-def test_scratch_is_made_once_per_size_bucket():
-    """Steps of 4 and 5 tokens (800 and 1000 partials, one 1024 bucket) share one buffer, so a
-    bound step allocates nothing and a captured graph's pointers stay valid."""
-    cpu = torch.device("cpu")
-    (part4, count4), (part5, count5) = (hc_split_scratch(t, 8, 24, 16, cpu) for t in (4, 5))
-    assert part4.shape == (800,) and part5.shape == (1000,) and count5.shape == (1,)
-    assert part4.data_ptr() == part5.data_ptr() and count4.data_ptr() == count5.data_ptr()
-    assert hc_split_scratch(5, 8, 24, 16, cpu)[0].data_ptr() == part5.data_ptr()

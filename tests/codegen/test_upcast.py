@@ -109,7 +109,8 @@ FP32_DOWN = {"h_ptr": "*fp32", "offsets_ptr": "*i64", "w2_ptr": "*u8", "s2_ptr":
 BF16_MMA = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
 WGMMA = ["wgmma.commit_group.sync.aligned", "wgmma.fence.sync.aligned", "{}",
          "wgmma.wait_group.sync.aligned"]  # fmt: skip
-GEMM_PTRS = {"x_ptr": "*bf16", "w_ptr": "*bf16", "s_ptr": "*bf16", "out_ptr": "*fp32"}
+GEMM_PTRS = {"x_ptr": "*bf16", "w_ptr": "*bf16", "s_ptr": "*bf16", "out_ptr": "*fp32",
+             "part_ptr": "*fp32", "count_ptr": "*i32"}  # fmt: skip
 FP8_GEMM_PTRS = {**GEMM_PTRS, "w_ptr": "*fp8e4nv", "s_ptr": "*u8"}
 # the dense GEMMs at decode: a warpgroup MMA of 64 weight rows x 16 tokens, FP8 x FP8 (W8A8)
 BF16_WGMMA = [m.format("wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16") for m in WGMMA]
