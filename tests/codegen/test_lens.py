@@ -27,8 +27,7 @@ TARGET = target("sm_90")
 CHECKS = ("spills", "smem", "mma", "ctas")
 BIG = 1 << 20  # bytes a decode call moves above which its grid must fill the SMs
 
-KNOWN = {
-}
+KNOWN = {}
 
 MMA_TYPES = {"bf16", "fp16", "fp8", "tf32"}  # dot operand types that have tensor cores
 
