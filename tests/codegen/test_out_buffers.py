@@ -118,4 +118,6 @@ def test_every_template_writes_into_out(tiny, tmp_path):
     unfused = compile_spec(spec, more, disabled={"fuse_hc_norm", "fuse_moe_route"}).plan
     checked |= walk_decode(unfused, weights, tmp_path, done=frozenset(checked))
     checked |= walk_decode(unfused, weights, tmp_path, frozenset(checked), "draft")  # mtp: an add
+    official = compile_spec(spec, replace(options, numerics="official")).plan  # + quant_sim
+    checked |= walk_decode(official, stored, tmp_path, frozenset(checked))
     assert checked == set(load_templates()), set(load_templates()) - checked
