@@ -8,7 +8,12 @@ at least 1 MiB launches at least as many CTAs as the card has SMs.
 
 KNOWN holds the shortfalls of today, each with the issue that removes it: they run as
 strict expected failures, so a shortfall that disappears fails until it is taken off.
-Edit it as kernels change: the key is (spec, check, "template.kernel")."""
+Edit it as kernels change: the key is (spec, check, "template.kernel").
+
+SPILL_ALLOWED bounds spills the build does not reproduce: the same source and constants have
+read as 56 registers with 12-16 bytes of spill in one cache and 63 registers with none in
+another (the HC post kinds at the tiny model's dims only), so neither a gate nor a strict
+xfail holds; a spill above the bound still fails (issue 23 makes the build deterministic)."""
 
 from __future__ import annotations
 
@@ -27,7 +32,11 @@ TARGET = target("sm_90")
 CHECKS = ("spills", "smem", "mma", "ctas")
 BIG = 1 << 20  # bytes a decode call moves above which its grid must fill the SMs
 
-KNOWN = {}
+KNOWN: dict[tuple[str, str, str], int] = {}
+SPILL_ALLOWED = {  # (spec, "template.kernel") -> bytes of spill tolerated, see the docstring
+    ("tiny", "hc_post_pre_norm.kernel"): 16,
+    ("tiny", "hc_post_head_norm.kernel"): 16,
+}
 
 MMA_TYPES = {"bf16", "fp16", "fp8", "tf32"}  # dot operand types that have tensor cores
 
@@ -100,8 +109,20 @@ def test_every_kernel_builds(lens, spec):
 def test_gate(lens, spec, check):
     """No kernel fails the check except the known shortfalls."""
     known = {name for s, c, name in KNOWN if (s, c) == (spec, check)}
+    if check == "spills":
+        known |= {name for name, rows in _by_kernel(lens[spec]).items()
+                  if all((r["spill_bytes"] or 0) <= SPILL_ALLOWED.get((spec, name), 0)
+                         for r in rows)}  # fmt: skip
     new = {k: v for k, v in failures(lens[spec], check).items() if k not in known}
     assert not new, new
+
+
+def _by_kernel(data: dict) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {}
+    for row in data["launches"]:
+        if row["kind"] == "kernel" and "error" not in row and row["spill_bytes"] is not None:
+            rows.setdefault(f"{row['template']}.{row['kernel']}", []).append(row)
+    return rows
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,9 @@ def bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # listening now, before uvicorn starts: a client that connects as soon as the address is
+    # printed waits in the backlog instead of being refused while the app starts up
+    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
