@@ -17,6 +17,8 @@ asked for "rtne") where the GPU rounds to nearest even.
 import triton
 import triton.language as tl
 
+from v4c.codegen.kernels.dots import round_bf16
+
 E4M3_MAX = tl.constexpr(448.0)
 FP8_AMAX_FLOOR = tl.constexpr(1e-4)
 
@@ -79,7 +81,5 @@ def round_to(x, DTYPE: tl.constexpr):
     """fp32 x rounded to DTYPE (bf16: to nearest, ties to even; fp32: unchanged) and held in
     fp32 again, as `ir.semantics.quant.round_to` does: one of the official bf16 roundings."""
     if DTYPE == tl.bfloat16:
-        bits = x.to(tl.int32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & -0x10000
-        x = bits.to(tl.float32, bitcast=True)
+        x = round_bf16(x)
     return x
