@@ -175,3 +175,34 @@ def test_official_numerics(dtype, kernel_cache):
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     plain = IndexerTopk(16, 10000.0, None, topk=topk, ratio=4).run(ins)[0]
     assert not torch.equal(plain, want)  # the rounding changes the picks
+
+
+def test_histograms_in_the_programs_counters(kernel_cache, monkeypatch):
+    """The histograms and finish counts live in the counter words a bound program hands the
+    call (runtime/scratch.py, zeroed once at binding): the call fills nothing, the last part
+    of each query puts them back to zero, and scratch bytes left by an earlier call (0xff) are
+    never read. Counters for 5 queries make the 12 rows run in 3 passes over the same words;
+    each call's picks are the reference's."""
+    gen = torch.Generator().manual_seed(5)
+    rows, tokens, entries = 3, 4, 90
+    positions = torch.tensor([0, 62, 4 * entries + 50])[:, None] + torch.arange(tokens)
+    ins = [torch.randn(rows, tokens, HEADS * HEAD_DIM, generator=gen),
+           torch.randn(rows, tokens, HEADS, generator=gen), positions, torch.tensor([3, 0, 2]),
+           torch.randn(rows + 1, entries, HEAD_DIM, generator=gen)]  # fmt: skip
+    op = IndexerTopk(ROPE, 10000.0, None, topk=7, ratio=4)
+    shapes = [describe(t) for t in ins]
+    params = jit.params_for(op.kind, op.attrs(), shapes).model_copy(update={"part": 32})
+    kernel = jit.load(params, kernel_cache)
+    assert kernel.counter_words(shapes) == rows * tokens * (4096 + 1)  # histogram + count
+    scratch = torch.full((kernel.scratch_bytes(shapes),), 255, dtype=torch.uint8)
+    counters = torch.zeros(5 * kernel.COUNTED, dtype=torch.int32)
+    (want,) = op.run(ins)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the call filled a tensor")
+
+    monkeypatch.setattr(torch.Tensor, "zero_", refused)
+    for _ in range(2):
+        (got,) = kernel.run(*ins, scratch=scratch, counters=counters)
+        assert not counters.any()
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
