@@ -22,9 +22,11 @@ operand once at the bucket's (B, T); a weight as stored (FP8 1 byte + its block 
 FP4 half a byte + its scales); a table indexed by token ids (the embedding, the hash gate's
 table: any integer weight) only its B*T rows; stacked experts only min(E, B*T*K) experts;
 a cache its B rows of its full length (the worst case, a full context).
-Flops: 2 * rows * weight elements for every matrix an op multiplies by (rows = B*T, or
-B*T*K routed rows for stacked experts), plus 4*B*T*H*d*keys for attention and
-2*B*T*(q width)*entries for the indexer's scores; elementwise work counts none.
+Flops: 2 * rows * weight elements for every matrix an op multiplies by (rows = the token
+rows of the launch's first activation: B*T, or B for the head's `lm_head_on_last`, which
+takes each sequence's last token; B*T*K routed rows for stacked experts), plus
+4*B*T*H*d*keys for attention and 2*B*T*(q width)*entries for the indexer's scores;
+elementwise work counts none.
 A launch that runs several Triton kernels splits its bytes and flops among them in
 proportion to the bytes of their tensor arguments (the flops among those that call
 `tl.dot`, when any does).
@@ -112,8 +114,17 @@ def launch_bytes(launch: Launch, plan: Plan, env: dict[str, int]) -> float:
     return total
 
 
+def _token_rows(launch: Launch, env: dict[str, int]) -> int:
+    """The (B, T') rows of the launch's first activation [B, T', ...] (T' = 1 where it takes
+    each sequence's last token), else B*T."""
+    for ref in launch.inputs:
+        if ref.kind not in ("param", "state") and len(ref.dims) >= 3 and ref.dims[0] == "B":
+            return prod(_shape(ref, env)[:2])
+    return env["B"] * env["T"]
+
+
 def launch_flops(launch: Launch, plan: Plan, env: dict[str, int]) -> float:
-    rows = env["B"] * env["T"]
+    rows = _token_rows(launch, env)
     routed = _routed_rows(launch, env)
     flops = 0.0
     for ref in launch.inputs:

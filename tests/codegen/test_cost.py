@@ -79,6 +79,21 @@ def test_stacked_experts_count_the_routed_ones():
     assert cost.launch_flops(launch, plan, env) == 2 * 2 * 64 * 32
 
 
+def test_the_head_on_the_last_token_counts_its_rows():
+    """A prefill of 2 x 1024 tokens whose head multiplies only each sequence's last token
+    ([B, 1, D] in): 2 * 2 rows * 1000 * 64 flops, not 2 * 2048 rows; the same weight on
+    every token ([B, T, D]) counts them all."""
+    w = Ref("param", "head.weight", (1000, 64), "bf16")
+    plan = _plan({"head.weight": PlanWeight((1000, 64), "bf16", WeightFormat.dense("bf16"))})
+    env = {"B": 2, "T": 1024}
+    last = Ref("view", "%last", (2, 1, 64), "bf16", dims=("B", 1, 64))
+    head = Launch("kernel", "linear", "head.lm_head_on_last", "linear", (), {}, (last, w), ())
+    assert cost.launch_flops(head, plan, env) == 2 * 2 * 1000 * 64
+    every = Ref("arena", "%x", (2, 1024, 64), "bf16", dims=("B", "T", 64))
+    all_rows = Launch("kernel", "linear", "head.lm_head", "linear", (), {}, (every, w), ())
+    assert cost.launch_flops(all_rows, plan, env) == 2 * 2048 * 1000 * 64
+
+
 SASS = """
         /*0310*/                   LDG.E.128 R4, desc[UR4][R2.64] ;
         /*0320*/                   LDG.E.U8 R9, desc[UR4][R6.64] ;
