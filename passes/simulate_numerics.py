@@ -26,6 +26,7 @@ from dataclasses import replace
 
 from v4c.ir.graph import Graph, Value
 from v4c.ir.ops.core import QuantSim
+from v4c.ir.weights import stored_format
 from v4c.passes.base import PassContext, PassResult, register_pass
 from v4c.spec.tensors import checkpoint_tensors
 
@@ -59,7 +60,9 @@ def _quantise_input(graph: Graph, value: Value, users: list[str], block: int, di
 def simulate_numerics(graph: Graph, ctx: PassContext) -> PassResult:
     if ctx.options.numerics != "official":
         return PassResult(False, {})
-    fp8 = {t.name for t in checkpoint_tensors(ctx.spec) if t.storage == "fp8"}
+    quant = ctx.spec.quant
+    fp8 = {t.name for t in checkpoint_tensors(ctx.spec)
+           if stored_format(t.storage, t.dtype, quant).kind == "fp8"}  # fmt: skip
     stats = {"fp8_gemm_inputs": 0, "kv": 0, "compressors": 0, "flags": 0, "q_norms": 0}
     nope = ctx.spec.attention.head_dim - ctx.spec.attention.rope_head_dim
     for node in graph.nodes():

@@ -181,7 +181,7 @@ def _experts_as_stored(name: str, parts: list[TensorInfo], spec: ModelSpec) -> U
     codec, (e, n) = codec_of(parts[0], spec), (parts[0].stack, len(parts))
     data, scale = codec.stored(name)
     rows = parts[0].shape[0]
-    if parts[0].storage == "fp8" and n > 1 and rows % spec.quant.block[0]:
+    if codec.format.kind == "fp8" and n > 1 and rows % codec.block[0]:
         raise CheckpointError(
             f"{name}: FP8 experts with {rows} rows do not fill whole scale blocks; "
             "the merged HF layout cannot hold them"

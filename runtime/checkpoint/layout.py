@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from v4c.ir.types import torch_dtype
-from v4c.ir.weights import WeightFormat
+from v4c.ir.weights import WeightFormat, stored_format
 from v4c.ir.semantics.quant import (
     QuantWeight,
     fp4_dequantize,
@@ -131,11 +131,13 @@ def official_unit(t: TensorInfo, spec: ModelSpec, quantised: bool = True) -> Uni
 
 
 def codec_of(t: TensorInfo, spec: ModelSpec) -> _Plain | _FP8 | _FP4:
-    """How one tensor (one expert's, for routed experts) is stored, per the spec's storage."""
-    if t.storage == "fp8":
-        return _FP8(t, spec.quant.block)
-    if t.storage == "fp4":
-        return _FP4(t, spec.quant.expert_block)
+    """How one tensor (one expert's, for routed experts) is stored: its spec storage's
+    format (`stored_format`, the one reading of it)."""
+    fmt = stored_format(t.storage, t.dtype, spec.quant)
+    if fmt.kind == "fp8":
+        return _FP8(t, fmt.block)
+    if fmt.kind == "fp4":
+        return _FP4(t, fmt.block[1])
     return _Plain(t)
 
 
@@ -177,11 +179,15 @@ class _FP8:
     def decode(self, xs: list[Tensor], dtype: torch.dtype) -> list[Tensor]:
         return [fp8_block_dequantize(xs[0], xs[1], self.block, dtype)]
 
+    @property
+    def format(self) -> WeightFormat:
+        return WeightFormat.fp8(self.block)
+
     def keep(self, xs: list[Tensor]) -> QuantWeight:
-        return QuantWeight(xs[0], xs[1], WeightFormat.fp8(self.block))
+        return QuantWeight(xs[0], xs[1], self.format)
 
     def piece(self, name: str, ranges: Ranges) -> list[tuple[int, Index]]:
-        return list(enumerate(quant_index(WeightFormat.fp8(self.block), ranges, name)))
+        return list(enumerate(quant_index(self.format, ranges, name)))
 
     def encode(self, values: list[Tensor]) -> list[Tensor]:
         return list(fp8_block_quantize(values[0], self.block))
@@ -204,11 +210,15 @@ class _FP4:
     def decode(self, xs: list[Tensor], dtype: torch.dtype) -> list[Tensor]:
         return [fp4_dequantize(xs[0], xs[1], dtype)]
 
+    @property
+    def format(self) -> WeightFormat:
+        return WeightFormat.fp4(self.block)
+
     def keep(self, xs: list[Tensor]) -> QuantWeight:
-        return QuantWeight(xs[0], xs[1], WeightFormat.fp4(self.block))
+        return QuantWeight(xs[0], xs[1], self.format)
 
     def piece(self, name: str, ranges: Ranges) -> list[tuple[int, Index]]:
-        return list(enumerate(quant_index(WeightFormat.fp4(self.block), ranges, name)))
+        return list(enumerate(quant_index(self.format, ranges, name)))
 
     def encode(self, values: list[Tensor]) -> list[Tensor]:
         return list(fp4_quantize(values[0], self.block))
