@@ -1,11 +1,11 @@
 """The kernels' scratch in a bound program's arena, past the memory plan's peak.
 
-Split kernels (split-K GEMMs, split-K hyper-connections, flash-decoding attention, the
-indexer's passes) need room the plan's values do not hold: partial sums that live within one
-launch, and arrival counters that find a launch's last program and must be zero when the next
-launch starts. Both are owned by the program (one arena per entry), sized once at binding
-from each kernel module at the entry's limits, so a step allocates nothing and a captured CUDA
-graph keeps its pointers:
+Split kernels (split-K GEMMs and the shared expert's SwiGLU, split-K hyper-connections,
+flash-decoding attention, the indexer's passes) need room the plan's values do not hold:
+partial sums that live within one launch, and arrival counters (and the indexer's histograms)
+that find a launch's last program and must be zero when the next launch starts. Both are
+owned by the program (one arena per entry), sized once at binding from each kernel module at
+the entry's limits, so a step allocates nothing and a captured CUDA graph keeps its pointers:
 
     arena = [ values (memory plan, up to peak) | transient scratch | counters (zeroed once) ]
 """
