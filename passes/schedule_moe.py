@@ -13,7 +13,7 @@ The shared expert runs alongside the routed ones and is added in the combine, so
 from __future__ import annotations
 
 from v4c.ir.graph import Graph, Node
-from v4c.ir.ops.core import Linear
+from v4c.ir.ops.gemm import Linear
 from v4c.ir.ops.moe import GroupedSwiglu, MoeCombine, MoeGate, MoeSort
 from v4c.passes.base import PassContext, PassResult, register_pass
 from v4c.passes.rewrite import Rule, only_user, replace, rewrite

@@ -46,7 +46,8 @@ from v4c.errors import IRError
 from v4c.ir.graph import Graph, Node, Value
 from v4c.ir.op import Op
 from v4c.ir.ops.collective import AllGather, AllReduce, ShardStart
-from v4c.ir.ops.sharded import IndexerScore, IndexerSelect, MaskedEmbed
+from v4c.ir.ops.core import MaskedEmbed
+from v4c.ir.ops.indexer import IndexerScore, IndexerSelect
 from v4c.passes.base import PassContext, PassResult, register_pass
 from v4c.spec import ModelSpec
 from v4c.spec.parallel import Grid, Split, grid_problems, local_shape

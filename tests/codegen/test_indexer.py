@@ -18,7 +18,7 @@ from tests.codegen.conftest import run_kernel
 from v4c.codegen import jit
 from v4c.codegen.params import describe
 from v4c.ir.build import build
-from v4c.ir.ops.attention import IndexerTopk
+from v4c.ir.ops.indexer import IndexerTopk
 from v4c.ir.semantics.indexer import indexer_scores
 from v4c.ir.semantics.quant import fp4_sim
 from v4c.spec import load_spec
