@@ -6,7 +6,8 @@ differently. The caches hold N sequences (a leading dim of their own); `slots` [
 cache row of each of the step's rows, so a step over any subset of the sequences reads and
 writes their rows in place. Node ids follow the spec: `L03.attn.wq_a`, `L03.ffn.moe`,
 `M00.e_proj` (MTP), `w.<checkpoint name>` (params), `cache.L03.window` (states), `in.ids`,
-`in.slots`, `out.logits`.
+`in.slots`, `out.logits`. Ids are labels: what a pass must tell apart among ops of one kind
+is the op's role (`v4c.ir.roles`), set here from the spec's structure.
 
 The MTP blocks are a component of their own: they read the main model's last-block streams
 from the `hidden` input (what the main model gives as its `hidden` output), so the draft
@@ -27,6 +28,8 @@ from v4c.ir.ops.indexer import IndexerTopk
 from v4c.ir.ops.moe import Moe, Swiglu
 from v4c.ir.ops.norm import RmsNorm
 from v4c.ir.ops.rope import Rope
+from v4c.ir.roles import CompressorRole as C
+from v4c.ir.roles import Projection as P
 from v4c.spec import LayerInfo, ModelSpec, layer_table
 from v4c.spec.schema import CSA_RATIO, coff
 from v4c.spec.tensors import checkpoint_tensors
@@ -107,7 +110,9 @@ class _Builder:
         hc_w = [self.param(f"{w}hc_head_{k}") for k in ("fn", "base", "scale")]
         y = self.add(f"{p}.hc_head", HcHead(hc.eps, self.spec.norm_eps), [X, *hc_w])
         y = self.add(f"{p}.norm", RmsNorm(self.spec.norm_eps), [y, self.param(norm)])
-        logits = self.add(f"{p}.lm_head", Linear("fp32"), [y, self.param("head.weight")])
+        logits = self.add(
+            f"{p}.lm_head", Linear("fp32", role=P.LM_HEAD), [y, self.param("head.weight")]
+        )
         self.graph.add(f"out.{key}", Output(key=key), [logits])
 
     def mtp(self, row: LayerInfo, X: Value, ids: Value, p: str, w: str) -> Value:
@@ -116,10 +121,10 @@ class _Builder:
         eps, i = self.spec.norm_eps, row.index
         e = self.add(f"{p}.embed", Embed(), [ids, self.param("embed.weight")], i)
         e = self.add(f"{p}.enorm", RmsNorm(eps), [e, self.param(f"{w}enorm.weight")], i)
-        e = self.add(f"{p}.e_proj", Linear(), [e, self.param(f"{w}e_proj.weight")], i)
+        e = self.add(f"{p}.e_proj", Linear(role=P.E_PROJ), [e, self.param(f"{w}e_proj.weight")], i)
         e = self.add(f"{p}.e_expand", HcExpand(self.spec.hc.mult), [e], i)
         h = self.add(f"{p}.hnorm", RmsNorm(eps), [X, self.param(f"{w}hnorm.weight")], i)
-        h = self.add(f"{p}.h_proj", Linear(), [h, self.param(f"{w}h_proj.weight")], i)
+        h = self.add(f"{p}.h_proj", Linear(role=P.H_PROJ), [h, self.param(f"{w}h_proj.weight")], i)
         X = self.add(f"{p}.input", Add(), [e, h], i)
         X = self.block(row, X, p, w)
         key = "mtp_logits" if p == "M00" else f"mtp{p[1:]}_logits"
@@ -145,29 +150,28 @@ class _Builder:
     def attention(self, row: LayerInfo, x: Value, p: str, w: str) -> Value:
         a, eps, i, pos = self.spec.attention, self.spec.norm_eps, row.index, self.pos
         at, q = f"{w}attn.", f"{p}.attn"
-        qr = self.add(f"{q}.wq_a", Linear(), [x, self.param(f"{at}wq_a.weight")], i)
+        qr = self.add(f"{q}.wq_a", Linear(role=P.Q_A), [x, self.param(f"{at}wq_a.weight")], i)
         qr = self.add(f"{q}.q_norm", RmsNorm(eps), [qr, self.param(f"{at}q_norm.weight")], i)
-        qh = self.add(f"{q}.wq_b", Linear(), [qr, self.param(f"{at}wq_b.weight")], i)
+        qh = self.add(f"{q}.wq_b", Linear(role=P.Q_B), [qr, self.param(f"{at}wq_b.weight")], i)
         qh = self.add(f"{q}.q_heads", SplitHeads(a.num_heads), [qh], i)
         qh = self.add(f"{q}.q_head_norm", RmsNorm(eps, weighted=False), [qh], i)
         qh = self.add(f"{q}.q_rope", Rope(**self.rope(row)), [qh, pos], i)
-        kv = self.add(f"{q}.wkv", Linear(), [x, self.param(f"{at}wkv.weight")], i)
+        kv = self.add(f"{q}.wkv", Linear(role=P.KV), [x, self.param(f"{at}wkv.weight")], i)
         kv = self.add(f"{q}.kv_norm", RmsNorm(eps), [kv, self.param(f"{at}kv_norm.weight")], i)
         kv = self.add(f"{q}.kv_rope", Rope(**self.rope(row)), [kv, pos], i)
         window = self.state(f"{p}.window", ("N", a.sliding_window, a.head_dim), "bf16")
         operands = [qh, kv, pos, self.slots, self.param(f"{at}attn_sink"), window]
         if row.compress_ratio:
-            operands.append(
-                self.compressor(row, x, f"{q}.compressor", f"{at}compressor.", a.head_dim)
-            )
+            operands.append(self.compressor(row, x, q, at, C.ATTENTION))
         if row.has_indexer:
-            keys = self.compressor(
-                row, x, f"{q}.indexer.compressor", f"{at}indexer.compressor.", a.indexer.head_dim
-            )
+            keys = self.compressor(row, x, q, at, C.INDEXER)
             ix_w = {k: self.param(f"{at}indexer.{k}.weight") for k in ("wq_b", "weights_proj")}
             iq, iw = (  # the indexer's projections are the plan's GEMMs like any other
-                self.add(f"{q}.indexer.{k}", Linear(), [v, ix_w[k]], i)
-                for k, v in (("wq_b", qr), ("weights_proj", x))
+                self.add(f"{q}.indexer.{k}", Linear(role=role), [v, ix_w[k]], i)
+                for k, v, role in (
+                    ("wq_b", qr, P.INDEXER_Q),
+                    ("weights_proj", x, P.INDEXER_WEIGHTS),
+                )
             )
             ix = IndexerTopk(**self.rope(row), topk=a.indexer.topk, ratio=row.compress_ratio)
             operands.append(self.add(f"{q}.indexer", ix, [iq, iw, pos, self.slots, keys], i))
@@ -175,21 +179,30 @@ class _Builder:
         o = self.add(f"{q}.core", core, operands, i)
         o = self.add(f"{q}.o_rope_inv", Rope(**self.rope(row), inverse=True), [o, pos], i)
         o = self.add(f"{q}.wo_a", GroupedLinear(a.o_groups), [o, self.param(f"{at}wo_a.weight")], i)
-        return self.add(f"{q}.wo_b", Linear(), [o, self.param(f"{at}wo_b.weight")], i)
+        return self.add(f"{q}.wo_b", Linear(role=P.O_B), [o, self.param(f"{at}wo_b.weight")], i)
 
-    def compressor(self, row: LayerInfo, x: Value, id: str, w: str, c: int) -> Value:
-        m = row.compress_ratio if id.endswith(".attn.compressor") else CSA_RATIO
+    def compressor(self, row: LayerInfo, x: Value, q: str, at: str, role: C) -> Value:
+        """The attention's compressor fills its cache (head_dim wide) at the layer's ratio;
+        the indexer's fills its keys (the indexer's head_dim) at the CSA ratio (§7)."""
+        a = self.spec.attention
+        if role == C.ATTENTION:
+            id, w, m, c = f"{q}.compressor", f"{at}compressor.", row.compress_ratio, a.head_dim
+        else:
+            id, w = f"{q}.indexer.compressor", f"{at}indexer.compressor."
+            m, c = CSA_RATIO, a.indexer.head_dim
         state = ("N", coff(m) * m, coff(m) * c)
         key = id.removesuffix(".compressor").replace(".attn", "")
         kv = self.state(f"{key}.compressor_kv", state, "fp32")
         score = self.state(f"{key}.compressor_score", state, "fp32", "-inf")
         cache = self.state(f"{key}.compressed", ("N", f"S/{m}", c), "bf16")
         k, z = (  # fp32 projections, as the official compressor computes them (§6.1)
-            self.add(f"{id}.{p}", Linear("fp32"), [x, self.param(f"{w}{p}.weight")], row.index)
-            for p in ("wkv", "wgate")
+            self.add(
+                f"{id}.{p}", Linear("fp32", role=r), [x, self.param(f"{w}{p}.weight")], row.index
+            )
+            for p, r in (("wkv", P.COMPRESSOR_KV), ("wgate", P.COMPRESSOR_GATE))
         )
         weights = [self.param(f"{w}{k}") for k in ("ape", "norm.weight")]
-        op = Compressor(**self.rope(row), ratio=m, eps=self.spec.norm_eps)
+        op = Compressor(**self.rope(row), ratio=m, eps=self.spec.norm_eps, role=role)
         operands = [k, z, self.pos, self.slots, *weights, kv, score, cache]
         return self.add(id, op, operands, row.index)
 

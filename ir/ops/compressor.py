@@ -6,12 +6,13 @@ Shape legend: B rows, T tokens, N cache rows, c compressor width, m ratio.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from v4c.ir.op import register
-from v4c.spec.schema import CSA_RATIO, coff
 from v4c.ir.ops.core import _check_slots
 from v4c.ir.ops.rope import _Rotary
+from v4c.ir.roles import CompressorRole, as_role
+from v4c.spec.schema import CSA_RATIO, coff
 
 
 @register
@@ -32,6 +33,10 @@ class Compressor(_Rotary):
     sim: str = (
         "none"  # numerics: official rounds new entries: "fp8" (non-RoPE dims), "fp4" (Hadamard)
     )
+    role: CompressorRole = field(default=CompressorRole.ATTENTION, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "role", as_role(self, CompressorRole, self.role))
 
     def infer(self, ins):
         kx, z, pos, slots, ape, norm, skv, sscore, cache = ins

@@ -6,9 +6,10 @@ Shape legend: B rows, T tokens, H heads, d head dim, G groups, R a group's outpu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from v4c.ir.op import Op, register
+from v4c.ir.roles import Projection, as_role
 from v4c.ir.types import TensorType, torch_dtype
 
 
@@ -25,6 +26,10 @@ class Linear(Op):
     rounding_attrs = ("act_quant",)
     out_dtype: str = "bf16"
     act_quant: bool = False
+    role: Projection = field(default=Projection.NONE, compare=False)  # see `v4c.ir.roles`
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "role", as_role(self, Projection, self.role))
 
     def infer(self, ins):
         x, w = ins

@@ -73,7 +73,7 @@ def test_printed_line_format(tiny):
     text = print_graph(build(tiny))
     assert (
         "%L01.attn.wq_a = linear(%L01.attn_norm, %w.layers.1.attn.wq_a.weight) "
-        "{act_quant=False, layer=1, out_dtype='bf16'} : [B,T,128]bf16" in text
+        "{act_quant=False, layer=1, out_dtype='bf16', role='q_a'} : [B,T,128]bf16" in text
     )
     assert (
         "%cache.L02.compressor_score = state() {fill='-inf', key='L02.compressor_score'} : [N,128,128]fp32"  # noqa: E501
