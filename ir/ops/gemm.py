@@ -67,6 +67,6 @@ class GroupedLinear(Op):
         return (o.with_shape(*bt, w.shape[0]),)
 
     def run(self, ins):
-        from v4c.ir.semantics.attention import grouped_out_proj
+        from v4c.ir.semantics.attention import grouped_linear
 
-        return (grouped_out_proj(*ins, self.groups),)
+        return (grouped_linear(*ins, self.groups),)

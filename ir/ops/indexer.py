@@ -74,11 +74,11 @@ class IndexerScore(_Rotary):
         return (TensorType((*pos.shape, keys.shape[1]), "fp32"),)
 
     def run(self, ins):
-        from v4c.ir.semantics.indexer import indexer_scores
+        from v4c.ir.semantics.indexer import indexer_score
 
         q, w, pos, slots, keys = ins
         freqs = self.freqs(q.device)
-        scores = indexer_scores(
+        scores = indexer_score(
             q, w, pos, keys[slots], rope_freqs=freqs, sim=self.sim, heads=self.heads
         )
         return (scores.float(),)
