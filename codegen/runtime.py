@@ -11,6 +11,6 @@ def rope_table(
 ) -> torch.Tensor:
     """The RoPE frequencies [rope_dim/2] fp32 of a layer on `device`, as the reference
     computes them; made once per device (the reference's own cache)."""
-    from v4c.ir.ops.core import _freqs
+    from v4c.ir.ops.rope import _freqs
 
     return _freqs(rope_dim, theta, tuple(yarn) if yarn is not None else None, torch.device(device))

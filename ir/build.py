@@ -6,7 +6,8 @@ differently. The caches hold N sequences (a leading dim of their own); `slots` [
 cache row of each of the step's rows, so a step over any subset of the sequences reads and
 writes their rows in place. Node ids follow the spec: `L03.attn.wq_a`, `L03.ffn.moe`,
 `M00.e_proj` (MTP), `w.<checkpoint name>` (params), `cache.L03.window` (states), `in.ids`,
-`in.slots`, `out.logits`.
+`in.slots`, `out.logits`. Ids are labels: what a pass must tell apart among ops of one kind
+is the op's role (`v4c.ir.roles`), set here from the spec's structure.
 
 The MTP blocks are a component of their own: they read the main model's last-block streams
 from the `hidden` input (what the main model gives as its `hidden` output), so the draft
@@ -18,9 +19,17 @@ from __future__ import annotations
 
 from v4c.ir.graph import Graph, Value
 from v4c.ir.op import Op
-from v4c.ir.ops import attention as A
-from v4c.ir.ops import core as C
-from v4c.ir.ops import moe as M
+from v4c.ir.ops.attention import SparseAttention
+from v4c.ir.ops.compressor import Compressor
+from v4c.ir.ops.core import Add, Embed, Input, Output, Param, SplitHeads, State
+from v4c.ir.ops.gemm import GroupedLinear, Linear
+from v4c.ir.ops.hc import HcExpand, HcHead, HcPost, HcPre
+from v4c.ir.ops.indexer import IndexerTopk
+from v4c.ir.ops.moe import Moe, Swiglu
+from v4c.ir.ops.norm import RmsNorm
+from v4c.ir.ops.rope import Rope
+from v4c.ir.roles import CompressorRole as C
+from v4c.ir.roles import Projection as P
 from v4c.spec import LayerInfo, ModelSpec, layer_table
 from v4c.spec.schema import CSA_RATIO, coff
 from v4c.spec.tensors import checkpoint_tensors
@@ -38,26 +47,26 @@ class _Builder:
         self.graph = Graph(spec.name)
         self.graph.meta["spec"] = spec.name
         self.tensors = {t.name: t for t in checkpoint_tensors(spec)}
-        self.ids = self.source("in.ids", C.Input(BT, "i64", key="ids"))
-        self.pos = self.source("in.positions", C.Input(BT, "i64", key="positions"))
-        self.slots = self.source("in.slots", C.Input(("B",), "i64", key="slots"))
+        self.ids = self.source("in.ids", Input(BT, "i64", key="ids"))
+        self.pos = self.source("in.positions", Input(BT, "i64", key="positions"))
+        self.slots = self.source("in.slots", Input(("B",), "i64", key="slots"))
         rows = layer_table(spec)
-        h = self.add("embed", C.Embed(), [self.ids, self.param("embed.weight")])
-        X = self.add("hc_expand", C.HcExpand(spec.hc.mult), [h])
+        h = self.add("embed", Embed(), [self.ids, self.param("embed.weight")])
+        X = self.add("hc_expand", HcExpand(spec.hc.mult), [h])
         for row in rows[: spec.num_layers]:
             X = self.block(row, X, f"L{row.index:02d}", f"layers.{row.index}.")
         self.head(X, "head", "", "norm.weight", "logits")
         mtp = rows[spec.num_layers :]
         if not mtp:
             return
-        self.graph.add("out.hidden", C.Output(key="hidden"), [X])
+        self.graph.add("out.hidden", Output(key="hidden"), [X])
         streams = ("B", "T", spec.hc.mult, spec.hidden_size)
-        X = self.source("in.hidden", C.Input(streams, "bf16", key="hidden"))
-        mtp_ids = self.source("in.mtp_ids", C.Input(BT, "i64", key="mtp_ids"))
+        X = self.source("in.hidden", Input(streams, "bf16", key="hidden"))
+        mtp_ids = self.source("in.mtp_ids", Input(BT, "i64", key="mtp_ids"))
         for row in mtp:
             k = row.index - spec.num_layers
             X = self.mtp(row, X, mtp_ids, f"M{k:02d}", f"mtp.{k}.")
-        self.graph.add("out.mtp_hidden", C.Output(key="mtp_hidden"), [X])
+        self.graph.add("out.mtp_hidden", Output(key="mtp_hidden"), [X])
 
     # -- nodes ----------------------------------------------------------------------------
 
@@ -76,11 +85,11 @@ class _Builder:
         if id not in self.graph:
             t = self.tensors[name]
             shape = ((t.stack,) if t.stack else ()) + t.shape
-            self.source(id, C.Param(shape, t.dtype, tensor=name, stack=t.stack))
+            self.source(id, Param(shape, t.dtype, tensor=name, stack=t.stack))
         return Value(id)
 
     def state(self, key: str, shape: tuple, dtype: str, fill: str = "zeros") -> Value:
-        return self.source(f"cache.{key}", C.State(shape, dtype, key=key, fill=fill))
+        return self.source(f"cache.{key}", State(shape, dtype, key=key, fill=fill))
 
     # -- structure ------------------------------------------------------------------------
 
@@ -88,33 +97,35 @@ class _Builder:
         hc, i = self.spec.hc, row.index
         for site, sublayer in (("attn", self.attention), ("ffn", self.ffn)):
             hc_w = [self.param(f"{w}hc_{site}_{k}") for k in ("fn", "base", "scale")]
-            pre = C.HcPre(hc.sinkhorn_iters, hc.eps, self.spec.norm_eps)
+            pre = HcPre(hc.sinkhorn_iters, hc.eps, self.spec.norm_eps)
             x, post, comb = self.outs(f"{p}.{site}.hc_pre", pre, [X, *hc_w], i)
-            norm = C.RmsNorm(self.spec.norm_eps)
+            norm = RmsNorm(self.spec.norm_eps)
             x = self.add(f"{p}.{site}_norm", norm, [x, self.param(f"{w}{site}_norm.weight")], i)
             out = sublayer(row, x, p, w)
-            X = self.add(f"{p}.{site}.hc_post", C.HcPost(), [out, X, post, comb], i)
+            X = self.add(f"{p}.{site}.hc_post", HcPost(), [out, X, post, comb], i)
         return X
 
     def head(self, X: Value, p: str, w: str, norm: str, key: str) -> None:
         hc = self.spec.hc
         hc_w = [self.param(f"{w}hc_head_{k}") for k in ("fn", "base", "scale")]
-        y = self.add(f"{p}.hc_head", C.HcHead(hc.eps, self.spec.norm_eps), [X, *hc_w])
-        y = self.add(f"{p}.norm", C.RmsNorm(self.spec.norm_eps), [y, self.param(norm)])
-        logits = self.add(f"{p}.lm_head", C.Linear("fp32"), [y, self.param("head.weight")])
-        self.graph.add(f"out.{key}", C.Output(key=key), [logits])
+        y = self.add(f"{p}.hc_head", HcHead(hc.eps, self.spec.norm_eps), [X, *hc_w])
+        y = self.add(f"{p}.norm", RmsNorm(self.spec.norm_eps), [y, self.param(norm)])
+        logits = self.add(
+            f"{p}.lm_head", Linear("fp32", role=P.LM_HEAD), [y, self.param("head.weight")]
+        )
+        self.graph.add(f"out.{key}", Output(key=key), [logits])
 
     def mtp(self, row: LayerInfo, X: Value, ids: Value, p: str, w: str) -> Value:
         """MTP block: embed(next tokens) and the streams before it (the main model's, or the
         previous MTP block's) -> one more block."""
         eps, i = self.spec.norm_eps, row.index
-        e = self.add(f"{p}.embed", C.Embed(), [ids, self.param("embed.weight")], i)
-        e = self.add(f"{p}.enorm", C.RmsNorm(eps), [e, self.param(f"{w}enorm.weight")], i)
-        e = self.add(f"{p}.e_proj", C.Linear(), [e, self.param(f"{w}e_proj.weight")], i)
-        e = self.add(f"{p}.e_expand", C.HcExpand(self.spec.hc.mult), [e], i)
-        h = self.add(f"{p}.hnorm", C.RmsNorm(eps), [X, self.param(f"{w}hnorm.weight")], i)
-        h = self.add(f"{p}.h_proj", C.Linear(), [h, self.param(f"{w}h_proj.weight")], i)
-        X = self.add(f"{p}.input", C.Add(), [e, h], i)
+        e = self.add(f"{p}.embed", Embed(), [ids, self.param("embed.weight")], i)
+        e = self.add(f"{p}.enorm", RmsNorm(eps), [e, self.param(f"{w}enorm.weight")], i)
+        e = self.add(f"{p}.e_proj", Linear(role=P.E_PROJ), [e, self.param(f"{w}e_proj.weight")], i)
+        e = self.add(f"{p}.e_expand", HcExpand(self.spec.hc.mult), [e], i)
+        h = self.add(f"{p}.hnorm", RmsNorm(eps), [X, self.param(f"{w}hnorm.weight")], i)
+        h = self.add(f"{p}.h_proj", Linear(role=P.H_PROJ), [h, self.param(f"{w}h_proj.weight")], i)
+        X = self.add(f"{p}.input", Add(), [e, h], i)
         X = self.block(row, X, p, w)
         key = "mtp_logits" if p == "M00" else f"mtp{p[1:]}_logits"
         self.head(X, p, w, f"{w}norm.weight", key)
@@ -139,53 +150,59 @@ class _Builder:
     def attention(self, row: LayerInfo, x: Value, p: str, w: str) -> Value:
         a, eps, i, pos = self.spec.attention, self.spec.norm_eps, row.index, self.pos
         at, q = f"{w}attn.", f"{p}.attn"
-        qr = self.add(f"{q}.wq_a", C.Linear(), [x, self.param(f"{at}wq_a.weight")], i)
-        qr = self.add(f"{q}.q_norm", C.RmsNorm(eps), [qr, self.param(f"{at}q_norm.weight")], i)
-        qh = self.add(f"{q}.wq_b", C.Linear(), [qr, self.param(f"{at}wq_b.weight")], i)
-        qh = self.add(f"{q}.q_heads", C.SplitHeads(a.num_heads), [qh], i)
-        qh = self.add(f"{q}.q_head_norm", C.RmsNorm(eps, weighted=False), [qh], i)
-        qh = self.add(f"{q}.q_rope", C.Rope(**self.rope(row)), [qh, pos], i)
-        kv = self.add(f"{q}.wkv", C.Linear(), [x, self.param(f"{at}wkv.weight")], i)
-        kv = self.add(f"{q}.kv_norm", C.RmsNorm(eps), [kv, self.param(f"{at}kv_norm.weight")], i)
-        kv = self.add(f"{q}.kv_rope", C.Rope(**self.rope(row)), [kv, pos], i)
+        qr = self.add(f"{q}.wq_a", Linear(role=P.Q_A), [x, self.param(f"{at}wq_a.weight")], i)
+        qr = self.add(f"{q}.q_norm", RmsNorm(eps), [qr, self.param(f"{at}q_norm.weight")], i)
+        qh = self.add(f"{q}.wq_b", Linear(role=P.Q_B), [qr, self.param(f"{at}wq_b.weight")], i)
+        qh = self.add(f"{q}.q_heads", SplitHeads(a.num_heads), [qh], i)
+        qh = self.add(f"{q}.q_head_norm", RmsNorm(eps, weighted=False), [qh], i)
+        qh = self.add(f"{q}.q_rope", Rope(**self.rope(row)), [qh, pos], i)
+        kv = self.add(f"{q}.wkv", Linear(role=P.KV), [x, self.param(f"{at}wkv.weight")], i)
+        kv = self.add(f"{q}.kv_norm", RmsNorm(eps), [kv, self.param(f"{at}kv_norm.weight")], i)
+        kv = self.add(f"{q}.kv_rope", Rope(**self.rope(row)), [kv, pos], i)
         window = self.state(f"{p}.window", ("N", a.sliding_window, a.head_dim), "bf16")
         operands = [qh, kv, pos, self.slots, self.param(f"{at}attn_sink"), window]
         if row.compress_ratio:
-            operands.append(
-                self.compressor(row, x, f"{q}.compressor", f"{at}compressor.", a.head_dim)
-            )
+            operands.append(self.compressor(row, x, q, at, C.ATTENTION))
         if row.has_indexer:
-            keys = self.compressor(
-                row, x, f"{q}.indexer.compressor", f"{at}indexer.compressor.", a.indexer.head_dim
-            )
+            keys = self.compressor(row, x, q, at, C.INDEXER)
             ix_w = {k: self.param(f"{at}indexer.{k}.weight") for k in ("wq_b", "weights_proj")}
             iq, iw = (  # the indexer's projections are the plan's GEMMs like any other
-                self.add(f"{q}.indexer.{k}", C.Linear(), [v, ix_w[k]], i)
-                for k, v in (("wq_b", qr), ("weights_proj", x))
+                self.add(f"{q}.indexer.{k}", Linear(role=role), [v, ix_w[k]], i)
+                for k, v, role in (
+                    ("wq_b", qr, P.INDEXER_Q),
+                    ("weights_proj", x, P.INDEXER_WEIGHTS),
+                )
             )
-            ix = A.IndexerTopk(**self.rope(row), topk=a.indexer.topk, ratio=row.compress_ratio)
+            ix = IndexerTopk(**self.rope(row), topk=a.indexer.topk, ratio=row.compress_ratio)
             operands.append(self.add(f"{q}.indexer", ix, [iq, iw, pos, self.slots, keys], i))
-        core = A.SparseAttention(row.compress_ratio, a.sliding_window, a.head_dim**-0.5)
+        core = SparseAttention(row.compress_ratio, a.sliding_window, a.head_dim**-0.5)
         o = self.add(f"{q}.core", core, operands, i)
-        o = self.add(f"{q}.o_rope_inv", C.Rope(**self.rope(row), inverse=True), [o, pos], i)
-        o = self.add(
-            f"{q}.wo_a", A.GroupedLinear(a.o_groups), [o, self.param(f"{at}wo_a.weight")], i
-        )
-        return self.add(f"{q}.wo_b", C.Linear(), [o, self.param(f"{at}wo_b.weight")], i)
+        o = self.add(f"{q}.o_rope_inv", Rope(**self.rope(row), inverse=True), [o, pos], i)
+        o = self.add(f"{q}.wo_a", GroupedLinear(a.o_groups), [o, self.param(f"{at}wo_a.weight")], i)
+        return self.add(f"{q}.wo_b", Linear(role=P.O_B), [o, self.param(f"{at}wo_b.weight")], i)
 
-    def compressor(self, row: LayerInfo, x: Value, id: str, w: str, c: int) -> Value:
-        m = row.compress_ratio if id.endswith(".attn.compressor") else CSA_RATIO
+    def compressor(self, row: LayerInfo, x: Value, q: str, at: str, role: C) -> Value:
+        """The attention's compressor fills its cache (head_dim wide) at the layer's ratio;
+        the indexer's fills its keys (the indexer's head_dim) at the CSA ratio (§7)."""
+        a = self.spec.attention
+        if role == C.ATTENTION:
+            id, w, m, c = f"{q}.compressor", f"{at}compressor.", row.compress_ratio, a.head_dim
+        else:
+            id, w = f"{q}.indexer.compressor", f"{at}indexer.compressor."
+            m, c = CSA_RATIO, a.indexer.head_dim
         state = ("N", coff(m) * m, coff(m) * c)
         key = id.removesuffix(".compressor").replace(".attn", "")
         kv = self.state(f"{key}.compressor_kv", state, "fp32")
         score = self.state(f"{key}.compressor_score", state, "fp32", "-inf")
         cache = self.state(f"{key}.compressed", ("N", f"S/{m}", c), "bf16")
         k, z = (  # fp32 projections, as the official compressor computes them (§6.1)
-            self.add(f"{id}.{p}", C.Linear("fp32"), [x, self.param(f"{w}{p}.weight")], row.index)
-            for p in ("wkv", "wgate")
+            self.add(
+                f"{id}.{p}", Linear("fp32", role=r), [x, self.param(f"{w}{p}.weight")], row.index
+            )
+            for p, r in (("wkv", P.COMPRESSOR_KV), ("wgate", P.COMPRESSOR_GATE))
         )
         weights = [self.param(f"{w}{k}") for k in ("ape", "norm.weight")]
-        op = A.Compressor(**self.rope(row), ratio=m, eps=self.spec.norm_eps)
+        op = Compressor(**self.rope(row), ratio=m, eps=self.spec.norm_eps, role=role)
         operands = [k, z, self.pos, self.slots, *weights, kv, score, cache]
         return self.add(id, op, operands, row.index)
 
@@ -196,7 +213,7 @@ class _Builder:
         else:
             gate = [x, self.param(f"{f}gate.weight"), self.param(f"{f}gate.bias")]
         experts = [self.param(f"{f}experts.{{e}}.{k}.weight") for k in ("w1", "w2", "w3")]
-        op = M.Moe(
+        op = Moe(
             row.gate,
             moe.top_k,
             moe.routed_scaling_factor,
@@ -208,6 +225,6 @@ class _Builder:
         for s in range(moe.num_shared_experts):
             sp = f"{f}shared_experts." if moe.num_shared_experts == 1 else f"{f}shared_experts.{s}."
             ws = [self.param(f"{sp}{k}.weight") for k in ("w1", "w2", "w3")]
-            shared = self.add(f"{p}.ffn.shared{s}", M.Swiglu(moe.swiglu_limit), [x, *ws], i)
-            out = self.add(f"{p}.ffn.out{s}", C.Add(), [out, shared], i)
+            shared = self.add(f"{p}.ffn.shared{s}", Swiglu(moe.swiglu_limit), [x, *ws], i)
+            out = self.add(f"{p}.ffn.out{s}", Add(), [out, shared], i)
         return out

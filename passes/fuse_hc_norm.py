@@ -12,7 +12,7 @@ residual and, after the last layer, to the MTP block).
 from __future__ import annotations
 
 from v4c.ir.graph import Graph, Node
-from v4c.ir.ops.fused import HcPostHeadNorm, HcPostPreNorm, HcPreNorm
+from v4c.ir.ops.hc import HcPostHeadNorm, HcPostPreNorm, HcPreNorm
 from v4c.passes.base import PassContext, PassResult, register_pass
 from v4c.passes.rewrite import Rule, only_user, producer, replace, rewrite
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from v4c.ir.graph import Graph, Node
-from v4c.ir.ops.fused import MoeRoute
+from v4c.ir.ops.moe import MoeRoute
 from v4c.passes.base import PassContext, PassResult, register_pass
 from v4c.passes.rewrite import Rule, only_user, producer, replace, rewrite
 

@@ -10,7 +10,7 @@ the `rms_norm_rope`.
 from __future__ import annotations
 
 from v4c.ir.graph import Graph, Node
-from v4c.ir.ops.fused import QkvNorm
+from v4c.ir.ops.norm import QkvNorm
 from v4c.passes.base import PassContext, PassResult, register_pass
 from v4c.passes.rewrite import Rule, producer, replace, rewrite
 

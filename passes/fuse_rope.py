@@ -4,7 +4,7 @@ weightless per-head q norm), so the rotated vector is written once."""
 from __future__ import annotations
 
 from v4c.ir.graph import Graph, Node
-from v4c.ir.ops.fused import RmsNormRope
+from v4c.ir.ops.norm import RmsNormRope
 from v4c.passes.base import PassContext, PassResult, register_pass
 from v4c.passes.rewrite import Rule, only_user, producer, replace, rewrite
 

@@ -13,7 +13,8 @@ The shared expert runs alongside the routed ones and is added in the combine, so
 from __future__ import annotations
 
 from v4c.ir.graph import Graph, Node
-from v4c.ir.ops.core import Linear
+from v4c.ir.ops.gemm import Linear
+from v4c.ir.roles import Projection
 from v4c.ir.ops.moe import GroupedSwiglu, MoeCombine, MoeGate, MoeSort
 from v4c.passes.base import PassContext, PassResult, register_pass
 from v4c.passes.rewrite import Rule, only_user, replace, rewrite
@@ -40,8 +41,8 @@ def schedule(graph: Graph, moe: Node) -> bool:
     x = roles.pop("x")
     origin = (NAME, (moe.id,))
     logits = graph.add(  # the router's GEMM, fp32 as the official gate computes it (§10)
-        f"{base}.gate_proj", Linear("fp32"), [x, roles.pop("gate_weight")], layer=layer,
-        origin=origin,
+        f"{base}.gate_proj", Linear("fp32", role=Projection.GATE), [x, roles.pop("gate_weight")],
+        layer=layer, origin=origin,
     )  # fmt: skip
     gate = graph.add(
         f"{base}.gate",

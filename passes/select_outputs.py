@@ -15,6 +15,7 @@ from __future__ import annotations
 from v4c.errors import IRError
 from v4c.ir.graph import Graph, Node
 from v4c.ir.ops.core import Output, TakeLast
+from v4c.ir.roles import Projection
 from v4c.passes.base import PassContext, PassResult, register_pass
 from v4c.passes.entries import entry_outputs
 
@@ -49,7 +50,7 @@ def _last(graph: Graph, whole: Node, key: str, keep_whole: bool) -> None:
     value = graph.operands(whole.id)[0]
     origin = (NAME, (whole.id,))
     producer = graph.node(value.node)
-    if producer.op.kind == "linear" and producer.id.endswith(".lm_head"):
+    if producer.op.kind == "linear" and producer.op.role == Projection.LM_HEAD:
         y, weight = graph.operands(producer.id)
         last = graph.add(
             f"{producer.id}_last", TakeLast(), [y], layer=producer.layer, origin=origin

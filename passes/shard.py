@@ -39,49 +39,61 @@ schedule is sized for the rank's experts.
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 
 from v4c.errors import IRError
 from v4c.ir.graph import Graph, Node, Value
 from v4c.ir.op import Op
 from v4c.ir.ops.collective import AllGather, AllReduce, ShardStart
-from v4c.ir.ops.sharded import IndexerScore, IndexerSelect, MaskedEmbed
+from v4c.ir.ops.core import MaskedEmbed
+from v4c.ir.ops.indexer import IndexerScore, IndexerSelect
+from v4c.ir.roles import Projection
 from v4c.passes.base import PassContext, PassResult, register_pass
 from v4c.spec import ModelSpec
 from v4c.spec.parallel import Grid, Split, grid_problems, local_shape
 
 NAME = "shard"
-_EXPERT = re.compile(r"\.ffn\.experts\.\{e\}\.w([123])\.weight$")
-_SHARED = re.compile(r"\.ffn\.shared_experts\.(?:\d+\.)?w([123])\.weight$")
-_BY_TP = {  # attention tensors split over tp: name suffix -> dim
-    "attn.wq_b.weight": 0,
-    "attn.attn_sink": 0,
-    "attn.wo_a.weight": 0,
-    "attn.wo_b.weight": 1,
-    "attn.indexer.wq_b.weight": 0,
-    "attn.indexer.weights_proj.weight": 0,
+# The pieces of a param a rank holds, by the op that reads it: (kind, role, operand role) ->
+# (dim, axis) per split, the role a linear's projection (`v4c.ir.roles`), "" for other kinds.
+_SPLITS: dict[tuple[str, str, str], tuple[tuple[int, str], ...]] = {
+    ("linear", Projection.Q_B, "weight"): ((0, "tp"),),
+    ("linear", Projection.O_B, "weight"): ((1, "tp"),),
+    ("linear", Projection.INDEXER_Q, "weight"): ((0, "tp"),),
+    ("linear", Projection.INDEXER_WEIGHTS, "weight"): ((0, "tp"),),
+    ("grouped_linear", "", "weight"): ((0, "tp"),),  # wo_a: the o-groups of the rank's heads
+    ("sparse_attention", "", "sink"): ((0, "tp"),),
+    ("embed", "", "weight"): ((0, "world"),),
+    ("linear", Projection.LM_HEAD, "weight"): ((0, "world"),),
+    ("moe", "", "w1"): ((0, "ep"), (1, "tp")),  # [E, I, D]: experts over ep, I over tp
+    ("moe", "", "w3"): ((0, "ep"), (1, "tp")),
+    ("moe", "", "w2"): ((0, "ep"), (2, "tp")),  # [E, D, I]
+    ("swiglu", "", "w1"): ((0, "world"),),  # the shared expert's inner dim
+    ("swiglu", "", "w3"): ((0, "world"),),
+    ("swiglu", "", "w2"): ((1, "world"),),
 }
 
 
-def param_split(name: str, grid: Grid) -> tuple[Split, ...]:
-    """The pieces of checkpoint tensor `name` (routed experts: the [E, ...] stack)."""
-    tp, ep, world = grid.tp, grid.ep, grid.world
-    if name in ("embed.weight", "head.weight"):
-        splits = [(0, world, "world")]
-    elif match := _EXPERT.search(name):
-        splits = [(0, ep, "ep"), (2 if match[1] == "2" else 1, tp, "tp")]
-    elif match := _SHARED.search(name):
-        splits = [(1 if match[1] == "2" else 0, world, "world")]
-    else:
-        dim = next((d for suffix, d in _BY_TP.items() if name.endswith("." + suffix)), None)
-        splits = [] if dim is None else [(dim, tp, "tp")]
-    return tuple(s for s in splits if s[1] > 1)
+def param_splits(graph: Graph, grid: Grid) -> dict[str, tuple[Split, ...]]:
+    """The pieces of each split param (by node id; routed experts: the [E, ...] stack),
+    from the ops that read it; a param read under two rules is an error."""
+    sizes = {"tp": grid.tp, "ep": grid.ep, "world": grid.world}
+    found: dict[str, tuple[Split, ...]] = {}
+    for node in graph.nodes():
+        reader = (node.op.kind, getattr(node.op, "role", ""))
+        for role, value in zip(node.op.operand_roles(), graph.operands(node.id)):
+            rule = _SPLITS.get((*reader, role))
+            if rule is None or graph.node(value.node).op.source != "param":
+                continue
+            splits = tuple((dim, sizes[axis], axis) for dim, axis in rule if sizes[axis] > 1)
+            if found.setdefault(value.node, splits) != splits:
+                raise IRError(f"{value.node} is read as {found[value.node]} and as {splits}")
+    return {id: splits for id, splits in found.items() if splits}
 
 
 class _Sharder:
     def __init__(self, graph: Graph, spec: ModelSpec, grid: Grid) -> None:
         self.graph, self.spec, self.grid = graph, spec, grid
+        self.splits = param_splits(graph, grid)
         self.stats = {"params": 0, "all_reduce": 0, "all_gather": 0, "rewritten": 0}
 
     def run(self) -> None:
@@ -98,10 +110,6 @@ class _Sharder:
                     self.graph.retype(id)
 
     # -- helpers ----------------------------------------------------------------------------
-
-    def tensor(self, value: Value) -> str:
-        op = self.graph.node(value.node).op
-        return op.tensor if op.source == "param" else ""
 
     def made(self, id: str, op: Op, operands: list[Value], near: Node) -> Value:
         """A node this pass adds for `near`, with `near`'s layer and origin."""
@@ -127,7 +135,7 @@ class _Sharder:
     # -- rules: each returns True when it has set the node's op and types --------------------
 
     def param(self, node: Node) -> bool:
-        splits = param_split(node.op.tensor, self.grid)
+        splits = self.splits.get(node.id)
         if not splits:
             return True
         shape = local_shape(tuple(node.op.shape), splits)
@@ -158,10 +166,9 @@ class _Sharder:
 
     def linear(self, node: Node) -> bool:
         self.graph.retype(node.id)
-        weight = self.tensor(self.graph.operands(node.id)[1])
-        if weight.endswith(".attn.wo_b.weight") and self.grid.tp > 1:
+        if node.op.role == Projection.O_B and self.grid.tp > 1:
             self.after(node.out(0), AllReduce("tp"))
-        elif weight == "head.weight" and self.grid.world > 1:
+        elif node.op.role == Projection.LM_HEAD and self.grid.world > 1:
             self.after(node.out(0), AllGather("world", -1, self.grid.world))
         return True
 

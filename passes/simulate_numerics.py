@@ -26,6 +26,7 @@ from dataclasses import replace
 
 from v4c.ir.graph import Graph, Value
 from v4c.ir.ops.core import QuantSim
+from v4c.ir.roles import CompressorRole
 from v4c.ir.weights import stored_format
 from v4c.passes.base import PassContext, PassResult, register_pass
 from v4c.spec.tensors import checkpoint_tensors
@@ -78,7 +79,8 @@ def simulate_numerics(graph: Graph, ctx: PassContext) -> PassResult:
             graph.set_op(node.id, replace(op, inline=True))
             stats["q_norms"] += 1
         elif op.kind == "compressor":
-            graph.set_op(node.id, replace(op, sim="fp4" if ".indexer." in node.id else "fp8"))
+            sim = "fp4" if op.role == CompressorRole.INDEXER else "fp8"
+            graph.set_op(node.id, replace(op, sim=sim))
             stats["compressors"] += 1
         elif op.kind in FLAGS:
             graph.set_op(node.id, replace(op, **{FLAGS[op.kind]: True}))

@@ -240,3 +240,27 @@ class MoeCombine(Op):
         if self.with_shared:
             return ((out + ins[2].float()).to(ins[2].dtype),)
         return (out.to(y.dtype),)
+
+
+@register
+@dataclass(frozen=True)
+class MoeRoute(MoeGate):
+    """moe_gate + the moe_sort of its expert ids, in one launch at decode: (weights, idx) as
+    the gate's, (order, offsets) as the sort's, and `rows`, each slot's row in the sorted
+    order (the inverse of order: what the combine reads)."""
+
+    kind = "moe_route"
+    results = ("weights", "idx", "order", "offsets", "rows")
+    local_experts: int = 0  # see _Gate
+    num_experts: int = 1  # the sort's groups: the experts (+ 1 for other ranks' with EP)
+
+    def infer(self, ins):
+        weights, idx = super().infer(ins)
+        return weights, idx, idx, TensorType((self.num_experts + 1,), "i64"), idx
+
+    def run(self, ins):
+        from v4c.ir.semantics.moe import sorted_rows
+
+        weights, idx = super().run(ins)
+        order, offsets = MoeSort(self.num_experts).run([idx])
+        return weights, idx, order, offsets, sorted_rows(order.flatten()).view_as(idx)

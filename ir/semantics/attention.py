@@ -112,7 +112,7 @@ def _write_window(window_cache: Tensor, slots: Tensor, kv: Tensor, positions: Te
     window_cache[slots[:, None], ring] = kv[:, last].to(window_cache.dtype)
 
 
-def grouped_out_proj(o: Tensor, wo_a: Tensor, groups: int) -> Tensor:
+def grouped_linear(o: Tensor, wo_a: Tensor, groups: int) -> Tensor:
     """Block-diagonal projection of contiguous head groups: [B, T, H, d] -> [B, T, G*R].
 
     Group g (heads g*H/G .. (g+1)*H/G - 1, flattened head-major) is multiplied by rows

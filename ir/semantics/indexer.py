@@ -26,7 +26,7 @@ from v4c.ir.semantics.rope import apply_rope
 from v4c.ir.semantics.invariant import bmm
 
 
-def indexer_scores(
+def indexer_score(
     q: Tensor, w: Tensor, positions: Tensor, keys: Tensor,
     *, rope_freqs: Tensor, sim: bool = False, heads: int = 0,
 ) -> Tensor:  # fmt: skip
@@ -65,12 +65,12 @@ def indexer_topk(
 ) -> Tensor:  # fmt: skip
     """The top-`topk` visible entries per query: LongTensor [B, T, topk], -1 where fewer exist.
 
-    q [B, T, Hi*di] and w [B, T, Hi] as `indexer_scores` takes them, positions [B, T],
+    q [B, T, Hi*di] and w [B, T, Hi] as `indexer_score` takes them, positions [B, T],
     keys [N, C, di] (indexer compressed cache), slots [B]: step row b reads cache row
     slots[b]. Entry w is visible to the query at position i iff w < (i+1) // ratio."""
     if 2 * rope_freqs.numel() != rope_dim:
         raise ValueError(f"rope_freqs has {rope_freqs.numel()} pairs, rope_dim is {rope_dim}")
-    scores = indexer_scores(q, w, positions, keys[slots], rope_freqs=rope_freqs, sim=sim)
+    scores = indexer_score(q, w, positions, keys[slots], rope_freqs=rope_freqs, sim=sim)
     return indexer_select(scores, positions, topk=topk, ratio=ratio)
 
 

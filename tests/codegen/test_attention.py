@@ -20,7 +20,8 @@ import torch
 from tests.codegen.conftest import run_kernel
 from v4c.codegen import jit
 from v4c.codegen.params import describe
-from v4c.ir.ops.attention import GroupedLinear, SparseAttention
+from v4c.ir.ops.attention import SparseAttention
+from v4c.ir.ops.gemm import GroupedLinear
 
 D, H, W = 64, 4, 8
 # fp32: the kernel and the reference sum the same <= 120 products in other orders (a few

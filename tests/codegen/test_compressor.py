@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from tests.codegen.conftest import run_kernel
-from v4c.ir.ops.attention import Compressor
+from v4c.ir.ops.compressor import Compressor
 from v4c.spec.schema import coff
 
 DIM, WIDTH, ROPE = 64, 32, 8

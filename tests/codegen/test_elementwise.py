@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from tests.codegen.conftest import run_kernel
-from v4c.ir.ops.core import Add, Embed, HcExpand, QuantSim, RmsNorm, Rope
+from v4c.ir.ops.core import Add, Embed, QuantSim
+from v4c.ir.ops.hc import HcExpand
+from v4c.ir.ops.norm import RmsNorm
+from v4c.ir.ops.rope import Rope
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=1.6e-2, atol=1e-2)}
 EXACT = dict(rtol=0, atol=0)

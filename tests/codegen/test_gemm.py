@@ -20,8 +20,7 @@ from tests.codegen.conftest import run_kernel
 from v4c.codegen import jit
 from v4c.codegen.kernels.quant import act_quant_rows
 from v4c.codegen.params import describe
-from v4c.ir.ops.attention import GroupedLinear
-from v4c.ir.ops.core import Linear
+from v4c.ir.ops.gemm import GroupedLinear, Linear
 from v4c.ir.semantics.quant import (
     E4M3_MAX,
     FP8_AMAX_FLOOR,

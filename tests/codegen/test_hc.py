@@ -18,8 +18,7 @@ import torch
 from tests.codegen.conftest import run_kernel
 from v4c.codegen import jit
 from v4c.codegen.params import describe
-from v4c.ir.ops.core import HcHead, HcPost, HcPre
-from v4c.ir.ops.fused import HcPostHeadNorm, HcPostPreNorm, HcPreNorm
+from v4c.ir.ops.hc import HcHead, HcPost, HcPostHeadNorm, HcPostPreNorm, HcPre, HcPreNorm
 from v4c.ir.ops.moe import MoeCombine
 
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=1.6e-2, atol=1e-2)}

@@ -11,8 +11,7 @@ import pytest
 from tests.codegen.sm90_build import mma_of
 from v4c.codegen import jit
 from v4c.codegen.render import render
-from v4c.ir.ops.core import HcHead, HcPre
-from v4c.ir.ops.fused import HcPostHeadNorm, HcPostPreNorm, HcPreNorm
+from v4c.ir.ops.hc import HcHead, HcPostHeadNorm, HcPostPreNorm, HcPre, HcPreNorm
 
 N, D = 4, 4096
 PTRS = ["a_ptr", "x_ptr", "xn_ptr", "w_ptr", "y_ptr"]  # bf16; every other pointer fp32

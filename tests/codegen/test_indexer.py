@@ -18,8 +18,8 @@ from tests.codegen.conftest import run_kernel
 from v4c.codegen import jit
 from v4c.codegen.params import describe
 from v4c.ir.build import build
-from v4c.ir.ops.attention import IndexerTopk
-from v4c.ir.semantics.indexer import indexer_scores
+from v4c.ir.ops.indexer import IndexerTopk
+from v4c.ir.semantics.indexer import indexer_score
 from v4c.ir.semantics.quant import fp4_sim
 from v4c.spec import load_spec
 
@@ -85,7 +85,7 @@ def test_exact_ties_go_to_the_lower_entry(entries, topk, part, kernel_cache):
     op = IndexerTopk(ROPE, 10000.0, None, topk=topk, ratio=4)
     got, want = _run(op, ins, kernel_cache, block=16, part=part)
     read = keys[slots].to(torch.bfloat16)  # [B, C, di]: the rows the step reads
-    scores = indexer_scores(q, w, positions, read, rope_freqs=op.freqs("cpu"))
+    scores = indexer_score(q, w, positions, read, rope_freqs=op.freqs("cpu"))
     picked = scores.gather(-1, want)
     assert (picked[..., 1:] == picked[..., :-1]).any()  # ties among the picks
     visible = torch.arange(entries) < (positions[..., None] + 1) // 4  # > topk for every query

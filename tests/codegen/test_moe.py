@@ -17,8 +17,7 @@ from v4c.ir.weights import WeightFormat
 from v4c.codegen import jit
 from v4c.codegen.jit import CodegenError
 from v4c.codegen.ops.moe import MoeSort as MoeSortParams
-from v4c.ir.ops.fused import MoeRoute
-from v4c.ir.ops.moe import GroupedSwiglu, Moe, MoeCombine, MoeGate, MoeSort, Swiglu
+from v4c.ir.ops.moe import GroupedSwiglu, Moe, MoeCombine, MoeGate, MoeRoute, MoeSort, Swiglu
 from v4c.ir.semantics.moe import sorted_rows
 from v4c.ir.semantics.quant import QuantWeight, fp4_quantize, fp8_block_quantize
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.codegen.conftest import run_kernel
-from v4c.ir.ops.fused import RmsNormRope
+from v4c.ir.ops.norm import RmsNormRope
 
 YARN = (16.0, 65536, 32.0, 1.0)
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=1.6e-2, atol=1e-2)}

@@ -7,7 +7,10 @@ import pytest
 from v4c.errors import IRError
 from v4c.ir.build import build
 from v4c.ir.graph import Value
-from v4c.ir.ops import core as C
+from v4c.ir.ops.core import Add, Input, Param, State
+from v4c.ir.ops.gemm import Linear
+from v4c.ir.ops.hc import HcExpand
+from v4c.ir.ops.norm import RmsNorm
 from v4c.ir.printer import parse_graph, print_graph
 from v4c.ir.types import TensorType
 from v4c.ir.verify import verify
@@ -70,7 +73,7 @@ def test_printed_line_format(tiny):
     text = print_graph(build(tiny))
     assert (
         "%L01.attn.wq_a = linear(%L01.attn_norm, %w.layers.1.attn.wq_a.weight) "
-        "{act_quant=False, layer=1, out_dtype='bf16'} : [B,T,128]bf16" in text
+        "{act_quant=False, layer=1, out_dtype='bf16', role='q_a'} : [B,T,128]bf16" in text
     )
     assert (
         "%cache.L02.compressor_score = state() {fill='-inf', key='L02.compressor_score'} : [N,128,128]fp32"  # noqa: E501
@@ -103,7 +106,7 @@ def _replace_node(graph, id, op, types=None):
 
 def test_verifier_catches_a_wrong_type(tiny):
     graph = build(tiny)
-    _replace_node(graph, "L00.attn.wq_a", C.Linear(), (TensorType(("B", "T", 64), "bf16"),))
+    _replace_node(graph, "L00.attn.wq_a", Linear(), (TensorType(("B", "T", 64), "bf16"),))
     with pytest.raises(
         IRError, match=r"L00.attn.wq_a_new: types \[B,T,64\]bf16 but linear infers \[B,T,128\]bf16"
     ):
@@ -113,11 +116,11 @@ def test_verifier_catches_a_wrong_type(tiny):
 @pytest.mark.parametrize(
     "node, op, message",
     [
-        ("in.slots", C.Input(("B",), "i32", key="slots"), r"slots \[B\]i32 for \[B,T\]i64"),
-        ("in.slots", C.Input(("T",), "i64", key="slots"), r"slots \[T\]i64 for \[B,T\]i64"),
+        ("in.slots", Input(("B",), "i32", key="slots"), r"slots \[B\]i32 for \[B,T\]i64"),
+        ("in.slots", Input(("T",), "i64", key="slots"), r"slots \[T\]i64 for \[B,T\]i64"),
         (
             "cache.L02.window",
-            C.State(("B", 16, 128), "bf16", key="L02.window"),
+            State(("B", 16, 128), "bf16", key="L02.window"),
             r"caches \[B,16,128\]bf16, \[N,S/128,128\]bf16 differ in their rows",
         ),
     ],
@@ -133,7 +136,7 @@ def test_verifier_catches_bad_slots_and_cache_rows(tiny, node, op, message):
 def test_verifier_catches_a_mis_shaped_param(tiny):
     graph = build(tiny)
     _replace_node(
-        graph, "w.layers.0.attn.attn_sink", C.Param((5,), "fp32", tensor="layers.0.attn.attn_sink")
+        graph, "w.layers.0.attn.attn_sink", Param((5,), "fp32", tensor="layers.0.attn.attn_sink")
     )
     with pytest.raises(
         IRError, match=r"layers.0.attn.attn_sink is \[5\] fp32, the spec implies \[4\] fp32"
@@ -143,12 +146,12 @@ def test_verifier_catches_a_mis_shaped_param(tiny):
 
 def test_verifier_catches_unbound_and_doubly_bound_tensors(tiny):
     graph = build(tiny)
-    graph.add("w.dup", C.Param((4,), "fp32", tensor="layers.0.attn.attn_sink"), [])
+    graph.add("w.dup", Param((4,), "fp32", tensor="layers.0.attn.attn_sink"), [])
     with pytest.raises(IRError, match="'layers.0.attn.attn_sink' bound 2 times"):
         verify(graph, tiny)
     graph = build(tiny)
     _replace_node(
-        graph, "w.layers.0.attn.attn_sink", C.Param((4,), "fp32", tensor="layers.0.attn.sink")
+        graph, "w.layers.0.attn.attn_sink", Param((4,), "fp32", tensor="layers.0.attn.sink")
     )
     with pytest.raises(IRError) as err:
         verify(graph, tiny)
@@ -159,9 +162,9 @@ def test_verifier_catches_unbound_and_doubly_bound_tensors(tiny):
 def test_verifier_catches_a_wrong_operand_count(tiny):
     graph = build(tiny)
     node = graph.node("L00.attn.wq_a")
-    graph.add("bad", C.Linear(), graph.operands(node.id))
-    graph.add("bad2", C.Add(), [Value("bad"), Value("bad")])
-    _replace_node(graph, "bad2", C.RmsNorm(weighted=False))
+    graph.add("bad", Linear(), graph.operands(node.id))
+    graph.add("bad2", Add(), [Value("bad"), Value("bad")])
+    _replace_node(graph, "bad2", RmsNorm(weighted=False))
     with pytest.raises(IRError, match=r"bad2_new: rms_norm takes 1 operands \('x',\), has 2"):
         verify(graph)
 
@@ -169,8 +172,8 @@ def test_verifier_catches_a_wrong_operand_count(tiny):
 def test_graph_rejects_cycles_and_dangling_operands(tiny):
     graph = build(tiny)
     with pytest.raises(IRError, match="operand %nowhere is not a node"):
-        graph.add("x", C.Add(), [Value("nowhere"), Value("nowhere")])
-    graph.add("a", C.HcExpand(4), [Value("embed")])
+        graph.add("x", Add(), [Value("nowhere"), Value("nowhere")])
+    graph.add("a", HcExpand(4), [Value("embed")])
     graph.replace_uses(Value("embed"), Value("a"), only={"a"})  # a uses itself
     with pytest.raises(IRError, match="cycle"):
         verify(graph)

@@ -9,7 +9,7 @@ import pytest
 
 from v4c.errors import IRError
 from v4c.ir.build import build
-from v4c.ir.ops import core as C
+from v4c.ir.ops.gemm import Linear
 from v4c.ir.types import TensorType
 from v4c.ir.printer import parse_graph, print_graph
 from v4c.passes.base import PASSES, PassContext, PassResult, register_pass
@@ -51,7 +51,7 @@ def test_a_broken_pass_is_named_with_what_ran_before(tiny):
     @register_pass("break_types_for_test")
     def breaker(graph, ctx):
         wrong = (TensorType(("B", "T", 3), "bf16"),)
-        graph.add("broken", C.Linear(), graph.operands("L00.attn.wq_a"), wrong)
+        graph.add("broken", Linear(), graph.operands("L00.attn.wq_a"), wrong)
         return PassResult(True)
 
     try:

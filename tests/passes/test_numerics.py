@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.passes.conftest import graph_before, run_steps
-from v4c.ir.ops.attention import Compressor
+from v4c.ir.ops.compressor import Compressor
 from v4c.ir.ops.core import QuantSim
 from v4c.ir.semantics.moe import swiglu
 from v4c.ir.semantics.quant import act_quant_fp8, fp4_sim, fp8_sim, hadamard

@@ -10,7 +10,7 @@ import pytest
 from tests.passes.conftest import FULL, assert_same_outputs, graph_before, run_steps
 from v4c.ir.weights import WeightFormat
 from v4c.ir.graph import Value
-from v4c.ir.ops import core as C
+from v4c.ir.ops.hc import HcExpand
 from v4c.ir.plan import Plan, Ref
 from v4c.passes import load_passes
 from v4c.passes.base import PASSES, PassContext
@@ -121,8 +121,8 @@ def test_fuse_moe_hc_folds_every_combine(tiny):
 def test_dce_removes_dead_nodes_and_keeps_outputs(tiny, tiny_weights):
     before = graph_before(tiny, "dce")
     after = before.copy()
-    after.add("dead", C.HcExpand(2), [Value("embed")])
-    after.add("dead2", C.HcExpand(2), [Value("dead")])
+    after.add("dead", HcExpand(2), [Value("embed")])
+    after.add("dead2", HcExpand(2), [Value("dead")])
     result = PASSES["dce"](after, PassContext(tiny, FULL))
     assert result.stats == {"removed": 2} and "dead" not in after
     assert_same_outputs(run_steps(before, tiny_weights), run_steps(after, tiny_weights))

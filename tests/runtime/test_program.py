@@ -226,7 +226,7 @@ def test_rope_tables_are_made_once_per_device(tiny):
     """A step never rebuilds or copies a table: the RoPE frequencies of a layer are one
     tensor per device, shared by the reference ops and the kernels."""
     from v4c.codegen.runtime import rope_table
-    from v4c.ir.ops.core import Rope
+    from v4c.ir.ops.rope import Rope
 
     op = Rope(rope_dim=64, theta=10000.0, yarn=(16.0, 65536, 32.0, 1.0))
     table = op.freqs("cpu")

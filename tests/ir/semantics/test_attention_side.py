@@ -20,9 +20,9 @@ from transformers.cache_utils import DynamicCache
 from transformers.masking_utils import create_sliding_window_causal_mask
 from transformers.models.deepseek_v4 import modeling_deepseek_v4 as hf
 
-from v4c.ir.semantics.attention import grouped_out_proj, sparse_attention
+from v4c.ir.semantics.attention import grouped_linear, sparse_attention
 from v4c.ir.semantics.compressor import compress
-from v4c.ir.semantics.indexer import indexer_scores, indexer_topk
+from v4c.ir.semantics.indexer import indexer_score, indexer_topk
 from v4c.ir.semantics.norm import rms_norm
 from v4c.ir.semantics.rope import apply_rope, rope_freqs
 from v4c.spec import load_spec
@@ -417,7 +417,7 @@ def test_indexer_scores_formula():
     qr, x = torch.randn(1, 2, q_lora), torch.randn(1, 2, d)
     wq_b, wproj, keys = torch.randn(hi * di, q_lora), torch.randn(hi, d), torch.randn(1, 3, di)
     freqs, positions = torch.tensor([0.3]), torch.tensor([[5, 6]])
-    got = indexer_scores(qr @ wq_b.T, x @ wproj.T, positions, keys, rope_freqs=freqs)
+    got = indexer_score(qr @ wq_b.T, x @ wproj.T, positions, keys, rope_freqs=freqs)
     for t in range(2):
         q = (wq_b @ qr[0, t]).view(hi, di)
         angle = positions[0, t] * 0.3
@@ -524,7 +524,7 @@ def test_grouped_out_proj_matches_hf(config):
     linear = _randomize(hf.DeepseekV4GroupedLinear(width, groups * rank, groups), 5)
     o = torch.randn(2, 3, config.num_attention_heads, config.head_dim)
     expected = linear(o.reshape(2, 3, groups, width)).flatten(2)
-    torch.testing.assert_close(grouped_out_proj(o, linear.weight, groups), expected, **FP32)
+    torch.testing.assert_close(grouped_linear(o, linear.weight, groups), expected, **FP32)
 
 
 class OurAttention:
@@ -579,7 +579,7 @@ class OurAttention:
             softmax_scale=cfg.head_dim**-0.5,
         )
         o = apply_rope(o, positions, self.freqs, inverse=True)
-        return grouped_out_proj(o, a.o_a_proj.weight, cfg.o_groups) @ a.o_b_proj.weight.T
+        return grouped_linear(o, a.o_a_proj.weight, cfg.o_groups) @ a.o_b_proj.weight.T
 
 
 def _hf_attention(attn, config, x, positions, cache):
@@ -670,5 +670,5 @@ def test_outputs_keep_the_input_dtype():
     )
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), expected, **BF16)
-    got = grouped_out_proj(x, torch.randn(6, 32), 2)
+    got = grouped_linear(x, torch.randn(6, 32), 2)
     assert got.dtype == torch.bfloat16 and got.shape == (2, 5, 6)

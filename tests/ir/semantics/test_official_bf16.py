@@ -10,7 +10,7 @@ import torch
 
 from v4c.ir.semantics.attention import sparse_attention
 from v4c.ir.semantics.compressor import round_entries
-from v4c.ir.semantics.indexer import indexer_scores, indexer_topk
+from v4c.ir.semantics.indexer import indexer_score, indexer_topk
 from v4c.ir.semantics.moe import swiglu
 from v4c.ir.semantics.norm import inline_q_norm, rms_norm
 from v4c.ir.semantics.quant import act_quant_fp8, fp4_sim, hadamard
@@ -74,11 +74,11 @@ def test_indexer_weights_and_scores_are_bf16_and_ties_go_low():
     the same FP8/FP4 rounding): 0.35355339 < 0.35389864, so entry 1 wins."""
     args, rope = _indexer_inputs()
     fp32 = tuple(a.float() if a.is_floating_point() else a for a in args)
-    official = indexer_scores(*_projected(*args), **rope, sim=True)
+    official = indexer_score(*_projected(*args), **rope, sim=True)
     assert official.flatten().tolist() == [0.353515625, 0.353515625]
     scale = 8**-0.5
     torch.testing.assert_close(
-        indexer_scores(*_projected(*fp32), **rope, sim=True).flatten(),
+        indexer_score(*_projected(*fp32), **rope, sim=True).flatten(),
         torch.tensor([scale, scale * (1 + 2**-10)]), rtol=1e-6, atol=0,
     )  # fmt: skip
     pick = dict(topk=1, ratio=4, rope_dim=2, slots=torch.tensor([0]), **rope)  # sees 0 and 1
@@ -100,7 +100,7 @@ def test_indexer_q_is_bf16_before_and_after_the_hadamard():
     wq_b[:, 0], weights_proj[0, 0] = torch.tensor(q), 1.0
     keys = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]], dtype=BF16)
     args = (qr, x, torch.tensor([[7]]), wq_b, weights_proj, keys)
-    assert indexer_scores(*_projected(*args), rope_freqs=torch.zeros(1), sim=True).item() == 2.0
+    assert indexer_score(*_projected(*args), rope_freqs=torch.zeros(1), sim=True).item() == 2.0
     assert fp4_sim(hadamard(torch.tensor(q)))[0].item() == 6.0  # the fp32 q's FP4 q0
 
 

@@ -1,13 +1,8 @@
-"""The ops of one rank's part of a computation that the `shard` pass splits, each the piece
-before a collective that makes the whole again:
+"""The lightning indexer (V4_REFERENCE §7): `indexer_topk` chooses each query's compressed
+entries in one op; with its heads split by the `shard` pass, `indexer_score` (this rank's
+heads' partial scores) -> all_reduce -> `indexer_select` (the top-k) compute the same.
 
-- masked_embed: the embedding rows this rank holds (zeros for ids outside them), summed
-  over the ranks by an all_reduce;
-- indexer_score + indexer_select: the lightning indexer with its heads split: each rank's
-  heads score the entries, an all_reduce sums the scores, then the top-k is chosen (what
-  `indexer_topk` computes in one op on one process).
-Shape legend: B rows, T tokens, D hidden, V vocabulary (this rank's rows: V/P), C
-compressed entries, K top-k.
+Shape legend: B rows, T tokens, N cache rows, C compressed entries, K top-k.
 """
 
 from __future__ import annotations
@@ -15,33 +10,48 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from v4c.ir.op import Op, register
-from v4c.ir.ops.attention import _check_indexer, _check_slots
-from v4c.ir.ops.core import _Rotary
 from v4c.ir.types import TensorType
 from v4c.spec.schema import CSA_RATIO
+from v4c.ir.ops.core import _check_slots
+from v4c.ir.ops.rope import _Rotary
+
+
+def _check_indexer(op: Op, q: TensorType, w: TensorType, keys: TensorType) -> None:
+    """q [B, T, Hi*di] and w [B, T, Hi] are the indexer's projections (wq_b's and
+    weights_proj's `linear` outputs) for keys of width di."""
+    heads, dim = w.shape[-1], keys.shape[-1]
+    op.expect(q.shape == (*w.shape[:-1], heads * dim), f"q {q} for weights {w} and keys {keys}")
 
 
 @register
 @dataclass(frozen=True)
-class MaskedEmbed(Op):
-    """Rows `first` .. `first` + V/P - 1 of the embedding (`weight` holds them): an id in
-    them is looked up, any other id gives a row of zeros."""
+class IndexerTopk(_Rotary):
+    """The lightning indexer's choice of compressed entries per query (§7), from its
+    projections q = qr · wq_bᵀ and weights = x · weights_projᵀ (plan-level linears)."""
 
-    kind = "masked_embed"
-    operands = ("ids", "weight", "first")
+    kind = "indexer_topk"
+    operands = ("q", "weights", "positions", "slots", "keys")
+    rounding_attrs = ("sim",)
+    topk: int = 512
+    ratio: int = CSA_RATIO
+    sim: bool = False  # numerics: official: Hadamard + FP4 q, bf16 points
 
     def infer(self, ins):
-        ids, w, first = ins
-        self.expect(ids.dtype == "i64" and len(w.shape) == 2, f"bad operands {ids}, {w}")
-        self.expect(first.shape == (1,) and first.dtype == "i64", f"first {first}")
-        return (TensorType((*ids.shape, w.shape[1]), w.dtype),)
+        q, w, pos, slots, keys = ins
+        _check_slots(self, pos, slots, keys)
+        _check_indexer(self, q, w, keys)
+        return (TensorType((*pos.shape, self.topk), "i64"),)
 
     def run(self, ins):
-        ids, w, first = ins
-        local = ids - first  # [B,T]
-        mine = (local >= 0) & (local < w.shape[0])
-        rows = w[local.clamp(0, w.shape[0] - 1)]  # [B,T,D]
-        return (rows * mine.unsqueeze(-1).to(rows.dtype),)
+        from v4c.ir.semantics.indexer import indexer_topk
+
+        q, w, pos, slots, keys = ins
+        return (
+            indexer_topk(
+                q, w, pos, keys, slots=slots, topk=self.topk, ratio=self.ratio,
+                rope_freqs=self.freqs(q.device), rope_dim=self.rope_dim, sim=self.sim,
+            ),
+        )  # fmt: skip
 
 
 @register
@@ -64,11 +74,11 @@ class IndexerScore(_Rotary):
         return (TensorType((*pos.shape, keys.shape[1]), "fp32"),)
 
     def run(self, ins):
-        from v4c.ir.semantics.indexer import indexer_scores
+        from v4c.ir.semantics.indexer import indexer_score
 
         q, w, pos, slots, keys = ins
         freqs = self.freqs(q.device)
-        scores = indexer_scores(
+        scores = indexer_score(
             q, w, pos, keys[slots], rope_freqs=freqs, sim=self.sim, heads=self.heads
         )
         return (scores.float(),)

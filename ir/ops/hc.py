@@ -1,6 +1,8 @@
-"""Fused ops made by the fusion passes. Each one's reference semantics is the composition
-of the ops it replaces, run through those ops' own `run`, so a fusion changes which kernel
-computes a value and never what the value is.
+"""The hyper-connection ops (V4_REFERENCE §3) and their fusions with the RMSNorm after them
+and the hc_post (or MoE combine) before them. A fused op's `run` is the composition of the
+ops it replaces, run through their own `run`.
+
+Shape legend: B rows, T tokens, n HC streams, d hidden.
 """
 
 from __future__ import annotations
@@ -9,9 +11,102 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from v4c.ir.op import Op, register
-from v4c.ir.ops.core import HcHead, HcPost, HcPre, RmsNorm, Rope, _Rotary, hc_pre_types
-from v4c.ir.ops.moe import MoeCombine, MoeGate, MoeSort
 from v4c.ir.types import TensorType
+from v4c.ir.ops.moe import MoeCombine
+from v4c.ir.ops.norm import RmsNorm
+
+
+@register
+@dataclass(frozen=True)
+class HcExpand(Op):
+    kind = "hc_expand"
+    operands = ("h",)
+    mult: int = 4
+
+    def infer(self, ins):
+        (h,) = ins
+        return (h.with_shape(*h.shape[:-1], self.mult, h.shape[-1]),)
+
+    def run(self, ins):
+        from v4c.ir.semantics.hc import hc_expand
+
+        return (hc_expand(ins[0], self.mult),)
+
+
+def hc_pre_types(op: Op, X: TensorType, fn: TensorType) -> tuple[TensorType, ...]:
+    *bt, n, d = X.shape
+    op.expect(fn.shape == ((2 + n) * n, n * d), f"fn {fn} for streams {X}")
+    return (
+        X.with_shape(*bt, d),
+        TensorType((*bt, n), "fp32"),
+        TensorType((*bt, n, n), "fp32"),
+    )
+
+
+@register
+@dataclass(frozen=True)
+class HcPre(Op):
+    """Collapse n streams into one sublayer input (Sinkhorn-normalised mixing, §3.1)."""
+
+    kind = "hc_pre"
+    operands = ("X", "fn", "base", "scale")
+    results = ("x", "post", "comb")
+    iters: int = 20
+    eps: float = 1e-6
+    norm_eps: float = 1e-6
+
+    def infer(self, ins):
+        return hc_pre_types(self, ins[0], ins[1])
+
+    def run(self, ins):
+        from v4c.ir.semantics.hc import hc_pre
+
+        X, fn, base, scale = ins
+        return hc_pre(
+            X, fn, base, scale, sinkhorn_iters=self.iters, eps=self.eps, norm_eps=self.norm_eps
+        )
+
+
+@register
+@dataclass(frozen=True)
+class HcPost(Op):
+    """Expand a sublayer output back into n streams and mix the residual (§3.2)."""
+
+    kind = "hc_post"
+    operands = ("a", "X", "post", "comb")
+
+    def infer(self, ins):
+        a, X, post, comb = ins
+        self.expect(a.shape == X.shape[:-2] + X.shape[-1:], f"output {a} for streams {X}")
+        return (X,)
+
+    def run(self, ins):
+        from v4c.ir.semantics.hc import hc_post
+
+        return (hc_post(*ins),)
+
+
+@register
+@dataclass(frozen=True)
+class HcHead(Op):
+    """The final collapse of the streams, no Sinkhorn (§3.3)."""
+
+    kind = "hc_head"
+    operands = ("X", "fn", "base", "scale")
+    eps: float = 1e-6
+    norm_eps: float = 1e-6
+
+    def infer(self, ins):
+        X, fn = ins[0], ins[1]
+        *bt, n, d = X.shape
+        self.expect(fn.shape == (n, n * d), f"fn {fn} for streams {X}")
+        return (X.with_shape(*bt, d),)
+
+    def run(self, ins):
+        from v4c.ir.semantics.hc import hc_head
+
+        X, fn, base, scale = ins
+        return (hc_head(X, fn, base, scale, eps=self.eps, norm_eps=self.norm_eps),)
 
 
 @dataclass(frozen=True)
@@ -105,84 +200,3 @@ class HcPostHeadNorm(_HcPostNorm):
         (y,) = HcHead(self.eps, self.norm_eps).run([X, *rest[3:6]])
         (yn,) = RmsNorm(self.rms_eps).run([y, rest[6]])
         return (X, yn)
-
-
-@register
-@dataclass(frozen=True)
-class RmsNormRope(_Rotary):
-    """RMSNorm (weighted, or the weightless per-head q norm) with RoPE folded in."""
-
-    kind = "rms_norm_rope"
-    rounding_attrs = ("inline",)
-    eps: float = 1e-6
-    weighted: bool = True
-    inline: bool = False  # numerics: official, as RmsNorm's
-
-    def operand_roles(self):
-        return ("x", "positions", "weight") if self.weighted else ("x", "positions")
-
-    def infer(self, ins):
-        (x,) = self._norm().infer([ins[0], *ins[2:]])
-        return self._rope().infer([x, ins[1]])
-
-    def run(self, ins):
-        (x,) = self._norm().run([ins[0], *ins[2:]])
-        return self._rope().run([x, ins[1]])
-
-    def _norm(self) -> RmsNorm:
-        return RmsNorm(self.eps, self.weighted, self.inline)
-
-    def _rope(self) -> Rope:
-        return Rope(self.rope_dim, self.theta, self.yarn)
-
-
-@register
-@dataclass(frozen=True)
-class QkvNorm(_Rotary):
-    """The two weighted norms of an attention layer whose inputs are projections of one
-    activation: the q latent's RMSNorm and the kv RMSNorm + RoPE, in one launch."""
-
-    kind = "qkv_norm"
-    operands = ("q", "kv", "positions", "q_weight", "kv_weight")
-    results = ("q", "kv")
-    q_eps: float = 1e-6
-    kv_eps: float = 1e-6
-
-    def infer(self, ins):
-        q, kv, positions, q_weight, kv_weight = ins
-        (qn,) = RmsNorm(self.q_eps).infer([q, q_weight])
-        (kvn,) = self._kv().infer([kv, positions, kv_weight])
-        return qn, kvn
-
-    def run(self, ins):
-        q, kv, positions, q_weight, kv_weight = ins
-        (qn,) = RmsNorm(self.q_eps).run([q, q_weight])
-        (kvn,) = self._kv().run([kv, positions, kv_weight])
-        return qn, kvn
-
-    def _kv(self) -> RmsNormRope:
-        return RmsNormRope(self.rope_dim, self.theta, self.yarn, eps=self.kv_eps)
-
-
-@register
-@dataclass(frozen=True)
-class MoeRoute(MoeGate):
-    """moe_gate + the moe_sort of its expert ids, in one launch at decode: (weights, idx) as
-    the gate's, (order, offsets) as the sort's, and `rows`, each slot's row in the sorted
-    order (the inverse of order: what the combine reads)."""
-
-    kind = "moe_route"
-    results = ("weights", "idx", "order", "offsets", "rows")
-    local_experts: int = 0  # see _Gate
-    num_experts: int = 1  # the sort's groups: the experts (+ 1 for other ranks' with EP)
-
-    def infer(self, ins):
-        weights, idx = super().infer(ins)
-        return weights, idx, idx, TensorType((self.num_experts + 1,), "i64"), idx
-
-    def run(self, ins):
-        from v4c.ir.semantics.moe import sorted_rows
-
-        weights, idx = super().run(ins)
-        order, offsets = MoeSort(self.num_experts).run([idx])
-        return weights, idx, order, offsets, sorted_rows(order.flatten()).view_as(idx)
