@@ -114,6 +114,35 @@ def test_hash_layer_experts_are_prefetched_exactly(plans, tmp_path):
     assert hits + misses == 6 * 2 and copied >= misses
 
 
+def test_first_hash_layer_is_prefetched_at_the_step_start(plans, tmp_path):
+    """Layer 0 has no layer before it to predict it, but its hash gate picks from the token
+    ids: the step's start copies its offloaded picks (the copy kernel, in the interpreter
+    here) into its slot cache, so the fetch before its experts finds every pick cached
+    (no pick served by a copy at the fetch) and the slots hold the experts' host bytes."""
+    _, offloaded, stored = plans
+    engine = Engine(offloaded, stored, dtype=torch.float32, kernel_root=tmp_path)
+    store = engine.offload["layers.0"]
+    assert store.kernel  # the copy kernel fills the slots, not the torch gather
+    engine.reset(1)
+    token = engine.forward([PROMPTS[0]]).argmax(-1).tolist()
+    table = stored["layers.0.ffn.gate.tid2eid"]
+    copies = 0
+    for _ in range(4):
+        store.counts.zero_()
+        picks = table[token[0]].tolist()
+        token = engine.forward([token]).argmax(-1).tolist()
+        hits, misses, copied = store.counts.tolist()
+        assert (hits, misses) == (2, 0)  # 2 picks a token, none copied at the fetch
+        copies += copied
+        for e in picks:
+            if not store.offloaded[e]:
+                continue
+            slot = store.cached.tolist().index(e)  # cached: raises if it is not
+            for host, slots in store._pairs():
+                assert torch.equal(slots[slot], host[store.host_index[e]])
+    assert copies > 0  # the picks were offloaded experts, copied by the prefetch
+
+
 def test_rounds_when_the_slots_are_fewer_than_the_picked_experts():
     """A prefill step picking 7 offloaded experts through a cache of 2 slots: 4 rounds, each
     filling the rows of its experts; the result is the all-resident one, bit for bit."""
