@@ -64,6 +64,8 @@ def test_device_budget_bounds_max_seq(tiny, monkeypatch):
     with pytest.raises(V4CError, match=r"within --device-gb [\d.]+ .*at most 1000 do"):
         limits.choose_max_seq(tiny, "cpu", torch.float32, 1001, device_gb=budget)
     assert limits.choose_max_seq(tiny, "cpu", torch.float32, None).max_seq == 8192
+    # below the weights it must hold: left to v4c.budget, which names the minimum that fits
+    assert limits.choose_max_seq(tiny, "cpu", torch.float32, 128, device_gb=0.001).max_seq == 128
 
 
 def test_reply_budget():

@@ -45,12 +45,15 @@ def choose_max_seq(
     """`requested` checked against the model and the memory, or the default with its reason.
     `ranks`: the weights are split over that many (each holds about its share); `batch`:
     sequences held at once, each with caches of max_seq tokens; `device_gb`: a device budget
-    (`v4c.budget`), which the caches share with the weights the device must hold."""
+    (`v4c.budget`), which the caches share with the weights the device must hold (a budget
+    below those is left to `v4c.budget`, which refuses it with the minimum that fits)."""
     per_token = cache_bytes_per_token(spec, dtype) * batch
     weights = held_weights(spec, dtype, ranks, batch, device_gb is not None)
     free = free_memory(device)
-    if device_gb is not None:
+    if device_gb is not None and int(device_gb * GiB) > weights:
         free = min(free, int(device_gb * GiB))
+    else:
+        device_gb = None
     spare = max(0, free - weights)
     fits = max(1, int(spare * MEMORY_SHARE) // max(per_token, 1))
     model = spec.max_position_embeddings
