@@ -42,7 +42,7 @@ from v4c.ir.semantics.invariant import RowBlocks
 from v4c.ir.semantics.quant import QuantWeight
 from v4c.ir.types import ir_dtype, resolve_dim, torch_dtype
 from v4c.runtime.offload import layer_of, offloaded_call
-from v4c.runtime.prefetch import first_gate, next_gate, prefetcher
+from v4c.runtime.prefetch import exact, first_gate, next_gate, prefetcher
 from v4c.runtime.scratch import KernelScratch
 
 BACKENDS = ("torch", "triton")
@@ -205,6 +205,8 @@ class Program:
         if found is None or found[2] not in self.offload:
             return call
         p, j, layer = found
+        if not (self.plan.offload.get("guess", True) or exact(self.entry.launches[j])):
+            return call  # a score layer's guess does not pay on this plan (v4c.budget)
         proj, gate = (self.entry.launches[k] for k in (p, j))
         ahead = prefetcher(
             self.offload[layer], self.ops[p], [tensor(r) for r in proj.inputs[1:]],

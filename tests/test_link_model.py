@@ -23,6 +23,7 @@ from v4c.link_model import (
     LayerLink,
     binomial,
     estimate,
+    guess_pays,
     layer_links,
     layer_stall,
     skew_miss,
@@ -152,7 +153,20 @@ def test_lens_section_takes_each_launch_at_its_estimate(flash16, tmp_path):
         f"offloaded decode, sm_90 lens, PCIe 5.0 x16, uniform (no profile: the worst case): "
         f"{built.step * 1e3:.2f} ms a token" in lines[0]
     )
-    assert f"hash layers only {alone.tokens_per_s:.0f}," in lines[0]
+    hash_only = f"hash layers only {alone.step * 1e3:.2f} ms, {alone.tokens_per_s:.0f} tokens/s"
+    assert hash_only in lines[0]
     report = (tmp_path / "report.md").read_text()
     assert "## Offloaded decode against the kernel lens: sm_90 on H200 SXM (estimate)" in report
     assert len(lines) == len(LINKS) * 2  # uniform and the skew scenario, each link
+
+
+def test_guessing_is_chosen_where_it_pays(flash16):
+    """With 5 of 64 experts kept, a PCIe 5.0 link (an expert: 0.2 ms, longer than a layer's
+    window at the roofline) loses more to wrong guesses than right ones save; a link fast
+    enough to hide a copy in the window (2 TB/s) gains. The plan records the PCIe choice."""
+    _, plan, budget = flash16
+    miss = {name: f.miss for name, f in budget.layers.items()}
+    size, hbm = budget.slot_bytes, HBM["H200 (141 GB HBM3e)"][0]
+    assert not guess_pays(plan, miss, 6, size, hbm, LINKS["PCIe 5.0 x16"][0])
+    assert guess_pays(plan, miss, 6, size, hbm, 2e12)
+    assert budget.guess is False and budget.to_plan()["guess"] is False

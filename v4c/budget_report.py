@@ -14,19 +14,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from v4c.budget import DEFAULT, GiB, LINKS, ExpertFit
-from v4c.codegen.cost import launch_bytes
+from v4c.budget import DEFAULT, GUESS_FOR, HBM, LINKS, GiB, ExpertFit
 from v4c.ir.plan import Plan
-from v4c.link_model import PREDICTED, LinkEstimate, estimate, layer_links, skew_miss
+from v4c.link_model import (
+    PREDICTED,
+    LinkEstimate,
+    estimate,
+    layer_links,
+    roofline_seconds,
+    skew_miss,
+)
 from v4c.report import _bytes
-from v4c.spec.parallel import DEVICE_GB
 
-# Nominal HBM bandwidth, bytes/s, of the devices a budget is usually drawn for, and the
-# memory a process gets on them (GiB, about: what CUDA reports free on an idle device).
-HBM = {
-    "H200 (141 GB HBM3e)": (4.8e12, DEVICE_GB, "NVIDIA H200 Tensor Core GPU datasheet"),
-    "H100 SXM (80 GB HBM3)": (3.35e12, 78, "NVIDIA H100 Tensor Core GPU datasheet"),
-}
 SKEW = "skew scenario (Zipf fit to public V4-Flash measurements, v4c.link_model)"
 
 
@@ -59,14 +58,6 @@ def link_estimates(
     }
 
 
-def roofline_seconds(plan: Plan, hbm: float) -> dict[str, float]:
-    """Each decode launch node's seconds at batch 1 at the HBM roofline (its bytes)."""
-    entry = plan.entries["decode"]
-    env = {**entry.env, "B": 1, "T": 1}
-    return {la.node: launch_bytes(la, plan, env) / hbm for la in entry.launches
-            if la.kind != "view"}  # fmt: skip
-
-
 def estimate_rows(label: str, found: dict, link: str) -> list[str]:
     return [
         f"| {label} | {link} | {routing} | {e.serial * 1e3:.2f} ms | {_mib(e.link_bytes)}, "
@@ -77,17 +68,18 @@ def estimate_rows(label: str, found: dict, link: str) -> list[str]:
 
 
 HEADER = [
-    "| step from | link | routing | link time, serial | link bytes, stall: prefetch as built | "
-    "the same, hash layers only | est. tokens/s: serial | as built | hash only |",
+    "| step from | link | routing | link time, serial | link bytes, stall: prefetch guessing "
+    "| the same, hash layers only | est. tokens/s: serial | guessing | hash only |",
     "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
 ]
 WHAT = (
-    "Serial: every miss copied at its layer's fetch, nothing overlapped. As built: the "
-    "runtime's prefetch (hash layers exact, the first one at the step's start; score layers "
-    f"guessed from the layer before, {PREDICTED:.0%} of their misses right), the prediction's "
-    "launches added to the step; a wrong guess holds the link before the fetch's own copies. "
-    "Hash only: the score layers not guessed. Stalls are expectations over the binomial "
-    "number of offloaded picks (`v4c.link_model`)."
+    "Serial: every miss copied at its layer's fetch, nothing overlapped. Guessing: the "
+    "runtime's prefetch with hash layers exact (the first one at the step's start) and score "
+    f"layers guessed from the layer before ({PREDICTED:.0%} of their misses right), the "
+    "prediction's launches added to the step; a wrong guess holds the link before the "
+    "fetch's own copies. Hash only: the runtime's prefetch with the score layers not "
+    "guessed. Stalls are expectations over the binomial number of offloaded picks "
+    "(`v4c.link_model`)."
 )
 
 
@@ -125,11 +117,19 @@ def budget_section(fit: ExpertFit, plan: Plan) -> list[str]:
         for link, (bw, _) in LINKS.items():
             out += estimate_rows(f"{device} roofline", link_estimates(fit, plan, seconds, bw),
                                  link)  # fmt: skip
+    out += ["", policy_line(fit)]
     cited = {k: (v[0], v[-1]) for k, v in {**HBM, **LINKS}.items()}
     out += ["", "Devices whose memory (about 139 GiB an H200, 78 GiB an H100) holds the budget. "
             "Bandwidths: " + "; ".join(f"{k} {v / 1e9:g} GB/s ({why})"
             for k, (v, why) in cited.items()) + ".", ""]  # fmt: skip
     return out
+
+
+def policy_line(fit: ExpertFit) -> str:
+    link, device = GUESS_FOR
+    chosen = "guessing the score layers" if fit.guess else "hash layers only"
+    return (f"This plan prefetches **{chosen}**: the faster of the two for an {device.split()[0]} "
+            f"over {link} at the roofline (`v4c.budget.GUESS_FOR`).")  # fmt: skip
 
 
 def lens_seconds(data: dict) -> dict[str, float]:
@@ -150,7 +150,7 @@ def lens_section(fit: ExpertFit, plan: Plan, data: dict) -> list[str]:
     for link, (bw, _) in LINKS.items():
         out += estimate_rows(f"lens {data['target']}", link_estimates(fit, plan, seconds, bw),
                              link)  # fmt: skip
-    return out + [""]
+    return out + ["", policy_line(fit), ""]
 
 
 def _gib(n: float) -> str:
@@ -175,7 +175,8 @@ def append_lens(fit: ExpertFit, plan: Plan, out: Path, targets: list[str]) -> li
                 lines.append(
                     f"offloaded decode, {name} lens, {link}, {routing}: {e.step * 1e3:.2f} ms "
                     f"a token ({e.compute * 1e3:.2f} ms kernels + {e.stall * 1e3:.2f} ms link "
-                    f"stalls), {e.tokens_per_s:.0f} tokens/s (estimate; hash layers only "
-                    f"{h.tokens_per_s:.0f}, serial {e.serial_tokens_per_s:.0f})"
+                    f"stalls) guessing, {e.tokens_per_s:.0f} tokens/s; hash layers only "
+                    f"{h.step * 1e3:.2f} ms, {h.tokens_per_s:.0f} tokens/s; serial "
+                    f"{e.serial_tokens_per_s:.0f} (estimates)"
                 )
     return lines

@@ -41,6 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import comb, fsum
 
+from v4c.codegen.cost import launch_bytes
 from v4c.ir.plan import Plan
 from v4c.runtime.offload import layer_of
 from v4c.runtime.prefetch import exact, first_gate, next_gate
@@ -167,3 +168,25 @@ def layer_links(
         predict = fsum(seconds.get(launches[k].node, 0.0) for k in ahead)
         out.append(LayerLink(miss[layer], p, window, predict))
     return out
+
+
+def roofline_seconds(plan: Plan, hbm: float) -> dict[str, float]:
+    """Each decode launch node's seconds at batch 1 at the HBM roofline (its bytes)."""
+    entry = plan.entries["decode"]
+    env = {**entry.env, "B": 1, "T": 1}
+    return {la.node: launch_bytes(la, plan, env) / hbm for la in entry.launches
+            if la.kind != "view"}  # fmt: skip
+
+
+def guess_pays(
+    plan: Plan, miss: dict[str, float], picks: int, expert_bytes: float, hbm: float, link: float
+) -> bool:
+    """Whether guessing the score layers' picks (and copying the guesses) makes the step at
+    the HBM roofline faster than prefetching the hash layers' alone, over `link` bytes/s."""
+    seconds = roofline_seconds(plan, hbm)
+    compute = fsum(seconds.values())
+    steps = [
+        estimate(compute, layer_links(plan, seconds, miss, guess), picks, expert_bytes, link).step
+        for guess in (True, False)
+    ]
+    return steps[0] < steps[1]
