@@ -6,7 +6,9 @@ exact, and the first MoE layer's, which no layer before it predicts, are prefetc
 step's start (`first_gate`: its gate on logits of zeros, the picks do not read them); for a
 score gate it is the next router on a neighbouring input, a guess (public
 measurements on V4-Flash: about half the misses). A wrong guess costs link bytes, never
-bits: the layer's own fetch still finds every expert it picks (`runtime/offload.py`).
+bits: the layer's own fetch still finds every expert it picks (`runtime/offload.py`); but it
+holds the link, so a plan guesses score layers only where the host-link model says it pays
+(`plan.offload["guess"]`, `v4c.link_model.guess_pays`; runtime/program.py skips them else).
 
 On a GPU the copy runs on a side stream, forked here and joined by the next layer's fetch,
 so it overlaps the compute in between (attention, the shared expert) inside the captured
