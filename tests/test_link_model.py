@@ -16,8 +16,11 @@ from v4c.budget_report import (
     estimate_rows,
     link_estimates,
     roofline_seconds,
+    scenarios,
+    SKEW,
 )
 from v4c.compile import compile_spec
+from v4c.expert_profile import ExpertProfile
 from v4c.link_model import (
     PREDICTED,
     LayerLink,
@@ -170,3 +173,21 @@ def test_guessing_is_chosen_where_it_pays(flash16):
     assert not guess_pays(plan, miss, 6, size, hbm, LINKS["PCIe 5.0 x16"][0])
     assert guess_pays(plan, miss, 6, size, hbm, 2e12)
     assert budget.guess is False and budget.to_plan()["guess"] is False
+
+
+def test_a_profile_gives_the_misses_and_no_scenario(flash16):
+    """With --expert-profile the miss shares are the profile's (the hottest kept), and the
+    skew scenario, a stand-in for a missing profile, is not shown beside them."""
+    spec, plan, budget = flash16
+    profile = ExpertProfile(spec.name)
+    for name, (n, _) in routed_experts(plan).items():
+        profile.add(name, [1000 if e < 10 else 1 for e in range(n)], tokens=1)
+    profiled = fit(plan, budget.budget / GiB, spec.moe.top_k, profile)
+    found = scenarios(profiled)
+    assert list(found) == ["the profile's"]
+    kept = len(profiled.layers["layers.3"].resident)
+    assert kept >= 5  # at least the default's share, the 10 hot experts first
+    hot = min(kept, 10)  # the hottest 10 first: 1000 picks each, the other 54 one each
+    want = (1000 * (10 - hot) + (64 - 10 - (kept - hot))) / (1000 * 10 + 54)
+    assert found["the profile's"]["layers.3"] == pytest.approx(want)
+    assert list(scenarios(budget)) == ["uniform (no profile: the worst case)", SKEW]
