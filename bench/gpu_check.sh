@@ -53,7 +53,7 @@ mkdir -p "$OUT"
 for f in stages.tsv gpu_check.json gpu_check.md env.json env.log pytest_gpu.log pytest_gpu.xml \
   kernels.json kernels.log estimate.json estimate.log experts.json experts.log \
   bench_as_stored.json bench_as_stored.log bench_bf16.json bench_bf16.log bench_speculative.json \
-  bench_speculative.log bench_offload.json bench_offload.log report.log; do
+  bench_speculative.log bench_offload.json bench_offload.log offload_budget.log report.log; do
   rm -f "$OUT/$f"  # this script's files from a last run
 done
 cd "$ROOT" || exit 1
@@ -128,7 +128,9 @@ run_stage bench-bf16 60 bench_bf16.log "$PY" "${BENCH[@]}" --weights bf16 \
 run_stage bench-speculative 45 bench_speculative.log "$PY" -m v4c bench tiny --random-weights \
   --prompt-len 256 --decode 64 --draft-tokens 2 --json "$OUT/bench_speculative.json"
 OFFLOAD=(--batch 1 --prompt-len 256 --decode 32)
-HALF=$([ "$DRY" = 1 ] && echo 0 || "$PY" bench/offload_budget.py "$SLICE" "${OFFLOAD[@]:2}" 2>/dev/null)
+# the budget is worked out in a dry run too (a compile, seconds on a CPU): the command shown
+# is the one a GPU runs; a budget that cannot be worked out fails the stage (--device-gb 0)
+HALF=$("$PY" bench/offload_budget.py "$SLICE" "${OFFLOAD[@]:2}" 2>"$OUT/offload_budget.log")
 run_stage bench-offload 60 bench_offload.log "$PY" -m v4c bench "$SLICE" --random-weights \
   "${OFFLOAD[@]}" --weights as-stored --speculative off --device-gb "${HALF:-0}" \
   --json "$OUT/bench_offload.json"

@@ -71,12 +71,16 @@ class Engine:
         cuda_graphs: bool | None = None,
         kernel_root: Path | None = None,
         comm=None,  # the rank's communicator, for a plan sharded over ranks (runtime.comm)
+        experts: Callable[[str], Mapping] | None = None,
     ) -> None:
+        """`experts(layer)`: the routed-expert weights of an offloaded layer (`plan.offload`)
+        that `weights` lacks, read when its store is made, one layer at a time, so that the
+        host holds a layer's stacks once and only while they are split into its stores."""
         self.plan, self.device, self.dtype = plan, torch.device(device), dtype
         self.max_batch = plan.options["max_batch"]
         self.max_tokens = plan.options["max_tokens"]
         self.max_seq = plan.options["max_seq"]
-        self.offload = self._offload(weights)
+        self.offload = self._offload(weights, experts)
         self.params = self._place(weights)
         states = {k: (s["shape"], s["dtype"], s["fill"]) for k, s in plan.states.items()}
         self.state = new_caches(
@@ -123,7 +127,8 @@ class Engine:
     def _place(self, weights: Mapping) -> dict[str, torch.Tensor | QuantWeight]:
         """Every weight the plan needs on the device, in the format the plan records:
         quantised ones as stored, the others in their logical dtype."""
-        missing = sorted(set(self.plan.params) - set(weights))
+        missing = sorted(n for n in set(self.plan.params) - set(weights)
+                         if layer_of(n) not in self.offload)  # fmt: skip
         if missing:
             raise EngineError(
                 f"the weights lack {len(missing)} tensors the plan needs, e.g. {missing[0]!r}"
@@ -148,19 +153,22 @@ class Engine:
                 placed[name] = weight.to(self.device, torch_dtype(info.dtype, self.dtype))
         return placed
 
-    def _offload(self, weights: Mapping) -> dict[str, ExpertStore]:
+    def _offload(self, weights: Mapping, experts: Callable | None) -> dict[str, ExpertStore]:
         """The expert stores of the layers `plan.offload` keeps partly in host memory."""
         offload = self.plan.offload
         stores = {}
         for layer, resident in offload.get("resident", {}).items():
             names = {w: f"{layer}.ffn.experts.{{e}}.{w}.weight" for w in PLANES}
+            source = weights if names["w1"] in weights or experts is None else experts(layer)
             held = {  # a dense expert weight in the dtype the plan holds it in
-                w: weights[n]
-                if isinstance(weights[n], QuantWeight)
-                else weights[n].to(torch_dtype(self.plan.params[n].dtype, self.dtype))
+                w: source[n]
+                if isinstance(source[n], QuantWeight)
+                else source[n].to(torch_dtype(self.plan.params[n].dtype, self.dtype))
                 for w, n in names.items()
             }
+            del source  # a layer read by `experts` is freed once its store is made
             store = ExpertStore(held, resident, offload["slots"], self.device)
+            del held
             if store.expert_bytes:
                 stores[layer] = store
         return stores

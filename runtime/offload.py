@@ -86,7 +86,7 @@ class ExpertStore:
                 for p in planes
             ]
             self.bank[name] = _like(w, [b.to(device) for b in bank])
-            self.host[name] = [_host(p.index_select(0, away.to(at)), device) for p in planes]
+            self.host[name] = [_host(p, away.to(at), device) for p in planes]
         self.expert_bytes = sum(
             p[0].numel() * p.element_size() for name in PLANES for p in self.host[name]
         ) if offloaded else 0  # fmt: skip
@@ -183,11 +183,14 @@ class ExpertStore:
             slots.copy_(torch.where(mask, host.index_select(0, take), slots))
 
 
-def _host(plane: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The host store's copy of a plane (from wherever the weights were read): pinned
-    (page-locked, device-mapped) for a GPU."""
+def _host(plane: torch.Tensor, away: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The host store's copy of the experts `away` of a plane (from wherever the weights were
+    read): pinned (page-locked, device-mapped) for a GPU, gathered straight into it."""
     pinned = device.type == "cuda"
-    return torch.empty(plane.shape, dtype=plane.dtype, pin_memory=pinned).copy_(plane)
+    out = torch.empty((len(away), *plane.shape[1:]), dtype=plane.dtype, pin_memory=pinned)
+    if plane.device.type == "cpu":
+        return torch.index_select(plane, 0, away, out=out)
+    return out.copy_(plane.index_select(0, away))  # read onto a device: one expert set there
 
 
 def _device_address(host: torch.Tensor, device: torch.device) -> int:

@@ -2,9 +2,13 @@
 next layer's router is applied to this layer's input (its gate projection and gate, the
 reference semantics) and the experts it picks are copied into that layer's slot cache
 ahead of use. For a hash gate the picks depend on the token ids alone, so the prediction is
-exact; for a score gate it is the next router on a neighbouring input, a guess (public
+exact, and the first MoE layer's, which no layer before it predicts, are prefetched at the
+step's start (`first_gate`: its gate on logits of zeros, the picks do not read them); for a
+score gate it is the next router on a neighbouring input, a guess (public
 measurements on V4-Flash: about half the misses). A wrong guess costs link bytes, never
-bits: the layer's own fetch still finds every expert it picks (`runtime/offload.py`).
+bits: the layer's own fetch still finds every expert it picks (`runtime/offload.py`); but it
+holds the link, so a plan guesses score layers only where the host-link model says it pays
+(`plan.offload["guess"]`, `v4c.link_model.guess_pays`; runtime/program.py skips them else).
 
 On a GPU the copy runs on a side stream, forked here and joined by the next layer's fetch,
 so it overlaps the compute in between (attention, the shared expert) inside the captured
@@ -49,17 +53,36 @@ def next_gate(launches: list[Launch], i: int) -> tuple[int, int, str] | None:
     return proj, gate, layer_of(launches[experts].inputs[4].name)
 
 
+def exact(gate: Launch) -> bool:
+    """Whether a gate's picks follow from the step's inputs alone: a hash gate, which reads
+    the token ids (its other operands weights)."""
+    rest = gate.inputs[1:]
+    return any(r.kind == "input" for r in rest) and all(r.kind in ("param", "input") for r in rest)
+
+
+def first_gate(launches: list[Launch]) -> tuple[int, str] | None:
+    """(gate, the layer of its experts) of the first MoE layer when its picks are known at
+    the step's start (`exact`), else None."""
+    experts = next((k for k, la in enumerate(launches) if la.op == "grouped_swiglu"), None)
+    if experts is None:
+        return None
+    gate = next((j for j in range(experts - 1, -1, -1) if launches[j].op in ROUTERS), None)
+    if gate is None or not exact(launches[gate]):
+        return None
+    return gate, layer_of(launches[experts].inputs[4].name)
+
+
 def prefetcher(
     store: ExpertStore, proj, proj_rest: list, gate, gate_rest: list, x: torch.Tensor
 ) -> Callable[[], None]:
     """The call that predicts, from `x` (this layer's expert input), the next layer's picks
     (`proj`, `gate`: its ops; `*_rest`: their bound operands but the first) and starts
-    copying them into `store` (the next layer's)."""
+    copying them into `store` (the next layer's). Without `proj`, `x` is the gate's logits."""
     rest = [w.dequantize(x.dtype) if isinstance(w, QuantWeight) else w for w in proj_rest]
     stream = torch.cuda.Stream(store.device) if store.device.type == "cuda" else None
 
     def call() -> None:
-        (logits,) = proj.run([x, *rest])
+        (logits,) = proj.run([x, *rest]) if proj is not None else (x,)
         idx = gate.run([logits, *gate_rest])[1]  # [.., K] expert ids (moe_route: + its sort)
         store.ahead.zero_().scatter_(0, idx.flatten(), 1)
         if stream is None:

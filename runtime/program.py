@@ -42,7 +42,7 @@ from v4c.ir.semantics.invariant import RowBlocks
 from v4c.ir.semantics.quant import QuantWeight
 from v4c.ir.types import ir_dtype, resolve_dim, torch_dtype
 from v4c.runtime.offload import layer_of, offloaded_call
-from v4c.runtime.prefetch import next_gate, prefetcher
+from v4c.runtime.prefetch import exact, first_gate, next_gate, prefetcher
 from v4c.runtime.scratch import KernelScratch
 
 BACKENDS = ("torch", "triton")
@@ -192,6 +192,8 @@ class Program:
             call = call if picks is None else _counting(call, picks, args[2])
             if launch.op == "grouped_swiglu" and self.offload:
                 call = self._ahead(i, call, tensor, args[0])
+            if not calls and self.offload:
+                call = self._at_start(call, tensor)
             calls.append(call)
         outputs = {key: tensor(ref) for key, ref in self.entry.outputs.items()}
         return Step(calls, outputs, step_inputs, len(calls))
@@ -203,6 +205,8 @@ class Program:
         if found is None or found[2] not in self.offload:
             return call
         p, j, layer = found
+        if not (self.plan.offload.get("guess", True) or exact(self.entry.launches[j])):
+            return call  # a score layer's guess does not pay on this plan (v4c.budget)
         proj, gate = (self.entry.launches[k] for k in (p, j))
         ahead = prefetcher(
             self.offload[layer], self.ops[p], [tensor(r) for r in proj.inputs[1:]],
@@ -212,6 +216,24 @@ class Program:
         def both() -> None:
             call()
             ahead()
+
+        return both
+
+    def _at_start(self, call: Call, tensor) -> Call:
+        """The prefetch of the first MoE layer's offloaded experts when its picks are known
+        at the step's start (a hash gate: runtime/prefetch.py), then `call` (the first)."""
+        found = first_gate(self.entry.launches)
+        if found is None or found[1] not in self.offload:
+            return call
+        j, layer = found
+        gate = self.entry.launches[j]
+        logits = torch.zeros_like(tensor(gate.inputs[0]))  # the picks do not read them
+        rest = [tensor(r) for r in gate.inputs[1:]]
+        ahead = prefetcher(self.offload[layer], None, [], self.ops[j], rest, logits)
+
+        def both() -> None:
+            ahead()
+            call()
 
         return both
 

@@ -21,11 +21,20 @@ STAGES = ["env", "pytest-gpu", "kernels", "estimate", "experts", "bench-as-store
           "bench-bf16", "bench-speculative", "bench-offload"]  # fmt: skip
 
 
+SLICE = "variants/flash-2l-slice"
+
+
 def _bench_module(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def half_gb() -> float:
+    """The stage's budget: half the slice's experts resident (bench/offload_budget.py)."""
+    return _bench_module("offload_budget").budget_gb(SLICE, 256, 32, 0.5)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +112,7 @@ def _dry_run(out, fail: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_dry_run_records_every_stage_and_the_failing_one(tmp_path):
+def test_dry_run_records_every_stage_and_the_failing_one(tmp_path, half_gb):
     done = _dry_run(tmp_path, fail="kernels")
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "gpu_check.json").read_text())
@@ -115,6 +124,24 @@ def test_dry_run_records_every_stage_and_the_failing_one(tmp_path):
     assert status["pytest-gpu"] == status["bench-bf16"] == "dry run (not run)"
     md = (tmp_path / "gpu_check.md").read_text()
     assert "| kernels | failed (exit 1) |" in md and "No kernel figures" in md
+    # the offload stage's budget is worked out on the CPU too: the command a GPU would run
+    shown = (tmp_path / "bench_offload.log").read_text().split()
+    assert float(shown[shown.index("--device-gb") + 1]) == pytest.approx(half_gb, abs=1e-6)
+
+
+def test_offload_budget_keeps_half_the_slice_experts(half_gb):
+    """bench/offload_budget.py's --device-gb for the bench-offload stage: fitted to the plan
+    that `v4c bench` compiles for it, half the slice's 2 x 16 routed experts stay resident
+    (8 a layer) and the rest go to pinned host memory."""
+    from v4c.bench import bench_plan
+    from v4c.budget import fit
+
+    spec = load_spec(SLICE)
+    plan = bench_plan(spec, batch=1, prompt_len=256, decode=32, weight_formats="as-stored",
+                      dtype=torch.bfloat16)  # fmt: skip
+    budget = fit(plan, half_gb, spec.moe.top_k)
+    assert [len(f.resident) for f in budget.layers.values()] == [8, 8]
+    assert [len(f.offloaded) for f in budget.layers.values()] == [8, 8]
 
 
 def test_report_gathers_the_figures(tmp_path, kernels_json):

@@ -49,6 +49,25 @@ def test_default_and_requested_max_seq(tiny, monkeypatch):
     assert roomy.max_seq == 8192 and "--max-seq N" in roomy.why
 
 
+def test_device_budget_bounds_max_seq(tiny, monkeypatch):
+    """--device-gb: the caches share the budget with the weights the device must hold: all
+    but the routed experts (4 layers x 8 experts x 3 x 256 x 64 in tiny), which go to host
+    memory after the caches, and a slot cache of a step's 2 picks a layer (fp32: 4 B each);
+    the device's free memory, far larger, is not the bound."""
+    monkeypatch.setattr(limits, "free_memory", lambda device: 1 << 40)
+    expert = 3 * 256 * 64
+    held = (count_params(tiny).total - 4 * 8 * expert + 4 * 2 * expert) * 4
+    budget = (held + 2 * 388 * 1000 + 100) / (1 << 30)  # half the spare: 1000 tokens
+    chosen = limits.choose_max_seq(tiny, "cpu", torch.float32, None, device_gb=budget)
+    assert chosen.max_seq == 1000 and "device budget" in chosen.why
+    assert limits.choose_max_seq(tiny, "cpu", torch.float32, 1000, device_gb=budget)
+    with pytest.raises(V4CError, match=r"within --device-gb [\d.]+ .*at most 1000 do"):
+        limits.choose_max_seq(tiny, "cpu", torch.float32, 1001, device_gb=budget)
+    assert limits.choose_max_seq(tiny, "cpu", torch.float32, None).max_seq == 8192
+    # below the weights it must hold: left to v4c.budget, which names the minimum that fits
+    assert limits.choose_max_seq(tiny, "cpu", torch.float32, 128, device_gb=0.001).max_seq == 128
+
+
 def test_reply_budget():
     # n new tokens feed n - 1 back: held + prompt + n - 1 <= max_seq
     assert limits.new_token_budget(0, 5, 7, 50) == (3, True)

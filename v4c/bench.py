@@ -91,9 +91,10 @@ def run_bench(
 
     device = torch.device(device)
     grid = (comm.grid.tp, comm.grid.ep) if comm is not None else (1, 1)
-    check_memory(spec, device, dtype, prompt_len=prompt_len, decode=decode, batch=batch,
-                 speculative=speculative, ranks=grid[0] * grid[1])  # fmt: skip
     resident = device_gb is not None and device.type == "cuda"  # timed again all-resident
+    check_memory(spec, device, dtype, prompt_len=prompt_len, decode=decode, batch=batch,
+                 speculative=speculative, ranks=grid[0] * grid[1],
+                 device_gb=None if resident else device_gb)  # fmt: skip
     extra = (speculative == "mtp") + (compare == "hf") + resident * (1 + engine_stages(repeat))
     stages = Stages(1 + engine_stages(repeat) + extra, progress)
     stages(f"compiling {spec.name} for batch {batch}, {bench_seq(prompt_len, decode, speculative)} "
@@ -169,11 +170,12 @@ def bench_seq(prompt_len: int, decode: int, speculative: str) -> int:
 
 def check_memory(
     spec: ModelSpec, device, dtype, *, prompt_len: int, decode: int, batch: int,
-    speculative: str, ranks: int,
+    speculative: str, ranks: int, device_gb: float | None = None,
 ) -> None:  # fmt: skip
     """Refuse, before anything is made, a bench whose caches (`batch` sequences of
-    `bench_seq` tokens) do not fit the device: the rule of `v4c run`'s --max-seq, said in
-    bench's options. The CLI asks before making the weights, `run_bench` again."""
+    `bench_seq` tokens) do not fit the device (within the budget `device_gb`, when the bench
+    runs only the offloaded plan): the rule of `v4c run`'s --max-seq, said in bench's
+    options. The CLI asks before making the weights, `run_bench` again."""
     from v4c.errors import V4CError
     from v4c.limits import choose_max_seq
 
@@ -181,6 +183,6 @@ def check_memory(
     what += f" and --batch {batch}" if batch > 1 else ""
     try:
         tokens = bench_seq(prompt_len, decode, speculative)
-        choose_max_seq(spec, str(device), dtype, tokens, ranks, batch)
+        choose_max_seq(spec, str(device), dtype, tokens, ranks, batch, device_gb)
     except V4CError as err:
         raise V4CError(f"{what}: {str(err).removeprefix('--max-seq: ')}") from None

@@ -6,12 +6,15 @@ MTP included), the caches at --max-seq x --max-batch and the activation arena (i
 holds every kernel's scratch) come first; then, once any expert is offloaded, a device slot
 cache in every layer of routed experts that its offloaded experts are copied into (as many
 slots as a captured decode step picks: `slot_cache`); then as many routed experts as fit,
-hottest first. Hotness is each expert's share of its layer's picks in the
-routing profile (`v4c.expert_profile`), else the stated default: uniform routing, so the
-lowest expert ids stay, the same count in every layer. A budget below the dense part and
-the slot cache is refused with the minimum that fits.
+hottest first. Hotness is each expert's share of its layer's picks in the routing profile
+(`v4c.expert_profile`), else the stated default: uniform routing, so the lowest expert ids
+stay, the same count in every layer. A budget below the dense part and the slot cache is
+refused with the minimum that fits.
 
-The host-link cost is an estimate from nominal bandwidths (`LINKS`), stated as such.
+Whether the runtime's prefetch guesses the score layers' picks (the hash layers' are exact)
+is the host-link model's choice (`v4c.link_model.guess_pays`) for an H200 over PCIe 5.0
+(`GUESS_FOR`): there a wrong guess holds the link longer than a right one saves. The
+host-link cost is an estimate from nominal bandwidths (`LINKS`, `HBM`), stated as such.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from v4c.expert_profile import ExpertProfile
 from v4c.ir.plan import Plan
 from v4c.ir.types import DTYPE_BYTES
 from v4c.report import param_bytes, rank_memory
+from v4c.spec.parallel import DEVICE_GB
 
 GiB = 1 << 30
 DEFAULT = "no profile: uniform routing assumed, the lowest expert ids stay resident"
@@ -35,6 +39,15 @@ LINKS = {
     "NVLink-C2C": (450e9, "900 GB/s total, 450 GB/s a direction (NVIDIA GH200 Grace Hopper "
                    "Superchip datasheet); Grace-Hopper only"),
 }  # fmt: skip
+# Nominal HBM bandwidth, bytes/s, of the devices a budget is usually drawn for, and the
+# memory a process gets on them (GiB, about: what CUDA reports free on an idle device).
+HBM = {
+    "H200 (141 GB HBM3e)": (4.8e12, DEVICE_GB, "NVIDIA H200 Tensor Core GPU datasheet"),
+    "H100 SXM (80 GB HBM3)": (3.35e12, 78, "NVIDIA H100 Tensor Core GPU datasheet"),
+}
+# Whether a plan guesses its score layers' picks is decided for this link and device: an
+# H100/H200 SXM on an x86 host, the common case (`v4c.link_model.guess_pays`)
+GUESS_FOR = ("PCIe 5.0 x16", "H200 (141 GB HBM3e)")
 
 
 class BudgetError(V4CError):
@@ -63,6 +76,7 @@ class ExpertFit:
     layers: dict[str, LayerFit]  # by weight prefix: layers.3, mtp.0
     top_k: int
     source: str  # where the resident choice came from
+    guess: bool = True  # prefetch guesses of score layers' picks (else hash layers' alone)
 
     @property
     def resident_bytes(self) -> int:
@@ -96,6 +110,7 @@ class ExpertFit:
         return {
             "budget_bytes": self.budget, "slots": self.slots, "source": self.source,
             "resident": {name: list(f.resident) for name, f in self.layers.items()},
+            "guess": self.guess,
         }  # fmt: skip
 
 
@@ -176,7 +191,12 @@ def fit(
         resident = tuple(sorted(chosen[name]))
         miss = fsum(shares[name][e] for e in range(n) if e not in set(resident))
         layers[name] = LayerFit(n, size, resident, miss)
-    return ExpertFit(budget, dense, slots, slot_bytes, layers, top_k, source)
+    from v4c.link_model import guess_pays  # the runtime's prefetch: not needed before here
+
+    link, device = GUESS_FOR
+    miss = {name: f.miss for name, f in layers.items()}
+    guess = guess_pays(plan, miss, top_k, slot_bytes, HBM[device][0], LINKS[link][0])
+    return ExpertFit(budget, dense, slots, slot_bytes, layers, top_k, source, guess)
 
 
 def apply(plan: Plan, device_gb: float, top_k: int, profile: Path | None = None) -> ExpertFit:

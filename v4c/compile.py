@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from v4c.budget import fit
+from v4c.budget import ExpertFit, fit
 from v4c.budget_report import budget_section
 from v4c.errors import V4CError
 from v4c.expert_profile import ExpertProfile
@@ -40,6 +40,7 @@ class Compiled:
     plan: Plan
     records: list[PassRecord]
     pipeline: list[str]
+    budget: ExpertFit | None = None  # the device budget's fit (write_output)
 
 
 def compile_spec(
@@ -91,11 +92,12 @@ def write_output(
     compiled = compile_spec(spec, dump_dir=ir_dir, **kwargs)
     budget = fit(compiled.plan, device_gb, spec.moe.top_k, profile)
     compiled.plan.offload = budget.to_plan()
+    compiled.budget = budget
     (out / "plan.json").write_text(compiled.plan.to_json())
     kernels, where = _write_kernels(out / "kernels", compiled.plan)
     active = [r.name for r in compiled.records if not r.skipped]
     report = render(spec, compiled.built, compiled.graph, compiled.plan, active, where, device_gb)
-    report += "\n".join(budget_section(budget, spec))
+    report += "\n".join(budget_section(budget, compiled.plan))
     (out / "report.md").write_text(report)
     return compiled
 

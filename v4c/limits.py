@@ -40,22 +40,32 @@ def choose_max_seq(
     requested: int | None,
     ranks: int = 1,
     batch: int = 1,
+    device_gb: float | None = None,
 ) -> SeqLimit:
     """`requested` checked against the model and the memory, or the default with its reason.
     `ranks`: the weights are split over that many (each holds about its share); `batch`:
-    sequences held at once, each with caches of max_seq tokens."""
+    sequences held at once, each with caches of max_seq tokens; `device_gb`: a device budget
+    (`v4c.budget`), which the caches share with the weights the device must hold (a budget
+    below those is left to `v4c.budget`, which refuses it with the minimum that fits)."""
     per_token = cache_bytes_per_token(spec, dtype) * batch
-    weights = count_params(spec).total * torch.empty((), dtype=dtype).element_size() // ranks
-    spare = max(0, free_memory(device) - weights)
+    weights = held_weights(spec, dtype, ranks, batch, device_gb is not None)
+    free = free_memory(device)
+    if device_gb is not None and int(device_gb * GiB) > weights:
+        free = min(free, int(device_gb * GiB))
+    else:
+        device_gb = None
+    spare = max(0, free - weights)
     fits = max(1, int(spare * MEMORY_SHARE) // max(per_token, 1))
     model = spec.max_position_embeddings
-    memory = f"{spare / GiB:.1f} GiB free after the weights, {per_token} B of cache a token"
+    after = "the weights" if device_gb is None else "the weights a device budget keeps"
+    memory = f"{spare / GiB:.1f} GiB free after {after}, {per_token} B of cache a token"
+    within = device if device_gb is None else f"{device} within --device-gb {device_gb:g}"
     if requested is not None:
         if requested > model:
             raise V4CError(f"--max-seq: {spec.name} has {model} positions, got {requested}")
         if requested > fits:
             raise V4CError(
-                f"--max-seq: {requested} tokens do not fit on {device} ({memory}); "
+                f"--max-seq: {requested} tokens do not fit on {within} ({memory}); "
                 f"at most {fits} do"
             )
         return SeqLimit(requested, f"--max-seq; the model allows {model}, the memory {fits}")
@@ -70,6 +80,23 @@ def choose_max_seq(
         limit = "the model's positions" if chosen == model else f"the memory ({memory})"
         why = f"as many as {limit} allow"
     return SeqLimit(chosen, why)
+
+
+def held_weights(spec: ModelSpec, dtype: torch.dtype, ranks: int, batch: int, budget: bool):
+    """Bytes of weights a rank holds on the device (each parameter in `dtype`, about: FP8
+    and FP4 weights hold less). Under a device budget (`v4c.budget`) the caches come before
+    the routed experts, which go to host memory when they do not fit: the device must hold
+    all but them, and each layer's slot cache of a one-token step's picks."""
+    size = torch.empty((), dtype=dtype).element_size()
+    params = count_params(spec)
+    held = params.total
+    if budget:
+        routed = params.by_part["routed_experts"]
+        expert = 3 * spec.hidden_size * spec.moe.intermediate_size
+        layers = routed // (expert * spec.moe.num_experts)
+        slots = min(batch * spec.moe.top_k, spec.moe.num_experts)
+        held += layers * slots * expert - routed
+    return held * size // ranks
 
 
 def cache_bytes_per_token(spec: ModelSpec, dtype: torch.dtype) -> int:

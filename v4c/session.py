@@ -18,6 +18,7 @@ from v4c.ir.types import ir_dtype, torch_dtype
 from v4c.passes.base import CompileOptions
 from v4c.paths import need_folder
 from v4c.runtime.checkpoint import load_weights
+from v4c.runtime.offload import layer_of
 from v4c.runtime.checkpoint.detect import detect_layout
 from v4c.runtime.checkpoint.read import open_shards, read_spec
 from v4c.runtime.engine import Engine
@@ -135,11 +136,23 @@ def open_session(
             "compiled with (v4c compile --device-gb)"
         )
     rank = (comm.grid, comm.rank) if comm is not None else None
-    # an offloaded plan's experts are read into host memory: the engine moves what stays
+    # an offloaded layer's experts are read one layer at a time, when the engine splits them
+    # into its device bank and pinned host store: the host never holds them all twice
+    resident = plan.offload.get("resident", {})
+    stack = "{}.ffn.experts.{{e}}.w1.weight"
+    partly = {layer for layer, kept in resident.items()
+              if len(kept) < plan.params[stack.format(layer)].shape[0]}  # fmt: skip
+    away = {n for n in plan.params if layer_of(n) in partly}
     tensors = load_weights(
-        folder, plan, dtype=dtype, device="cpu" if plan.offload else device,
-        progress=progress, rank=rank,
+        folder, plan, dtype=dtype, device=device, progress=progress, rank=rank,
+        names=set(plan.params) - away,
     )  # fmt: skip
+
+    def experts(layer: str) -> dict:
+        mine = {n for n in away if layer_of(n) == layer}
+        return load_weights(folder, plan, dtype=dtype, device="cpu", progress=False,
+                            rank=rank, names=mine)  # fmt: skip
+
     engine = Engine(
         plan,
         tensors,
@@ -149,6 +162,7 @@ def open_session(
         cuda_graphs=cuda_graphs,
         kernel_root=kernel_root,
         comm=comm,
+        experts=experts,
     )
     return Session(spec, engine, load_tokenizer(folder), folder, numerics, backend, comm)
 

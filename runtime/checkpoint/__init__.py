@@ -88,16 +88,17 @@ def load_weights(
     device: str | torch.device = "cpu",
     progress: bool = True,
     rank: tuple[Grid, int] | None = None,
+    names: set[str] | None = None,
 ) -> dict[str, Tensor | QuantWeight]:
-    """The weights `plan` needs from `folder`, as the plan holds them (`Plan.params`): those
-    whose format is quantised as stored, the others dense; `rank` (grid, rank): only that
-    rank's pieces of the weights the plan splits. The folder's config.json must agree
-    with the plan's spec."""
+    """The weights `plan` needs from `folder` (`names` of them, default all), as the plan
+    holds them (`Plan.params`): those whose format is quantised as stored, the others
+    dense; `rank` (grid, rank): only that rank's pieces of the weights the plan splits. The
+    folder's config.json must agree with the plan's spec."""
     pieces = rank_ranges(plan.params, *rank) if rank is not None else None
     _, tensors = load_checkpoint(
         folder, ModelSpec.model_validate(plan.model), dtype=dtype, device=device,
-        progress=progress, names=set(plan.params), keep_quantised=quantised_weights(plan),
-        pieces=pieces,
+        progress=progress, names=set(plan.params) if names is None else names,
+        keep_quantised=quantised_weights(plan), pieces=pieces,
     )  # fmt: skip
     return tensors
 

@@ -7,6 +7,7 @@ A step with more offloaded experts than slots runs in rounds, with the same bits
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ from v4c.runtime.checkpoint.random_weights import as_stored, random_weights
 from v4c.runtime.drafting import MtpDrafter
 from v4c.runtime.engine import Engine
 from v4c.runtime.generate import generate
-from v4c.runtime.offload import ExpertStore, offloaded_call
+from v4c.runtime.offload import ExpertStore, _planes, layer_of, offloaded_call
 from v4c.ir.weights import WeightFormat
 from v4c.runtime.sampler import Sampler
 from v4c.spec import load_spec
@@ -112,6 +113,99 @@ def test_hash_layer_experts_are_prefetched_exactly(plans, tmp_path):
     assert (hits + misses, misses) == (6 * 2, 0) and copied > 0
     hits, misses, copied = engine.offload["layers.3"].counts.tolist()
     assert hits + misses == 6 * 2 and copied >= misses
+
+
+def test_first_hash_layer_is_prefetched_at_the_step_start(plans, tmp_path):
+    """Layer 0 has no layer before it to predict it, but its hash gate picks from the token
+    ids: the step's start copies its offloaded picks (the copy kernel, in the interpreter
+    here) into its slot cache, so the fetch before its experts finds every pick cached
+    (no pick served by a copy at the fetch) and the slots hold the experts' host bytes."""
+    _, offloaded, stored = plans
+    engine = Engine(offloaded, stored, dtype=torch.float32, kernel_root=tmp_path)
+    store = engine.offload["layers.0"]
+    assert store.kernel  # the copy kernel fills the slots, not the torch gather
+    engine.reset(1)
+    token = engine.forward([PROMPTS[0]]).argmax(-1).tolist()
+    table = stored["layers.0.ffn.gate.tid2eid"]
+    copies = 0
+    for _ in range(4):
+        store.counts.zero_()
+        picks = table[token[0]].tolist()
+        token = engine.forward([token]).argmax(-1).tolist()
+        hits, misses, copied = store.counts.tolist()
+        assert (hits, misses) == (2, 0)  # 2 picks a token, none copied at the fetch
+        copies += copied
+        for e in picks:
+            if not store.offloaded[e]:
+                continue
+            slot = store.cached.tolist().index(e)  # cached: raises if it is not
+            for host, slots in store._pairs():
+                assert torch.equal(slots[slot], host[store.host_index[e]])
+    assert copies > 0  # the picks were offloaded experts, copied by the prefetch
+
+
+@pytest.mark.parametrize("guess", [True, False])
+def test_score_layers_are_guessed_only_when_the_plan_says(plans, tmp_path, guess):
+    """`plan.offload["guess"]` (the host-link model's choice, v4c.budget): False keeps the
+    prefetch of the hash layers (0 at the step's start, 1 after layer 0) and drops the
+    guesses of the score layers (3, after layer 2); the tokens are the same either way."""
+    plan, offloaded, stored = plans
+    chosen = dataclasses.replace(offloaded, offload={**offloaded.offload, "guess": guess})
+    engine = Engine(chosen, stored, dtype=torch.float32, kernel_root=tmp_path)
+    calls = {layer: 0 for layer in engine.offload}
+    for layer, store in engine.offload.items():
+
+        def counted(store=store, layer=layer, run=store.prefetch):
+            calls[layer] += 1
+            run()
+
+        store.prefetch = counted
+    engine.reset(1)
+    token = engine.forward([PROMPTS[0]]).argmax(-1).tolist()
+    for _ in range(3):
+        token = engine.forward([token]).argmax(-1).tolist()
+    assert calls["layers.0"] == calls["layers.1"] == 4  # the prompt's step and 3 decode steps
+    assert calls["layers.3"] == (4 if guess else 0)
+
+
+def test_offloaded_experts_are_read_one_layer_at_a_time(plans, tmp_path):
+    """`Engine(experts=...)`, as `v4c run/serve --device-gb` loads: each offloaded layer's
+    stacks are read when its store is made and are freed (nothing of them kept: the stores
+    hold their own bank and host copies) before the next layer's are read, so the host never
+    holds a second copy of every offloaded expert; the tokens are those of the engine given
+    every weight at once."""
+    plan, offloaded, stored = plans
+    layers = list(offloaded.offload["resident"])
+    away = {n for n in offloaded.params if layer_of(n) in layers}
+    alive, reads = [], []
+
+    def experts(layer: str) -> dict:
+        assert all(ref() is None for ref in alive)  # every layer read before: freed
+        reads.append(layer)
+        out = {n: _fresh(stored[n]) for n in away if layer_of(n) == layer}
+        alive.extend(weakref.ref(p) for w in out.values() for p in _planes(w))
+        return out
+
+    dense = {n: w for n, w in stored.items() if n not in away}
+    kw = dict(dtype=torch.float32, kernel_root=tmp_path)
+    engine = Engine(offloaded, dense, experts=experts, **kw)
+    assert reads == layers and alive and all(ref() is None for ref in alive)
+    want = _greedy(Engine(offloaded, stored, **kw))
+    assert _greedy(engine) == want
+
+
+def _fresh(w):
+    """A weight as a checkpoint read gives it: its own tensors."""
+    return (
+        QuantWeight(w.data.clone(), w.scale.clone(), w.format)
+        if isinstance(w, QuantWeight)
+        else w.clone()
+    )
+
+
+def _greedy(engine) -> list:
+    result = generate(engine, PROMPTS[1:], Sampler(), max_new_tokens=2, stop_ids=set())
+    return result.tokens
 
 
 def test_rounds_when_the_slots_are_fewer_than_the_picked_experts():

@@ -145,8 +145,10 @@ def bench_command(
         from v4c.bench import check_memory
 
         mtp = speculative == "mtp" or (speculative in (None, "auto") and spec.mtp.num_layers > 0)
+        alone = device_gb if not str(device).startswith("cuda") else None  # no all-resident run
         check_memory(spec, device, dtype, prompt_len=prompt_len, decode=decode, batch=batch,
-                     speculative="mtp" if mtp else "off", ranks=grid.world)  # fmt: skip
+                     speculative="mtp" if mtp else "off", ranks=grid.world,
+                     device_gb=alone)  # fmt: skip
     comm = join_ranks(grid, device)
     if comm is not None and compare:
         raise V4CError("--compare: transformers runs in one process, not with --tp/--ep")

@@ -161,3 +161,8 @@ def compile_command(
 
         for line in write_targets(compiled.plan, out, targets, building):
             typer.echo(line)
+        if compiled.plan.offload:
+            from v4c.budget_report import append_lens
+
+            for line in append_lens(compiled.budget, compiled.plan, out, targets):
+                typer.echo(line)

@@ -152,7 +152,7 @@ def open_cli_session(
     if comm is not None and device == "cuda":
         device, device_why = str(comm.device), f"{device_why}; rank {comm.rank}'s GPU"
     if compiled is None:
-        limit = choose_max_seq(spec, device, dtype, max_seq, ranks, max_batch)
+        limit = choose_max_seq(spec, device, dtype, max_seq, ranks, max_batch, device_gb)
     log(f"{spec.name} from {folder}")
     if comm is not None:
         backend_name = "nccl" if device.startswith("cuda") else "gloo"
