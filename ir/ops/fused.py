@@ -9,7 +9,16 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from v4c.ir.op import Op, register
-from v4c.ir.ops.core import HcHead, HcPost, HcPre, RmsNorm, Rope, _Rotary, hc_pre_types
+from v4c.ir.ops.core import (
+    HcHead,
+    HcPost,
+    HcPre,
+    Linear,
+    RmsNorm,
+    Rope,
+    _Rotary,
+    hc_pre_types,
+)
 from v4c.ir.ops.moe import MoeCombine, MoeGate, MoeSort
 from v4c.ir.types import TensorType
 
@@ -186,3 +195,42 @@ class MoeRoute(MoeGate):
         weights, idx = super().run(ins)
         order, offsets = MoeSort(self.num_experts).run([idx])
         return weights, idx, order, offsets, sorted_rows(order.flatten()).view_as(idx)
+
+
+@register
+@dataclass(frozen=True)
+class MergedLinear(Op):
+    """Sibling `linear`s of one input x in one launch (`passes/merge_linears.py`): part i is
+    y_i = x W_iᵀ with its own weight, `out_dtype` and `act_quant`, as the `linear` it
+    replaces, and its own result. Operands (x, weight0, weight1, ...)."""
+
+    kind = "merged_linear"
+    out_dtypes: tuple[str, ...] = ()  # per part, as Linear's out_dtype
+    act_quant: tuple[bool, ...] = ()  # per part, as Linear's act_quant
+
+    def __post_init__(self) -> None:  # a plan read back from JSON gives lists
+        object.__setattr__(self, "out_dtypes", tuple(self.out_dtypes))
+        object.__setattr__(self, "act_quant", tuple(self.act_quant))
+
+    @property
+    def quantised_operands(self) -> frozenset[str]:
+        return frozenset(self.operand_roles()[1:])
+
+    def parts(self) -> tuple[Linear, ...]:
+        return tuple(Linear(d, q) for d, q in zip(self.out_dtypes, self.act_quant, strict=True))
+
+    def operand_roles(self):
+        return ("x", *(f"weight{i}" for i in range(len(self.out_dtypes))))
+
+    def result_roles(self):
+        return tuple(f"out{i}" for i in range(len(self.out_dtypes)))
+
+    def roundings(self):
+        return frozenset({("act_quant", True)}) if any(self.act_quant) else frozenset()
+
+    def infer(self, ins):
+        self.expect(len(ins) == len(self.out_dtypes) + 1 >= 3, f"{len(ins)} operands")
+        return tuple(part.infer([ins[0], w])[0] for part, w in zip(self.parts(), ins[1:]))
+
+    def run(self, ins):
+        return tuple(part.run([ins[0], w])[0] for part, w in zip(self.parts(), ins[1:]))
