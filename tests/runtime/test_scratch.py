@@ -38,7 +38,7 @@ def test_split_kernels_get_views_of_the_arena(tmp_path):
     program = engine.programs["decode"]
     asked = program.scratch.asked
     counting = {program.entry.launches[i].op for i, (_, words) in asked.items() if words}
-    assert {"linear", "hc_pre_norm"} <= counting, counting  # split-K GEMMs and HC
+    assert {"linear", "merged_linear", "hc_pre_norm"} <= counting, counting  # split-K GEMMs, HC
     seen: list = []
     program.kernels = {i: Recording(m, seen) for i, m in program.kernels.items()}
     arena = program.arena
