@@ -77,7 +77,8 @@ def test_kernels_reports_every_call_with_its_bytes_and_flops(kernels_json):
     # each decode GEMM beside torch.mm on its weight (bf16 weights: no _scaled_mm baseline);
     # the prefill's are not timed twice
     for entry, timed in figures["entries"].items():
-        gemms = [r for r in timed["launches"] if r["op"] in ("linear", "grouped_linear")]
+        gemms = [r for r in timed["launches"]
+                 if r["op"] in ("linear", "grouped_linear", "merged_linear")]  # fmt: skip
         beside = [r for r in timed["launches"] if "torch_mm_seconds" in r]
         assert gemms and beside == (gemms if entry == "decode" else [])
         assert all(r["torch_mm_seconds"] > 0 and "scaled_mm_seconds" not in r for r in beside)
