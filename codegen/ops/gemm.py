@@ -3,7 +3,8 @@ dense projection of the plan — `linear` (wq_a, wq_b, wkv, wo_b, e_proj, h_proj
 the compressors' and the MoE gate's projections), `grouped_linear` (wo_a) and
 `merged_linear` (the linears of one input, `templates/merged_linear.py.j2`: each part tiled
 and reduced by the rule below as its own launch would be, so each part's output is bitwise
-its own launch's; the launch takes the most warps any part asks for).
+its own launch's; the launch takes the most warps any part asks for: warps share out a
+tile's rows and columns, never its K loop, so they do not change a part's sums).
 
 The tile rule, fixed per launch from its shapes at the entry's limits (no autotuning):
 - the reduction is fixed by the weight alone, never by the number of rows (batch
