@@ -1,9 +1,10 @@
 """Library baselines beside the decode step's dense GEMMs (the `kernels` stage of
-`bench/gpu_check.sh`, issue 21's "each decode GEMM >= 1.0x torch.mm"): for every `linear` and
-`grouped_linear` launch, the same product through
+`bench/gpu_check.sh`, issue 21's "each decode GEMM >= 1.0x torch.mm"): for every `linear`,
+`grouped_linear` and `merged_linear` launch, the same product through
 
-- `torch.mm` (`torch.bmm` per group for wo_a) on the launch's weight in bf16 (an FP8 weight
-  dequantised once, before timing) and a bf16 input of the launch's rows;
+- `torch.mm` (`torch.bmm` per group for wo_a, one `torch.mm` per part of a merged launch)
+  on the launch's weight in bf16 (an FP8 weight dequantised once, before timing) and a bf16
+  input of the launch's rows;
 - `torch._scaled_mm` on the weight's stored e4m3 codes, where the installed torch has it and
   the device runs it: the input as e4m3 (rows padded to 16, as it requires) and unit
   tensor-wide scales. It moves the FP8 GEMM's bytes and does its FLOPs, not its block-scaled
@@ -21,7 +22,7 @@ from math import prod
 
 import torch
 
-GEMMS = ("linear", "grouped_linear")
+GEMMS = ("linear", "grouped_linear", "merged_linear")
 
 
 def _dense_bf16(weight) -> torch.Tensor:
@@ -60,6 +61,11 @@ def baseline_calls(launch, program, env: dict[str, int]) -> dict[str, Callable]:
     """{"torch_mm": call, "scaled_mm": call (where it runs)} for one dense GEMM launch."""
     from v4c.ir.types import resolve_dim
 
+    if launch.op == "merged_linear":  # one torch.mm per part, on the one input
+        shape = [resolve_dim(d, env) for d in launch.inputs[0].dims]
+        ws = [_dense_bf16(program.params[ref.name]) for ref in launch.inputs[1:]]
+        x = torch.randn(prod(shape[:-1]), shape[-1], dtype=torch.bfloat16, device=ws[0].device)
+        return {"torch_mm": lambda: [torch.mm(x, w.t()) for w in ws]}
     weight = program.params[launch.inputs[1].name]
     w = _dense_bf16(weight)  # [N, K] (grouped: G blocks of N_G rows, each on its K_G inputs)
     shape = [resolve_dim(d, env) for d in launch.inputs[0].dims]

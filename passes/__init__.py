@@ -16,6 +16,7 @@ def load_passes() -> None:
         fuse_rope,
         lower,
         memory_plan,
+        merge_linears,
         schedule_moe,
         select_outputs,
         shard,

@@ -262,6 +262,15 @@ class Program:
             run, out = self.kernels[i].run, tuple(o for o in outs if o is not None)
             views = self.scratch.views(i, self.arena)  # past the arena's peak
             return lambda: run(*args, out=out, **views)
+        if op.kind == "merged_linear":  # the reference: each part as its own linear
+            calls = [self._call(i, launch, part, [args[0], w], [o])
+                     for part, w, o in zip(op.parts(), args[1:], outs, strict=True)]  # fmt: skip
+
+            def each() -> None:
+                for call in calls:
+                    call()
+
+            return each
         if _blas_linear(op, args):
             return _matmul(*args, *outs)
         if any(isinstance(a, QuantWeight) for a in args):  # the reference reads dense weights

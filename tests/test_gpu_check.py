@@ -65,11 +65,12 @@ def test_kernels_reports_every_call_with_its_bytes_and_flops(kernels_json):
         # the embedding: the ids, one gathered row per token, the rows written
         embed = _launch(figures, entry, "embed")
         assert embed["bytes"] == tokens * (i64 + 2 * d * fp32) and embed["flops"] == 0
-        # wkv: x [T, D] @ W [128, D]^T, the whole weight read once
-        wkv = _launch(figures, entry, "L00.attn.wkv")
-        out = spec.attention.head_dim
-        assert wkv["kind"] == "kernel" and wkv["flops"] == 2 * tokens * out * d
-        assert wkv["bytes"] == (out * d + tokens * (d + out)) * fp32
+        # wkv and wq_a in one launch: x [T, D] @ W [128 + 128, D]^T, x read once, each
+        # whole weight read once and each output written
+        proj = _launch(figures, entry, "L00.attn.hc_fused.linears")
+        out = spec.attention.head_dim + spec.attention.q_lora_rank
+        assert proj["kind"] == "kernel" and proj["flops"] == 2 * tokens * out * d
+        assert proj["bytes"] == (out * d + tokens * (d + out)) * fp32
         # the routed experts (gate, up, down fused): top_k experts per token, all 8 at most
         experts = _launch(figures, entry, "L00.ffn.experts")
         assert experts["flops"] == 2 * tokens * top_k * 3 * inter * d
@@ -85,7 +86,8 @@ def test_kernels_reports_every_call_with_its_bytes_and_flops(kernels_json):
     # each decode GEMM beside torch.mm on its weight (bf16 weights: no _scaled_mm baseline);
     # the prefill's are not timed twice
     for entry, timed in figures["entries"].items():
-        gemms = [r for r in timed["launches"] if r["op"] in ("linear", "grouped_linear")]
+        gemms = [r for r in timed["launches"]
+                 if r["op"] in ("linear", "grouped_linear", "merged_linear")]  # fmt: skip
         beside = [r for r in timed["launches"] if "torch_mm_seconds" in r]
         assert gemms and beside == (gemms if entry == "decode" else [])
         assert all(r["torch_mm_seconds"] > 0 and "scaled_mm_seconds" not in r for r in beside)

@@ -160,10 +160,13 @@ def _cache_section(graph: Graph, spec: ModelSpec) -> list[str]:
     return out
 
 
+GEMMS = ("linear", "grouped_linear", "merged_linear")  # the dense GEMM family
+
+
 def _ops_section(built: Graph, final: Graph, plan: Plan, kernels: dict) -> list[str]:
     decode = [launch for launch in plan.entries["decode"].launches if launch.kind != "view"]
     kinds = Counter(launch.kind for launch in decode)
-    gemms = sum(1 for launch in decode if launch.op in ("linear", "grouped_linear"))
+    gemms = sum(1 for launch in decode if launch.op in GEMMS)
     torch_ops = kinds["library"]
     out = ["## Ops and kernels per decode step", ""]
     out += [f"- ops before fusion: {compute_ops(built)}; after the passes: {compute_ops(final)}"]

@@ -28,6 +28,7 @@ import triton.language as tl
 from v4c.codegen.kernels.dots import dot_operand
 from v4c.codegen.kernels.moe_gemm import e8m0_value
 from v4c.codegen.kernels.quant import act_quant_rows
+from v4c.codegen.kernels.split import split_total
 
 
 @triton.jit
@@ -163,3 +164,69 @@ def gemm_runs(x_ptr, w_ptr, s_ptr, m, n, g, M, X_STRIDE, N_G, K_G, MODE: tl.cons
     if SPLIT > 1:
         acc = total
     return acc
+
+
+@triton.jit
+def gemm_tile(x_ptr, w_ptr, s_ptr, out_ptr, part_ptr, count, M, tile, g, s, GROUPS: tl.constexpr,
+              N_G: tl.constexpr, K_G: tl.constexpr, MODE: tl.constexpr, SB_O: tl.constexpr,
+              SB_I: tl.constexpr, SPLIT: tl.constexpr, SPLIT_CTAS: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+              GROUP_M: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+    """One program's work: output tile `tile` (of the cdiv(M, BM) x cdiv(N_G, BN) tiles of
+    group g, in `tile_order`) into out [M, GROUPS * N_G]; with SPLIT_CTAS only run s of it,
+    its partial through part_ptr (the fp32 [SPLIT, M, GROUPS * N_G] scratch) and `count` (the
+    tile's arrival counter), the last run to arrive storing the tile; else all the runs."""
+    pid_m, pid_n = tile_order(tile, tl.cdiv(M, BLOCK_M), tl.cdiv(N_G, BLOCK_N), GROUP_M)
+    m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    n = g * N_G + pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    live = (m[None, :] < M) & (n[:, None] < (g + 1) * N_G)
+    dst = m[None, :].to(tl.int64) * (GROUPS * N_G) + n[:, None]
+    if SPLIT_CTAS:  # the tile's last run to arrive sums them all
+        acc = gemm_run(
+            x_ptr,
+            w_ptr,
+            s_ptr,
+            m,
+            n,
+            g,
+            M,
+            s,
+            GROUPS * K_G,
+            N_G,
+            K_G,
+            MODE,
+            SB_O,
+            SB_I,
+            SPLIT,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
+            UPCAST,
+            PRECISION,
+        )
+        total, last = split_total(acc, s, part_ptr, dst, live, count, SPLIT, M * GROUPS * N_G)
+    else:  # the runs one after another: the same sums in the same order
+        total = gemm_runs(
+            x_ptr,
+            w_ptr,
+            s_ptr,
+            m,
+            n,
+            g,
+            M,
+            GROUPS * K_G,
+            N_G,
+            K_G,
+            MODE,
+            SB_O,
+            SB_I,
+            SPLIT,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
+            UPCAST,
+            PRECISION,
+        )
+        last = True
+    if last:
+        tl.store(out_ptr + dst, total.to(out_ptr.dtype.element_ty), mask=live)

@@ -1,6 +1,10 @@
 """Parameters of the dense GEMM family (`templates/gemm.py.j2`, `kernels/gemm.py`): every
 dense projection of the plan — `linear` (wq_a, wq_b, wkv, wo_b, e_proj, h_proj, lm_head,
-the compressors' and the MoE gate's projections) and `grouped_linear` (wo_a).
+the compressors' and the MoE gate's projections), `grouped_linear` (wo_a) and
+`merged_linear` (the linears of one input, `templates/merged_linear.py.j2`: each part tiled
+and reduced by the rule below as its own launch would be, so each part's output is bitwise
+its own launch's; the launch takes the most warps any part asks for: warps share out a
+tile's rows and columns, never its K loop, so they do not change a part's sums).
 
 The tile rule, fixed per launch from its shapes at the entry's limits (no autotuning):
 - the reduction is fixed by the weight alone, never by the number of rows (batch
@@ -114,3 +118,24 @@ class GroupedLinear(Gemm):
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> Gemm:
         return cls.build(attrs, ops["o"], ops["weight"], groups=attrs["groups"], x_dims=2)
+
+
+@template("merged_linear")
+class MergedLinear(Dots):
+    """The parts (each a plain linear's parameters) of one launch over all their tiles."""
+
+    parts: tuple[Gemm, ...]
+    num_warps: int
+    num_stages: int
+
+    @classmethod
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> MergedLinear:
+        parts = tuple(
+            Gemm.build({"out_dtype": d, "act_quant": q}, ops["x"], ops[f"weight{i}"], 1, 1)
+            for i, (d, q) in enumerate(zip(attrs["out_dtypes"], attrs["act_quant"], strict=True))
+        )
+        return cls(
+            parts=parts,
+            num_warps=max(p.num_warps for p in parts),
+            num_stages=max(p.num_stages for p in parts),
+        )

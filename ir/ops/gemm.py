@@ -70,3 +70,48 @@ class GroupedLinear(Op):
         from v4c.ir.semantics.attention import grouped_linear
 
         return (grouped_linear(*ins, self.groups),)
+
+
+@register
+@dataclass(frozen=True)
+class MergedLinear(Op):
+    """Sibling `linear`s of one input x in one launch (`passes/merge_linears.py`): part i is
+    y_i = x W_iᵀ with its own weight, `out_dtype` and `act_quant`, as the `linear` it
+    replaces, and its own result. Operands (x, weight0, weight1, ...)."""
+
+    kind = "merged_linear"
+    out_dtypes: tuple[str, ...] = ()  # per part, as Linear's out_dtype
+    act_quant: tuple[bool, ...] = ()  # per part, as Linear's act_quant
+    roles: tuple[Projection, ...] = field(default=(), compare=False)  # per part, as Linear's role
+
+    def __post_init__(self) -> None:  # a plan read back from JSON gives lists
+        object.__setattr__(self, "out_dtypes", tuple(self.out_dtypes))
+        object.__setattr__(self, "act_quant", tuple(self.act_quant))
+        roles = self.roles or (Projection.NONE,) * len(self.out_dtypes)
+        object.__setattr__(self, "roles", tuple(as_role(self, Projection, r) for r in roles))
+
+    @property
+    def quantised_operands(self) -> frozenset[str]:
+        return frozenset(self.operand_roles()[1:])
+
+    def parts(self) -> tuple[Linear, ...]:
+        return tuple(
+            Linear(d, q, r)
+            for d, q, r in zip(self.out_dtypes, self.act_quant, self.roles, strict=True)
+        )
+
+    def operand_roles(self):
+        return ("x", *(f"weight{i}" for i in range(len(self.out_dtypes))))
+
+    def result_roles(self):
+        return tuple(f"out{i}" for i in range(len(self.out_dtypes)))
+
+    def roundings(self):
+        return frozenset({("act_quant", True)}) if any(self.act_quant) else frozenset()
+
+    def infer(self, ins):
+        self.expect(len(ins) == len(self.out_dtypes) + 1 >= 3, f"{len(ins)} operands")
+        return tuple(part.infer([ins[0], w])[0] for part, w in zip(self.parts(), ins[1:]))
+
+    def run(self, ins):
+        return tuple(part.run([ins[0], w])[0] for part, w in zip(self.parts(), ins[1:]))

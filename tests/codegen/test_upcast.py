@@ -44,6 +44,12 @@ LAUNCHES = {
     "hca": ("sparse_attention", {**SPARSE, "ratio": 128}, BF16_ATTN[:7]),
     "wo_a": ("grouped_linear", {"groups": 2}, [((1, 2, 16, 64), "bf16"), ((64, 512), "bf16")]),
     "wq_a_fp8": ("linear", {"out_dtype": "bf16", "act_quant": True}, DENSE[:2]),
+    # wq_a (FP8, W8A8) and a compressor's bf16 projection (fp32 out) in one launch
+    "merged": (
+        "merged_linear",
+        {"out_dtypes": ("bf16", "fp32"), "act_quant": (True, False)},
+        DENSE[:2] + [((64, 256), "bf16")],
+    ),  # fmt: skip
     "indexer": ("indexer_topk", INDEXER, IDX_IN),
     "shared_fp8": ("swiglu", SWIGLU, DENSE[:3] + DENSE[1:2]),
     "experts_fp4": ("grouped_swiglu", SWIGLU, EXPERTS + FP4),
@@ -77,7 +83,8 @@ def test_gpu_render_differs_only_in_the_switch(name):
 def test_every_template_with_a_dot_has_the_switch():
     """A template whose kernels reach `tl.dot` takes `upcast` from `Dots`, and only those."""
     dotted = {
-        "sparse_attention", "grouped_linear", "linear", "indexer_topk", "swiglu", "grouped_swiglu"
+        "sparse_attention", "grouped_linear", "linear", "merged_linear", "indexer_topk", "swiglu",
+        "grouped_swiglu",
     }  # fmt: skip
     assert {k for k, cls in load_templates().items() if issubclass(cls, Dots)} == dotted
     assert {LAUNCHES[n][0] for n in LAUNCHES} == dotted
@@ -112,6 +119,9 @@ WGMMA = ["wgmma.commit_group.sync.aligned", "wgmma.fence.sync.aligned", "{}",
 GEMM_PTRS = {"x_ptr": "*bf16", "w_ptr": "*bf16", "s_ptr": "*bf16", "out_ptr": "*fp32",
              "part_ptr": "*fp32", "count_ptr": "*i32"}  # fmt: skip
 FP8_GEMM_PTRS = {**GEMM_PTRS, "w_ptr": "*fp8e4nv", "s_ptr": "*u8"}
+MERGED_PTRS = {"x_ptr": "*bf16", "w0": "*fp8e4nv", "s0": "*u8", "out0": "*bf16",
+               "w1": "*bf16", "s1": "*bf16", "out1": "*fp32", "part_ptr": "*fp32",
+               "count_ptr": "*i32"}  # fmt: skip
 # the dense GEMMs at decode: a warpgroup MMA of 64 weight rows x 16 tokens, FP8 x FP8 (W8A8)
 BF16_WGMMA = [m.format("wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16") for m in WGMMA]
 FP8_WGMMA = [m.format("wgmma.mma_async.sync.aligned.m64n16k32.f32.e4m3.e4m3") for m in WGMMA]
@@ -120,6 +130,8 @@ BUILDS = [
     ("window", "attend", ATTN_PTRS, {"W": 8, "ALIGNED": True}, [BF16_MMA]),
     ("wo_a", "kernel", GEMM_PTRS, {}, BF16_WGMMA),
     ("wq_a_fp8", "kernel", FP8_GEMM_PTRS, {}, FP8_WGMMA),
+    # each part its own MMA: FP8 x FP8 for the W8A8 part, bf16 for the bf16 one
+    ("merged", "kernel", MERGED_PTRS, {}, sorted(set(FP8_WGMMA + BF16_WGMMA))),
     ("indexer", "score", IDX_PTRS, {"NOPE": 48}, [BF16_MMA]),
     ("shared_fp8", "gate_up_kernel", FP8_GATE_UP, SPREAD, [BF16_MMA]),
     (

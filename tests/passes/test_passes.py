@@ -34,7 +34,15 @@ def apply(name, spec):
 
 @pytest.mark.parametrize(
     "name",
-    ["fuse_hc_norm", "fuse_rope", "fuse_norms", "schedule_moe", "fuse_moe_route", "fuse_moe_hc"],
+    [
+        "fuse_hc_norm",
+        "fuse_rope",
+        "fuse_norms",
+        "schedule_moe",
+        "fuse_moe_route",
+        "fuse_moe_hc",
+        "merge_linears",
+    ],
 )
 def test_rewrite_pass_preserves_outputs(name, tiny, tiny_weights):
     before, after, result = apply(name, tiny)
@@ -118,6 +126,39 @@ def test_fuse_moe_hc_folds_every_combine(tiny):
     assert all(n.op.moe for n in after.nodes() if n.op.kind == "hc_post_head_norm")
 
 
+def test_merge_linears_puts_the_projections_of_one_input_in_one_launch(tiny):
+    """The linears that read one value (the attention's normed input: 7 in a CSA layer, 4 in
+    an HCA one, 2 with the window only; the q latent: wq_b and the indexer's wq_b) become one
+    merged_linear each, its parts in id order with their own out dtypes; every consumer reads
+    the part's result as it read the linear's; the rest stay linears."""
+    before, after, result = apply("merge_linears", tiny)
+    merged = {n.id: n for n in after.nodes() if n.op.kind == "merged_linear"}
+    sizes = {id: len(n.op.out_dtypes) for id, n in merged.items()}
+    assert sizes == {
+        "L00.attn.hc_fused.linears": 2,  # window only
+        "L01.attn.hc_fused.1.linears": 7,  # CSA
+        "L01.attn.qkv_norm.linears": 2,
+        "L02.attn.hc_fused.1.linears": 4,  # HCA
+        "L03.attn.hc_fused.1.linears": 7,
+        "L03.attn.qkv_norm.linears": 2,
+        "M00.attn.hc_fused.linears": 2,
+    }
+    assert result.stats == {"launches": 7, "linears merged": 26}
+    assert kinds(before)["linear"] - kinds(after)["linear"] == 26
+    csa = merged["L01.attn.hc_fused.1.linears"]
+    parts = csa.origin[1]
+    assert csa.origin[0] == "merge_linears" and list(parts) == sorted(parts)
+    assert parts[-2:] == ("L01.attn.wkv", "L01.attn.wq_a")
+    assert csa.op.out_dtypes == ("fp32",) * 4 + ("bf16",) * 3  # the compressors' are fp32
+    for i, id in enumerate(parts):
+        assert after.operands(csa.id)[i + 1] == before.operands(id)[1]  # its own weight
+        users = sorted((u, slot) for u, slot, out in after.users(csa.id) if out == i)
+        assert users == sorted((u, slot) for u, slot, _ in before.users(id))
+    assert {n.id for n in after.nodes() if n.op.kind == "linear"} >= {
+        "L00.attn.wq_b", "L02.attn.wq_b", "L01.ffn.gate_proj", "head.lm_head"
+    }  # fmt: skip
+
+
 def test_dce_removes_dead_nodes_and_keeps_outputs(tiny, tiny_weights):
     before = graph_before(tiny, "dce")
     after = before.copy()
@@ -173,14 +214,20 @@ def test_lower_makes_a_plan_that_round_trips(tiny):
     assert core.inputs[3] == Ref("input", "slots", (1,), "i64", 0, ("B",))
     assert core.inputs[5] == Ref("state", "L01.window", (1, 16, 128), "bf16", 0, ("N", 16, 128))
     assert plan.states["L01.window"]["shape"] == ["N", 16, 128]
-    wq_a = next(launch for launch in decode.launches if launch.node == "L01.attn.wq_a")
-    assert (wq_a.kind, wq_a.kernel) == ("kernel", "linear")  # the GEMM family's template
-    assert wq_a.inputs[1].kind == "param" and wq_a.inputs[1].name == "layers.1.attn.wq_a.weight"
-    assert wq_a.inputs[0].dims == ("B", "T", tiny.hidden_size)
+    # wq_a: the last part (by id) of the merged launch of its input's linears
+    proj = next(
+        launch for launch in decode.launches if launch.node == "L01.attn.hc_fused.1.linears"
+    )
+    assert (proj.kind, proj.kernel) == ("kernel", "merged_linear")  # the GEMM family's
+    assert proj.fuses[-1] == "L01.attn.wq_a" and len(proj.outputs) == len(proj.inputs) - 1 == 7
+    wq_a = proj.inputs[-1]
+    assert wq_a.kind == "param" and wq_a.name == "layers.1.attn.wq_a.weight"
+    assert proj.inputs[0].dims == ("B", "T", tiny.hidden_size)
+    assert proj.outputs[-1].name == "%L01.attn.hc_fused.1.linears:6"
     # tiny stores FP8 dense and FP4 routed weights: the GEMMs and the expert kernels read
     # them as stored, and the plan's launches say so
     assert plan.params["layers.1.attn.wq_a.weight"].format == WeightFormat.fp8((128, 128))
-    assert wq_a.inputs[1].dtype == "bf16" and wq_a.inputs[1].format == WeightFormat.fp8()
+    assert wq_a.dtype == "bf16" and wq_a.format == WeightFormat.fp8()
     experts = plan.params["layers.1.ffn.experts.{e}.w1.weight"]
     assert (experts.dtype, experts.format) == ("bf16", WeightFormat.fp4(32))
     shared = plan.params["layers.1.ffn.shared_experts.w1.weight"]

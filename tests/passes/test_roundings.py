@@ -25,10 +25,16 @@ OFFICIAL = dataclasses.replace(FULL, numerics="official")
 AFTER_NUMERICS = DEFAULT_PIPELINE[DEFAULT_PIPELINE.index("simulate_numerics") + 1 :]
 
 
+def op_roundings(op) -> list:
+    """The roundings of one op; a merged launch's parts each round as the linear it was."""
+    parts = op.parts() if op.kind == "merged_linear" else (op,)
+    return [r for part in parts for r in part.roundings()]
+
+
 def live_roundings(graph) -> Counter:
     """Every rounding an output depends on, counted (independent of node ids and origins)."""
     live = roundings.live_nodes(graph)
-    return Counter(r for n in graph.nodes() if n.id in live for r in n.op.roundings())
+    return Counter(r for n in graph.nodes() if n.id in live for r in op_roundings(n.op))
 
 
 def plan_roundings(entry) -> Counter:
@@ -38,7 +44,7 @@ def plan_roundings(entry) -> Counter:
         cls = OPS[launch.op]
         fields = {f.name for f in dataclasses.fields(cls)}
         op = cls(**{k: v for k, v in launch.constants.items() if k in fields})
-        out.update(op.roundings())
+        out.update(op_roundings(op))
     return out
 
 

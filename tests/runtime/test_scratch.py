@@ -38,7 +38,8 @@ def test_split_kernels_get_views_of_the_arena(tmp_path):
     program = engine.programs["decode"]
     asked = program.scratch.asked
     counting = {program.entry.launches[i].op for i, (_, words) in asked.items() if words}
-    assert {"linear", "hc_pre_norm", "swiglu", "indexer_topk"} <= counting, counting
+    kinds = {"linear", "merged_linear", "hc_pre_norm", "swiglu", "indexer_topk"}
+    assert kinds <= counting, counting
     seen: list = []
     program.kernels = {i: Recording(m, seen) for i, m in program.kernels.items()}
     arena = program.arena
