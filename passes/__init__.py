@@ -11,6 +11,7 @@ def load_passes() -> None:
         dce,
         fuse_attn_o,
         fuse_attn_q,
+        fuse_gate_route,
         fuse_hc_norm,
         fuse_moe_hc,
         fuse_moe_route,

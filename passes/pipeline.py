@@ -21,6 +21,7 @@ DEFAULT_PIPELINE = [
     "schedule_moe",  # explicit gate -> sort -> grouped GEMMs -> combine (+ shared expert)
     "fuse_moe_route",  # the gate and the sort in one launch; needs schedule_moe's ops
     "fuse_moe_hc",  # the combine into the next HC kernel; needs the route's rows, fuse_hc_norm
+    "fuse_gate_route",  # the route into the gate GEMM's launch; after the passes that read it
     # -- memory and code generation: last, so they see the final set of values
     "memory_plan",  # static arena offsets for the prefill and decode entry points
     "lower",  # needs the memory plan; makes graph.meta["plan"]
