@@ -141,8 +141,9 @@ def slice_partial(
     part_ptr,
     ml_ptr,
     r,
-    pos,
-    freqs_ptr,
+    cos,
+    sin,
+    on,
     HEADS: tl.constexpr,
     D: tl.constexpr,
     SLICES: tl.constexpr,
@@ -152,8 +153,7 @@ def slice_partial(
     UPCAST: tl.constexpr,
     ROUND_P: tl.constexpr,
     Q_NORM: tl.constexpr,
-    NOPE: tl.constexpr,
-    PAIRS: tl.constexpr,
+    ROPE_AT: tl.constexpr,
     INLINE: tl.constexpr,
 ):
     """Flash-decoding: the softmax partial of heads h [BH] of one query (q_ptr: [HEADS, D])
@@ -163,8 +163,9 @@ def slice_partial(
     head's SLICES maxima, then sums, lie side by side for `combine_slices`). The heads are
     the dots' M (a block of the heads that share the single kv head), D is walked in BLOCK_D
     chunks, twice (q·k, then p·k), so only a [BH, BD] tile of o is live at a time.
-    Q_NORM: each q chunk is normalised by its heads' scales r [BH] and rotated at `pos`
-    (kernels/head_rope.py `normed_q`, the RoPE channels NOPE.. of 2*PAIRS, freqs_ptr)."""
+    Q_NORM: each q chunk is normalised by its heads' scales r [BH], and the chunk at column
+    ROPE_AT (which holds every RoPE channel) rotated by the angles (cos, sin, on) of its
+    columns (kernels/head_rope.py `normed_q`)."""
     heads = h < HEADS
     s = tl.zeros([h.shape[0], BLOCK_N], tl.float32)
     for d0 in range(0, D, BLOCK_D):
@@ -172,8 +173,11 @@ def slice_partial(
         q = tl.load(q_ptr + h[:, None] * D + cols[None, :], mask=_cols(heads, cols, D, BLOCK_D),
                     other=0.0)  # fmt: skip
         if Q_NORM:
-            q = normed_q(q, r, d0, pos, freqs_ptr, NOPE, PAIRS, BLOCK_D, INLINE,
-                         q_ptr.dtype.element_ty)  # fmt: skip
+            q = q.to(tl.float32)  # one type on both sides of the branch
+            if d0 == ROPE_AT:
+                q = normed_q(q, r, cos, sin, on, BLOCK_D, True, INLINE, q_ptr.dtype.element_ty)
+            else:
+                q = normed_q(q, r, cos, sin, on, BLOCK_D, False, INLINE, q_ptr.dtype.element_ty)
         k = tl.load(ptrs[:, None] + cols[None, :], mask=_cols(valid, cols, D, BLOCK_D), other=0.0)
         q = dot_operand(q, UPCAST, PRECISION)
         k = dot_operand(k, UPCAST, PRECISION)

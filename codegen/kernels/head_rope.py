@@ -14,7 +14,7 @@ import triton.language as tl
 
 from v4c.codegen.kernels.norm import row_scale
 from v4c.codegen.kernels.quant import round_to
-from v4c.codegen.kernels.rope import rotate_tile
+from v4c.codegen.kernels.rope import rotate_pairs, rotate_tile
 
 
 @triton.jit
@@ -45,13 +45,16 @@ def _round(y, INLINE: tl.constexpr, DTYPE: tl.constexpr):
 
 
 @triton.jit
-def normed_q(q, r, c0, pos, freqs_ptr, NOPE: tl.constexpr, PAIRS: tl.constexpr,
-             BLOCK_D: tl.constexpr, INLINE: tl.constexpr, DTYPE: tl.constexpr):  # fmt: skip
-    """A q tile [BH, BLOCK_D] (columns c0.., c0 even) of a token at `pos`, normalised by its
-    heads' scales r [BH] and rotated: fp32 holding DTYPE values."""
+def normed_q(q, r, c, s, on, BLOCK_D: tl.constexpr, ROTATE: tl.constexpr,
+             INLINE: tl.constexpr, DTYPE: tl.constexpr):  # fmt: skip
+    """A q tile [BH, BLOCK_D] normalised by its heads' scales r [BH] and, if ROTATE, rotated
+    by the angles (c, s, on) of its columns (kernels/rope.py `pair_angles`, made once before
+    the loop that loads q: the sine's slow path at a loop's register peak spills): fp32
+    holding DTYPE values."""
     y = _round(q.to(tl.float32) * r[:, None], INLINE, DTYPE)
-    y = rotate_tile(y, c0, pos, freqs_ptr, NOPE, PAIRS, BLOCK_D, False)
-    return _round(y, INLINE, DTYPE)
+    if ROTATE:
+        y = _round(rotate_pairs(y, c, s, on, BLOCK_D, False), INLINE, DTYPE)
+    return y
 
 
 @triton.jit

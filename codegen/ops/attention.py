@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from v4c.codegen.jit import CodegenError
 from v4c.codegen.params import Dots, Operands, Precision, dot_precision, template, tile
 from v4c.ir.types import ir_dtype
 from v4c.spec.schema import CSA_RATIO
@@ -89,6 +90,10 @@ class SparseAttention(Dots):
             # a [BH, BN] logit tile and [BN, BD] key chunks: narrower chunks for wider slices
             chunk, warps = (128, 4) if block <= 32 else (64, 8)
             blocks = dict(block_h=block_h, block_n=block, block_d=tile(dim, hi=chunk))
+            nope, width = dim - self.rope_dim, blocks["block_d"]
+            if self.q_norm and nope // width != (dim - 1) // width:
+                raise CodegenError(f"sparse_attention_rope: the RoPE channels {nope}..{dim - 1}"
+                                   f" span two q chunks of {width}")  # fmt: skip
             update = dict(split=True, slices=slices, num_warps=warps, **blocks)
             return self.model_copy(update=update)
         blocks = dict(
