@@ -167,9 +167,9 @@ def test_lower_makes_a_plan_that_round_trips(tiny):
     assert draft and not draft & main  # the MTP block alone
     kinds = {launch.op: launch.kind for launch in decode.launches}
     assert kinds["split_heads"] == "view" and kinds["linear"] == "kernel"
-    assert kinds["sparse_attention"] == "kernel"
+    assert kinds["sparse_attention_rope"] == "kernel"  # with its RoPE folded in (fuse_attn_*)
     assert decode.env == {"B": 1, "N": 1, "T": 1, "S": 8192}
-    core = next(launch for launch in decode.launches if launch.node == "L01.attn.core")
+    core = next(launch for launch in decode.launches if launch.node == "L01.attn.core_rope")
     assert core.inputs[3] == Ref("input", "slots", (1,), "i64", 0, ("B",))
     assert core.inputs[5] == Ref("state", "L01.window", (1, 16, 128), "bf16", 0, ("N", 16, 128))
     assert plan.states["L01.window"]["shape"] == ["N", 16, 128]
