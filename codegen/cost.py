@@ -139,7 +139,7 @@ def launch_flops(launch: Launch, plan: Plan, env: dict[str, int]) -> float:
             flops += 2 * rows * prod(ref.shape)
     states = [prod(_shape(r, {**env, "N": 1})) // max(r.shape[-1], 1) for r in launch.inputs
               if r.kind == "state"]  # fmt: skip
-    if launch.op == "sparse_attention":
+    if launch.op in ("sparse_attention", "sparse_attention_rope"):  # the latter: + its RoPE
         q = _shape(launch.inputs[0], env)  # [B, T, H, d]
         keys = launch.constants.get("window", 0)
         if routed is not None:

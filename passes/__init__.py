@@ -9,6 +9,9 @@ from __future__ import annotations
 def load_passes() -> None:
     from v4c.passes import (  # noqa: F401
         dce,
+        fuse_attn_o,
+        fuse_attn_q,
+        fuse_gate_route,
         fuse_hc_norm,
         fuse_moe_hc,
         fuse_moe_route,

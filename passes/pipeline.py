@@ -15,10 +15,13 @@ DEFAULT_PIPELINE = [
     "fuse_hc_norm",  # HC post + next HC pre + RMSNorm: one pass over the 4 streams per boundary
     "fuse_rope",  # RoPE into the q/kv norms; after fuse_hc_norm so no norm is claimed twice
     "fuse_norms",  # the q and kv norms of a layer in one launch; needs fuse_rope's kv norm
+    "fuse_attn_q",  # the per-head q norm + RoPE into the attention's q load; needs fuse_rope's
+    "fuse_attn_o",  # the inverse RoPE into the attention's output store
     # -- scheduling
     "schedule_moe",  # explicit gate -> sort -> grouped GEMMs -> combine (+ shared expert)
     "fuse_moe_route",  # the gate and the sort in one launch; needs schedule_moe's ops
     "fuse_moe_hc",  # the combine into the next HC kernel; needs the route's rows, fuse_hc_norm
+    "fuse_gate_route",  # the route into the gate GEMM's launch; after the passes that read it
     # the linears of one input in one launch; after every pass that finds a `linear` by kind
     "merge_linears",
     # -- memory and code generation: last, so they see the final set of values

@@ -30,7 +30,9 @@ from v4c.ir.semantics.quant import QuantWeight
 from v4c.runtime.offload import ExpertStore, layer_of
 
 
-ROUTERS = ("moe_gate", "moe_route")  # the gate alone, or with its sort (passes/fuse_moe_route)
+# the gate alone, with its sort (passes/fuse_moe_route), or with its projection too
+# (passes/fuse_gate_route: the launch is its own projection)
+ROUTERS = ("moe_gate", "moe_route", "gate_route")
 
 
 def next_gate(launches: list[Launch], i: int) -> tuple[int, int, str] | None:
@@ -41,8 +43,9 @@ def next_gate(launches: list[Launch], i: int) -> tuple[int, int, str] | None:
     if gate is None:
         return None
     source = launches[gate].inputs[0].name
-    proj = next((p for p in range(gate - 1, i, -1) if launches[p].op == "linear"
-                 and launches[p].outputs[0].name == source), None)  # fmt: skip
+    proj = gate if launches[gate].op == "gate_route" else next(
+        (p for p in range(gate - 1, i, -1) if launches[p].op == "linear"
+         and launches[p].outputs[0].name == source), None)  # fmt: skip
     experts = next((k for k in range(gate + 1, len(launches))
                     if launches[k].op == "grouped_swiglu"), None)  # fmt: skip
     if proj is None or experts is None:
@@ -76,14 +79,19 @@ def prefetcher(
     store: ExpertStore, proj, proj_rest: list, gate, gate_rest: list, x: torch.Tensor
 ) -> Callable[[], None]:
     """The call that predicts, from `x` (this layer's expert input), the next layer's picks
-    (`proj`, `gate`: its ops; `*_rest`: their bound operands but the first) and starts
-    copying them into `store` (the next layer's). Without `proj`, `x` is the gate's logits."""
+    (`proj`, `gate`: its ops, the same gate_route twice when it projects itself; `*_rest`:
+    their bound operands but the first) and starts copying them into `store` (the next
+    layer's). Without `proj`, `x` is the gate's own first operand (the step's start)."""
     rest = [w.dequantize(x.dtype) if isinstance(w, QuantWeight) else w for w in proj_rest]
+    gate_rest = [w.dequantize(x.dtype) if isinstance(w, QuantWeight) else w for w in gate_rest]
     stream = torch.cuda.Stream(store.device) if store.device.type == "cuda" else None
 
     def call() -> None:
-        (logits,) = proj.run([x, *rest]) if proj is not None else (x,)
-        idx = gate.run([logits, *gate_rest])[1]  # [.., K] expert ids (moe_route: + its sort)
+        if proj is gate:  # gate_route: the projection and the route in one op
+            idx = gate.run([x, *rest])[1]
+        else:
+            (logits,) = proj.run([x, *rest]) if proj is not None else (x,)
+            idx = gate.run([logits, *gate_rest])[1]  # [.., K] expert ids (moe_route: + sort)
         store.ahead.zero_().scatter_(0, idx.flatten(), 1)
         if stream is None:
             store.prefetch()

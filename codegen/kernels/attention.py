@@ -31,6 +31,7 @@ import triton
 import triton.language as tl
 
 from v4c.codegen.kernels.dots import dot_operand, round_bf16
+from v4c.codegen.kernels.head_rope import normed_q
 
 FLOOR = tl.constexpr(-1.0e30)  # the running max of a state that has seen no key
 
@@ -139,6 +140,10 @@ def slice_partial(
     scale,
     part_ptr,
     ml_ptr,
+    r,
+    cos,
+    sin,
+    on,
     HEADS: tl.constexpr,
     D: tl.constexpr,
     SLICES: tl.constexpr,
@@ -147,6 +152,9 @@ def slice_partial(
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     ROUND_P: tl.constexpr,
+    Q_NORM: tl.constexpr,
+    ROPE_AT: tl.constexpr,
+    INLINE: tl.constexpr,
 ):
     """Flash-decoding: the softmax partial of heads h [BH] of one query (q_ptr: [HEADS, D])
     over one slice of its keys (rows at `ptrs` [BN], masked by `valid`), in one block: m [BH]
@@ -154,13 +162,22 @@ def slice_partial(
     o goes to part_ptr [HEADS, D], (m, l) to ml_ptr [2, HEADS, SLICES] (at this slice: a
     head's SLICES maxima, then sums, lie side by side for `combine_slices`). The heads are
     the dots' M (a block of the heads that share the single kv head), D is walked in BLOCK_D
-    chunks, twice (q·k, then p·k), so only a [BH, BD] tile of o is live at a time."""
+    chunks, twice (q·k, then p·k), so only a [BH, BD] tile of o is live at a time.
+    Q_NORM: each q chunk is normalised by its heads' scales r [BH], and the chunk at column
+    ROPE_AT (which holds every RoPE channel) rotated by the angles (cos, sin, on) of its
+    columns (kernels/head_rope.py `normed_q`)."""
     heads = h < HEADS
     s = tl.zeros([h.shape[0], BLOCK_N], tl.float32)
     for d0 in range(0, D, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)
         q = tl.load(q_ptr + h[:, None] * D + cols[None, :], mask=_cols(heads, cols, D, BLOCK_D),
                     other=0.0)  # fmt: skip
+        if Q_NORM:
+            q = q.to(tl.float32)  # one type on both sides of the branch
+            if d0 == ROPE_AT:
+                q = normed_q(q, r, cos, sin, on, BLOCK_D, True, INLINE, q_ptr.dtype.element_ty)
+            else:
+                q = normed_q(q, r, cos, sin, on, BLOCK_D, False, INLINE, q_ptr.dtype.element_ty)
         k = tl.load(ptrs[:, None] + cols[None, :], mask=_cols(valid, cols, D, BLOCK_D), other=0.0)
         q = dot_operand(q, UPCAST, PRECISION)
         k = dot_operand(k, UPCAST, PRECISION)

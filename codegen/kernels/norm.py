@@ -16,29 +16,31 @@ from v4c.codegen.kernels.rope import rotate
 
 
 @triton.jit
-def inv_rms(x, n: tl.constexpr, eps):
-    """1 / sqrt(mean(x²) + eps) for a [BLOCK] fp32 row whose padding lanes are 0."""
-    return 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / n + eps)
+def inv_rms(x, n: tl.constexpr, eps, AXIS: tl.constexpr):
+    """1 / sqrt(mean(x²) + eps) for fp32 rows along AXIS whose padding lanes are 0 (AXIS 0:
+    one [BLOCK] row; 1: [R, BLOCK] rows, one scale each)."""
+    return 1.0 / tl.sqrt(tl.sum(x * x, axis=AXIS) / n + eps)
 
 
 @triton.jit
-def inline_inv_rms(x, n: tl.constexpr, eps, DTYPE: tl.constexpr):
+def inline_inv_rms(x, n: tl.constexpr, eps, DTYPE: tl.constexpr, AXIS: tl.constexpr):
     """`inv_rms` as the official q norm computes it in DTYPE: q², mean(q²) (an fp32 sum),
     + eps and rsqrt each rounded to DTYPE."""
     square = round_to(x * x, DTYPE)
-    var = round_to(tl.math.div_rn(tl.sum(square, axis=0), n * 1.0), DTYPE)
+    var = round_to(tl.math.div_rn(tl.sum(square, axis=AXIS), n * 1.0), DTYPE)
     root = tl.sqrt_rn(round_to(var + eps, DTYPE))
     return round_to(tl.math.div_rn(1.0, root), DTYPE)
 
 
 @triton.jit
-def row_scale(x, n: tl.constexpr, eps, INLINE: tl.constexpr, DTYPE: tl.constexpr):
-    """The scale a row is multiplied by: the fp32 `inv_rms`, or under INLINE the official
-    q norm's DTYPE one."""
+def row_scale(x, n: tl.constexpr, eps, INLINE: tl.constexpr, DTYPE: tl.constexpr,
+              AXIS: tl.constexpr):  # fmt: skip
+    """The scale a row (along AXIS, as `inv_rms`) is multiplied by: the fp32 `inv_rms`, or
+    under INLINE the official q norm's DTYPE one."""
     if INLINE:
-        r = inline_inv_rms(x, n, eps, DTYPE)
+        r = inline_inv_rms(x, n, eps, DTYPE, AXIS)
     else:
-        r = inv_rms(x, n, eps)
+        r = inv_rms(x, n, eps, AXIS)
     return r
 
 
@@ -50,7 +52,7 @@ def norm_row(x_ptr, w_ptr, out_ptr, row, eps, DIM: tl.constexpr, WEIGHTED: tl.co
     cols = tl.arange(0, BLOCK)
     dtype = out_ptr.dtype.element_ty
     x = tl.load(x_ptr + row * DIM + cols, mask=cols < DIM, other=0.0).to(tl.float32)
-    y = x * row_scale(x, DIM, eps, INLINE, dtype)
+    y = x * row_scale(x, DIM, eps, INLINE, dtype, 0)
     if WEIGHTED:
         y = y * tl.load(w_ptr + cols, mask=cols < DIM, other=0.0).to(tl.float32)
     if INLINE:
@@ -69,7 +71,7 @@ def norm_rope_row(x_ptr, w_ptr, pos, freqs_ptr, out_ptr, row, eps, DIM: tl.const
     cols = tl.arange(0, BLOCK)
     dtype = out_ptr.dtype.element_ty
     x = tl.load(x_ptr + row * DIM + cols, mask=cols < DIM, other=0.0).to(tl.float32)
-    r = row_scale(x, DIM, eps, INLINE, dtype)
+    r = row_scale(x, DIM, eps, INLINE, dtype, 0)
     keep = cols < NOPE
     y = x * r
     if WEIGHTED:

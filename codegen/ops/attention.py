@@ -4,12 +4,14 @@ at least 16 on every side, so small head counts and row blocks are padded up to 
 
 Sparse attention has two forms, chosen by the launch's tokens per row at the plan's limits:
 flash-decoding for a step of a few (decode, verify: every kernel of the form is the same, so
-a token verified is the token decoded, bit for bit) and large tiles for a prefill."""
+a token verified is the token decoded, bit for bit) and large tiles for a prefill. Both
+forms fold the RoPE of `sparse_attention_rope` around the attention when it asks."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from v4c.codegen.jit import CodegenError
 from v4c.codegen.params import Dots, Operands, Precision, dot_precision, template, tile
 from v4c.ir.types import ir_dtype
 from v4c.spec.schema import CSA_RATIO
@@ -34,6 +36,9 @@ def slicing(keys: int, groups: int, slices: int = 0) -> tuple[int, int]:
     return -(-keys // block), block
 
 
+ROPE_ATTRS = ("q_norm", "o_rope", "inline", "eps", "rope_dim", "theta", "yarn")
+
+
 @template("sparse_attention")
 class SparseAttention(Dots):
     dim: int  # d, the head dim (= the kv width)
@@ -51,6 +56,14 @@ class SparseAttention(Dots):
     block_n: int = 0  # split: keys of one slice (at most); else keys per online-softmax step
     block_d: int = 0  # split: the chunk of d a dot takes; else d whole
     num_warps: int = 4  # tiles: 8 for wide heads (q, output and a key tile are [., d] fp32)
+    # sparse_attention_rope: the RoPE folded around the attention (ir/ops/attention.py)
+    q_norm: bool = False  # the weightless per-head q norm + RoPE on the q loaded
+    o_rope: bool = False  # the inverse RoPE on the output rows
+    inline: bool = False  # the q norm's numerics: official
+    eps: float = 0.0  # the q norm's
+    rope_dim: int = 0
+    theta: float = 0.0
+    yarn: tuple[float, int, float, float] | None = None
 
     @classmethod
     def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> SparseAttention:
@@ -63,6 +76,7 @@ class SparseAttention(Dots):
             softmax_scale=attrs["softmax_scale"],
             precision=dot_precision([ops[k].dtype for k in roles]),
             round_probs=bool(attrs.get("round_probs")) and ir_dtype(ops["q"].dtype) == "bf16",
+            **{k: attrs[k] for k in ROPE_ATTRS if k in attrs},
         )  # fmt: skip
         return what.form(steps <= SPLIT_STEPS)
 
@@ -76,6 +90,10 @@ class SparseAttention(Dots):
             # a [BH, BN] logit tile and [BN, BD] key chunks: narrower chunks for wider slices
             chunk, warps = (128, 4) if block <= 32 else (64, 8)
             blocks = dict(block_h=block_h, block_n=block, block_d=tile(dim, hi=chunk))
+            nope, width = dim - self.rope_dim, blocks["block_d"]
+            if self.q_norm and nope // width != (dim - 1) // width:
+                raise CodegenError(f"sparse_attention_rope: the RoPE channels {nope}..{dim - 1}"
+                                   f" span two q chunks of {width}")  # fmt: skip
             update = dict(split=True, slices=slices, num_warps=warps, **blocks)
             return self.model_copy(update=update)
         blocks = dict(
@@ -83,3 +101,6 @@ class SparseAttention(Dots):
             block_d=tile(dim), num_warps=8 if dim >= 256 else 4,
         )  # fmt: skip
         return self.model_copy(update=dict(split=False, slices=0, **blocks))
+
+
+template("sparse_attention_rope")(SparseAttention)  # the same template, its folds switched on

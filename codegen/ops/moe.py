@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from v4c.codegen.jit import CodegenError
+from v4c.codegen.ops.gemm import Linear
 from v4c.codegen.params import (
     Dots,
     Operand,
@@ -94,6 +95,26 @@ class MoeRoute(MoeGate):
     def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> MoeRoute:
         gate = MoeGate.from_launch(attrs, ops)
         return cls(**gate.model_dump(), groups=attrs["num_experts"])
+
+
+@template("gate_route")
+class GateRoute(MoeRoute):
+    """The router's GEMM (the dense GEMM family's constants, `gemm`) and moe_route in one
+    launch up to `route_tokens` tokens: the GEMM's last program to finish gates the tokens
+    and sorts their slots in one chunk of `block` (a stable sort: the order is the same
+    whatever the chunk). Longer steps: the GEMM, then the route in launches of its own."""
+
+    TEMPLATE = "gate_route"
+    gemm: Linear
+
+    @classmethod
+    def from_launch(cls, attrs: dict[str, Any], ops: Operands) -> GateRoute:
+        gemm = Linear.from_launch({"out_dtype": "fp32"}, ops)
+        experts = ops["weight"].shape[0]
+        logits = Operand((*ops["x"].shape[:-1], experts), "fp32")
+        route = MoeRoute.from_launch(attrs, {**ops, "logits": logits})
+        block = tile(ROUTE_TOKENS * route.top_k)
+        return cls(**{**route.model_dump(), "block": block}, gemm=gemm)
 
 
 class _Swiglu(Dots):

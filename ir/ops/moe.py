@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from v4c.ir.op import Op, register
+from v4c.ir.ops.gemm import Linear
 from v4c.ir.types import TensorType
 
 
@@ -264,3 +265,26 @@ class MoeRoute(MoeGate):
         weights, idx = super().run(ins)
         order, offsets = MoeSort(self.num_experts).run([idx])
         return weights, idx, order, offsets, sorted_rows(order.flatten()).view_as(idx)
+
+
+@register
+@dataclass(frozen=True)
+class GateRoute(MoeRoute):
+    """The router's projection (a `linear` to fp32 logits) + moe_route, in one launch at
+    decode: the gate GEMM's last program to finish routes the tokens. Results: moe_route's,
+    then the logits (kept: the route of a longer step reads them in launches of its own)."""
+
+    kind = "gate_route"
+    results = ("weights", "idx", "order", "offsets", "rows", "logits")
+    quantised_operands = frozenset({"weight"})
+
+    def operand_roles(self):
+        return ("x", "weight", *super().operand_roles()[1:])
+
+    def infer(self, ins):
+        (logits,) = Linear("fp32").infer(ins[:2])
+        return (*super().infer([logits, *ins[2:]]), logits)
+
+    def run(self, ins):
+        (logits,) = Linear("fp32").run(ins[:2])
+        return (*super().run([logits, *ins[2:]]), logits)

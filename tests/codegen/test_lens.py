@@ -12,8 +12,9 @@ Edit it as kernels change: the key is (spec, check, "template.kernel").
 
 SPILL_ALLOWED bounds spills the build does not reproduce: the same source and constants have
 read as 56 registers with 12-16 bytes of spill in one cache and 63 registers with none in
-another (the HC post kinds at the tiny model's dims only), so neither a gate nor a strict
-xfail holds; a spill above the bound still fails (issue 23 makes the build deterministic)."""
+another (the HC post kinds and the folded-RoPE attention at the tiny model's dims only), so
+neither a gate nor a strict xfail holds; a spill above the bound still fails (issue 23 makes
+the build deterministic)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ KNOWN: dict[tuple[str, str, str], int] = {}
 SPILL_ALLOWED = {  # (spec, "template.kernel") -> bytes of spill tolerated, see the docstring
     ("tiny", "hc_post_pre_norm.kernel"): 16,
     ("tiny", "hc_post_head_norm.kernel"): 16,
+    # the q RoPE's sine slow path (a 32-byte local array): tiny's HCA verify attend read 32
+    # registers with 32 bytes of spill in one cache, 46 with none in another (same source)
+    ("tiny", "sparse_attention_rope.attend"): 32,
 }
 
 MMA_TYPES = {"bf16", "fp16", "fp8", "tf32"}  # dot operand types that have tensor cores
