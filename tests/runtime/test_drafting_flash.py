@@ -7,7 +7,8 @@ indexer's top-512 then keeps every CSA entry (a selection among more is the tiny
 test). Greedy decoding with the MTP drafter (K = 1..3: rejected drafts undone) and with the
 perfect drafter (K = 3: verify steps of 4 tokens kept whole) emits exactly plain greedy
 decoding's tokens and leaves the main model's caches bit for bit as it does. The oracle is
-the plain `generate` loop on the same engine. Minutes on 2 cores: `long`.
+the plain `generate` loop on the same engine. About half an hour on a loaded 2-core machine:
+`long`.
 """
 
 from __future__ import annotations
