@@ -56,3 +56,21 @@ def test_no_sentence_is_broken_by_the_source(path, command, capsys):
     for text in texts:
         flat = " ".join(text.split())
         assert any(flat in line for line in lines), (flat, lines)
+
+
+AUTO = ("auto", "stop once that is slower than plain decoding", "said in the summary",
+        "mtp: speculate to the end", "off: never",
+        "Greedy decoding gives the same tokens in every mode")  # fmt: skip
+SERVED = ("mtp: greedy requests draft with the MTP block", "(the same tokens)", "off (the default)")
+
+
+@pytest.mark.parametrize("path, said", [(("run",), AUTO), (("chat",), AUTO), (("bench",), AUTO),
+                                        (("serve",), SERVED)])  # fmt: skip
+def test_speculative_help_says_what_each_mode_does_and_that_outputs_agree(path, said, capsys):
+    """What a user is promised on every command that speculates: what each mode does (auto
+    runs while it pays; serve has mtp and off) and that the tokens are the same."""
+    with pytest.raises(SystemExit):
+        main([*path, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for words in said:
+        assert words in text, (words, text)

@@ -25,7 +25,7 @@ of N_G outputs reads its own K_G inputs of x; a plain linear is G = 1).
 import triton
 import triton.language as tl
 
-from v4c.codegen.kernels.dots import dot_operand
+from v4c.codegen.kernels.dots import dot_k16, dot_operand
 from v4c.codegen.kernels.moe_gemm import e8m0_value
 from v4c.codegen.kernels.quant import act_quant_rows
 from v4c.codegen.kernels.split import split_total
@@ -106,7 +106,8 @@ def weight_block(
 def k_block(acc, x_rows, w_ptr, s_ptr, m, n, g, M, kb, N_G, K_G, MODE: tl.constexpr,
             SB_O: tl.constexpr, SB_I: tl.constexpr, BK: tl.constexpr, UPCAST: tl.constexpr,
             PRECISION: tl.constexpr):  # fmt: skip
-    """acc [BN, BM] + the product of K block kb (x_rows: the tokens' rows of x at group g)."""
+    """acc [BN, BM] + the product of K block kb (x_rows: the tokens' rows of x at group g),
+    each dot in `dot_k16`'s order (the interpreter's too is then fixed by K, not BM or BN)."""
     k = kb * BK + tl.arange(0, BK)
     x = tl.load(x_rows + k[None, :], mask=(m[:, None] < M) & (k[None, :] < K_G), other=0.0)
     w, w_scale = weight_block(
@@ -114,11 +115,10 @@ def k_block(acc, x_rows, w_ptr, s_ptr, m, n, g, M, kb, N_G, K_G, MODE: tl.conste
     )
     if MODE == "w8a8":
         xq, x_scale = act_quant_rows(x, UPCAST)
-        part = tl.dot(w, tl.trans(xq), out_dtype=tl.float32)
+        part = dot_k16(w, tl.trans(xq), tl.zeros(acc.shape, tl.float32), UPCAST, "tf32")
         acc += part * w_scale[:, None] * x_scale[None, :]
     else:
-        x = tl.trans(dot_operand(x, UPCAST, PRECISION))
-        acc = tl.dot(w, x, acc, input_precision=PRECISION, out_dtype=tl.float32)
+        acc = dot_k16(w, tl.trans(dot_operand(x, UPCAST, PRECISION)), acc, UPCAST, PRECISION)
     return acc
 
 

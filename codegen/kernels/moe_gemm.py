@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from v4c.codegen.kernels.dots import dot_operand
+from v4c.codegen.kernels.dots import dot_k16, dot_operand
 from v4c.codegen.kernels.quant import fp8_round_rows, round_to
 
 
@@ -196,23 +196,13 @@ def tile_dot(acc, a, w_ptr, s_ptr, n, n_on, k0, IN: tl.constexpr, FMT: tl.conste
              SB_O: tl.constexpr, SB_I: tl.constexpr, BK: tl.constexpr,
              PRECISION: tl.constexpr, UPCAST: tl.constexpr):  # fmt: skip
     """acc [BM, BN] + a @ W[n, k0:k0+BK]^T for an activation tile a [BM, BK] (as `dot_operand`
-    made it). One dot on a GPU (its
-    MMAs sum a row's k16 steps in order whatever BM is); under UPCAST dots of 16 reduction
-    columns summed in order, since the interpreter's numpy matmul sums a row of a longer
-    product differently at different row counts (batch invariance holds on both)."""
+    made it), in `dot_k16`'s fixed order (batch invariance under the interpreter too)."""
     if FMT == "fp4":
         words, factor = fp4_words(w_ptr, s_ptr, n, n_on, k0, IN, SB_I, BK)
         w = e2m1_tile(words, factor, UPCAST)
     else:
         w = weight_tile(w_ptr, s_ptr, n, n_on, k0, IN, FMT, SB_O, SB_I, BK)
-    w = dot_operand(w, UPCAST, PRECISION)
-    if UPCAST and BK > 16:
-        a3 = tl.permute(tl.reshape(a, [a.shape[0], BK // 16, 16]), (1, 0, 2))  # [BK/16, BM, 16]
-        w3 = tl.permute(tl.reshape(w, [w.shape[0], BK // 16, 16]), (1, 2, 0))  # [BK/16, 16, BN]
-        acc += tl.sum(tl.dot(a3, w3, input_precision=PRECISION), axis=0)
-    else:
-        acc = tl.dot(a, tl.trans(w), acc, input_precision=PRECISION)
-    return acc
+    return dot_k16(a, tl.trans(dot_operand(w, UPCAST, PRECISION)), acc, UPCAST, PRECISION)
 
 
 @triton.jit

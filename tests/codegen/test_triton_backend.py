@@ -159,3 +159,14 @@ def test_quantised_experts_stay_quantised(tmp_path, kernel_cache):
     prompt = [[0, *torch.randint(0, spec.vocab_size, (4,), generator=gen).tolist()]]
     steps = [prompt, *decode_steps(gen, spec.vocab_size, 1, 2)]
     compare(ref.engine, tri.engine, steps, atol=1e-4)
+
+
+@pytest.mark.parametrize("numerics", ["official", "plain"])
+def test_backend_auto_is_triton_on_cuda_for_every_numerics_mode(numerics):
+    """`--backend auto`: the kernels on CUDA whatever the numerics (they compute the official
+    roundings), the torch reference on a CPU (no interpreter by default)."""
+    from v4c.session import default_backend
+
+    assert default_backend("cuda", numerics)[0] == "triton"
+    assert default_backend("cuda:1", numerics)[0] == "triton"
+    assert default_backend("cpu", numerics) == ("torch", "no CUDA device")

@@ -101,7 +101,8 @@ def test_bad_input(env, args, message):
 
 def test_speculation_is_on_by_default_and_changes_no_token(env):
     """The tiny checkpoint has the MTP block: `run` drafts with it while it pays (`auto`, said
-    at start, acceptance in the summary) and prints the text `--speculative off` prints."""
+    at start, acceptance in the summary) and prints the text `--speculative off` prints; so
+    does `mtp`, which speculates to the end (K = 3: chained drafts)."""
     greedy = ("run", "--prompt", "Hi", "--temperature", "0", "--max-new-tokens", "6")
     on = v4c(env, *greedy, "--draft-tokens", "2")
     off = v4c(env, *greedy, "--speculative", "off")
@@ -111,6 +112,10 @@ def test_speculation_is_on_by_default_and_changes_no_token(env):
     assert said in on.stderr
     assert "drafts accepted" in on.stderr and "tokens per main-model step" in on.stderr
     assert "speculative off (--speculative)" in off.stderr and "drafts" not in off.stderr
+    forced = v4c(env, *greedy, "--speculative", "mtp", "--draft-tokens", "3")
+    assert forced.returncode == 0 and forced.stdout == off.stdout, forced.stderr
+    assert "speculative mtp, 3 draft tokens (--speculative)" in forced.stderr
+    assert "drafts accepted" in forced.stderr and "speculation off" not in forced.stderr
 
 
 def test_run_a_compiled_plan_as_it_is(env, tmp_path):

@@ -134,7 +134,7 @@ DraftTokens = Annotated[
     int,
     typer.Option(
         min=1,
-        help="Draft tokens per verify step with --speculative mtp (1..the plan's "
+        help="Draft tokens per verify step when speculating (1..the plan's "
         "--max-draft; more than one chains the MTP block on its own output).",
     ),
 ]
