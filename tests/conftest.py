@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.interpreter import skip_repeated_lang_patches
 from v4c.envs import CACHE_DIR
 
 
@@ -23,6 +24,7 @@ def _has_cuda() -> bool:
 # the first `@triton.jit` is evaluated, so it is set when the test session starts.
 if not _has_cuda():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    skip_repeated_lang_patches()
 
 # The suite runs in one worker per core (pytest-xdist, README): a worker's torch keeps to
 # one thread, or two workers' thread pools contend for the cores and a step can take 20x.
