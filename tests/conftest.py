@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.interpreter import skip_repeated_lang_patches
 from v4c.envs import CACHE_DIR
 
 
@@ -23,6 +24,7 @@ def _has_cuda() -> bool:
 # the first `@triton.jit` is evaluated, so it is set when the test session starts.
 if not _has_cuda():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    skip_repeated_lang_patches()
 
 # The suite runs in one worker per core (pytest-xdist, README): a worker's torch keeps to
 # one thread, or two workers' thread pools contend for the cores and a step can take 20x.
@@ -51,10 +53,29 @@ def kernel_cache(tmp_path):
     return tmp_path / "kernels"
 
 
+def pytest_configure(config):
+    """pytest-xdist hands out files (--dist loadfile) in the order the items are collected,
+    not re-sorted by their number of tests: see `pytest_collection_modifyitems`."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+@pytest.hookimpl(trylast=True)  # after `-m` deselected
 def pytest_collection_modifyitems(config, items):
-    if _has_cuda():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+    """GPU tests skip without CUDA. The files with the most `slow` tests run first, then the
+    rest, most tests first: the workers take the costly files while every file is still
+    queued, and the small ones even out the end (xdist's own order, most tests first, put a
+    file of one interpreted end-to-end test last, where it alone set the suite's wall time)."""
+    if not _has_cuda():
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+    slow, count = {}, {}
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        path = item.nodeid.split("::")[0]
+        count[path] = count.get(path, 0) + 1
+        runs = "slow" in item.keywords and not item.get_closest_marker("skip")
+        slow[path] = slow.get(path, 0) + runs
+    order = {path: (-slow[path], -count[path]) for path in count}
+    items.sort(key=lambda item: order[item.nodeid.split("::")[0]])

@@ -166,23 +166,3 @@ def test_two_ranks_say_what_one_process_says(env, hello):
     assert out.stderr.count("starting 2 ranks (tp=2 x ep=1) here") == 1
     assert out.stderr.count("2 ranks: tp=2 x ep=1 over torch.distributed (gloo)") == 1
     assert out.stderr.count("6 new (length)") == 1  # one rank's summary, not two
-
-
-@pytest.mark.parametrize(
-    "tokens", [1, pytest.param(3, marks=pytest.mark.long)]
-)  # 1: the prefill alone; 3: decode steps too (minutes in the interpreter on 2 cores)
-def test_triton_backend_on_the_default_model(env, hello, tokens):
-    """`--backend triton` on the default (official-format) model, in Triton's interpreter:
-    the kernels compute the official roundings, so greedy gives the torch backend's tokens."""
-    args = ("run", "--prompt", "The", "--raw", "--temperature", "0", "--max-new-tokens",
-            str(tokens), "--speculative", "off", "--max-seq", "64")  # fmt: skip
-    tri = subprocess.run(
-        [sys.executable, "-m", "v4c", *args, "--backend", "triton"], capture_output=True,
-        text=True, env={**env, "TRITON_INTERPRET": "1"}, timeout=1200,
-    )  # fmt: skip
-    assert tri.returncode == 0, tri.stderr
-    assert "backend triton (--backend); numerics official" in tri.stderr
-    assert f"{tokens} new (length)" in tri.stderr
-    ref = v4c(env, *args, "--backend", "torch")
-    assert ref.returncode == 0, ref.stderr
-    assert tri.stdout == ref.stdout and tri.stdout.strip()
