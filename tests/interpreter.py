@@ -8,8 +8,8 @@ replace, so it changes nothing, but it walks the modules with `inspect.getmember
 time, a quarter of an interpreted decode step of the tiny model (cProfile: 74.7 of 288 s
 in `_patch_lang`, 7989 helper calls against 99 launches). Here a helper's patch is skipped
 while the running launch has patched the same modules; the launch's own patch and restore
-are Triton's. Nothing changes where the interpreter has no `_patch_lang` or no `_LangPatchScope` (the
-launch's restorable patch this relies on: other versions).
+are Triton's. Nothing changes where the interpreter has no `_patch_lang` or no
+`_LangPatchScope` (the launch's restorable patch this relies on: other versions).
 """
 
 from __future__ import annotations
