@@ -199,17 +199,17 @@ def test_estimate_joins_measured_calls_with_the_lens(tmp_path, kernels_json):
     set beside the measured call, per launch and per kernel; the report prints the table."""
     figures = json.loads(kernels_json.read_text())
     decode = figures["entries"]["decode"]["launches"]
-    embed, wkv = decode[0], next(r for r in decode if r["node"] == "L00.attn.wkv")
+    embed, wkv = decode[0], next(r for r in decode if r["node"] == "L00.attn.wo_b")
     lens = {"launches": [
         {"entry": "decode", "bucket": "B=1,T=1", "node": "embed", "est_us": 3.0, "bound": "x"},
         {"entry": "decode", "bucket": "B=1,T=1", "node": "embed", "est_us": 1.0, "bound": "x"},
-        {"entry": "decode", "bucket": "B=1,T=1", "node": "L00.attn.wkv", "est_us": 5.0,
+        {"entry": "decode", "bucket": "B=1,T=1", "node": "L00.attn.wo_b", "est_us": 5.0,
          "bound": "memory"},
         {"entry": "prefill", "bucket": "B=1,T=1", "node": "embed", "est_us": 99.0, "bound": "x"},
     ]}  # fmt: skip
     joined = _bench_module("estimate").joined(figures, lens)
     rows = {r["node"]: r for r in joined["decode"]["launches"]}
-    assert set(rows) == {"embed", "L00.attn.wkv"} and joined["prefill"]["launches"] == []
+    assert set(rows) == {"embed", "L00.attn.wo_b"} and joined["prefill"]["launches"] == []
     assert rows["embed"]["est_us"] == 4.0
     assert rows["embed"]["ratio"] == pytest.approx(4.0 / (embed["seconds"] * 1e6))
     mm = next(g for g in joined["decode"]["by_kernel"] if g["kernel"] == wkv["kernel"])

@@ -1,10 +1,15 @@
 """Every dense projection of a plan is a launch of the one GEMM family (issue 21): wq_a, wq_b,
 wkv, wo_a, wo_b, the indexer's wq_b and weights_proj, the compressors' wkv and wgate, the MoE
-gate's projection, the MTP block's e_proj and h_proj, and lm_head are each read by `linear`
-or `grouped_linear` kernel launches rendered from the `gemm` template, and by no other launch
-(no GEMM hidden in another template); no library (torch) launch reads a weight."""
+gate's projection, the MTP block's e_proj and h_proj, and lm_head are each read only by
+launches of the family: `linear`/`grouped_linear` (the `gemm` template), `merged_linear` (the
+projections of one input in one launch, passes/merge_linears.py) and `gate_route` (the
+router's GEMM with the route in its launch, passes/fuse_gate_route.py), whose templates compute
+every tile with codegen/kernels/gemm.py (no GEMM of its own hidden in another template); no
+library (torch) launch reads a weight."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +22,10 @@ from v4c.spec import load_spec
 
 PROJECTIONS = {"wq_a", "wq_b", "wkv", "wo_a", "wo_b", "weights_proj", "wgate", "gate", "head",
                "e_proj", "h_proj"}  # fmt: skip
+# the family's ops and their templates
+FAMILY = {"linear": "gemm", "grouped_linear": "gemm", "merged_linear": "merged_linear",
+          "gate_route": "gate_route"}  # fmt: skip
+TEMPLATES = Path(jit.__file__).parent / "templates"
 
 
 @pytest.mark.parametrize("numerics", ["plain", "official"])
@@ -34,8 +43,10 @@ def test_every_dense_projection_is_a_gemm_family_launch(numerics):
                     continue
                 found.add(module)
                 assert launch.kind == "kernel", launch.node
-                assert launch.op in ("linear", "grouped_linear"), (launch.node, launch.op)
+                assert launch.op in FAMILY, (launch.node, launch.op)
                 shapes = kernel_operands(launch, plan.options["dtype"])
                 params = jit.params_for(launch.op, plan_op(launch).attrs(), shapes)
-                assert params.TEMPLATE == "gemm", launch.node
+                assert params.TEMPLATE == FAMILY[launch.op], launch.node
+                source = (TEMPLATES / f"{params.TEMPLATE}.py.j2").read_text()
+                assert "from v4c.codegen.kernels.gemm import" in source, params.TEMPLATE
     assert found == PROJECTIONS

@@ -42,6 +42,20 @@ LAUNCHES = {
     "window": ("sparse_attention", {**SPARSE, "ratio": 0}, BF16_ATTN[:6]),
     "csa": ("sparse_attention", {**SPARSE, "ratio": 4}, BF16_ATTN),
     "hca": ("sparse_attention", {**SPARSE, "ratio": 128}, BF16_ATTN[:7]),
+    # the q norm + RoPE and the inverse RoPE folded in (passes/fuse_attn_q, fuse_attn_o)
+    "csa_rope": (
+        "sparse_attention_rope",
+        {
+            **SPARSE,
+            "ratio": 4,
+            "rope_dim": 16,
+            "theta": 10000.0,
+            "yarn": None,
+            "q_norm": True,
+            "o_rope": True,
+        },
+        BF16_ATTN,
+    ),  # fmt: skip
     "wo_a": ("grouped_linear", {"groups": 2}, [((1, 2, 16, 64), "bf16"), ((64, 512), "bf16")]),
     "wq_a_fp8": ("linear", {"out_dtype": "bf16", "act_quant": True}, DENSE[:2]),
     # wq_a (FP8, W8A8) and a compressor's bf16 projection (fp32 out) in one launch
@@ -82,9 +96,10 @@ def test_gpu_render_differs_only_in_the_switch(name):
 
 def test_every_template_with_a_dot_has_the_switch():
     """A template whose kernels reach `tl.dot` takes `upcast` from `Dots`, and only those."""
+    # gate_route's GEMM is a `linear`'s: its `gemm` field carries the switch
     dotted = {
-        "sparse_attention", "grouped_linear", "linear", "merged_linear", "indexer_topk", "swiglu",
-        "grouped_swiglu",
+        "sparse_attention", "sparse_attention_rope", "grouped_linear", "linear", "merged_linear",
+        "indexer_topk", "swiglu", "grouped_swiglu",
     }  # fmt: skip
     assert {k for k, cls in load_templates().items() if issubclass(cls, Dots)} == dotted
     assert {LAUNCHES[n][0] for n in LAUNCHES} == dotted
