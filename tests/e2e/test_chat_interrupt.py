@@ -32,6 +32,10 @@ class Terminal:
     def __init__(self, argv: list[str], env: dict[str, str]):
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: the pty is its controlling terminal
+            # a SIGINT ignored or blocked in this test process (by whatever ran in it before)
+            # would be inherited through exec, and Ctrl-C never reach the command
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execve(sys.executable, [sys.executable, "-m", "v4c", *argv], env)
         self.seen = b""
 
