@@ -79,19 +79,19 @@ def prefetcher(
     store: ExpertStore, proj, proj_rest: list, gate, gate_rest: list, x: torch.Tensor
 ) -> Callable[[], None]:
     """The call that predicts, from `x` (this layer's expert input), the next layer's picks
-    (`proj`, `gate`: its ops, the same gate_route twice when it projects itself; `*_rest`:
-    their bound operands but the first) and starts copying them into `store` (the next
-    layer's). Without `proj`, `x` is the gate's own first operand (the step's start)."""
-    rest = [w.dequantize(x.dtype) if isinstance(w, QuantWeight) else w for w in proj_rest]
-    gate_rest = [w.dequantize(x.dtype) if isinstance(w, QuantWeight) else w for w in gate_rest]
+    (`proj`, `gate`: its ops, `*_rest`: their bound operands but the first) and starts
+    copying them into `store` (the next layer's). Without `proj` the gate reads `x` itself:
+    a gate_route (its own projection), or the first gate at the step's start."""
+
+    def dense(operands: list) -> list:
+        return [w.dequantize(x.dtype) if isinstance(w, QuantWeight) else w for w in operands]
+
+    rest, gate_rest = dense(proj_rest), dense(gate_rest)
     stream = torch.cuda.Stream(store.device) if store.device.type == "cuda" else None
 
     def call() -> None:
-        if proj is gate:  # gate_route: the projection and the route in one op
-            idx = gate.run([x, *rest])[1]
-        else:
-            (logits,) = proj.run([x, *rest]) if proj is not None else (x,)
-            idx = gate.run([logits, *gate_rest])[1]  # [.., K] expert ids (moe_route: + sort)
+        (first,) = proj.run([x, *rest]) if proj is not None else (x,)
+        idx = gate.run([first, *gate_rest])[1]  # [.., K] expert ids (moe_route: + sort)
         store.ahead.zero_().scatter_(0, idx.flatten(), 1)
         if stream is None:
             store.prefetch()

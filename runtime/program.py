@@ -208,8 +208,10 @@ class Program:
         if not (self.plan.offload.get("guess", True) or exact(self.entry.launches[j])):
             return call  # a score layer's guess does not pay on this plan (v4c.budget)
         proj, gate = (self.entry.launches[k] for k in (p, j))
+        own = p == j  # a gate_route: the gate is its own projection
         ahead = prefetcher(
-            self.offload[layer], self.ops[p], [tensor(r) for r in proj.inputs[1:]],
+            self.offload[layer], None if own else self.ops[p],
+            [] if own else [tensor(r) for r in proj.inputs[1:]],
             self.ops[j], [tensor(r) for r in gate.inputs[1:]], x,
         )  # fmt: skip
 
