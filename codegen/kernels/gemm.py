@@ -182,51 +182,12 @@ def gemm_tile(x_ptr, w_ptr, s_ptr, out_ptr, part_ptr, count, M, tile, g, s, GROU
     live = (m[None, :] < M) & (n[:, None] < (g + 1) * N_G)
     dst = m[None, :].to(tl.int64) * (GROUPS * N_G) + n[:, None]
     if SPLIT_CTAS:  # the tile's last run to arrive sums them all
-        acc = gemm_run(
-            x_ptr,
-            w_ptr,
-            s_ptr,
-            m,
-            n,
-            g,
-            M,
-            s,
-            GROUPS * K_G,
-            N_G,
-            K_G,
-            MODE,
-            SB_O,
-            SB_I,
-            SPLIT,
-            BLOCK_M,
-            BLOCK_N,
-            BLOCK_K,
-            UPCAST,
-            PRECISION,
-        )
+        acc = gemm_run(x_ptr, w_ptr, s_ptr, m, n, g, M, s, GROUPS * K_G, N_G, K_G, MODE, SB_O,
+                       SB_I, SPLIT, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)  # fmt: skip
         total, last = split_total(acc, s, part_ptr, dst, live, count, SPLIT, M * GROUPS * N_G)
     else:  # the runs one after another: the same sums in the same order
-        total = gemm_runs(
-            x_ptr,
-            w_ptr,
-            s_ptr,
-            m,
-            n,
-            g,
-            M,
-            GROUPS * K_G,
-            N_G,
-            K_G,
-            MODE,
-            SB_O,
-            SB_I,
-            SPLIT,
-            BLOCK_M,
-            BLOCK_N,
-            BLOCK_K,
-            UPCAST,
-            PRECISION,
-        )
+        total = gemm_runs(x_ptr, w_ptr, s_ptr, m, n, g, M, GROUPS * K_G, N_G, K_G, MODE, SB_O,
+                          SB_I, SPLIT, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)  # fmt: skip
         last = True
     if last:
         tl.store(out_ptr + dst, total.to(out_ptr.dtype.element_ty), mask=live)
