@@ -1,6 +1,5 @@
-"""Sparse attention pieces (V4_REFERENCE §5, §8): the keys one query attends to, an online
-softmax with a sink over them, its flash-decoding split into slices, and the grouped output
-projection's tile.
+"""Sparse attention pieces (V4_REFERENCE §5, §8): the keys one query attends to, and a
+softmax with a sink over them, slice by slice.
 
 The keys of the query at position `pos` (token t of a step row whose first position is
 `start`) form one virtual list of L = W + C entries, numbered v:
@@ -11,26 +10,32 @@ The keys of the query at position `pos` (token t of a step row whose first posit
   itself while c < (pos + 1) // RATIO; none without compression (C = 0).
 Masked lanes are loaded as 0 and their logits set to -inf.
 
-The softmax state of a block of heads is (m, l, acc): running max [BH], running sum [BH] and
-unnormalised output [BH, BD], all fp32. m starts at a finite floor rather than -inf, so a
-block whose keys are all masked leaves the state as it is (no -inf - -inf); every query sees
-at least itself, so the final m is a real logit and the sink is measured against it.
-Keys are values (one shared kv head): a gathered tile [BN, BD] feeds both products.
+A query's list is cut into slices of at most BLOCK_N keys, their number fixed by L alone
+(codegen/ops/attention.py `slicing`). A slice's partial is its softmax against its own max:
+(m, l, o), max [BH], sum [BH] and unnormalised output [BH, D], all fp32. The partials are
+folded in slice order into the state (M, L, ACC), M starting at a finite floor rather than
+-inf, so a slice whose keys are all masked leaves the state as it is (no -inf - -inf); every
+query sees at least itself, so the final M is a real logit and the sink is measured against
+it. A decode or verify step writes the partials of (token, slice) programs out and folds
+them in `combine_slices`; a prefill program folds them as it makes them (`fold_slice` in
+both): the same operations on the same values, so a token's output is the same bits in
+every step. Keys are values (one shared kv head): a gathered tile [BN, BD] feeds both
+products.
 
 Products take their operands as `dot_operand` gives them (kernels/dots.py): bf16 when every
 operand came from bf16 (PRECISION "tf32"; the probabilities are rounded to bf16 for p·v, as
 the official kernels do), fp32 with "ieee" when one is fp32. Under the interpreter (UPCAST)
 every operand is fp32 and "tf32" products are exact for bf16 inputs (q·k matches the fp32
 reference; the probabilities round to TF32). ROUND_P (numerics: official, bf16) rounds the
-probabilities to bf16 explicitly, on the interpreter too; their max is the block's (tiles:
-the running max, as the official kernel; split: the slice's), the reference's the query's,
-so the two differ by bf16 noise where a later block raises the max (ir/semantics/attention).
+probabilities to bf16 explicitly, on the interpreter too; their max is the slice's (the
+official kernel's, its block's running max), the reference's the query's, so the two differ
+by bf16 noise where a later slice raises the max (ir/semantics/attention).
 """
 
 import triton
 import triton.language as tl
 
-from v4c.codegen.kernels.dots import dot_operand, round_bf16
+from v4c.codegen.kernels.dots import dot_k16, dot_operand, round_bf16
 from v4c.codegen.kernels.head_rope import normed_q
 
 FLOOR = tl.constexpr(-1.0e30)  # the running max of a state that has seen no key
@@ -91,44 +96,76 @@ def init_state(BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def fold_rows(
-    q,
-    row_ptrs,
+def finish(m, l, acc, sink):
+    """o = acc / (l + e^(sink - m)): the sink [BH] (raw logit) only enlarges the denominator."""
+    return acc / (l + tl.exp(sink - m))[:, None]
+
+
+@triton.jit
+def slice_probs(
+    q_ptr,
+    h,
+    ptrs,
     valid,
-    m,
-    l,
-    acc,
     scale,
+    r,
+    cos,
+    sin,
+    on,
+    HEADS: tl.constexpr,
     D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     ROUND_P: tl.constexpr,
+    Q_NORM: tl.constexpr,
+    ROPE_AT: tl.constexpr,
+    INLINE: tl.constexpr,
 ):
-    """Fold key rows starting at `row_ptrs` [BN] (masked by `valid` [BN]) into the state of
-    q [BH, BD] (a dot operand already): logits q·k * scale, softmax-weighted sum of the same
-    rows."""
-    cols = tl.arange(0, BLOCK_D)
-    k = tl.load(row_ptrs[:, None] + cols[None, :], mask=_cols(valid, cols, D, BLOCK_D), other=0.0)
-    k = dot_operand(k, UPCAST, PRECISION)  # [BN, BD]
-    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # [BH, BN]
-    s = tl.where(valid[None, :], s, float("-inf"))
-    m_new = tl.maximum(m, tl.max(s, axis=1))
-    alpha = tl.exp(m - m_new)
-    p = tl.exp(s - m_new[:, None])
-    l = l * alpha + tl.sum(p, axis=1)
+    """The softmax of heads h [BH] of one query (q_ptr: [HEADS, D]) over one slice of its
+    keys (rows at `ptrs` [BN], masked by `valid`), against the slice's own max: (m [BH] the
+    max logit, FLOOR if the slice has no key; l [BH] = Σ e^(ℓ - m); p [BH, BN] = e^(ℓ - m)
+    as a dot operand). The heads are the dots' M (a block of the heads that share the single
+    kv head); q·k walks D in BLOCK_D chunks, so only a [BH, BD] tile of q is live at a time.
+    Q_NORM: each q chunk is normalised by its heads' scales r [BH], and the chunk at column
+    ROPE_AT (which holds every RoPE channel) rotated by the angles (cos, sin, on) of its
+    columns (kernels/head_rope.py `normed_q`)."""
+    heads = h < HEADS
+    s = tl.zeros([h.shape[0], BLOCK_N], tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        cols = d0 + tl.arange(0, BLOCK_D)
+        q = tl.load(q_ptr + h[:, None] * D + cols[None, :], mask=_cols(heads, cols, D, BLOCK_D),
+                    other=0.0)  # fmt: skip
+        if Q_NORM:
+            q = q.to(tl.float32)  # one type on both sides of the branch
+            if d0 == ROPE_AT:
+                q = normed_q(q, r, cos, sin, on, BLOCK_D, True, INLINE, q_ptr.dtype.element_ty)
+            else:
+                q = normed_q(q, r, cos, sin, on, BLOCK_D, False, INLINE, q_ptr.dtype.element_ty)
+        k = tl.load(ptrs[:, None] + cols[None, :], mask=_cols(valid, cols, D, BLOCK_D), other=0.0)
+        q = dot_operand(q, UPCAST, PRECISION)
+        k = dot_operand(k, UPCAST, PRECISION)
+        s = tl.dot(q, tl.trans(k), s, input_precision=PRECISION)  # [BH, BN]
+    s = tl.where(valid[None, :], s * scale, float("-inf"))
+    m = tl.maximum(tl.max(s, axis=1), FLOOR)
+    p = tl.exp(s - m[:, None])
+    l = tl.sum(p, axis=1)
     if ROUND_P:  # official: P in bf16 for P·V (the sum above is fp32)
         p = round_bf16(p)
-    acc = acc * alpha[:, None] + tl.dot(
-        dot_operand(p, UPCAST, PRECISION), k, input_precision=PRECISION
-    )
-    return m_new, l, acc
+    return m, l, dot_operand(p, UPCAST, PRECISION)
 
 
 @triton.jit
-def finish(m, l, acc, sink):
-    """o = acc / (l + e^(sink - m)): the sink [BH] (raw logit) only enlarges the denominator."""
-    return acc / (l + tl.exp(sink - m))[:, None]
+def slice_values(p, ptrs, valid, c0, D: tl.constexpr, BLOCK: tl.constexpr,
+                 UPCAST: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+    """o [BH, BLOCK] = p · k on columns c0.. of the slice's key rows (p from `slice_probs`):
+    one dot whose reduction is the slice's keys (`dot_k16`), so a column's sum is the same
+    bits in a chunk of columns or in all of them."""
+    cols = c0 + tl.arange(0, BLOCK)
+    k = tl.load(ptrs[:, None] + cols[None, :], mask=_cols(valid, cols, D, BLOCK), other=0.0)
+    o = tl.zeros([p.shape[0], BLOCK], tl.float32)
+    return dot_k16(p, dot_operand(k, UPCAST, PRECISION), o, UPCAST, PRECISION)
 
 
 @triton.jit
@@ -156,46 +193,36 @@ def slice_partial(
     ROPE_AT: tl.constexpr,
     INLINE: tl.constexpr,
 ):
-    """Flash-decoding: the softmax partial of heads h [BH] of one query (q_ptr: [HEADS, D])
-    over one slice of its keys (rows at `ptrs` [BN], masked by `valid`), in one block: m [BH]
-    the slice's max logit (FLOOR if it has no key), l = Σ e^(ℓ - m), o [BH, D] = Σ e^(ℓ - m) k.
-    o goes to part_ptr [HEADS, D], (m, l) to ml_ptr [2, HEADS, SLICES] (at this slice: a
-    head's SLICES maxima, then sums, lie side by side for `combine_slices`). The heads are
-    the dots' M (a block of the heads that share the single kv head), D is walked in BLOCK_D
-    chunks, twice (q·k, then p·k), so only a [BH, BD] tile of o is live at a time.
-    Q_NORM: each q chunk is normalised by its heads' scales r [BH], and the chunk at column
-    ROPE_AT (which holds every RoPE channel) rotated by the angles (cos, sin, on) of its
-    columns (kernels/head_rope.py `normed_q`)."""
+    """Flash-decoding: the softmax partial of one slice (`slice_probs`) written out for
+    `combine_slices`: o [BH, D] = p · k to part_ptr [HEADS, D], BLOCK_D columns at a time
+    (only a [BH, BD] tile of o is live), (m, l) to ml_ptr [2, HEADS, SLICES] at this slice (a
+    head's SLICES maxima, then sums, lie side by side)."""
     heads = h < HEADS
-    s = tl.zeros([h.shape[0], BLOCK_N], tl.float32)
+    m, l, p = slice_probs(q_ptr, h, ptrs, valid, scale, r, cos, sin, on, HEADS, D, BLOCK_N,
+                          BLOCK_D, PRECISION, UPCAST, ROUND_P, Q_NORM, ROPE_AT, INLINE)  # fmt: skip
     for d0 in range(0, D, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)
-        q = tl.load(q_ptr + h[:, None] * D + cols[None, :], mask=_cols(heads, cols, D, BLOCK_D),
-                    other=0.0)  # fmt: skip
-        if Q_NORM:
-            q = q.to(tl.float32)  # one type on both sides of the branch
-            if d0 == ROPE_AT:
-                q = normed_q(q, r, cos, sin, on, BLOCK_D, True, INLINE, q_ptr.dtype.element_ty)
-            else:
-                q = normed_q(q, r, cos, sin, on, BLOCK_D, False, INLINE, q_ptr.dtype.element_ty)
-        k = tl.load(ptrs[:, None] + cols[None, :], mask=_cols(valid, cols, D, BLOCK_D), other=0.0)
-        q = dot_operand(q, UPCAST, PRECISION)
-        k = dot_operand(k, UPCAST, PRECISION)
-        s = tl.dot(q, tl.trans(k), s, input_precision=PRECISION)  # [BH, BN]
-    s = tl.where(valid[None, :], s * scale, float("-inf"))
-    m = tl.maximum(tl.max(s, axis=1), FLOOR)
-    p = tl.exp(s - m[:, None])
-    l = tl.sum(p, axis=1)
-    if ROUND_P:  # official: P in bf16 for P·V (the sum above is fp32)
-        p = round_bf16(p)
-    p = dot_operand(p, UPCAST, PRECISION)
-    for d0 in range(0, D, BLOCK_D):
-        cols = d0 + tl.arange(0, BLOCK_D)
-        k = tl.load(ptrs[:, None] + cols[None, :], mask=_cols(valid, cols, D, BLOCK_D), other=0.0)
-        o = tl.dot(p, dot_operand(k, UPCAST, PRECISION), input_precision=PRECISION)
+        o = slice_values(p, ptrs, valid, d0, D, BLOCK_D, UPCAST, PRECISION)
         tl.store(part_ptr + h[:, None] * D + cols[None, :], o, mask=_cols(heads, cols, D, BLOCK_D))
     tl.store(ml_ptr + h * SLICES, m, mask=heads)
     tl.store(ml_ptr + (HEADS + h) * SLICES, l, mask=heads)
+
+
+@triton.jit
+def fold_slice(M, L, ACC, m, l, o):
+    """The state (M [BH], L [BH], ACC [BH, BD]) of a query's slices so far, the next slice's
+    partial (m, l, o) folded in: M' = max(M, m), L' = L e^(M - M') + l e^(m - M'), ACC' =
+    ACC e^(M - M') + o e^(m - M'). The one fold of both forms (`combine_slices` with o read
+    back, a prefill program with o in registers): elementwise, with explicit fmas (a
+    compiler contracting a*b + c*d picks its own pair otherwise), so a column's value is the
+    same bits in a tile of any width. A slice with no key (m = FLOOR, l = o = 0) leaves the
+    state as it is."""
+    top = tl.maximum(M, m)
+    a = tl.exp(M - top)
+    b = tl.exp(m - top)
+    L = tl.fma(L, a, l * b)
+    ACC = tl.fma(ACC, a[:, None], o * b[:, None])
+    return top, L, ACC
 
 
 @triton.jit
@@ -210,31 +237,21 @@ def _cols(rows, cols, D: tl.constexpr, BLOCK_D: tl.constexpr):
 
 @triton.jit
 def combine_slices(part_ptr, ml_ptr, sink, h, cols, HEADS: tl.constexpr, D: tl.constexpr,
-                   SLICES: tl.constexpr, BLOCK_S: tl.constexpr, CHUNK: tl.constexpr):  # fmt: skip
+                   SLICES: tl.constexpr):  # fmt: skip
     """The output tile [BH, BD] (heads h, columns cols) of one query from its SLICES
-    partials (part_ptr [SLICES, HEADS, D], ml_ptr [2, HEADS, SLICES]; BLOCK_S >= SLICES):
-    M = max_s m_s, then l = Σ_s l_s e^(m_s - M) and o = Σ_s o_s e^(m_s - M), the latter in
-    CHUNK slices at a time, always in the same order, so a query's result depends on its own
-    keys only, never on the other queries of the call; o / (l + e^(sink - M)) as `finish`.
-    A missing slice or head reads as m = FLOOR, l = o = 0 (weight e^(FLOOR - M) = 0)."""
+    partials (part_ptr [SLICES, HEADS, D], ml_ptr [2, HEADS, SLICES]): `fold_slice` over the
+    slices in order, then `finish`, so a query's result depends on its own keys only, and is
+    what a prefill program folding the same slices in registers gets, bit for bit. A missing
+    head reads as m = FLOOR, l = o = 0."""
     heads = h < HEADS
-    s = tl.arange(0, BLOCK_S)
-    at = h[:, None] * SLICES + s[None, :]
-    live = heads[:, None] & (s < SLICES)[None, :]
-    m = tl.load(ml_ptr + at, mask=live, other=FLOOR)  # [BH, BS]
-    top = tl.max(m, axis=1)
-    sums = tl.load(ml_ptr + HEADS * SLICES + at, mask=live, other=0.0)
-    l = tl.sum(sums * tl.exp(m - top[:, None]), axis=1)
-    acc = tl.zeros([h.shape[0], cols.shape[0]], tl.float32)
-    for s0 in range(0, SLICES, CHUNK):
-        c = s0 + tl.arange(0, CHUNK)
-        ok = heads[:, None] & (c < SLICES)[None, :]  # [BH, CHUNK]
-        a = tl.exp(tl.load(ml_ptr + h[:, None] * SLICES + c[None, :], mask=ok, other=FLOOR) -
-                   top[:, None])  # fmt: skip
-        tile = part_ptr + (c[None, :, None] * HEADS + h[:, None, None]) * D + cols[None, None, :]
-        o = tl.load(tile, mask=ok[:, :, None] & (cols < D)[None, None, :], other=0.0)
-        acc += tl.sum(o * a[:, :, None], axis=1)
-    return finish(top, l, acc, sink)
+    M, L, ACC = init_state(h.shape[0], cols.shape[0])
+    live = heads[:, None] & (cols < D)[None, :]
+    for s in range(SLICES):
+        m = tl.load(ml_ptr + h * SLICES + s, mask=heads, other=FLOOR)
+        l = tl.load(ml_ptr + (HEADS + h) * SLICES + s, mask=heads, other=0.0)
+        o = tl.load(part_ptr + (s * HEADS + h[:, None]) * D + cols[None, :], mask=live, other=0.0)
+        M, L, ACC = fold_slice(M, L, ACC, m, l, o)
+    return finish(M, L, ACC, sink)
 
 
 @triton.jit

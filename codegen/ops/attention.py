@@ -2,10 +2,13 @@
 projection is a GEMM, `codegen/ops/gemm.py`). Block sizes come from the dims; `tl.dot` needs
 at least 16 on every side, so small head counts and row blocks are padded up to 16 and masked.
 
-Sparse attention has two forms, chosen by the launch's tokens per row at the plan's limits:
-flash-decoding for a step of a few (decode, verify: every kernel of the form is the same, so
-a token verified is the token decoded, bit for bit) and large tiles for a prefill. Both
-forms fold the RoPE of `sparse_attention_rope` around the attention when it asks."""
+Sparse attention cuts a query's keys into slices fixed by the key count (`slicing`) and has
+two forms, chosen by the launch's tokens per row at the plan's limits: flash-decoding for a
+step of a few (decode, verify: (token, slice) programs, a scratch and a combine) and, for a
+prefill, one program per token that folds the same slices in the combine's order in
+registers. Both compute a token's output with the same operations (kernels/attention.py), so
+a token prefilled, verified or decoded gets the same bits. Both fold the RoPE of
+`sparse_attention_rope` around the attention when it asks."""
 
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ from v4c.spec.schema import CSA_RATIO
 
 
 SPLIT_STEPS = 16  # a step of at most this many tokens a row (decode, verify) splits its keys
-SPLIT_HEADS = 16  # heads a flash-decoding program serves (the dots' M: 16 is tl.dot's least)
+SPLIT_HEADS = 16  # heads a program serves (the dots' M: 16 is tl.dot's least)
+FOLD_KEYS = 64  # the widest slice a prefill program folds in registers: its [keys, d] key
+# tile feeds a full-width p·k (wider: the prefill runs the split form, in passes)
 TARGET_CTAS = 132  # programs a batch-1 query's split aims at: the SMs of an H100/H200
 
 
@@ -50,12 +55,13 @@ class SparseAttention(Dots):
     softmax_scale: float
     precision: Precision
     round_probs: bool  # numerics: official with bf16 activations: P in bf16 for P·V
-    split: bool = False  # flash-decoding: (token, slice) programs and a combine; else tiles
-    slices: int = 0  # split: slices per query (fixed by the key count), else 0
-    block_h: int = 0  # heads per program (split: up to SPLIT_HEADS)
-    block_n: int = 0  # split: keys of one slice (at most); else keys per online-softmax step
-    block_d: int = 0  # split: the chunk of d a dot takes; else d whole
-    num_warps: int = 4  # tiles: 8 for wide heads (q, output and a key tile are [., d] fp32)
+    split: bool = False  # flash-decoding: (token, slice) programs and a combine; else a
+    # program per token folding its slices
+    slices: int = 0  # slices per query (fixed by the key count)
+    block_h: int = 0  # heads per program (up to SPLIT_HEADS)
+    block_n: int = 0  # keys of one slice (at most)
+    block_d: int = 0  # the chunk of d a q·k dot takes (and split: a p·k dot)
+    num_warps: int = 4
     # sparse_attention_rope: the RoPE folded around the attention (ir/ops/attention.py)
     q_norm: bool = False  # the weightless per-head q norm + RoPE on the q loaded
     o_rope: bool = False  # the inverse RoPE on the output rows
@@ -81,26 +87,22 @@ class SparseAttention(Dots):
         return what.form(steps <= SPLIT_STEPS)
 
     def form(self, split: bool, slices: int = 0) -> SparseAttention:
-        """These constants in one form: flash-decoding with `slices` (0: `slicing`'s), or
-        large tiles."""
+        """These constants with `slices` (0: `slicing`'s), in flash-decoding or, when `split`
+        is False and a slice fits a prefill program (FOLD_KEYS), the prefill form."""
         dim, heads = self.dim, self.heads
-        if split:
-            block_h = tile(heads, hi=SPLIT_HEADS)
-            slices, block = slicing(self.keys, -(-heads // block_h), slices)
-            # a [BH, BN] logit tile and [BN, BD] key chunks: narrower chunks for wider slices
-            chunk, warps = (128, 4) if block <= 32 else (64, 8)
-            blocks = dict(block_h=block_h, block_n=block, block_d=tile(dim, hi=chunk))
-            nope, width = dim - self.rope_dim, blocks["block_d"]
-            if self.q_norm and nope // width != (dim - 1) // width:
-                raise CodegenError(f"sparse_attention_rope: the RoPE channels {nope}..{dim - 1}"
-                                   f" span two q chunks of {width}")  # fmt: skip
-            update = dict(split=True, slices=slices, num_warps=warps, **blocks)
-            return self.model_copy(update=update)
-        blocks = dict(
-            block_h=tile(heads, hi=16 if dim >= 256 else 32), block_n=16 if dim >= 256 else 32,
-            block_d=tile(dim), num_warps=8 if dim >= 256 else 4,
-        )  # fmt: skip
-        return self.model_copy(update=dict(split=False, slices=0, **blocks))
+        block_h = tile(heads, hi=SPLIT_HEADS)
+        slices, block = slicing(self.keys, -(-heads // block_h), slices)
+        # a [BH, BN] logit tile and [BN, BD] key chunks: narrower chunks for wider slices
+        chunk, warps = (128, 4) if block <= 32 else (64, 8)
+        blocks = dict(block_h=block_h, block_n=block, block_d=tile(dim, hi=chunk))
+        nope, width = dim - self.rope_dim, blocks["block_d"]
+        if self.q_norm and nope // width != (dim - 1) // width:
+            raise CodegenError(f"sparse_attention_rope: the RoPE channels {nope}..{dim - 1}"
+                               f" span two q chunks of {width}")  # fmt: skip
+        split = split or block > FOLD_KEYS
+        if not split:  # the folded state and a slice's p·k are [BH, d] fp32: 8 warps if wide
+            warps = 8 if dim >= 256 else 4
+        return self.model_copy(update=dict(split=split, slices=slices, num_warps=warps, **blocks))
 
 
 template("sparse_attention_rope")(SparseAttention)  # the same template, its folds switched on

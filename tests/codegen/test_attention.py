@@ -6,8 +6,9 @@ steps wrote; after every step the outputs must agree within the dtype's toleranc
 ring buffers exactly (the write is a copy). Rows of a batch sit at different positions, and
 the caches hold one row more than the step, whose rows are cache rows `SLOTS` (reversed, one
 skipped): the kernel must find each row through `slots`, and leave the skipped row as it was.
-Every case runs in both forms of the template: flash-decoding (split into slices, the form of
-a decode step) and large tiles (a prefill's).
+Every case runs in both forms of the template: flash-decoding (the slices' programs, a scratch
+and a combine: a decode step's form) and a program per token folding the same slices (a
+prefill's); a token gets the same bits in both.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from tests.codegen.conftest import run_kernel
 from v4c.codegen import jit
+from v4c.codegen.ops.attention import FOLD_KEYS
 from v4c.codegen.params import describe
 from v4c.ir.ops.attention import SparseAttention
 from v4c.ir.ops.gemm import GroupedLinear
@@ -29,7 +31,7 @@ D, H, W = 64, 4, 8
 # the probabilities to bf16 for p·v (2^-8 of each weight, so 2^-8 of max|v| ~ 4 absolute).
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=1.6e-2, atol=1e-2)}
 DTYPES = [torch.float32, torch.bfloat16]
-FORMS = ["split", "tiles"]
+FORMS = ["split", "prefill"]
 SLOTS = torch.tensor([2, 0])  # step rows 0, 1 -> cache rows 2, 0 of 3
 
 
@@ -188,6 +190,61 @@ def test_verify_is_decode_bit_for_bit(slices, kernel_cache):
     assert torch.equal(stepped, ins[5])
 
 
+def prefill_and_decodes(op, dtype, n_entries, topk, slices, kernel_cache, gen, dim=D):
+    """A prefill chunk of 20 tokens a row (the prefill form) and, for a few of its tokens, a
+    decode step of that token alone (the split form) on the ring as the chunk's earlier
+    tokens left it (written here by copy: the ring holds what the chunk's kv held). Returns
+    (the chunk's output, [(t, that decode step's output)]); the ring the last decode step
+    leaves is compared with the chunk's. `dim`: the head dim."""
+    T = 20
+    positions = torch.tensor([[3], [400]]) + torch.arange(T)  # row 0 starts below W
+    q = torch.randn(2, T, H, dim, generator=gen).to(dtype)
+    kv = torch.randn(2, T, dim, generator=gen).to(dtype)
+    sink = torch.randn(H, generator=gen)
+    ring = torch.randn(len(SLOTS) + 1, W, dim, generator=gen).to(dtype)
+    rest = (
+        [torch.randn(len(SLOTS) + 1, n_entries, dim, generator=gen).to(dtype)] if op.ratio else []
+    )
+    picks = topk_picks(positions, n_entries, topk, gen) if topk else None
+    ins = [q, kv, positions, SLOTS, sink, ring.clone(), *rest] + ([picks] if topk else [])
+    made = params(op, ins, "prefill", slices)
+    assert not made.split
+    (chunk,) = run_kernel(op, ins, kernel_cache, made)
+    decodes = []
+    for t in (0, 5, 13, 19):  # the window in the ring only, across ring and chunk, and both
+        before = ring.clone()
+        for b, slot in enumerate(SLOTS.tolist()):
+            for i in range(t):
+                before[slot, int(positions[b, i]) % W] = kv[b, i]
+        one = [q[:, t : t + 1], kv[:, t : t + 1], positions[:, t : t + 1], SLOTS, sink, before,
+               *rest] + ([picks[:, t : t + 1]] if topk else [])  # fmt: skip
+        step = params(op, one, "split", slices)
+        assert step.split and step.slices == made.slices
+        decodes.append((t, run_kernel(op, one, kernel_cache, step)[0]))
+        if t == T - 1:  # the decode step wrote the last token: the ring the chunk left
+            assert torch.equal(before, ins[5])
+    return chunk, decodes
+
+
+@pytest.mark.parametrize("dtype, official", [(torch.float32, False), (torch.bfloat16, True)])
+@pytest.mark.parametrize("ratio", [0, 4, 16])
+def test_prefill_is_decode_bit_for_bit(ratio, dtype, official, kernel_cache):
+    """Each sampled token of a 20-token prefill chunk gets bit for bit what a decode step of
+    it alone gives (the same cache state), window-only, CSA (24 picks of 40) and HCA (ratio
+    16, 30 entries: row 0 sees 0 or 1, its last slices none, which its prefill program
+    skips; row 1 at position 400 sees 25 or 26), plain fp32 and official bf16 (P rounded to
+    bf16), in 3 slices and in the default count (CSA 2, HCA 3). A prefill that folded the
+    list in one online softmax (large tiles, as this template did once) differs here by 1-2
+    fp32 ulps, and official by a bf16 step."""
+    gen = torch.Generator().manual_seed(ratio + official)
+    op = SparseAttention(ratio, W, D**-0.5, round_probs=official)
+    n_entries, topk = {0: (0, 0), 4: (40, 24), 16: (30, 0)}[ratio]
+    for slices in (3, 0):
+        chunk, decodes = prefill_and_decodes(op, dtype, n_entries, topk, slices, kernel_cache, gen)
+        for t, got in decodes:
+            assert torch.equal(got, chunk[:, t : t + 1]), (slices, t)
+
+
 @pytest.mark.parametrize("form", FORMS)
 def test_sink(form, kernel_cache):
     """20 heads (two head blocks): a sink of -30 leaves head 0 a plain softmax, one of +30
@@ -231,7 +288,9 @@ def test_flash_decode_fills_the_gpu():
     """V4-Flash at batch 1: a decode step's CSA query (128 window keys + 512 picks) runs as
     40 slices x 4 blocks of 16 heads = 160 programs (an H200 has 132 SMs), its HCA query at
     a 4k context (the cache holds 32 entries) as 10 x 4, a window-only query as 8 x 4; a
-    prefill of the same layer takes large tiles (16 heads a program)."""
+    prefill of the same layer folds the same 40 slices in a program per (token, 16 heads),
+    but at a 1M context an HCA slice holds 128 keys, past what a prefill program folds in
+    registers (FOLD_KEYS), and its prefill runs the split form."""
     q, kv, ring = ((1, 1, 64, 512), "bf16"), ((1, 1, 512), "bf16"), ((1, 128, 512), "bf16")
     rest = [((1, 1), "i64"), ((1,), "i64"), ((64,), "fp32"), ring]
     csa = [q, kv, *rest, ((1, 4096 // 4, 512), "bf16"), ((1, 1, 512), "i64")]
@@ -242,8 +301,11 @@ def test_flash_decode_fills_the_gpu():
     assert jit.params_for("sparse_attention", {**attrs, "ratio": 128}, hca).slices == 10
     assert jit.params_for("sparse_attention", {**attrs, "ratio": 0}, [q, kv, *rest]).slices == 8
     prefill = [((1, 1024, 64, 512), "bf16"), ((1, 1024, 512), "bf16"), *csa[2:]]
-    made = jit.params_for("sparse_attention", {**attrs, "ratio": 4}, prefill)
-    assert (made.split, made.block_h) == (False, 16)
+    folded = jit.params_for("sparse_attention", {**attrs, "ratio": 4}, prefill)
+    assert folded == made.model_copy(update=dict(split=False, num_warps=8))
+    long = [*prefill[:-2], ((1, (1 << 20) // 128, 512), "bf16")]
+    made = jit.params_for("sparse_attention", {**attrs, "ratio": 128}, long)
+    assert (made.split, made.block_n) == (True, 128) and made.block_n > FOLD_KEYS
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from tests.codegen.conftest import run_kernel
-from tests.codegen.test_attention import SLOTS, TOL, params, topk_picks
+from tests.codegen.test_attention import SLOTS, TOL, params, prefill_and_decodes, topk_picks
 from v4c.ir.ops.rope import Rope
 from v4c.ir.ops.attention import SparseAttentionRope
 from v4c.ir.ops.norm import RmsNormRope
@@ -66,9 +66,9 @@ def unfused(op, ins, root, form):
 BOTH = [(True, True, dtype, official, ratio, step, form)
         for dtype, official in [(torch.float32, False), (torch.bfloat16, False),
                                 (torch.bfloat16, True)]
-        for ratio, step in CASES for form in ("split", "tiles")]  # fmt: skip
+        for ratio, step in CASES for form in ("split", "prefill")]  # fmt: skip
 ONE = [(q, not q, torch.bfloat16, True, *CASES[i], form)
-       for q in (True, False) for i, form in ((0, "split"), (2, "tiles"))]  # fmt: skip
+       for q in (True, False) for i, form in ((0, "split"), (2, "prefill"))]  # fmt: skip
 
 
 @pytest.mark.parametrize("q_norm, o_rope, dtype, official, ratio, step, form", BOTH + ONE)
@@ -106,3 +106,19 @@ def test_the_folds_are_on(kernel_cache):
     plain = op._attention()
     (bare,) = run_kernel(plain, [*ins[:5], ins[5].clone(), *ins[6:]], kernel_cache)
     assert not torch.allclose(got, bare, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("dtype, official", [(torch.float32, False), (torch.bfloat16, True)])
+def test_prefill_is_decode_bit_for_bit(dtype, official, kernel_cache):
+    """Both folds, CSA (24 picks of 40, in 3 slices and the default 2): each sampled token of
+    a 20-token prefill chunk gets bit for bit its decode step's output (as the plain
+    attention's test in tests/codegen/test_attention.py), plain fp32 and official bf16."""
+    op = SparseAttentionRope(
+        ROPE, 160000.0, YARN, ratio=4, window=W, softmax_scale=D**-0.5, round_probs=official,
+        q_norm=True, inline=official, o_rope=True,
+    )  # fmt: skip
+    gen = torch.Generator().manual_seed(7)
+    for slices in (3, 0):
+        chunk, decodes = prefill_and_decodes(op, dtype, 40, 24, slices, kernel_cache, gen, D)
+        for t, got in decodes:
+            assert torch.equal(got, chunk[:, t : t + 1]), (slices, t)

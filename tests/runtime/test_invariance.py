@@ -4,8 +4,9 @@ the step with B - 1 other sequences (B = 1..4, in any cache row), on the tiny mo
 1024) under both numerics modes, on both backends (Triton's kernels in its interpreter on a
 CPU). The sequence (21 tokens) crosses the sliding window (16) and five CSA windows (4), so
 the window ring, the compressor's state and the indexer's selection are read across chunk
-boundaries. The interpreter takes minutes for that: its full cases are `long`, and a shorter
-sequence (6 tokens, a CSA entry) checks the Triton backend in the default run.
+boundaries. The interpreter takes minutes for that: its full cases are `long` (with a prefill chunk of
+18 tokens, past the decode forms' 16), and a shorter sequence (6 tokens, a CSA entry)
+checks the Triton backend in the default run.
 
 On the Triton backend a prefill chunk and a decode step run the GEMMs at different tile
 shapes (and the split-K runs in one program or on several): every dot sums in 16-column
@@ -37,12 +38,12 @@ MODES = {"plain": ("fp32", torch.float32), "official": ("bf16", torch.bfloat16)}
 CASES = [("plain", "torch"), ("official", "torch"), ("plain", "triton"), ("official", "triton")]
 
 
-def make_engine(folder, numerics: str, backend: str) -> Engine:
+def make_engine(folder, numerics: str, backend: str, max_tokens: int = 5) -> Engine:
     (folder / "spec.yaml").write_text("extends: tiny.yaml\nname: tiny-inv\nvocab_size: 1024\n")
     spec = load_spec(folder / "spec.yaml")
     dtype, activations = MODES[numerics]
     options = CompileOptions(
-        max_batch=4, max_tokens=5, max_seq=32, logits="all", max_draft=0,
+        max_batch=4, max_tokens=max_tokens, max_seq=32, logits="all", max_draft=0,
         numerics=numerics, dtype=dtype,
     )  # fmt: skip
     plan = compile_spec(spec, options).plan
@@ -123,3 +124,19 @@ def test_triton_backend_short_chunks_equal_decoding(tmp_path):
     engine = make_engine(tmp_path, "plain", "triton")
     alone = _run(engine, [SEQ], 1, [0], SHORT)
     assert torch.equal(_run(engine, [SEQ], 3, [0], SHORT), alone)
+
+
+@pytest.mark.parametrize(
+    "numerics, backend",
+    [pytest.param(*c, marks=pytest.mark.long) if c[1] == "triton" else c for c in CASES],
+    ids="-".join,
+)
+def test_a_prefill_past_16_tokens_equals_decoding(tmp_path, numerics, backend):
+    """The whole sequence (21 tokens) as a prefill chunk of 18, past the 16 tokens a row of
+    the Triton decode forms (sparse attention folds its slices in a program per token, the
+    indexer and the GEMMs take their prefill tiles), then one of 3, against decoded alone:
+    the prefill forms keep a decode step's reduction order (the torch backend: a second or
+    so a mode; the interpreter: minutes, `long`)."""
+    engine = make_engine(tmp_path, numerics, backend, max_tokens=18)
+    alone = _run(engine, [SEQ], 1, [0])
+    assert torch.equal(_run(engine, [SEQ], 18, [0]), alone)
