@@ -4,9 +4,9 @@ the step with B - 1 other sequences (B = 1..4, in any cache row), on the tiny mo
 1024) under both numerics modes, on both backends (Triton's kernels in its interpreter on a
 CPU). The sequence (21 tokens) crosses the sliding window (16) and five CSA windows (4), so
 the window ring, the compressor's state and the indexer's selection are read across chunk
-boundaries. The interpreter takes minutes for that: its full cases are `long` (with a prefill chunk of
-18 tokens, past the decode forms' 16), and a shorter sequence (6 tokens, a CSA entry)
-checks the Triton backend in the default run.
+boundaries. The interpreter takes minutes for that: its full cases are `long`, and a shorter
+sequence (6 tokens, a CSA entry) checks the Triton backend in the default run. A prefill
+chunk of 18 tokens (past the 16 of the Triton decode forms) runs on both backends too.
 
 On the Triton backend a prefill chunk and a decode step run the GEMMs at different tile
 shapes (and the split-K runs in one program or on several): every dot sums in 16-column
