@@ -128,8 +128,10 @@ def test_triton_backend_short_chunks_equal_decoding(tmp_path):
 
 @pytest.mark.parametrize(
     "numerics, backend",
-    [pytest.param(*c, marks=pytest.mark.long) if c[1] == "triton" else c for c in CASES],
-    ids="-".join,
+    [
+        pytest.param(*c, marks=[pytest.mark.long] * (c[1] == "triton"), id="-".join(c))
+        for c in CASES
+    ],
 )
 def test_a_prefill_past_16_tokens_equals_decoding(tmp_path, numerics, backend):
     """The whole sequence (21 tokens) as a prefill chunk of 18, past the 16 tokens a row of
