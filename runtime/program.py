@@ -346,9 +346,9 @@ def _matmul(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> Call:
     (`ir/semantics/invariant.py`) so a token's row never depends on the step's other rows;
     an fp32 result of 16-bit operands (the lm_head) is widened from the GEMM's output, never
     computed from fp32 copies of the weight."""
-    x2, w_t, o2 = x.view(-1, x.shape[-1]), w.t(), out.view(-1, out.shape[-1])
+    x2, o2 = x.view(-1, x.shape[-1]), out.view(-1, out.shape[-1])
     blocks = RowBlocks(x2.shape[1], o2.shape[1], x.dtype, x.device)  # bound once, reused
-    return lambda: blocks(x2, w_t, o2)
+    return lambda: blocks(x2, w, o2)
 
 
 def _dequantized(args: list, dtype: torch.dtype) -> list:

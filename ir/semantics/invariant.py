@@ -21,6 +21,13 @@ fails there rather than silently.
 ROWS = 4: a verify step's K + 1 <= 4 rows are one call, as a decode step's one row is, so
 verifying costs what decoding does. Cost: a lone row pays for 4 rows of arithmetic (measured
 in BENCHMARKS.md); a long prefill makes M / 4 calls.
+
+An fp32 weight of WIDE rows or more (a vocabulary) takes the transposed call, W [N, K] x
+blockᵀ [K, ROWS] -> [N, ROWS]: given block x Wᵀ, MKL's sgemm repacks the whole weight each
+call (one thread, the tiny model's lm_head, N = 129280, K = 256: 30.4 ms for 4 rows, where
+x Wᵀ at 1 row took 18 ms), given W x blockᵀ it streams it once (12.8 ms). Below WIDE rows,
+and in bf16 (another kernel), the direct call is as fast or faster (the table in
+BENCHMARKS.md). The choice is the weight's shape and dtype: one path per weight, still.
 """
 
 from __future__ import annotations
@@ -31,6 +38,12 @@ import torch
 from torch import Tensor
 
 ROWS = 4  # rows per BLAS call; fixed, so the call's shape never depends on the batch
+WIDE = 16384  # fp32 weights of this many rows or more go through the BLAS transposed
+
+
+def transposed(n: int, dtype: torch.dtype) -> bool:
+    """Whether the products with an [n, K] weight of `dtype` are taken as W x blockᵀ."""
+    return dtype == torch.float32 and n >= WIDE
 
 
 def matmul(x: Tensor, w: Tensor) -> Tensor:
@@ -41,28 +54,39 @@ def matmul(x: Tensor, w: Tensor) -> Tensor:
     if m == 0:  # (an expert no token was routed to)
         return x.new_empty(*x.shape[:-1], w.shape[0])
     padded = torch.cat((flat, flat.new_zeros(-m % ROWS, flat.shape[1])))  # [M', K], M' % ROWS = 0
-    out = torch.cat([torch.mm(block, w.T) for block in padded.split(ROWS)])[:m]
-    return out.view(*x.shape[:-1], w.shape[0])
+    blocks = padded.split(ROWS)
+    if transposed(*w.shape[:1], w.dtype):
+        out = torch.cat([torch.mm(w, block.T) for block in blocks], dim=1).T[:m]  # [M, N]
+    else:
+        out = torch.cat([torch.mm(block, w.T) for block in blocks])[:m]
+    return out.reshape(*x.shape[:-1], w.shape[0])
 
 
 class RowBlocks:
     """The staging buffers of one product shape, made once (a bound step allocates nothing):
-    `block` [ROWS, K] takes the rows, `result` [ROWS, N] the BLAS's output."""
+    `block` [ROWS, K] takes the rows, `result` the BLAS's output, [ROWS, N] (or [N, ROWS]
+    where `transposed`: `matmul`'s calls, the same bits)."""
 
     def __init__(self, k: int, n: int, dtype: torch.dtype, device: torch.device) -> None:
         self.block = torch.zeros(ROWS, k, dtype=dtype, device=device)
-        self.result = torch.empty(ROWS, n, dtype=dtype, device=device)
+        self.wide = transposed(n, dtype)
+        self.result = torch.empty(*((n, ROWS) if self.wide else (ROWS, n)), dtype=dtype,
+                                  device=device)  # fmt: skip
 
-    def __call__(self, x: Tensor, w_t: Tensor, out: Tensor) -> None:
-        """out [M, N] = x [M, K] @ w_t [K, N] (out may be wider than x's dtype: the lm_head's
+    def __call__(self, x: Tensor, w: Tensor, out: Tensor) -> None:
+        """out [M, N] = x [M, K] @ w [N, K]ᵀ (out may be wider than x's dtype: the lm_head's
         fp32 logits of bf16 operands). A last, partial block's tail rows keep what they held
         (zeros, or an earlier block's rows): rows never mix in a product."""
         block, result = self.block, self.result
         for start in range(0, x.shape[0], ROWS):
             n = min(ROWS, x.shape[0] - start)
             block[:n].copy_(x[start : start + n])
-            torch.mm(block, w_t, out=result)
-            out[start : start + n].copy_(result[:n])
+            if self.wide:
+                torch.mm(w, block.T, out=result)
+                out[start : start + n].copy_(result[:, :n].T)
+            else:
+                torch.mm(block, w.T, out=result)
+                out[start : start + n].copy_(result[:n])
 
 
 def bmm(x: Tensor, w: Tensor) -> Tensor:

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from v4c.ir.semantics import invariant
-from v4c.ir.semantics.invariant import ROWS, RowBlocks, bmm, matmul
+from v4c.ir.semantics.invariant import ROWS, WIDE, RowBlocks, bmm, matmul
 
 # (K, N): the tiny model's shapes (hidden 256, HC 4*256 -> 24, experts, the gate's 8) and a
-# small odd one
-SHAPES = [(256, 512), (1024, 24), (64, 8), (32, 33)]
+# small odd one, and a wide one (a vocabulary: fp32 takes the transposed call)
+SHAPES = [(256, 512), (1024, 24), (64, 8), (32, 33), (128, WIDE)]
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
@@ -44,15 +44,18 @@ def test_values_are_the_product(threads):
     torch.testing.assert_close(matmul(x, w), x @ w.T, rtol=1e-5, atol=1e-5)
 
 
-def test_bound_blocks_equal_matmul(threads):
+@pytest.mark.parametrize("n, dtype", [(24, torch.bfloat16), (WIDE, torch.float32)])
+def test_bound_blocks_equal_matmul(threads, n, dtype):
     """The bound form (the program's linear) writes what `matmul` returns, widening a bf16
-    product to an fp32 result as the lm_head does; no rows give no rows, no K a zero product."""
-    x, w = torch.randn(13, 64).bfloat16(), torch.randn(24, 64).bfloat16()
-    out = torch.empty(13, 24)
-    RowBlocks(64, 24, torch.bfloat16, x.device)(x, w.T, out)
+    product to an fp32 result as the lm_head does, and through the transposed call for a
+    wide fp32 weight; no rows give no rows, no K a zero product."""
+    x, w = torch.randn(13, 64).to(dtype), torch.randn(n, 64).to(dtype)
+    out = torch.empty(13, n)
+    assert RowBlocks(64, n, dtype, x.device).wide == (n == WIDE)
+    RowBlocks(64, n, dtype, x.device)(x, w, out)
     assert torch.equal(out, matmul(x, w).float())
-    assert matmul(x[:0], w).shape == (0, 24)
-    assert torch.equal(matmul(x[:, :0], w[:, :0]), torch.zeros(13, 24).bfloat16())  # K = 0
+    assert matmul(x[:0], w).shape == (0, n)
+    assert torch.equal(matmul(x[:, :0], w[:, :0]), torch.zeros(13, n, dtype=dtype))  # K = 0
 
 
 def test_bmm_groups():
