@@ -7,7 +7,10 @@
 # Stages, in order, each under `timeout` and within one overall budget (GPU_CHECK_BUDGET_S,
 # default 390 s, so the whole run stays under 7 minutes on one H200):
 #   env              bench/gpu_env.py: python, versions, device -> env.json, env.log
-#   pytest-gpu       every `gpu`-marked test               -> pytest_gpu.log, pytest_gpu.xml
+#   pytest-gpu       every `gpu`-marked test but the next -> pytest_gpu.log, pytest_gpu.xml
+#   invariance       the Flash slice's logits bit for bit alone, in prefill chunks of 3 and
+#                    20 and beside another sequence, Triton compiled for the GPU (its own
+#                    stage: its kernels' builds take a minute)  -> invariance.log
 #   kernels          bench/kernels.py, 2-layer Flash slice  -> kernels.json, kernels.log
 #                    (each decode GEMM beside torch.mm in bf16 and torch._scaled_mm)
 #   estimate         bench/estimate.py: each kernel measured beside the kernel lens's estimate
@@ -51,6 +54,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/v4c-gpu-check.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT"
 for f in stages.tsv gpu_check.json gpu_check.md env.json env.log pytest_gpu.log pytest_gpu.xml \
+  invariance.log \
   kernels.json kernels.log estimate.json estimate.log experts.json experts.log \
   bench_as_stored.json bench_as_stored.log bench_bf16.json bench_bf16.log bench_speculative.json \
   bench_speculative.log bench_offload.json bench_offload.log offload_budget.log report.log; do
@@ -113,8 +117,10 @@ BENCH=(-m v4c bench "$SLICE" --random-weights --batch 1 --prompt-len 2048 --deco
 CPU_OK=$([ "$DRY" = 1 ] && echo --cpu-ok)
 DRY=0 run_stage env 60 env.log "$PY" bench/gpu_env.py "$OUT/env.json" $CPU_OK
 command -v nvidia-smi >/dev/null && nvidia-smi >>"$OUT/env.log" 2>&1
+INVARIANCE=tests/runtime/test_gpu.py::test_flash_slice_is_batch_invariant_on_cuda
 run_stage pytest-gpu 120 pytest_gpu.log "$PY" -m pytest -m gpu -p no:cacheprovider \
-  --junitxml="$OUT/pytest_gpu.xml" tests
+  --deselect "$INVARIANCE" --junitxml="$OUT/pytest_gpu.xml" tests
+run_stage invariance 90 invariance.log "$PY" -m pytest -p no:cacheprovider "$INVARIANCE"
 run_stage kernels 75 kernels.log "$PY" bench/kernels.py --spec "$SLICE" --weights as-stored \
   --prompt-len 2048 --json "$OUT/kernels.json"
 run_stage estimate 90 estimate.log env -u TRITON_INTERPRET "$PY" bench/estimate.py \

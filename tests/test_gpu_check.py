@@ -17,8 +17,8 @@ import torch
 from tests.conftest import ROOT
 from v4c.spec import load_spec
 
-STAGES = ["env", "pytest-gpu", "kernels", "estimate", "experts", "bench-as-stored",
-          "bench-bf16", "bench-speculative", "bench-offload"]  # fmt: skip
+STAGES = ["env", "pytest-gpu", "invariance", "kernels", "estimate", "experts",
+          "bench-as-stored", "bench-bf16", "bench-speculative", "bench-offload"]  # fmt: skip
 
 
 SLICE = "variants/flash-2l-slice"

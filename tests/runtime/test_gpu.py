@@ -1,5 +1,6 @@
 """The torch backend on a GPU: the tiny model and a 2-layer Flash-shape slice (real dims,
-random weights), bf16 on CUDA against fp32 on the same device. Skipped without CUDA."""
+random weights), bf16 on CUDA against fp32 on the same device; batch invariance and exact
+speculation on the GPU. Skipped without CUDA."""
 
 from __future__ import annotations
 
@@ -66,3 +67,26 @@ def test_speculation_keeps_the_greedy_tokens_on_cuda(backend):
     plain = greedy()
     assert greedy(MtpDrafter(engine, Sampler(), 2)) == plain
     assert greedy(MtpDrafter(engine, Sampler(), 3, oracle=plain)) == plain
+
+
+def test_flash_slice_is_batch_invariant_on_cuda(tmp_path):
+    """The Triton kernels compiled for the GPU (tensor cores, the warps and layouts the
+    interpreter does not have), the Flash slice with random weights as stored (FP8/FP4,
+    official numerics: bf16 tensor cores, FP8 activations, the default): a 150-token
+    sequence (past the 128-token window, CSA and HCA entries written) gets the same logits,
+    bit for bit, decoded alone, prefilled in chunks of 3 (verify-sized) and of 20 (the
+    prefill forms: sparse attention folding its slices in a program per token, the prefill
+    GEMM tiles), and decoded beside a second sequence in the other cache row:
+    tests/runtime/test_invariance.py's claim on the tiny model in the interpreter, on the
+    hardware."""
+    from tests.runtime.test_invariance import _run, invariance_engine
+
+    spec = load_spec(SPECS / "variants" / "flash-2l-slice.yaml")
+    engine = invariance_engine(spec, "official", "triton", tmp_path, max_tokens=20, max_seq=256,
+                               device="cuda")  # fmt: skip
+    gen = torch.Generator().manual_seed(2)
+    seq, other = torch.randint(0, spec.vocab_size, (2, 150), generator=gen).tolist()
+    alone = _run(engine, [seq], 1, [0], len(seq))
+    for chunk in (3, 20):
+        assert torch.equal(_run(engine, [seq], chunk, [0], len(seq)), alone), chunk
+    assert torch.equal(_run(engine, [other, seq], 1, [1, 0], len(seq))[1:], alone)

@@ -40,17 +40,24 @@ CASES = [("plain", "torch"), ("official", "torch"), ("plain", "triton"), ("offic
 
 def make_engine(folder, numerics: str, backend: str, max_tokens: int = 5) -> Engine:
     (folder / "spec.yaml").write_text("extends: tiny.yaml\nname: tiny-inv\nvocab_size: 1024\n")
-    spec = load_spec(folder / "spec.yaml")
+    return invariance_engine(load_spec(folder / "spec.yaml"), numerics, backend, folder,
+                             max_tokens=max_tokens, max_seq=32)  # fmt: skip
+
+
+def invariance_engine(spec, numerics: str, backend: str, folder, *, max_tokens: int,
+                      max_seq: int, device: str = "cpu") -> Engine:  # fmt: skip
+    """An engine of `spec` (random weights, as stored) returning every token's logits, for
+    up to 4 rows of up to `max_tokens` tokens a step, no drafts."""
     dtype, activations = MODES[numerics]
     options = CompileOptions(
-        max_batch=4, max_tokens=max_tokens, max_seq=32, logits="all", max_draft=0,
+        max_batch=4, max_tokens=max_tokens, max_seq=max_seq, logits="all", max_draft=0,
         numerics=numerics, dtype=dtype,
     )  # fmt: skip
     plan = compile_spec(spec, options).plan
     weights = random_weights(spec, seed=5)
     return Engine(
         plan, as_stored({n: weights[n] for n in plan.params}, plan.params), dtype=activations,
-        backend=backend, kernel_root=folder / "kernels",
+        device=device, backend=backend, kernel_root=folder / "kernels",
     )  # fmt: skip
 
 
