@@ -221,7 +221,7 @@ def fold_slice(M, L, ACC, m, l, o):
     a = tl.exp(M - top)
     b = tl.exp(m - top)
     L = tl.fma(L, a, l * b)
-    ACC = tl.fma(ACC, a[:, None], o * b[:, None])
+    ACC = tl.fma(ACC, tl.broadcast_to(a[:, None], ACC.shape), o * b[:, None])
     return top, L, ACC
 
 
