@@ -169,37 +169,14 @@ def slice_values(p, ptrs, valid, c0, D: tl.constexpr, BLOCK: tl.constexpr,
 
 
 @triton.jit
-def slice_partial(
-    q_ptr,
-    h,
-    ptrs,
-    valid,
-    scale,
-    part_ptr,
-    ml_ptr,
-    r,
-    cos,
-    sin,
-    on,
-    HEADS: tl.constexpr,
-    D: tl.constexpr,
-    SLICES: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    PRECISION: tl.constexpr,
-    UPCAST: tl.constexpr,
-    ROUND_P: tl.constexpr,
-    Q_NORM: tl.constexpr,
-    ROPE_AT: tl.constexpr,
-    INLINE: tl.constexpr,
-):
-    """Flash-decoding: the softmax partial of one slice (`slice_probs`) written out for
+def store_partial(m, l, p, h, ptrs, valid, part_ptr, ml_ptr, HEADS: tl.constexpr,
+                  D: tl.constexpr, SLICES: tl.constexpr, BLOCK_D: tl.constexpr,
+                  UPCAST: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+    """Flash-decoding: one slice's partial (`slice_probs` of heads h) written out for
     `combine_slices`: o [BH, D] = p · k to part_ptr [HEADS, D], BLOCK_D columns at a time
     (only a [BH, BD] tile of o is live), (m, l) to ml_ptr [2, HEADS, SLICES] at this slice (a
     head's SLICES maxima, then sums, lie side by side)."""
     heads = h < HEADS
-    m, l, p = slice_probs(q_ptr, h, ptrs, valid, scale, r, cos, sin, on, HEADS, D, BLOCK_N,
-                          BLOCK_D, PRECISION, UPCAST, ROUND_P, Q_NORM, ROPE_AT, INLINE)  # fmt: skip
     for d0 in range(0, D, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)
         o = slice_values(p, ptrs, valid, d0, D, BLOCK_D, UPCAST, PRECISION)

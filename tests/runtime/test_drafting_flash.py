@@ -1,14 +1,16 @@
 """Greedy speculation at Flash's real attention dims: the 2-layer Flash slice (a CSA and an
 HCA layer, specs/variants/flash-2l-slice.yaml) with its MTP block put back, random weights,
 vocabulary 1024 and 4 experts (top-2) to fit a CPU (the attention and compression dims are
-Flash's), torch backend, plain numerics (fp32 activations, bf16 weights). The prompt (140
+Flash's), torch backend. The prompt (140
 tokens) crosses the sliding window (128), the HCA ratio (128) and many CSA windows (4); the
 indexer's top-512 then keeps every CSA entry (a selection among more is the tiny model's
-test). Greedy decoding with the MTP drafter (K = 1..3: rejected drafts undone) and with the
+test). Both numerics modes: plain (fp32 activations, bf16 weights) and official (bf16
+activations, the weights as the release stores them, FP8 activations into the FP8 GEMMs).
+Greedy decoding with the MTP drafter (K = 1..3: rejected drafts undone) and with the
 perfect drafter (K = 3: verify steps of 4 tokens kept whole) emits exactly plain greedy
 decoding's tokens and leaves the main model's caches bit for bit as it does. The oracle is
-the plain `generate` loop on the same engine. About half an hour on a loaded 2-core machine:
-`long`.
+the plain `generate` loop on the same engine. About half an hour a mode on a loaded 2-core
+machine: `long`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from tests.conftest import SPECS
 from v4c.compile import compile_spec
 from v4c.passes.base import CompileOptions
-from v4c.runtime.checkpoint.random_weights import random_weights
+from v4c.runtime.checkpoint.random_weights import as_stored, random_weights
 from v4c.runtime.drafting import MtpDrafter
 from v4c.runtime.engine import Engine
 from v4c.runtime.generate import generate
@@ -31,8 +33,8 @@ PROMPT = [(37 * i + 11) % 1024 for i in range(140)]
 NEW = 10
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+@pytest.fixture(scope="module", params=["plain", "official"])
+def setup(tmp_path_factory, request):
     folder = tmp_path_factory.mktemp("flash-draft")
     (folder / "spec.yaml").write_text(
         f"extends: {SPECS / 'variants/flash-2l-slice.yaml'}\nname: flash-slice-mtp\n"
@@ -41,12 +43,15 @@ def setup(tmp_path_factory):
     )
     spec = load_spec(folder / "spec.yaml")
     # one step holds the MTP block's window (128): its first step covers it
+    official = request.param == "official"
     options = CompileOptions(
-        max_batch=1, max_tokens=128, max_seq=192, weights="bf16", dtype="fp32", numerics="plain"
-    )
+        max_batch=1, max_tokens=128, max_seq=192, weights="as-stored" if official else "bf16",
+        dtype="bf16" if official else "fp32", numerics=request.param,
+    )  # fmt: skip
     plan = compile_spec(spec, options).plan
     weights = random_weights(spec, seed=3)
-    engine = Engine(plan, {n: weights[n] for n in plan.params}, dtype=torch.float32)
+    weights = as_stored({n: weights[n] for n in plan.params}, plan.params)
+    engine = Engine(plan, weights, dtype=torch.bfloat16 if official else torch.float32)
     plain = generate(engine, [PROMPT], Sampler(), max_new_tokens=NEW, stop_ids=set())
     return engine, plain.tokens, _main_caches(engine)
 
