@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from v4c.codegen.params import Operands, Template, template
+from v4c.envs import triton_interpret
 from v4c.spec.schema import coff
 
 
@@ -20,6 +21,8 @@ class Compressor(Template):
     theta: float
     yarn: tuple[float, int, float, float] | None
     sim: str  # numerics official: "fp8" (non-RoPE dims), "fp4" (Hadamard) rounding, or "none"
+    # Triton's interpreter: a program pools an entry's channels whole (the template's BLOCK_C)
+    wide: bool = Field(default_factory=triton_interpret)
 
     @model_validator(mode="after")
     def _pairs(self) -> Compressor:

@@ -18,6 +18,8 @@ import pytest
 import torch
 
 from tests.codegen.conftest import run_kernel
+from v4c.codegen import jit
+from v4c.codegen.params import describe
 from v4c.ir.ops.compressor import Compressor
 from v4c.spec.schema import coff
 
@@ -58,10 +60,30 @@ def test_official_rounding_is_bitwise(sim, ratio, starts, steps, kernel_cache):
     assert not torch.equal(official, plain)
 
 
-def drive(op, dtype, starts, steps, root=None, tol=None) -> torch.Tensor:
+@pytest.mark.parametrize(
+    "sim, ratio, dtype, starts, steps",
+    [
+        ("none", 4, torch.float32, (0, 3), (6, 1, 1, 5)),  # fp32: any reordering shows
+        ("fp8", 16, torch.bfloat16, (0, 13), (13, 1, 1, 20)),
+        ("fp4", 4, torch.bfloat16, (2, 9), (3, 1, 1, 7)),
+    ],
+)
+def test_the_interpreters_channel_blocks_are_the_gpus_bits(sim, ratio, dtype, starts, steps,
+                                                           kernel_cache):  # fmt: skip
+    """The interpreter pools an entry's channels in one program (`wide`), a GPU 4 channels a
+    program: the same state and cache, bit for bit, after every step (the channels are
+    independent; the slot splits and their merge order are the GPU's in both)."""
+    op = Compressor(ROPE, 10000.0, YARN if ratio == 4 else None, ratio=ratio, eps=1e-6, sim=sim)
+    wide, gpu = (drive(op, dtype, starts, steps, kernel_cache, wide=w) for w in (True, False))
+    for a, b in zip(wide, gpu):
+        assert torch.equal(a, b)
+
+
+def drive(op, dtype, starts, steps, root=None, tol=None, wide=None) -> torch.Tensor:
     """Runs the schedule on the kernel (when `root`, checking it against the reference after
-    each step: state exact, cache within `tol`) and the reference; returns the reference's
-    final cache."""
+    each step: state exact, cache within `tol`, if given) and the reference; returns the
+    reference's final cache, or with `wide` (the template's channel blocks: an entry's
+    channels whole, or the GPU's 4) the kernel's final state and cache."""
     ratio = op.ratio
     gen = torch.Generator().manual_seed(ratio)
     f = coff(ratio)
@@ -85,12 +107,17 @@ def drive(op, dtype, starts, steps, root=None, tol=None) -> torch.Tensor:
         done += tokens
         if root is None:
             continue
-        (got,) = run_kernel(op, ins, root)
+        params = jit.params_for(op.kind, op.attrs(), [describe(t) for t in ins])
+        assert params.wide  # the suite runs in the interpreter
+        if wide is not None:
+            params = params.model_copy(update=dict(wide=wide))
+        (got,) = run_kernel(op, ins, root, params)
         assert got is mine[2]
         torch.testing.assert_close(mine[0], ref[0], rtol=0, atol=0)  # state: raw K and Z + ape
         torch.testing.assert_close(mine[1], ref[1], rtol=0, atol=0)
-        torch.testing.assert_close(mine[2], ref[2], **tol)
+        if tol is not None:
+            torch.testing.assert_close(mine[2], ref[2], **tol)
         assert all(torch.equal(s[1], old) for s, old in zip(mine, skipped))
     written = (ref[2][slots] != cache[slots]).any(-1).sum()  # entries the steps wrote
     assert written >= rows * (sum(steps) // ratio - 1)
-    return ref[2]
+    return mine if wide is not None else ref[2]
