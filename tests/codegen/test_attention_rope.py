@@ -110,15 +110,15 @@ def test_the_folds_are_on(kernel_cache):
 
 @pytest.mark.parametrize("dtype, official", [(torch.float32, False), (torch.bfloat16, True)])
 def test_prefill_is_decode_bit_for_bit(dtype, official, kernel_cache):
-    """Both folds, CSA (24 picks of 40, in 3 slices and the default 2): each sampled token of
-    a 20-token prefill chunk gets bit for bit its decode step's output (as the plain
-    attention's test in tests/codegen/test_attention.py), plain fp32 and official bf16."""
+    """Both folds, CSA (24 picks of 40): each sampled token of a 20-token prefill chunk gets
+    bit for bit its decode step's output (as the plain attention's test in
+    tests/codegen/test_attention.py), plain fp32 in 3 slices, official bf16 in the default 2."""
     op = SparseAttentionRope(
         ROPE, 160000.0, YARN, ratio=4, window=W, softmax_scale=D**-0.5, round_probs=official,
         q_norm=True, inline=official, o_rope=True,
     )  # fmt: skip
     gen = torch.Generator().manual_seed(7)
-    for slices in (3, 0):
+    for slices in (3,) if dtype == torch.float32 else (0,):
         chunk, decodes = prefill_and_decodes(op, dtype, 40, 24, slices, kernel_cache, gen, D)
         for t, got in decodes:
             assert torch.equal(got, chunk[:, t : t + 1]), (slices, t)
