@@ -54,18 +54,23 @@ def matmul(x: Tensor, w: Tensor) -> Tensor:
     if m == 0:  # (an expert no token was routed to)
         return x.new_empty(*x.shape[:-1], w.shape[0])
     padded = torch.cat((flat, flat.new_zeros(-m % ROWS, flat.shape[1])))  # [M', K], M' % ROWS = 0
-    blocks = padded.split(ROWS)
-    if transposed(*w.shape[:1], w.dtype):
-        out = torch.cat([torch.mm(w, block.T) for block in blocks], dim=1).T[:m]  # [M, N]
-    else:
-        out = torch.cat([torch.mm(block, w.T) for block in blocks])[:m]
-    return out.reshape(*x.shape[:-1], w.shape[0])
+    out = torch.cat([block_product(block, w) for block in padded.split(ROWS)])[:m]
+    return out.view(*x.shape[:-1], w.shape[0])
+
+
+def block_product(block: Tensor, w: Tensor, out: Tensor | None = None) -> Tensor:
+    """block [ROWS, K] x w [N, K]ᵀ -> [ROWS, N] by the one BLAS call this weight takes (W x
+    blockᵀ where `transposed`, into `out` [N, ROWS], and a transposed view of it returned;
+    else into `out` [ROWS, N])."""
+    if transposed(w.shape[0], w.dtype):
+        return torch.mm(w, block.T, out=out).T
+    return torch.mm(block, w.T, out=out)
 
 
 class RowBlocks:
     """The staging buffers of one product shape, made once (a bound step allocates nothing):
     `block` [ROWS, K] takes the rows, `result` the BLAS's output, [ROWS, N] (or [N, ROWS]
-    where `transposed`: `matmul`'s calls, the same bits)."""
+    where `transposed`): `matmul`'s calls (`block_product`), the same bits."""
 
     def __init__(self, k: int, n: int, dtype: torch.dtype, device: torch.device) -> None:
         self.block = torch.zeros(ROWS, k, dtype=dtype, device=device)
@@ -81,12 +86,7 @@ class RowBlocks:
         for start in range(0, x.shape[0], ROWS):
             n = min(ROWS, x.shape[0] - start)
             block[:n].copy_(x[start : start + n])
-            if self.wide:
-                torch.mm(w, block.T, out=result)
-                out[start : start + n].copy_(result[:, :n].T)
-            else:
-                torch.mm(block, w.T, out=result)
-                out[start : start + n].copy_(result[:n])
+            out[start : start + n].copy_(block_product(block, w, result)[:n])
 
 
 def bmm(x: Tensor, w: Tensor) -> Tensor:
